@@ -1,0 +1,1 @@
+"""Declarative weight-mapping rule files, one per architecture family (package data)."""

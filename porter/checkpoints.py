@@ -1,0 +1,118 @@
+"""Read PyTorch checkpoints as named numpy tensors, shapes first, data on demand.
+
+Shapes come from the safetensors header without reading data, so a mapping plan
+is checked before a single tensor moves. Pickled checkpoints are read only with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_BIN = "pytorch_model.bin"
+
+
+class TensorSource:
+    """Named tensors: ``shapes`` (all of them) and ``get(key)`` (one at a time)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], getter, origin: str):
+        self.shapes = shapes
+        self._get = getter
+        self.origin = origin
+
+    def keys(self):
+        return self.shapes.keys()
+
+    def get(self, key: str) -> np.ndarray:
+        return self._get(key)
+
+
+def _open_safetensors(path: Path):
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(path), framework="np")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PorterError(
+            f"{path} is not a readable safetensors file ({exc})",
+            hint="the file may be truncated or not a safetensors file; re-save it with safetensors.torch.save_file",
+        ) from None
+
+
+def _read_np(handle, key: str, path: Path) -> np.ndarray:
+    try:
+        return handle.get_tensor(key)
+    except TypeError:
+        # numpy has no bfloat16: read through torch and widen to float32.
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor(key).float().numpy()
+
+
+def read_safetensors(files: list[Path]) -> TensorSource:
+    handles, shapes, where = {}, {}, {}
+    for path in files:
+        if not path.is_file():
+            raise PorterError(f"checkpoint shard {path} is missing")
+        handle = _open_safetensors(path)
+        handles[path] = handle
+        for key in handle.keys():
+            shapes[key] = tuple(handle.get_slice(key).get_shape())
+            where[key] = path
+    return TensorSource(shapes, lambda k: _read_np(handles[where[k]], k, where[k]), origin=str(files[0].parent))
+
+
+def read_pickle_bin(path: Path) -> TensorSource:
+    torch = __import__("porter.frameworks", fromlist=["torch"]).torch()
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+        raise PorterError(
+            f"{path} could not be read safely with torch.load(weights_only=True): {exc}",
+            hint="convert it to model.safetensors with a trusted copy of the code that wrote it",
+        ) from None
+    if not isinstance(state, dict):
+        raise PorterError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return TensorSource(shapes, lambda k: state[k].detach().float().numpy() if state[k].dtype == torch.bfloat16 else state[k].detach().numpy(), origin=str(path))
+
+
+def open_torch_checkpoint(path: Path) -> TensorSource:
+    """An HF folder (single or sharded safetensors, or pytorch_model.bin) or a bare .safetensors file."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return read_safetensors([path])
+    if not path.is_dir():
+        raise PorterError(f"checkpoint {path} does not exist")
+    if (path / SAFETENSORS).is_file():
+        return read_safetensors([path / SAFETENSORS])
+    if (path / SAFETENSORS_INDEX).is_file():
+        try:
+            weight_map = json.loads((path / SAFETENSORS_INDEX).read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise PorterError(f"{path / SAFETENSORS_INDEX} is not a valid shard index ({exc})") from None
+        return read_safetensors([path / name for name in sorted(set(weight_map.values()))])
+    if (path / PICKLE_BIN).is_file():
+        return read_pickle_bin(path / PICKLE_BIN)
+    raise PorterError(
+        f"{path} holds no PyTorch weights: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PICKLE_BIN}",
+        hint="pass the folder that transformers' save_pretrained wrote with --checkpoint",
+    )
+
+
+def read_config(folder: Path) -> dict:
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        raise PorterError(f"{folder} has no config.json", hint="porter needs the model's config.json beside its weights")
+    try:
+        return json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise PorterError(f"{cfg} is not valid JSON ({exc})") from None

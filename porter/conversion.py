@@ -1,0 +1,187 @@
+"""`porter convert`: resolve the model, choose the route, write all-or-nothing, verify, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from porter import zoo
+from porter.artifacts import detect
+from porter.errors import PorterError
+from porter.outdir import check_writable, staged_output
+
+FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
+REPORT = "porter_report.json"
+
+
+@dataclass
+class ConversionResult:
+    out: Path
+    route: str
+    verification: object | None = None  # VerificationResult
+    report: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.verification is None or bool(self.verification)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+@dataclass
+class Source:
+    """What the user asked to convert: a zoo entry and where its weights and config live."""
+
+    entry: object
+    path: Path
+    artifact: object
+    config: dict
+
+
+def resolve(model: str, source: str, checkpoint) -> Source:
+    path = Path(checkpoint) if checkpoint else None
+    if path is None and str(model) in zoo.ENTRIES:
+        entry = zoo.get(str(model))
+        if source != "torch":
+            raise PorterError(f"`porter convert {model} --from {source}` needs a model file", hint="pass --checkpoint PATH")
+        path = entry.impl.default_checkpoint(entry.name)
+    elif path is None:
+        path = Path(model)
+    if not path.exists():
+        raise PorterError(f"{path} does not exist", hint="pass a zoo name (see `porter zoo list`) or an existing path")
+    artifact = detect(path)
+    if artifact.framework != source:
+        raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model", hint=f"use --from {artifact.framework}")
+    config = artifact.config
+    if config is None:
+        if artifact.format == "keras":
+            return Source(None, path, artifact, {})  # the .keras file carries its own config
+        raise PorterError(f"{path} has no config.json beside it", hint="porter's direct route reads the model's config.json")
+    entry = zoo.for_config(config, f"{path if path.is_dir() else path.parent}/config.json")
+    if str(model) in zoo.ENTRIES and zoo.get(str(model)).name != entry.name:
+        raise PorterError(f"{path} holds a {entry.name!r} model, not {model!r}")
+    entry.impl.check_config(config, f"{path}/config.json")
+    return Source(entry, path, artifact, entry.impl.full_config(config))
+
+
+def default_out(model, target: str) -> Path:
+    stem = Path(str(model)).name.removesuffix(".keras") or "model"
+    return Path(f"{stem}-{target}")
+
+
+def convert(
+    model,
+    *,
+    source: str,
+    target: str,
+    checkpoint=None,
+    out=None,
+    route: str = "auto",
+    verify: bool = True,
+    force: bool = False,
+    atol: float | None = None,
+    rtol: float | None = None,
+    console=None,
+) -> ConversionResult:
+    for flag, value in (("--from", source), ("--to", target)):
+        if value not in FRAMEWORKS:
+            raise PorterError(f"{flag} {value!r} is not one of {', '.join(FRAMEWORKS)}")
+    if source == target:
+        raise PorterError(f"--from and --to are both {source!r}")
+    if route not in ("auto", "direct", "onnx"):
+        raise PorterError(f"--route {route!r} is not one of auto, direct, onnx")
+    out = Path(out) if out else default_out(model, target)
+    check_writable(out, force)  # fail before any heavy work
+    if route == "onnx" or target in ("onnx", "tflite") or source == "onnx":
+        raise PorterError(f"the ONNX route ({source} -> {target} via ONNX) is not available in this version of porter")
+    src = resolve(model, source, checkpoint)
+    if (source, target) == ("torch", "tf"):
+        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console)
+    if (source, target) == ("tf", "torch"):
+        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console)
+    raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
+
+
+def _verify(reference_path, candidate_path, src, atol, rtol, route):
+    from porter.verifiers.equivalence import run_equivalence
+    from porter.verifiers.runners import open_runner
+
+    feeds = src.entry.impl.input_sets(src.config, checkpoint=src.path if src.path.is_dir() else None)
+    with open_runner(reference_path) as ref, open_runner(candidate_path) as cand:
+        return run_equivalence(ref, cand, feeds, atol=atol, rtol=rtol, route=route, defined_where=src.entry.defined_where)
+
+
+def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
+    if verification is not None:
+        report["status"] = verification.status
+        report["verification"] = verification.to_dict()
+        from porter.verifiers.console import render
+
+        render(verification, console)
+    else:
+        report["status"] = "not verified"
+    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str))
+
+
+def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> ConversionResult:
+    from porter.checkpoints import open_torch_checkpoint
+    from porter.routes.direct import torch_to_keras
+
+    entry = src.entry
+    t0 = time.perf_counter()
+    model, plan = torch_to_keras(entry, open_torch_checkpoint(src.path), src.config)
+    t_map = time.perf_counter() - t0
+    with staged_output(out, force) as tmp:
+        t0 = time.perf_counter()
+        entry.impl.export_saved_model(model, tmp)
+        model.save(str(tmp / "model.keras"))
+        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
+        t_save = time.perf_counter() - t0
+        verification = _verify(src.path, tmp, src, atol, rtol, "direct") if verify else None
+        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        _finish(tmp, out, report, verification, console)
+    return ConversionResult(out, "direct", verification, report)
+
+
+def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console) -> ConversionResult:
+    from safetensors.numpy import save_file
+
+    from porter.routes.direct import keras_to_torch
+    from porter.routes.tf_weights import load_keras_artifact
+
+    t0 = time.perf_counter()
+    model, config = load_keras_artifact(src.artifact)
+    if config is None:
+        raise PorterError(f"{src.path} is not one of porter's zoo models", hint="models outside the zoo go through ONNX: pass --route onnx")
+    entry = src.entry or zoo.for_config(config, str(src.path))
+    src = Source(entry, src.path, src.artifact, entry.impl.full_config(config))
+    state, plan = keras_to_torch(entry, model, src.config)
+    t_map = time.perf_counter() - t0
+    with staged_output(out, force) as tmp:
+        t0 = time.perf_counter()
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
+        t_save = time.perf_counter() - t0
+        verification = _verify(src.path, tmp, src, atol, rtol, "direct") if verify else None
+        report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        _finish(tmp, out, report, verification, console)
+    return ConversionResult(out, "direct", verification, report)
+
+
+def _report(src, out, target, plan, timings) -> dict:
+    from porter import __version__
+
+    return {
+        "porter": __version__,
+        "model": src.entry.name,
+        "source": str(src.path),
+        "from": src.artifact.framework,
+        "to": target,
+        "route": "direct",
+        "mapping": {"family": src.entry.family, "tensors": len(plan.steps), "ignored": plan.ignored},
+        "out": str(out),
+        "timings": timings,
+    }

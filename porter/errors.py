@@ -1,0 +1,43 @@
+"""The exceptions porter raises at its boundary.
+
+The CLI turns a PorterError into one readable message and exit code 2;
+VerificationFailed is never raised by the converters (a failed check is a
+result, written and reported), only by ``porter.testing`` helpers.
+"""
+
+from __future__ import annotations
+
+
+class PorterError(Exception):
+    """Bad input or usage. The message names the file, key or op at fault."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list[str] | None = None):
+        self.message = message
+        self.hint = hint
+        self.problems = list(problems or [])
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [self.message]
+        lines += [f"  - {p}" for p in self.problems]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class MappingError(PorterError):
+    """A weight-mapping plan that does not fit: every problem is listed at once."""
+
+
+class UnsupportedModelError(PorterError):
+    """A model, op or attribute porter cannot convert (yet)."""
+
+
+class VerificationFailed(AssertionError):
+    """Raised by porter.testing.assert_equivalent; carries the rendered table."""
+
+    def __init__(self, result, text: str):
+        self.result = result
+        super().__init__(text)

@@ -1,0 +1,94 @@
+"""Lazy, quiet imports of the heavy frameworks.
+
+Keras must see KERAS_BACKEND before its first import, and TensorFlow's C++ log
+noise is silenced unless the user asked for it; both are decided here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+from porter.errors import PorterError
+
+
+def _quiet_tf_env() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@contextlib.contextmanager
+def _stderr_to_file():
+    """TensorFlow's C++ start-up writes absl warnings straight to fd 2, whatever
+    TF_CPP_MIN_LOG_LEVEL says; hold them back, and show them only if the import fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def tensorflow():
+    _quiet_tf_env()
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with _stderr_to_file():
+        import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def keras():
+    _quiet_tf_env()
+    tensorflow()
+    import keras as _keras
+
+    if _keras.backend.backend() != "tensorflow":
+        raise PorterError(
+            f"porter's Keras models need the TensorFlow backend, but KERAS_BACKEND={_keras.backend.backend()}",
+            hint="unset KERAS_BACKEND or set it to 'tensorflow'",
+        )
+    return _keras
+
+
+def torch():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch as _torch
+
+    return _torch
+
+
+def transformers():
+    _quiet_tf_env()
+    import transformers as _transformers
+
+    _transformers.logging.set_verbosity_error()
+    _transformers.logging.disable_progress_bar()
+    return _transformers
+
+
+def set_threads(n: int | None) -> None:
+    """Give torch and TensorFlow the same intra-op thread count (None: leave defaults)."""
+    if not n:
+        return
+    torch().set_num_threads(n)
+    tf = tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow's runtime is already initialised; it keeps its count

@@ -1,0 +1,253 @@
+"""ONNX ModelProto -> torch.fx.GraphModule: check everything first, then convert node by node."""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+from collections import Counter
+
+import onnx
+import torch
+import torch.fx as fx
+from onnx import helper
+
+from porter.errors import PorterError, UnsupportedModelError
+from porter.onnx_to_torch import context, ops  # noqa: F401  (ops registers the converters)
+from porter.onnx_to_torch.context import SymShape, materialize
+from porter.onnx_to_torch.ops.symbolic import SYMBOLIC
+from porter.onnx_to_torch.registry import ONNX_DOMAINS, lookup
+from porter.onnx_to_torch.tensors import from_proto, torch_dtype
+
+CONVERTER_NAME = "porter's ONNX->torch converter"
+
+
+def onnx_to_torch(model_or_path) -> fx.GraphModule:
+    """Convert an ONNX model (a path or an ``onnx.ModelProto``) into a torch.fx.GraphModule."""
+    model = _load(model_or_path)
+    opsets = _opsets(model)
+    check_model(model, opsets)
+    return _Conversion(_with_inferred_types(model), opsets).run()
+
+
+def _load(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise PorterError(f"expected a path or an onnx.ModelProto, got {type(model_or_path).__name__}")
+    path = os.fspath(model_or_path)
+    if not os.path.isfile(path):
+        raise PorterError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf raises several types for a damaged file
+        raise PorterError(f"cannot read ONNX file {path}: {exc}",
+                          hint="the file is corrupt or not an ONNX model") from exc
+    if not model.graph.output:
+        raise PorterError(f"cannot read ONNX file {path}: it holds no graph outputs",
+                          hint="the file is corrupt or not an ONNX model")
+    return model
+
+
+def _opsets(model: onnx.ModelProto) -> dict[str, int]:
+    opsets = {("" if o.domain in ONNX_DOMAINS else o.domain): o.version for o in model.opset_import}
+    opsets.setdefault("", onnx.defs.onnx_opset_version())
+    return opsets
+
+
+def attribute_value(attr: onnx.AttributeProto):
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, onnx.TensorProto):
+        return from_proto(value)
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    return value
+
+
+def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
+    """Raise one UnsupportedModelError listing every op and attribute porter cannot convert."""
+    missing: Counter = Counter()
+    problems: list[str] = []
+    for index, node in enumerate(model.graph.node):
+        domain = "" if node.domain in ONNX_DOMAINS else node.domain
+        converter = lookup(domain, node.op_type, opsets.get(domain, 1))
+        if converter is None:
+            missing[node.op_type if not domain else f"{domain}.{node.op_type}"] += 1
+            continue
+        for attr in node.attribute:
+            why = converter.attribute_problem(attr.name, attribute_value(attr))
+            if why:
+                problems.append(f"node {node.name or f'#{index}'!r} ({node.op_type}): {why}")
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.type.WhichOneof("value") != "tensor_type":
+            problems.append(f"graph input/output {value.name!r}: only tensors are supported, "
+                            f"not {value.type.WhichOneof('value')}")
+    if not missing and not problems:
+        return
+    opset = opsets[""]
+    if missing:
+        listed = ", ".join(f"{op} x{count}" for op, count in sorted(missing.items()))
+        message = f"ops not supported by {CONVERTER_NAME} (opset {opset}): {listed}"
+    else:
+        message = f"{len(problems)} unsupported attribute value(s) or types for {CONVERTER_NAME} (opset {opset})"
+    raise UnsupportedModelError(message, problems=problems,
+                                hint="export the model with these ops decomposed, or add a converter "
+                                     "in porter/onnx_to_torch/ops/")
+
+
+def _with_inferred_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a help for rank/dtype look-ups, not a requirement
+        return model
+
+
+def _value_types(graph: onnx.GraphProto) -> dict:
+    types = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = info.type.tensor_type
+        dtype = torch_dtype(tensor_type.elem_type)
+        if dtype is None or not tensor_type.HasField("shape"):
+            continue
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        types[info.name] = (dtype, shape)
+    return types
+
+
+def sanitize(name: str, fallback: str = "value") -> str:
+    ident = re.sub(r"\W+", "_", name).strip("_") or fallback
+    if ident[0].isdigit():
+        ident = f"{fallback}_{ident}"
+    if keyword.iskeyword(ident) or ident == "self":
+        ident += "_"
+    return ident
+
+
+class _Tracer(fx.Tracer):
+    """Records torch calls made on proxies; a constant tensor argument becomes a named attribute."""
+
+    def __init__(self, conversion: "_Conversion"):
+        super().__init__()
+        self.conversion = conversion
+
+    def create_arg(self, a):
+        if isinstance(a, torch.Tensor):
+            return self.conversion.constant_node(a)
+        return super().create_arg(a)
+
+
+class _Conversion:
+    def __init__(self, model: onnx.ModelProto, opsets: dict[str, int]):
+        self.model = model
+        self.opsets = opsets
+        self.root = torch.nn.Module()
+        self.tracer = _Tracer(self)
+        self.tracer.root = self.root
+        self.graph = fx.Graph(tracer_cls=_Tracer)
+        self.tracer.graph = self.graph
+        self.types = _value_types(model.graph)
+        self.env: dict[str, object] = {}
+        self.const_names: dict[int, str] = {}  # id(tensor) -> the ONNX name it came from
+        self.const_nodes: dict[int, fx.Node] = {}
+        self.parameter_ids: set[int] = set()
+        self.attr_names: set[str] = set()
+        self.node_label = "graph"
+
+    # -- naming -------------------------------------------------------------------------
+    def _unique_attr(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.attr_names or hasattr(self.root, name):
+            i += 1
+            name = f"{base}_{i}"
+        self.attr_names.add(name)
+        return name
+
+    def add_module(self, mod: torch.nn.Module) -> str:
+        name = self._unique_attr(sanitize(self.node_label.lower(), "layer"))
+        self.root.add_module(name, mod.eval())
+        return name
+
+    def constant_node(self, tensor: torch.Tensor) -> fx.Node:
+        key = id(tensor)
+        if key not in self.const_nodes:
+            name = self._unique_attr(sanitize(self.const_names.get(key, "const"), "const"))
+            if key in self.parameter_ids:
+                self.root.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+            else:
+                self.root.register_buffer(name, tensor)
+            self.const_nodes[key] = self.graph.get_attr(name)
+            self._keep_alive = getattr(self, "_keep_alive", []) + [tensor]  # ids must stay unique
+        return self.const_nodes[key]
+
+    def _bind(self, name: str, value) -> None:
+        if not name:
+            return
+        if isinstance(value, SymShape):
+            value = value.simplify()
+        if isinstance(value, torch.Tensor):
+            self.const_names.setdefault(id(value), name)
+        elif isinstance(value, fx.Proxy):
+            meta = self.types.get(name)
+            value.node.meta["onnx_name"] = name
+            if meta is not None:
+                value.node.meta["onnx_type"] = (meta[0], len(meta[1]))
+                value.node.meta["onnx_shape"] = meta[1]
+        self.env[name] = value
+
+    # -- conversion ---------------------------------------------------------------------
+    def run(self) -> fx.GraphModule:
+        graph = self.model.graph
+        for init in graph.initializer:
+            tensor = from_proto(init)
+            if tensor.is_floating_point():
+                self.parameter_ids.add(id(tensor))
+            self._bind(init.name, tensor)
+        input_names = [i.name for i in graph.input if i.name not in self.env]
+        token = context._active.set(self)
+        try:
+            for name in input_names:
+                placeholder = self.tracer.create_proxy("placeholder", sanitize(name, "input"), (), {})
+                self._bind(name, placeholder)
+            for index, node in enumerate(graph.node):
+                self._convert_node(index, node)
+            outputs = [self._output_node(o.name) for o in graph.output]
+        finally:
+            context._active.reset(token)
+        self.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+        self.graph.eliminate_dead_code()
+        self.graph.lint()
+        module = fx.GraphModule(self.root, self.graph, class_name="OnnxModule")
+        module.onnx_input_names = input_names
+        module.onnx_output_names = [o.name for o in graph.output]
+        return module.eval()
+
+    def _output_node(self, name: str):
+        value = materialize(self.env[name])
+        if isinstance(value, fx.Proxy):
+            return value.node
+        return self.tracer.create_arg(value)
+
+    def _convert_node(self, index: int, node: onnx.NodeProto) -> None:
+        domain = "" if node.domain in ONNX_DOMAINS else node.domain
+        converter = lookup(domain, node.op_type, self.opsets.get(domain, 1))
+        self.node_label = node.name or f"{node.op_type}_{index}"
+        self.node = node
+        inputs = [self.env[name] if name else None for name in node.input]
+        attrs = {a.name: attribute_value(a) for a in node.attribute}
+        result = NotImplemented
+        if any(isinstance(v, SymShape) for v in inputs) and node.op_type in SYMBOLIC:
+            result = SYMBOLIC[node.op_type](*inputs, **attrs)
+        if result is NotImplemented:
+            inputs = [v if i in converter.shape_inputs else materialize(v) for i, v in enumerate(inputs)]
+            try:
+                result = converter.fn(*inputs, **attrs)
+            except PorterError:
+                raise
+            except Exception as exc:
+                raise UnsupportedModelError(
+                    f"cannot convert node {self.node_label!r} ({node.op_type}): {type(exc).__name__}: {exc}") from exc
+        results = result if isinstance(result, (tuple, list)) else (result,)
+        for name, value in zip(node.output, results):
+            self._bind(name, value)

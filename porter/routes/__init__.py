@@ -1,0 +1,1 @@
+"""Routes: direct (zoo + mapping rules) and onnx (graph conversion)."""

@@ -1,0 +1,79 @@
+"""Read TensorFlow-side weights by their TFBertModel-style names, and load Keras artifacts safely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import MappingError, PorterError
+
+
+def legacy_h5_weights(path: Path) -> dict[str, np.ndarray]:
+    """Weights of a tf_keras ``save_weights`` .h5 (what transformers 4.x wrote as tf_model.h5),
+    keyed without the model's own name: 'tf_bert_model/bert/...:0' -> 'bert/...'."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise PorterError(f"{path} is not a readable HDF5 file ({exc})") from None
+    out = {}
+    with f:
+        layer_names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("layer_names", [])]
+        if not layer_names:
+            raise PorterError(f"{path} has no 'layer_names': not a Keras weights file")
+        for layer in layer_names:
+            group = f[layer]
+            for wname in group.attrs.get("weight_names", []):
+                wname = wname.decode() if isinstance(wname, bytes) else wname
+                key = wname.split("/", 1)[1] if "/" in wname else wname
+                out[key.removesuffix(":0")] = np.asarray(group[wname])
+    return out
+
+
+def assign_by_name(variables: dict, arrays: dict, origin: str) -> None:
+    """Load arrays into variables of the same name; every problem reported together."""
+    problems = [f"missing tensor {k!r} {tuple(v.shape)}" for k, v in variables.items() if k not in arrays]
+    problems += [f"unexpected tensor {k!r} {tuple(a.shape)}" for k, a in arrays.items() if k not in variables]
+    problems += [
+        f"shape mismatch: {k!r} is {tuple(a.shape)} in the file, {tuple(variables[k].shape)} in the model"
+        for k, a in arrays.items()
+        if k in variables and tuple(a.shape) != tuple(variables[k].shape)
+    ]
+    if problems:
+        raise MappingError(f"{origin} does not fit the model built from its config.json", problems=problems)
+    for k, v in variables.items():
+        v.assign(arrays[k])
+
+
+def load_keras_artifact(artifact):
+    """(keras model, HF config dict or None). Zoo models come back as porter's Keras classes."""
+    from porter.frameworks import keras
+
+    fmt, path = artifact.format, Path(artifact.path)
+    if fmt == "hf_tf_h5":
+        from porter import zoo
+
+        config = json.loads((path / "config.json").read_text())
+        entry = zoo.for_config(config, f"{path}/config.json")
+        config = entry.impl.full_config(config)
+        model = entry.impl.build_keras(config, zero_init=True)
+        assign_by_name(entry.impl.keras_variables(model), legacy_h5_weights(path / "tf_model.h5"), str(path / "tf_model.h5"))
+        return model, config
+    if fmt == "saved_model":
+        if not (path / "model.keras").is_file():
+            raise PorterError(
+                f"{path} is a SavedModel without porter's model.keras beside it: its weights have no names to map",
+                hint="convert it through ONNX: pass --route onnx",
+            )
+        path = path / "model.keras"
+    import porter.zoo.bert.keras_model  # noqa: F401  registers porter's classes for safe deserialisation
+
+    try:
+        model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:
+        raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
+    config = getattr(model, "hf_config", None)
+    return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)

@@ -1,0 +1,33 @@
+"""The console table (rich) for a verification result."""
+
+from __future__ import annotations
+
+
+def render(result, console=None) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(record=True, width=140)
+    table = Table(title=f"porter verify: {result.status.upper()}", title_style="bold green" if result else "bold red")
+    for col in ("shape", "output", "max abs", "max rel", "cosine", "mismatch", "atol / rtol", "result"):
+        table.add_column(col, justify="right" if col not in ("output", "shape", "result") else "left")
+    for s in result.shapes:
+        for o in s.outputs:
+            table.add_row(
+                s.label,
+                o.name,
+                f"{o.max_abs:.3g}",
+                f"{o.max_rel:.3g}",
+                f"{o.cosine:.7f}",
+                f"{o.mismatched} ({o.mismatched_pct:.2f}%)",
+                f"{o.atol:g} / {o.rtol:g}",
+                "[green]pass[/]" if o.passed else f"[red]FAIL[/] {o.reason}",
+            )
+    console.print(table)
+    if result.route:
+        console.print(f"route: {result.route}   reference: {result.reference}   candidate: {result.candidate}")
+    for failure in result.failures():
+        console.print(f"[red]failed:[/] {failure}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    return console.export_text(clear=False) if console.record else ""

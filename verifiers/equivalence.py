@@ -1,0 +1,74 @@
+"""Run two runners on identical inputs and compare every output at every input shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.verifiers.compare import compare
+from porter.verifiers.result import ShapeResult, VerificationResult
+from porter.verifiers.versions import versions
+
+
+def shape_label(feed: dict) -> str:
+    first = next(iter(feed.values()))
+    return "x".join(str(d) for d in np.shape(first))
+
+
+def _check_names(reference, candidate, feed_names):
+    ref_out, cand_out = set(reference.output_names), set(candidate.output_names)
+    if ref_out != cand_out:
+        raise PorterError(
+            "the two models have different outputs",
+            problems=[f"reference ({reference.name}): {sorted(ref_out)}", f"candidate ({candidate.name}): {sorted(cand_out)}"],
+        )
+    for runner in (reference, candidate):
+        unknown = set(feed_names) - set(runner.input_names)
+        if runner.input_names and unknown:
+            raise PorterError(
+                f"inputs {sorted(unknown)} do not match the inputs of {runner.name}: {sorted(runner.input_names)}",
+                hint="name the arrays in --inputs after the model's inputs",
+            )
+
+
+def run_equivalence(
+    reference,
+    candidate,
+    feeds: list[dict],
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    per_output: dict | None = None,
+    allow_degenerate: bool = False,
+    route: str | None = None,
+    defined_where: dict | None = None,
+) -> VerificationResult:
+    """``per_output`` maps an output name to {"atol": ..., "rtol": ...} overriding the global values;
+    ``defined_where`` maps an output name to the input mask outside which it is not compared."""
+    defined_where = defined_where or {}
+    per_output = per_output or {}
+    result = VerificationResult(reference.name, candidate.name, route=route, device=reference.device, versions=versions())
+    _check_names(reference, candidate, feeds[0].keys() if feeds else ())
+    for feed in feeds:
+        ref_out, cand_out = reference.infer(feed), candidate.infer(feed)
+        comparisons = []
+        for name in reference.output_names:
+            tol = per_output.get(name, {})
+            comparisons.append(
+                compare(
+                    name,
+                    ref_out[name],
+                    cand_out[name],
+                    atol=tol.get("atol", atol),
+                    rtol=tol.get("rtol", rtol),
+                    allow_degenerate=allow_degenerate,
+                    valid=feed.get(defined_where[name]) if name in defined_where else None,
+                )
+            )
+        result.shapes.append(ShapeResult(shape_label(feed), {k: tuple(np.shape(v)) for k, v in feed.items()}, comparisons))
+    for output, mask in defined_where.items():
+        result.notes.append(f"{output}: positions where {mask} == 0 (padding) are not compared")
+    result.tolerances = {
+        o.name: {"atol": o.atol, "rtol": o.rtol} for s in result.shapes for o in s.outputs
+    }
+    return result

@@ -1,0 +1,95 @@
+"""The one result object every report is rendered from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from porter.verifiers.compare import OutputComparison
+
+
+@dataclass
+class ShapeResult:
+    label: str  # e.g. "input_ids=2x8"
+    input_shapes: dict
+    outputs: list[OutputComparison]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "passed": self.passed,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass
+class VerificationResult:
+    reference: str
+    candidate: str
+    shapes: list[ShapeResult] = field(default_factory=list)
+    route: str | None = None
+    device: str = "cpu"
+    tolerances: dict = field(default_factory=dict)
+    latency: dict | None = None  # filled by the latency verifier
+    localisation: dict | None = None  # the first diverging layer, when known
+    versions: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def equivalent(self) -> bool:
+        return bool(self.shapes) and all(s.passed for s in self.shapes)
+
+    @property
+    def latency_passed(self) -> bool:
+        return self.latency is None or self.latency.get("passed", True)
+
+    @property
+    def passed(self) -> bool:
+        return self.equivalent and self.latency_passed
+
+    @property
+    def status(self) -> str:
+        return "passed" if self.passed else "failed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        out = [
+            f"{o.name} at {s.label}: max abs error {o.max_abs:.3g} (atol {o.atol:g}, rtol {o.rtol:g})"
+            + (f" - {o.reason}" if o.reason else "")
+            for s in self.shapes
+            for o in s.outputs
+            if not o.passed
+        ]
+        if not self.latency_passed:
+            out.append(f"latency: {self.latency.get('reason', 'ratio above the gate')}")
+        return out
+
+    def worst(self) -> dict[str, float]:
+        """Max abs error per output across every shape."""
+        worst: dict[str, float] = {}
+        for s in self.shapes:
+            for o in s.outputs:
+                worst[o.name] = max(worst.get(o.name, 0.0), o.max_abs)
+        return worst
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "route": self.route,
+            "device": self.device,
+            "tolerances": self.tolerances,
+            "max_abs_error": self.worst(),
+            "shapes": [s.to_dict() for s in self.shapes],
+            "latency": self.latency,
+            "localisation": self.localisation,
+            "versions": self.versions,
+            "notes": self.notes,
+        }

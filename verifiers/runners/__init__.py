@@ -1,0 +1,34 @@
+"""Runners: load one artifact, run named numpy inputs to named numpy outputs (as Polygraphy's)."""
+
+from __future__ import annotations
+
+import importlib
+
+from porter.artifacts import Artifact, detect
+from porter.verifiers.runners.base import Runner
+
+# format -> "module:Class"; modules import their framework only when a runner is opened
+_BY_FORMAT = {
+    "hf": "porter.verifiers.runners.torch_hf:HFTorchRunner",
+    "saved_model": "porter.verifiers.runners.tf_saved_model:SavedModelRunner",
+    "keras": "porter.verifiers.runners.tf_keras:KerasRunner",
+    "h5": "porter.verifiers.runners.tf_keras:KerasRunner",
+    "hf_tf_h5": "porter.verifiers.runners.tf_keras:KerasRunner",
+}
+
+
+def register_format(fmt: str, target: str) -> None:
+    _BY_FORMAT[fmt] = target
+
+
+def open_runner(path_or_artifact, device: str = "cpu", **options) -> Runner:
+    from porter.errors import PorterError
+
+    artifact = path_or_artifact if isinstance(path_or_artifact, Artifact) else detect(path_or_artifact)
+    if artifact.format not in _BY_FORMAT:
+        raise PorterError(f"porter cannot run {artifact.path} ({artifact.description}) yet")
+    module, cls = _BY_FORMAT[artifact.format].split(":")
+    return getattr(importlib.import_module(module), cls)(artifact, device=device, **options)
+
+
+__all__ = ["Runner", "open_runner", "register_format"]

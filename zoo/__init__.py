@@ -1,0 +1,59 @@
+"""The zoo: architectures porter knows on both sides, found by name or by config.json's model_type.
+
+This module stays light (no frameworks): entries import their builders on use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from porter.errors import PorterError
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    family: str  # the mapping file: mappings/<family>.toml
+    module: str  # the zoo package implementing it
+    description: str
+    torch_class: str  # "transformers.BertModel"
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    mapping_params: dict = field(default_factory=dict)
+    # output -> input mask: elements where the mask is 0 are undefined and not compared
+    # (a padded position's hidden state is noise that every consumer masks out)
+    defined_where: dict = field(default_factory=dict)
+
+    @property
+    def impl(self):
+        return importlib.import_module(self.module)
+
+
+ENTRIES: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    if entry.name in ENTRIES:
+        raise ValueError(f"zoo entry {entry.name!r} registered twice")
+    ENTRIES[entry.name] = entry
+    return entry
+
+
+def get(name: str) -> ZooEntry:
+    if name not in ENTRIES:
+        raise PorterError(f"unknown zoo model {name!r}", hint=f"known: {', '.join(sorted(ENTRIES))} (see `porter zoo list`)")
+    return ENTRIES[name]
+
+
+def for_config(config: dict, where: str = "config.json") -> ZooEntry:
+    model_type = config.get("model_type")
+    if model_type not in ENTRIES:
+        raise PorterError(
+            f"{where}: model_type {model_type!r} is not in porter's zoo (known: {', '.join(sorted(ENTRIES))})",
+            hint="models outside the zoo go through ONNX: pass --route onnx",
+        )
+    return ENTRIES[model_type]
+
+
+importlib.import_module("porter.zoo.bert")

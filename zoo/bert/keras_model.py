@@ -1,0 +1,249 @@
+"""porter's Keras 3 BERT/RoBERTa, functionally identical to transformers' torch BertModel 5.x.
+
+Layer names reproduce transformers 4.x TFBertModel, so variables are named
+``bert/encoder/layer_._0/attention/self/query/kernel`` ... as in a legacy
+``tf_model.h5``, and the rules in mappings/bert.toml target those names.
+"""
+
+from __future__ import annotations
+
+import math
+
+from porter.frameworks import keras as _keras
+
+keras = _keras()
+ops = keras.ops
+
+_ACTIVATIONS = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_fast": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "silu": keras.activations.silu,
+    "swish": keras.activations.silu,
+    "tanh": keras.activations.tanh,
+}
+
+
+def activation(name: str):
+    from porter.errors import UnsupportedModelError
+
+    if name not in _ACTIVATIONS:
+        raise UnsupportedModelError(
+            f"config.json hidden_act={name!r} is not supported by porter's Keras BERT",
+            hint=f"supported: {', '.join(sorted(_ACTIVATIONS))}",
+        )
+    return _ACTIVATIONS[name]
+
+
+def _init(config):
+    # Models built only to receive converted weights skip random init (it costs seconds on bert-base).
+    if config.get("_porter_zero_init"):
+        return "zeros"
+    return keras.initializers.TruncatedNormal(stddev=config.get("initializer_range", 0.02))
+
+
+def _dense(units, name, config):
+    return keras.layers.Dense(units, name=name, kernel_initializer=_init(config))
+
+
+def _layer_norm(name, config):
+    return keras.layers.LayerNormalization(epsilon=config.get("layer_norm_eps", 1e-12), name=name)
+
+
+@keras.saving.register_keras_serializable(package="porter")
+class Table(keras.layers.Layer):
+    """An embedding table whose variable name is chosen (TFBertModel used 'weight' and 'embeddings')."""
+
+    def __init__(self, rows, dim, var_name="embeddings", initializer="zeros", **kw):
+        super().__init__(**kw)
+        self.rows, self.dim, self.var_name, self.initializer = rows, dim, var_name, initializer
+
+    def build(self, input_shape=None):
+        self.table = self.add_weight(name=self.var_name, shape=(self.rows, self.dim), initializer=self.initializer)
+
+    def call(self, ids):
+        return ops.take(self.table, ids, axis=0)
+
+    def get_config(self):
+        init = keras.initializers.serialize(keras.initializers.get(self.initializer))
+        return {**super().get_config(), "rows": self.rows, "dim": self.dim, "var_name": self.var_name, "initializer": init}
+
+
+class Embeddings(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="embeddings", **kw)
+        hidden, init = config["hidden_size"], _init(config)
+        self.is_roberta = config.get("model_type") == "roberta"
+        self.padding_idx = config.get("pad_token_id", 1)
+        self.word_embeddings = Table(config["vocab_size"], hidden, "weight", init, name="word_embeddings")
+        self.position_embeddings = Table(config["max_position_embeddings"], hidden, "embeddings", init, name="position_embeddings")
+        self.token_type_embeddings = Table(config["type_vocab_size"], hidden, "embeddings", init, name="token_type_embeddings")
+        self.LayerNorm = _layer_norm("LayerNorm", config)
+
+    def call(self, input_ids, token_type_ids):
+        if self.is_roberta:
+            # RoBERTa counts positions from padding_idx + 1 and gives padding the padding position.
+            not_pad = ops.cast(ops.not_equal(input_ids, self.padding_idx), "int32")
+            position_ids = ops.cumsum(not_pad, axis=1) * not_pad + self.padding_idx
+        else:
+            position_ids = ops.expand_dims(ops.arange(ops.shape(input_ids)[1], dtype="int32"), 0)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
+        return self.LayerNorm(x)
+
+
+class SelfAttention(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="self", **kw)
+        self.heads = config["num_attention_heads"]
+        self.head_dim = config["hidden_size"] // self.heads
+        self.query = _dense(config["hidden_size"], "query", config)
+        self.key = _dense(config["hidden_size"], "key", config)
+        self.value = _dense(config["hidden_size"], "value", config)
+
+    def _split(self, x):
+        b, s = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.transpose(ops.reshape(x, (b, s, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+    def call(self, x, additive_mask):
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(self.head_dim))
+        probs = ops.softmax(scores + additive_mask, axis=-1)
+        ctx = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
+        return ops.reshape(ctx, (ops.shape(x)[0], ops.shape(x)[1], self.heads * self.head_dim))
+
+
+class DenseLayerNorm(keras.layers.Layer):
+    """Dense, then residual add and LayerNorm: 'attention/output' and 'output' in TFBertModel."""
+
+    def __init__(self, config, name, **kw):
+        super().__init__(name=name, **kw)
+        self.dense = _dense(config["hidden_size"], "dense", config)
+        self.LayerNorm = _layer_norm("LayerNorm", config)
+
+    def call(self, x, residual):
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="attention", **kw)
+        self.self_attention = SelfAttention(config)
+        self.dense_output = DenseLayerNorm(config, "output")
+
+    def call(self, x, additive_mask):
+        return self.dense_output(self.self_attention(x, additive_mask), x)
+
+
+class Intermediate(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="intermediate", **kw)
+        self.dense = _dense(config["intermediate_size"], "dense", config)
+        self.act = activation(config.get("hidden_act", "gelu"))
+
+    def call(self, x):
+        return self.act(self.dense(x))
+
+
+class Layer(keras.layers.Layer):
+    def __init__(self, config, index, **kw):
+        super().__init__(name=f"layer_._{index}", **kw)
+        self.attention = Attention(config)
+        self.intermediate = Intermediate(config)
+        self.bert_output = DenseLayerNorm(config, "output")
+
+    def call(self, x, additive_mask):
+        x = self.attention(x, additive_mask)
+        return self.bert_output(self.intermediate(x), x)
+
+
+class Encoder(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="encoder", **kw)
+        self.layers_ = [Layer(config, i) for i in range(config["num_hidden_layers"])]
+
+    def call(self, x, additive_mask):
+        for layer in self.layers_:
+            x = layer(x, additive_mask)
+        return x
+
+
+class Pooler(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name="pooler", **kw)
+        self.dense = keras.layers.Dense(config["hidden_size"], activation="tanh", name="dense", kernel_initializer=_init(config))
+
+    def call(self, x):
+        return self.dense(x[:, 0])
+
+
+class MainLayer(keras.layers.Layer):
+    def __init__(self, config, **kw):
+        super().__init__(name=config.get("model_type", "bert"), **kw)
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config) if config.get("add_pooling_layer", True) else None
+
+    def call(self, input_ids, attention_mask, token_type_ids):
+        x = self.embeddings(input_ids, token_type_ids)
+        # (batch, 1, 1, keys): 0 where attended, the dtype's lowest value where padded, as transformers does.
+        mask = ops.cast(attention_mask[:, None, None, :], x.dtype)
+        additive_mask = (1.0 - mask) * -3.4028234663852886e38
+        x = self.encoder(x, additive_mask)
+        outputs = {"last_hidden_state": x}
+        if self.pooler is not None:
+            outputs["pooler_output"] = self.pooler(x)
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="porter")
+class BertModel(keras.Model):
+    """Inputs: a dict with input_ids and optionally attention_mask, token_type_ids (integer, (batch, seq))."""
+
+    def __init__(self, config: dict, **kw):
+        kw.setdefault("name", f"tf_{config.get('model_type', 'bert')}_model")
+        super().__init__(**kw)
+        self.hf_config = dict(config)
+        self.main = MainLayer(config)
+
+    def call(self, inputs):
+        input_ids = ops.cast(inputs["input_ids"], "int32")
+        mask = inputs.get("attention_mask")
+        types = inputs.get("token_type_ids")
+        mask = ops.ones_like(input_ids) if mask is None else ops.cast(mask, "int32")
+        types = ops.zeros_like(input_ids) if types is None else ops.cast(types, "int32")
+        return self.main(input_ids, mask, types)
+
+    def get_config(self):
+        config = {k: v for k, v in self.hf_config.items() if k != "_porter_zero_init"}
+        return {**super().get_config(), "config": config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        hf = dict(config.pop("config"))
+        hf["_porter_zero_init"] = True  # weights come from the file
+        return cls(hf, **{k: v for k, v in config.items() if k in ("name", "trainable", "dtype")})
+
+
+def build(config: dict, *, zero_init: bool = False) -> BertModel:
+    """Build and call once on a tiny batch so every variable exists with its final name."""
+    import numpy as np
+
+    hf = dict(config, _porter_zero_init=zero_init)
+    model = BertModel(hf)
+    ids = np.zeros((1, 2), dtype="int32") + (hf.get("pad_token_id") or 0) + 1
+    ids = np.minimum(ids, hf["vocab_size"] - 1)
+    model({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    return model
+
+
+def variables_by_name(model: BertModel) -> dict:
+    """TFBertModel-style names ('bert/encoder/...') -> Keras variables (the model's own name stripped)."""
+    out = {}
+    for v in model.weights:
+        path = v.path.split("/", 1)[1] if "/" in v.path else v.path
+        out[path] = v
+    return out
