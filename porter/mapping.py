@@ -219,7 +219,7 @@ def plan(rules: RuleSet, source_shapes: dict, target_shapes: dict) -> Plan:
         if any(p.match(target) for p in rules.ignore_target):
             continue
         expected = next((s for r in rules.rules if (s := r.match_target(target)) is not None), None)
-        where = f" (expected from {prefix if use_prefix else ''}{expected!r})" if expected else " (no rule produces it)"
+        where = f" (expected from {(prefix if use_prefix else '') + expected!r})" if expected else " (no rule produces it)"
         problems.append(f"missing tensor: nothing fills {target!r} {tuple(target_shapes[target])}{where}")
     if problems:
         raise MappingError(

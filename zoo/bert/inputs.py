@@ -30,8 +30,12 @@ def random_batch(config: dict, batch: int, seq: int, rng: np.random.Generator) -
 
 def tokenized(folder, sentences=DEMO_SENTENCES) -> list[dict[str, np.ndarray]] | None:
     """Real sentences through the checkpoint's own tokenizer, as two batches of different shapes."""
+    from pathlib import Path
+
     from porter.frameworks import transformers
 
+    if not any((Path(folder) / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
+        return None
     try:
         tok = transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception:  # no tokenizer files beside the weights: fall back to generated ids

@@ -7,6 +7,7 @@ Layer names reproduce transformers 4.x TFBertModel, so variables are named
 
 from __future__ import annotations
 
+import json
 import math
 
 from porter.frameworks import keras as _keras
@@ -205,8 +206,13 @@ class BertModel(keras.Model):
     def __init__(self, config: dict, **kw):
         kw.setdefault("name", f"tf_{config.get('model_type', 'bert')}_model")
         super().__init__(**kw)
-        self.hf_config = dict(config)
+        # kept as JSON text: Keras would wrap a dict attribute in tracking containers that hold the model
+        self._hf_config_json = json.dumps(config)
         self.main = MainLayer(config)
+
+    @property
+    def hf_config(self) -> dict:
+        return json.loads(self._hf_config_json)
 
     def call(self, inputs):
         input_ids = ops.cast(inputs["input_ids"], "int32")
@@ -241,9 +247,17 @@ def build(config: dict, *, zero_init: bool = False) -> BertModel:
 
 
 def variables_by_name(model: BertModel) -> dict:
-    """TFBertModel-style names ('bert/encoder/...') -> Keras variables (the model's own name stripped)."""
+    """TFBertModel-style names ('bert/encoder/...') -> Keras variables.
+
+    Built from the layer tree, not ``Variable.path``: a model rebuilt by
+    ``load_model`` gets different paths, while layer names survive saving."""
     out = {}
-    for v in model.weights:
-        path = v.path.split("/", 1)[1] if "/" in v.path else v.path
-        out[path] = v
+
+    def walk(layer, prefix):
+        for v in layer._trainable_variables + layer._non_trainable_variables:
+            out[f"{prefix}{v.name}"] = v
+        for sub in layer._layers:
+            walk(sub, f"{prefix}{sub.name}/")
+
+    walk(model.main, f"{model.main.name}/")
     return out

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny BERT/RoBERTa checkpoints with informative weights, and an in-process CLI."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+TINY_BERT = dict(
+    model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=37, max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu",
+)
+TINY_ROBERTA = dict(TINY_BERT, model_type="roberta", type_vocab_size=1, pad_token_id=1, max_position_embeddings=40)
+
+
+def make_hf_checkpoint(path, config: dict, seed: int = 0, **save_kwargs):
+    """A transformers model saved with save_pretrained, its LayerNorms moved away from 1/0."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.CONFIG_MAPPING[config["model_type"]](**{k: v for k, v in config.items() if k != "model_type"})
+    model = transformers.AutoModel.from_config(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(path, **save_kwargs)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return make_hf_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-bert", TINY_BERT)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory):
+    return make_hf_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-roberta", TINY_ROBERTA)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_tf(tiny_bert, tmp_path_factory):
+    """porter's own TF conversion of tiny_bert (converted once per session)."""
+    import porter
+
+    out = tmp_path_factory.mktemp("conv") / "tiny-bert-tf"
+    result = porter.convert(str(tiny_bert), source="torch", target="tf", out=out)
+    assert result.passed
+    return out
+
+
+@pytest.fixture
+def cli():
+    """Run `porter ...` in this process; returns (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from porter.cli import app
+
+    runner = CliRunner()
+
+    def run(*args):
+        res = runner.invoke(app, [str(a) for a in args])
+        if res.exception and not isinstance(res.exception, SystemExit):
+            raise res.exception
+        return res.exit_code, res.output
+
+    return run
