@@ -12,6 +12,7 @@ Values flowing between converters are one of:
 from __future__ import annotations
 
 import contextvars
+import copy
 import math
 
 import torch
@@ -79,18 +80,52 @@ def method(obj, name: str, *args, **kwargs):
     return getattr(obj, name)(*args, **kwargs)
 
 
-def module(mod: torch.nn.Module, *args):
-    """Run a native torch module on ``args``: it becomes a named submodule of the result."""
+def module(mod: torch.nn.Module, *args, named_after: torch.Tensor | None = None):
+    """Run a native torch module on ``args``: it becomes a named submodule of the result,
+    named after the initializer ``named_after`` ("conv1.weight" -> "conv1") or else the node."""
     if not _has_proxy(args):
         with torch.no_grad():
             return mod(*args)
     conversion = current()
-    name = conversion.add_module(mod)
+    name = conversion.add_module(mod, named_after)
     return conversion.tracer.create_proxy("call_module", name, args, {})
+
+
+def _fake(node: fx.Node):
+    """A meta-device stand-in for ``node``'s value: right dtype and rank, sizes guessed where dynamic."""
+    if "porter_fake" in node.meta:
+        return node.meta["porter_fake"]
+    conversion = current()
+    if "onnx_type" in node.meta:
+        dtype_, rank_ = node.meta["onnx_type"]
+        shape = node.meta.get("onnx_shape") or [None] * rank_
+        fake = torch.empty([1 if d is None else d for d in shape], dtype=dtype_, device="meta")
+    elif node.op == "get_attr":
+        fake = getattr(conversion.root, node.target).to("meta")
+    else:
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), _fake)
+        if node.op == "call_function":
+            fake = node.target(*args, **kwargs)
+        elif node.op == "call_method":
+            fake = getattr(args[0], node.target)(*args[1:], **kwargs)
+        elif node.op == "call_module":
+            fake = copy.deepcopy(getattr(conversion.root, node.target)).to("meta")(*args, **kwargs)
+        else:
+            raise LookupError(node.name)
+    node.meta["porter_fake"] = fake
+    return fake
 
 
 def _meta(x):
     meta = x.node.meta.get("onnx_type")
+    if meta is None:
+        # A value a converter made on its way (not an ONNX tensor): run its ops on meta tensors.
+        try:
+            fake = _fake(x.node)
+            if isinstance(fake, torch.Tensor):
+                meta = x.node.meta["onnx_type"] = (fake.dtype, fake.dim())
+        except Exception:  # an op meta tensors cannot run: report the value as unknown below
+            meta = None
     if meta is None:
         raise UnsupportedModelError(
             f"the rank/type of {x.node.meta.get('onnx_name', x.node.name)!r} is unknown",

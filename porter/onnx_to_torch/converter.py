@@ -164,8 +164,12 @@ class _Conversion:
         self.attr_names.add(name)
         return name
 
-    def add_module(self, mod: torch.nn.Module) -> str:
-        name = self._unique_attr(sanitize(self.node_label.lower(), "layer"))
+    def add_module(self, mod: torch.nn.Module, named_after: torch.Tensor | None = None) -> str:
+        label = self.node_label
+        weight_name = self.const_names.get(id(named_after)) if named_after is not None else None
+        if weight_name and re.search(r"[._/]weight$", weight_name):
+            label = re.sub(r"[._/]weight$", "", weight_name)
+        name = self._unique_attr(sanitize(label.lower(), "layer"))
         self.root.add_module(name, mod.eval())
         return name
 
@@ -216,12 +220,22 @@ class _Conversion:
         finally:
             context._active.reset(token)
         self.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-        self.graph.eliminate_dead_code()
+        self._drop_unused_nodes()
         self.graph.lint()
         module = fx.GraphModule(self.root, self.graph, class_name="OnnxModule")
         module.onnx_input_names = input_names
         module.onnx_output_names = [o.name for o in graph.output]
         return module.eval()
+
+    def _drop_unused_nodes(self) -> None:
+        # Converters may compute outputs nobody reads (e.g. LayerNormalization's mean);
+        # every op they emit is pure, so unread nodes can go.
+        for node in reversed(list(self.graph.nodes)):
+            if node.op not in ("placeholder", "output") and not node.users:
+                self.graph.erase_node(node)
+        used = {n.target for n in self.graph.nodes if n.op in ("get_attr", "call_module")}
+        for name in list(self.attr_names - used):
+            delattr(self.root, name)
 
     def _output_node(self, name: str):
         value = materialize(self.env[name])
@@ -248,6 +262,8 @@ class _Conversion:
             except Exception as exc:
                 raise UnsupportedModelError(
                     f"cannot convert node {self.node_label!r} ({node.op_type}): {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, fx.Proxy) and len(node.output) > 1:  # e.g. torch.split, torch.topk
+            result = [result[i] for i in range(len(node.output))]
         results = result if isinstance(result, (tuple, list)) else (result,)
         for name, value in zip(node.output, results):
             self._bind(name, value)

@@ -2,7 +2,7 @@
 
 The converted graph calls these by name, and codegen copies their source into
 the generated model.py, so each must depend only on ``torch`` and on the other
-helpers here (listed in ``HELPER_DEPENDENCIES``).
+helpers here (codegen finds those by name).
 """
 
 from __future__ import annotations
@@ -130,9 +130,10 @@ def resize_nearest(x, out_sizes, scales, mode, rounding):
     """ONNX Resize(mode="nearest") on every axis, by gathering source indices."""
     for axis in range(x.dim()):
         in_size, out_size = x.shape[axis], out_sizes[axis]
-        if in_size == out_size and scales[axis] == 1.0:
+        scale = scales[axis] if scales[axis] is not None else out_size / in_size
+        if in_size == out_size and scale == 1.0:
             continue
-        index = nearest_indices(in_size, out_size, scales[axis], mode, rounding)
+        index = nearest_indices(in_size, out_size, scale, mode, rounding)
         x = x.index_select(axis, index)
     return x
 
@@ -149,7 +150,109 @@ def depth_to_space_dcr(x, blocksize):
     return x.permute(0, 3, 4, 1, 5, 2).reshape(n, c // (blocksize * blocksize), h * blocksize, w * blocksize)
 
 
-HELPER_DEPENDENCIES = {
-    "pad_same": ["same_pads", "onnx_pads_to_torch"],
-    "resize_nearest": ["nearest_indices"],
-}
+def maxpool_indices(x, indices):
+    """torch numbers max positions per (n, c) plane; ONNX numbers them over the whole tensor."""
+    offsets = torch.arange(x.shape[0] * x.shape[1]).reshape(x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
+    return indices + offsets * x[0, 0].numel()
+
+
+
+def reduce_prod(x, dims, keepdim):
+    """torch.prod reduces one dim at a time."""
+    for d in sorted((d % x.dim() for d in dims), reverse=True):
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+def reduction_axes(axes, rank):
+    """Run-time ONNX reduce axes: an empty list means every axis."""
+    return list(axes) if len(axes) else list(range(rank))
+
+
+def resize_targets(shape, scales, sizes, axes):
+    """ONNX Resize output sizes and per-axis scales (sizes win over scales when both are given)."""
+    r = len(shape)
+    axes = [a % r for a in axes] if axes is not None else list(range(r))
+    out_sizes, out_scales = list(shape), [1.0] * r
+    if sizes is not None and len(sizes):
+        for axis, size in zip(axes, sizes):
+            out_sizes[axis], out_scales[axis] = int(size), size / shape[axis]
+    else:
+        for axis, scale in zip(axes, scales):
+            out_sizes[axis], out_scales[axis] = int(shape[axis] * scale), float(scale)
+    return out_sizes, out_scales
+
+
+def onnx_resize(x, scales, sizes, axes, mode, coordinates, rounding):
+    """ONNX Resize for sizes/scales known only at run time."""
+    out_sizes, out_scales = resize_targets(list(x.shape), scales, sizes, axes)
+    if mode == "nearest":
+        return resize_nearest(x, out_sizes, out_scales, coordinates, rounding)
+    torch_mode = {"linear": ["linear", "bilinear", "trilinear"][x.dim() - 3], "cubic": "bicubic"}[mode]
+    align = coordinates == "align_corners"
+    if sizes is not None and len(sizes):
+        return torch.nn.functional.interpolate(x, size=out_sizes[2:], mode=torch_mode, align_corners=align)
+    return torch.nn.functional.interpolate(x, scale_factor=out_scales[2:], mode=torch_mode, align_corners=align)
+
+
+def onnx_pad(x, pads, value, mode, axes):
+    """ONNX Pad with pads known only at run time."""
+    modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+    pads = [int(p) for p in pads]
+    if axes is not None:  # pads for the listed axes only
+        full = [0] * (2 * x.dim())
+        for i, axis in enumerate(axes):
+            full[axis % x.dim()], full[axis % x.dim() + x.dim()] = pads[i], pads[i + len(axes)]
+        pads = full
+    torch_pads = onnx_pads_to_torch(pads)
+    if mode == "constant":
+        return torch.nn.functional.pad(x, torch_pads, value=0 if value is None else value)
+    return torch.nn.functional.pad(x, torch_pads, mode=modes[mode])
+
+
+def onnx_attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, scale, is_causal,
+                   q_num_heads, kv_num_heads, softcap, qk_matmul_output_mode):
+    """ONNX Attention (opset 23), following onnx.reference's op_attention step by step."""
+    three_d = q.dim() == 3
+    batch = q.shape[0]
+    if three_d:  # [batch, seq, heads * head_size] -> [batch, heads, seq, head_size]
+        q = q.reshape(batch, q.shape[1], q_num_heads, -1).transpose(1, 2)
+        k = k.reshape(batch, k.shape[1], kv_num_heads, -1).transpose(1, 2)
+        v = v.reshape(batch, v.shape[1], kv_num_heads, -1).transpose(1, 2)
+    root_scale = (scale if scale is not None else q.shape[3] ** -0.5) ** 0.5
+    past_length = past_key.shape[2] if past_key is not None else 0
+    if past_key is not None:
+        k = torch.cat([past_key, k], 2)
+    if past_value is not None:
+        v = torch.cat([past_value, v], 2)
+    present_key, present_value = k, v
+    q_length, kv_length = q.shape[2], k.shape[2]
+    bias = torch.zeros(q_length, kv_length, dtype=q.dtype)
+    if attn_mask is not None:
+        missing = kv_length - attn_mask.shape[-1]
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype).masked_fill(~attn_mask, float("-inf"))
+        if missing > 0:
+            attn_mask = torch.nn.functional.pad(attn_mask, [0, missing], value=float("-inf"))
+        bias = bias + attn_mask
+    if is_causal:
+        future = torch.ones(q_length, kv_length - past_length, dtype=torch.bool).triu(1)
+        bias = bias.masked_fill(torch.nn.functional.pad(future, [past_length, 0], value=False), float("-inf"))
+    if nonpad_kv_seqlen is not None:
+        valid = torch.arange(kv_length) < nonpad_kv_seqlen[:, None]
+        bias = bias + torch.zeros(valid.shape, dtype=q.dtype).masked_fill(~valid, float("-inf"))[:, None, None, :]
+    if q.shape[1] != k.shape[1]:  # grouped-query attention shares each kv head
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    qk = (q * root_scale) @ (k * root_scale).transpose(-1, -2)
+    scores = qk + bias
+    qk_out = scores if qk_matmul_output_mode == 1 else qk
+    if softcap and softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+        qk_out = scores if qk_matmul_output_mode == 2 else qk_out
+    probs = torch.softmax(scores, dim=-1)
+    qk_out = probs if qk_matmul_output_mode == 3 else qk_out
+    y = probs @ v
+    if three_d:
+        y = y.transpose(1, 2).reshape(batch, q_length, -1)
+    return y, present_key, present_value, qk_out

@@ -11,6 +11,23 @@ from porter.onnx_to_torch.registry import register
 from porter.onnx_to_torch.tensors import is_integer
 
 
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def via_int64(fn):
+    """torch has no kernels for uint16/32/64 arithmetic: compute in int64, cast back."""
+
+    @functools.wraps(fn)
+    def wrapper(*inputs, **attrs):
+        unsigned = next((dtype(v) for v in inputs if v is not None and dtype(v) in _WIDE_UNSIGNED), None)
+        if unsigned is None:
+            return fn(*inputs, **attrs)
+        out = fn(*[v.to(torch.int64) for v in inputs], **attrs)
+        return out if dtype(out) == torch.bool else out.to(unsigned)
+
+    return wrapper
+
+
 def _operands(a, b):
     # A 0-D constant next to a run-time tensor reads better as a Python number; ONNX
     # guarantees both sides share a dtype, so this changes no type promotion.
@@ -23,24 +40,28 @@ def _operands(a, b):
 
 # -- arithmetic (opset 7+: numpy broadcasting; earlier versions had a `broadcast` attribute) --
 @register("Add", since=7)
+@via_int64
 def Add(a, b):
     a, b = _operands(a, b)
     return a + b
 
 
 @register("Sub", since=7)
+@via_int64
 def Sub(a, b):
     a, b = _operands(a, b)
     return a - b
 
 
 @register("Mul", since=7)
+@via_int64
 def Mul(a, b):
     a, b = _operands(a, b)
     return a * b
 
 
 @register("Div", since=7)
+@via_int64
 def Div(a, b):
     if is_integer(dtype(a)):  # ONNX integer division truncates toward zero
         return torch.div(a, b, rounding_mode="trunc")
@@ -56,11 +77,13 @@ def Pow(x, y):
 
 
 @register("Mod")
+@via_int64
 def Mod(a, b, *, fmod=0):
     return torch.fmod(a, b) if fmod else torch.remainder(a, b)
 
 
 @register("BitShift")
+@via_int64
 def BitShift(x, y, *, direction):
     return torch.bitwise_left_shift(x, y) if direction == "LEFT" else torch.bitwise_right_shift(x, y)
 
@@ -77,11 +100,13 @@ def Mean(*inputs):
 
 
 @register("Max", since=8)
+@via_int64
 def Max(*inputs):
     return functools.reduce(torch.maximum, inputs)
 
 
 @register("Min", since=8)
+@via_int64
 def Min(*inputs):
     return functools.reduce(torch.minimum, inputs)
 
@@ -216,21 +241,25 @@ def Equal(a, b):
 
 
 @register("Greater", since=7)
+@via_int64
 def Greater(a, b):
     return torch.gt(a, b)
 
 
 @register("Less", since=7)
+@via_int64
 def Less(a, b):
     return torch.lt(a, b)
 
 
 @register("GreaterOrEqual")
+@via_int64
 def GreaterOrEqual(a, b):
     return torch.ge(a, b)
 
 
 @register("LessOrEqual")
+@via_int64
 def LessOrEqual(a, b):
     return torch.le(a, b)
 
@@ -256,21 +285,25 @@ def Not(x):
 
 
 @register("BitwiseAnd")
+@via_int64
 def BitwiseAnd(a, b):
     return torch.bitwise_and(a, b)
 
 
 @register("BitwiseOr")
+@via_int64
 def BitwiseOr(a, b):
     return torch.bitwise_or(a, b)
 
 
 @register("BitwiseXor")
+@via_int64
 def BitwiseXor(a, b):
     return torch.bitwise_xor(a, b)
 
 
 @register("BitwiseNot")
+@via_int64
 def BitwiseNot(x):
     return torch.bitwise_not(x)
 

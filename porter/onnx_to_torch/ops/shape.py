@@ -88,7 +88,7 @@ def Concat(*inputs, axis):
 
 def _split(x, sizes, axis, count):
     if sizes is not None:
-        return torch.split(x, list(sizes), dim=axis)
+        return torch.split(x, sizes, dim=axis)
     size = dynamic_dims(x)[axis] if not is_const(x) else x.shape[axis]
     return torch.split(x, (size + count - 1) // count, dim=axis)  # last piece may be smaller
 
@@ -170,7 +170,10 @@ def _pad(data, pads, value, mode, axes=None):
 
 @register("Pad", since=11, shape_inputs=(1, 2, 3), allowed={"mode": _PAD_MODES})
 def Pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
-    return _pad(data, ints(pads), scalar(constant_value), mode, ints(axes))
+    pads, axes = ints(pads), ints(axes)
+    if is_proxy(pads) or is_proxy(axes) or any(is_proxy(p) for p in pads):
+        return emit(runtime.onnx_pad, data, pads, scalar(constant_value), mode, axes)
+    return _pad(data, pads, scalar(constant_value), mode, axes)
 
 
 @register("Pad", since=2, until=10, allowed={"mode": _PAD_MODES})
