@@ -46,28 +46,30 @@ def _open_safetensors(path: Path):
         ) from None
 
 
-def _read_np(handle, key: str, path: Path) -> np.ndarray:
-    try:
-        return handle.get_tensor(key)
-    except TypeError:
-        # numpy has no bfloat16: read through torch and widen to float32.
-        from safetensors import safe_open
+def _read_np(path: Path, key: str) -> np.ndarray:
+    # Open the file for each tensor: safetensors memory-maps it, and every page a long-lived
+    # handle has touched stays in this process's RSS (a whole bert-base, 420 MB, by the end).
+    from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor(key).float().numpy()
+    with safe_open(str(path), framework="np") as handle:
+        try:
+            return handle.get_tensor(key)
+        except TypeError:
+            pass  # numpy has no bfloat16: read through torch and widen to float32
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor(key).float().numpy()
 
 
 def read_safetensors(files: list[Path]) -> TensorSource:
-    handles, shapes, where = {}, {}, {}
+    shapes, where = {}, {}
     for path in files:
         if not path.is_file():
             raise PorterError(f"checkpoint shard {path} is missing")
-        handle = _open_safetensors(path)
-        handles[path] = handle
-        for key in handle.keys():
-            shapes[key] = tuple(handle.get_slice(key).get_shape())
-            where[key] = path
-    return TensorSource(shapes, lambda k: _read_np(handles[where[k]], k, where[k]), origin=str(files[0].parent))
+        with _open_safetensors(path) as handle:
+            for key in handle.keys():
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+                where[key] = path
+    return TensorSource(shapes, lambda k: _read_np(where[k], k), origin=str(files[0].parent))
 
 
 def read_pickle_bin(path: Path) -> TensorSource:

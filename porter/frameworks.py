@@ -92,3 +92,15 @@ def set_threads(n: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow's runtime is already initialised; it keeps its count
+
+
+def save_keras(model, path) -> None:
+    """``model.save(path)`` through Keras' own disk-backed path: by default Keras builds the whole
+    weights file in memory first when RAM allows (a second copy of every weight)."""
+    from unittest import mock
+
+    keras()
+    from keras.src.saving import saving_lib
+
+    with mock.patch.object(saving_lib, "is_memory_sufficient", lambda model: False):
+        model.save(str(path))

@@ -69,7 +69,9 @@ def _has_proxy(obj) -> bool:
 def emit(fn, *args, **kwargs):
     """Call ``fn`` now when every argument is known, else record it as a graph node."""
     if _has_proxy(args) or _has_proxy(kwargs):
-        return current().tracer.create_proxy("call_function", fn, args, kwargs)
+        # "<fn>_out", not fx's default "<fn>": generated code must not shadow the helper's name.
+        name = f"{fn.__name__}_out" if fn.__module__.endswith("runtime") else None
+        return current().tracer.create_proxy("call_function", fn, args, kwargs, name=name)
     return fn(*args, **kwargs)
 
 

@@ -11,12 +11,12 @@ def torch_to_keras(entry, source, config: dict):
     """Build porter's Keras model from ``config`` and fill it from a torch TensorSource.
     Returns (model, plan)."""
     impl = entry.impl
-    model = impl.build_keras(config, zero_init=True)
+    model = impl.build_keras(config, deferred=True)  # variables get memory only when their weight arrives
     variables = impl.keras_variables(model)
     rules = RuleSet.load(entry.family, source="torch", **entry.mapping_params)
     plan = rules.plan(source.shapes, {k: tuple(v.shape) for k, v in variables.items()})
     for target, array in plan.run(source.get):
-        variables[target].assign(array)
+        impl.initialize_variable(variables[target], array)
     return model, plan
 
 

@@ -46,10 +46,16 @@ def full_config(config: dict) -> dict:
     return json.loads(hf.to_json_string())
 
 
-def build_keras(config: dict, zero_init: bool = False):
+def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     from porter.zoo.bert import keras_model
 
-    return keras_model.build(config, zero_init=zero_init)
+    return keras_model.build(config, zero_init=zero_init, deferred=deferred)
+
+
+def initialize_variable(variable, array) -> None:
+    from porter.zoo.bert import keras_model
+
+    keras_model.initialize(variable, array)
 
 
 def keras_variables(model) -> dict:
@@ -99,13 +105,19 @@ def export_saved_model(model, path: Path) -> None:
     from porter.frameworks import keras, tensorflow
 
     tf = tensorflow()
+    names = ("input_ids", "attention_mask", "token_type_ids")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+    def serve(input_ids, attention_mask, token_type_ids):
+        return model({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
+    def serve_int64(input_ids, attention_mask, token_type_ids):
+        # casts, then calls the int32 graph: the model is traced once, not twice
+        return serve(*(tf.cast(t, tf.int32) for t in (input_ids, attention_mask, token_type_ids)))
+
     archive = keras().export.ExportArchive()
     archive.track(model)
-    for endpoint, dtype in (("serving_default", tf.int32), ("serving_int64", tf.int64)):
-        specs = [tf.TensorSpec([None, None], dtype, name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
-
-        def serve(input_ids, attention_mask, token_type_ids):
-            return model({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
-
-        archive.add_endpoint(name=endpoint, fn=serve, input_signature=specs)
+    archive.add_endpoint(name="serving_default", fn=serve)
+    archive.add_endpoint(name="serving_int64", fn=serve_int64)
     archive.write_out(str(path), verbose=False)

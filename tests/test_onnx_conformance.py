@@ -1,0 +1,66 @@
+"""porter's ONNX->torch converter against the ONNX backend node tests shipped in the onnx wheel.
+
+Each node test is one pytest case; the last test asserts porter passes at least
+90% of the (non-skipped) tests onnxruntime passes. Results are kept in memory
+only, shared between the cases of one session.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import warnings
+
+import pytest
+
+from porter.onnx_to_torch import conformance
+
+_spec = importlib.util.spec_from_file_location(
+    "onnx_conformance_skips", os.path.join(os.path.dirname(__file__), "onnx_conformance_skips.py"))
+skips = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(skips)
+
+TESTS = conformance.node_tests()
+REQUIRED_RATIO = 0.90
+
+
+@functools.lru_cache(maxsize=None)
+def porter_failure(test: conformance.NodeTest) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return conformance.check(test, conformance.run_porter)
+
+
+@functools.lru_cache(maxsize=None)
+def onnxruntime_failure(test: conformance.NodeTest) -> str | None:
+    return conformance.check(test, conformance.run_onnxruntime)
+
+
+@pytest.mark.parametrize("test", TESTS, ids=[t.name for t in TESTS])
+def test_node(test):
+    reason = skips.skip_reason(test.name)
+    if reason:
+        pytest.skip(reason)
+    failure = porter_failure(test)
+    gap = skips.known_gap(test.name)
+    if failure is None:
+        assert gap is None, f"listed as a known gap ({gap}) but passes now: take it off KNOWN_GAPS"
+        return
+    if gap:
+        pytest.xfail(gap)
+    ort_failure = onnxruntime_failure(test)
+    if ort_failure:
+        pytest.xfail(f"onnxruntime fails this test too: {ort_failure}")
+    pytest.fail(failure)
+
+
+def test_porter_passes_90_percent_of_what_onnxruntime_passes():
+    runnable = [t for t in TESTS if not skips.skip_reason(t.name)]
+    ort_passes = [t for t in runnable if onnxruntime_failure(t) is None]
+    porter_passes = [t for t in ort_passes if porter_failure(t) is None]
+    ratio = len(porter_passes) / len(ort_passes)
+    failed = sorted(t.name for t in ort_passes if porter_failure(t) is not None)
+    assert ratio >= REQUIRED_RATIO, (
+        f"porter passes {len(porter_passes)}/{len(ort_passes)} ({ratio:.1%}) of the tests onnxruntime passes; "
+        f"failing: {', '.join(failed)}")
