@@ -102,22 +102,23 @@ def input_sets(config: dict, shapes=((2, 8), (2, 21), (4, 8), (4, 21)), seed: in
 def export_saved_model(model, path: Path) -> None:
     """A SavedModel whose serving_default takes named int32 inputs with dynamic batch and sequence
     (serving_int64 takes int64) and returns last_hidden_state and pooler_output."""
-    from porter.frameworks import keras, tensorflow
+    from porter.frameworks import tensorflow
 
     tf = tensorflow()
     names = ("input_ids", "attention_mask", "token_type_ids")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+    # autograph off: the model's Python is static (a loop over layers), and converting it costs seconds
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names], autograph=False)
     def serve(input_ids, attention_mask, token_type_ids):
         return model({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names], autograph=False)
     def serve_int64(input_ids, attention_mask, token_type_ids):
         # casts, then calls the int32 graph: the model is traced once, not twice
         return serve(*(tf.cast(t, tf.int32) for t in (input_ids, attention_mask, token_type_ids)))
 
-    archive = keras().export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serve)
-    archive.add_endpoint(name="serving_int64", fn=serve_int64)
-    archive.write_out(str(path), verbose=False)
+    root = tf.Module()
+    # track the variables only: tracking the Keras model would make TF trace its call functions again
+    root.weights = [v.value for v in model.weights]
+    signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
+    tf.saved_model.save(root, str(path), signatures=signatures)
