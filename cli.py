@@ -38,6 +38,8 @@ def convert(
     force: bool = typer.Option(False, "--force", help="replace an existing --out"),
     atol: Optional[float] = typer.Option(None, help="absolute tolerance (default per dtype: fp32 1e-5)"),
     rtol: Optional[float] = typer.Option(None, help="relative tolerance (default per dtype: fp32 1.3e-6)"),
+    layout: Optional[str] = typer.Option(
+        None, help="nhwc | nchw: the layout the converted model's image inputs take (default: the source's)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -45,7 +47,7 @@ def convert(
     try:
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
-            verify=not no_verify, force=force, atol=atol, rtol=rtol,
+            verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout,
         )
     except PorterError as exc:
         _fail(exc)
@@ -54,6 +56,134 @@ def convert(
     if not result.passed:
         typer.echo(f"verification FAILED; the output is written and marked failed in {result.out}/porter_report.json", err=True)
         raise typer.Exit(1)
+
+
+def _tolerances(values: List[str], flag: str) -> tuple[Optional[float], dict]:
+    """['1e-5', 'last_hidden_state=2e-5'] -> (1e-5, {'last_hidden_state': 2e-5})."""
+    overall, per_output = None, {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            x = float(number)
+        except ValueError:
+            raise PorterError(f"{flag} {value!r} is not a number or OUTPUT=NUMBER", hint=f"e.g. {flag} 1e-5 or {flag} last_hidden_state=2e-5") from None
+        if name:
+            per_output[name] = x
+        else:
+            overall = x
+    return overall, per_output
+
+
+def _shapes(values: List[str]):
+    try:
+        return [tuple(int(d) for d in v.lower().split("x")) for v in values] or None
+    except ValueError:
+        raise PorterError(f"--shape {values} is not BATCHxSEQ (e.g. --shape 2x8)") from None
+
+
+VERIFY_HELP = """Compare CANDIDATE against REFERENCE (any two models, any formats) at several input shapes.
+
+Formats: HF torch folder, SavedModel, .keras, .h5, tf_model.h5 folder, and those of the registered runners (.onnx ...).
+
+Both sides get identical inputs, generated from the reference's signature (token ids inside the vocabulary, padded attention masks, images N(0,1); 2 batch sizes x 2 sequence lengths where dimensions are dynamic; seed 0), or read from --inputs FILE.npz: keys are input names (input_ids, attention_mask) for one input set, or SET/NAME (0/input_ids, 1/input_ids ...) for several. Names, dtype kinds and ranks must match the reference's inputs.
+
+An element fails only when it is outside both atol and rtol x |reference| (defaults per dtype as torch.testing: fp32 1e-5 / 1.3e-6). A constant reference fails unless --allow-degenerate. When a direct-route pair fails, the first diverging layer is named.
+
+Exit codes: 0 passed, 1 verification or latency gate failed, 2 bad input or usage."""
+
+
+@app.command(help=VERIFY_HELP)
+def verify(
+    reference: str = typer.Argument(..., help="the model taken as right (a path)"),
+    candidate: str = typer.Argument(..., help="the model checked against it (a path)"),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="an .npz of input arrays (keys: NAME or SET/NAME)"),
+    atol: List[str] = typer.Option([], "--atol", help="absolute tolerance: X for every output, or OUTPUT=X (repeatable)"),
+    rtol: List[str] = typer.Option([], "--rtol", help="relative tolerance: X or OUTPUT=X (repeatable)"),
+    allow_degenerate: bool = typer.Option(False, "--allow-degenerate", help="accept a constant reference output"),
+    latency: bool = typer.Option(False, "--latency", help="measure latency of both sides (p50/p90/p99)"),
+    max_latency_ratio: Optional[float] = typer.Option(None, "--max-latency-ratio", help="fail when candidate p50 / reference p50 is above R (implies --latency)"),
+    latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="seconds of timed runs per side (default 2)"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for both sides (default: all cores when timing)"),
+    layout: List[str] = typer.Option([], "--layout", help="declared input layout, reference-to-candidate: nhwc-to-nchw or NAME=nchw-to-nhwc (repeatable; none: ignore the layout a converted folder declares)"),
+    shape: List[str] = typer.Option([], "--shape", help="BATCHxSEQ for generated inputs, repeatable (default 2x8 2x21 4x8 4x21)"),
+    no_localise: bool = typer.Option(False, "--no-localise", help="skip the layer-by-layer search on failure"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one test case per output per shape)"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary here (CI step summary)"),
+    html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
+):
+    from porter.verifiers.api import verify as run
+    from porter.verifiers.console import render
+    from porter.verifiers.reports import write
+
+    try:
+        atol_all, atol_per = _tolerances(atol, "--atol")
+        rtol_all, rtol_per = _tolerances(rtol, "--rtol")
+        result = run(
+            reference, candidate, inputs=inputs, atol=atol_all, rtol=rtol_all, per_output_atol=atol_per,
+            per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, latency=latency,
+            max_latency_ratio=max_latency_ratio, device=device, threads=threads, layout=layout,
+            shapes=_shapes(shape), localise=not no_localise, latency_budget_s=latency_budget,
+        )
+    except PorterError as exc:
+        _fail(exc)
+    render(result)
+    for path in write(result, report=report, junit=junit, markdown=markdown, html=html):
+        typer.echo(f"wrote {path}")
+    raise typer.Exit(0 if result else 1)
+
+
+CHECK_HELP = "Run the verify jobs listed in a TOML file (default ./porter.toml); exit 1 if any fails.\n\n" + """The file:
+
+\b
+    [defaults]                     # optional: any job key, for every job
+    threads = 2
+    [[verify]]
+    name = "bert to tf"            # optional
+    reference = "models/bert"      # paths relative to the TOML file
+    candidate = "out/bert-tf"
+    inputs = "inputs.npz"          # optional, as --inputs
+    atol = 1e-5                    # or per output: atol = { last_hidden_state = 2e-5 }
+    rtol = 1.3e-6
+    allow_degenerate = false
+    latency = true
+    max_latency_ratio = 1.5
+    device = "cpu"
+    layout = "nhwc-to-nchw"        # or a list
+    shapes = [[2, 8], [4, 21]]
+    report = "reports/bert.json"   # junit, markdown, html likewise
+
+Exit codes: 0 every job passed, 1 a job failed, 2 a bad file or a job with bad input."""
+
+
+@app.command(help=CHECK_HELP)
+def check(config: Path = typer.Argument(Path("porter.toml"), help="the TOML file of verify jobs")):
+    from porter.verifiers.api import verify as run
+    from porter.verifiers.check import load
+    from porter.verifiers.console import render
+    from porter.verifiers.reports import write
+
+    try:
+        jobs = load(config)
+    except PorterError as exc:
+        _fail(exc)
+    outcomes = []
+    for job in jobs:
+        typer.echo(f"== {job.name}: {job.reference} -> {job.candidate}")
+        try:
+            result = run(job.reference, job.candidate, **job.options)
+        except PorterError as exc:
+            typer.echo(f"error: {exc.render()}", err=True)
+            outcomes.append((job.name, "error"))
+            continue
+        render(result)
+        write(result, **job.reports)
+        outcomes.append((job.name, result.status))
+    for name, status in outcomes:
+        typer.echo(f"{status:8s} {name}")
+    statuses = {s for _, s in outcomes}
+    raise typer.Exit(2 if "error" in statuses else 1 if "failed" in statuses else 0)
 
 
 @zoo_app.command("list")

@@ -85,6 +85,7 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     console=None,
+    layout: str | None = None,
 ) -> ConversionResult:
     for flag, value in (("--from", source), ("--to", target)):
         if value not in FRAMEWORKS:
@@ -95,8 +96,10 @@ def convert(
         raise PorterError(f"--route {route!r} is not one of auto, direct, onnx")
     out = Path(out) if out else default_out(model, target)
     check_writable(out, force)  # fail before any heavy work
-    if route == "onnx" or target in ("onnx", "tflite") or source == "onnx":
-        raise PorterError(f"the ONNX route ({source} -> {target} via ONNX) is not available in this version of porter")
+    if layout is not None and layout not in ("nhwc", "nchw"):
+        raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
+    if _choose_route(model, source, target, checkpoint, route) == "onnx":
+        return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
         return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console)
@@ -105,13 +108,67 @@ def convert(
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
 
 
-def _verify(reference_path, candidate_path, src, atol, rtol, route):
-    from porter.verifiers.equivalence import run_equivalence
-    from porter.verifiers.runners import open_runner
+def _choose_route(model, source: str, target: str, checkpoint, route: str) -> str:
+    """direct when asked, or (auto) when the zoo recognises the model; onnx otherwise.
+    Where the direct route would raise a zoo error with a hint, auto keeps it (HF folders)."""
+    if target in ("onnx", "tflite") or source == "onnx":
+        if route == "direct":
+            raise PorterError(f"the direct route converts between torch and tf only, not {source} -> {target}",
+                              hint="pass --route onnx (or auto)")
+        return "onnx"
+    if route != "auto":
+        return route
+    path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(model))
+    if path is None or not path.exists():
+        return "direct"  # a zoo name, or a missing path that resolve() reports
+    artifact = detect(path)
+    if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
+        return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
+    if artifact.format == "pt2":
+        return "onnx"
+    if artifact.config is not None and artifact.config.get("model_type") in zoo.ENTRIES:
+        return "direct"
+    keras_file = path / "model.keras" if artifact.format == "saved_model" else path
+    return "direct" if artifact.format in ("keras", "saved_model") and _porter_keras(keras_file) else "onnx"
 
-    feeds = src.entry.impl.input_sets(src.config, checkpoint=src.path if src.path.is_dir() else None)
-    with open_runner(reference_path) as ref, open_runner(candidate_path) as cand:
-        return run_equivalence(ref, cand, feeds, atol=atol, rtol=rtol, route=route, defined_where=src.entry.defined_where)
+
+def _porter_keras(path: Path) -> bool:
+    """Whether a .keras file holds one of porter's zoo models (its classes are registered as porter>...)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return '"porter>' in z.read("config.json").decode(errors="replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+
+
+def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console):
+    from porter.routes.onnx_pipeline import convert_via_onnx
+
+    path = Path(checkpoint) if checkpoint else Path(model)
+    zoo_source = None
+    if str(model) in zoo.ENTRIES and not checkpoint or (path.exists() and detect(path).format in ("hf", "safetensors")):
+        zoo_source = resolve(model, source, checkpoint)
+        artifact = zoo_source.artifact
+        if source != "torch":
+            raise PorterError("the ONNX route starts a zoo model from its torch checkpoint", hint="pass --from torch")
+    else:
+        if not path.exists():
+            raise PorterError(f"{path} does not exist", hint="pass a zoo name (see `porter zoo list`) or an existing path")
+        artifact = detect(path)
+        if artifact.framework != source:
+            raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
+                              hint=f"use --from {artifact.framework}")
+    return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
+                            layout=layout, console=console, zoo_source=zoo_source)
+
+
+def _verify(reference_path, candidate_path, src, atol, rtol, route):
+    """The same verifier as `porter verify`: zoo inputs, padded positions skipped, localisation on failure."""
+    from porter.verifiers.api import verify
+
+    return verify(reference_path, candidate_path, atol=atol, rtol=rtol, route=route)
 
 
 def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
@@ -128,6 +185,7 @@ def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
 
 def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
+    from porter.frameworks import save_keras
     from porter.routes.direct import torch_to_keras
 
     entry = src.entry
@@ -137,7 +195,7 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> Convers
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
         entry.impl.export_saved_model(model, tmp)
-        model.save(str(tmp / "model.keras"))
+        save_keras(model, tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
         verification = _verify(src.path, tmp, src, atol, rtol, "direct") if verify else None

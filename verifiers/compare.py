@@ -6,7 +6,7 @@ Defaults per dtype follow torch.testing.assert_close.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -41,9 +41,22 @@ class OutputComparison:
     worst_index: tuple = ()
     excluded: int = 0  # elements not compared: declared undefined (padded positions)
     reason: str = ""  # why it failed, in words, where the numbers do not say it alone
+    # absolute errors binned by decade (HISTOGRAM_EDGES); counts add up across shapes
+    histogram: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+# lower edges of the error histogram's bins: [0, 1e-12), then one bin per decade, the last one >= 10
+HISTOGRAM_EDGES = [0.0] + [10.0**e for e in range(-12, 2)]
+
+
+def error_histogram(diff: np.ndarray) -> dict:
+    """Counts of absolute errors per bin; ``edges`` are the bins' lower edges (the last bin is open)."""
+    index = np.searchsorted(np.asarray(HISTOGRAM_EDGES), np.asarray(diff, dtype=np.float64).ravel(), side="right") - 1
+    counts = np.bincount(np.clip(index, 0, None), minlength=len(HISTOGRAM_EDGES))
+    return {"edges": HISTOGRAM_EDGES, "counts": [int(c) for c in counts]}
 
 
 def _degenerate(ref: np.ndarray, atol: float) -> str:
@@ -89,6 +102,7 @@ def compare(name, reference, candidate, *, atol=None, rtol=None, allow_degenerat
         return result
     r64, c64 = ref.astype(np.float64), cand.astype(np.float64)
     diff = np.abs(r64 - c64)
+    result.histogram = error_histogram(diff if valid is None else diff[valid])
     rel = diff / np.maximum(np.abs(r64), np.finfo(np.float64).tiny)
     bad = (diff > atol) & (diff > rtol * np.abs(r64))
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape)

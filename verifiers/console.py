@@ -26,8 +26,20 @@ def render(result, console=None) -> str:
     console.print(table)
     if result.route:
         console.print(f"route: {result.route}   reference: {result.reference}   candidate: {result.candidate}")
+    if result.latency:
+        from porter.verifiers.reports import _latency_line
+
+        console.print(f"latency: {_latency_line(result.latency)}", markup=False)
     for failure in result.failures():
         console.print(f"[red]failed:[/] {failure}")
+    loc = result.localisation
+    if loc and loc.get("found"):
+        console.print(
+            f"[red]first diverging layer:[/] torch {loc['torch_module']} <-> keras {loc['keras_layer']} "
+            f"(max abs {loc['max_abs']:.3g}, atol {loc['atol']:g}, on input {loc['input']})"
+        )
+    elif loc:
+        console.print(f"localisation: {loc.get('note', '')}")
     for note in result.notes:
         console.print(f"note: {note}")
     return console.export_text(clear=False) if console.record else ""

@@ -60,7 +60,8 @@ class VerificationResult:
 
     def failures(self) -> list[str]:
         out = [
-            f"{o.name} at {s.label}: max abs error {o.max_abs:.3g} (atol {o.atol:g}, rtol {o.rtol:g})"
+            f"{o.name} at {s.label}: max abs error {o.max_abs:.3g}{_at(o.worst_index)} (atol {o.atol:g}, rtol {o.rtol:g}"
+            + (f"; passes at atol {o.required_atol:.3g})" if o.mismatched else ")")
             + (f" - {o.reason}" if o.reason else "")
             for s in self.shapes
             for o in s.outputs
@@ -93,3 +94,7 @@ class VerificationResult:
             "versions": self.versions,
             "notes": self.notes,
         }
+
+
+def _at(index) -> str:
+    return f" at {list(index)}" if index else ""

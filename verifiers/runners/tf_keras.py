@@ -19,16 +19,23 @@ class KerasRunner(Runner):
 
             entry = zoo.for_config(config)
             self.input_names, self.output_names = list(entry.inputs), list(entry.outputs)
+            self.input_specs = {n: ("int32", (None, None)) for n in entry.inputs}
         else:
             self.input_names = [t.name.split(":")[0] for t in self.model.inputs]
-            self.output_names = [t.name.split(":")[0] for t in self.model.outputs]
+            names = list(getattr(self.model, "output_names", None) or [])
+            self.output_names = names if len(names) == len(self.model.outputs) else [t.name.split(":")[0] for t in self.model.outputs]
+            self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, self.model.inputs)}
         self.zoo_model = config is not None
 
     def infer(self, feeds):
         if self.zoo_model:
             out = self.model({k: np.asarray(v, dtype=np.int32) for k, v in feeds.items()})
         else:
-            args = [feeds[n] for n in self.input_names]
+            args = [np.asarray(feeds[n], dtype=self.input_specs[n][0]) for n in self.input_names]
             out = self.model(args if len(args) > 1 else args[0])
             out = dict(zip(self.output_names, out if isinstance(out, (list, tuple)) else [out]))
         return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _dtype_name(dtype) -> str:
+    return getattr(dtype, "name", None) or str(dtype)

@@ -1,0 +1,216 @@
+"""The first leg of the ONNX route: torch (torch.onnx.export, dynamo) or TF/Keras (tf2onnx) -> ONNX.
+
+Both exporters are noisy; their output is held back and shown only when they fail.
+Names are kept: the ONNX graph's inputs and outputs carry the source model's names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from porter.errors import PorterError
+
+OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
+
+
+@contextlib.contextmanager
+def captured_output(what: str):
+    """Hold back everything written to fd 1 and fd 2 (C++ logs included). On failure the held
+    text is attached to a PorterError naming ``what``; on success it is dropped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 1)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException as exc:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            if isinstance(exc, (KeyboardInterrupt, PorterError)):
+                raise
+            held.seek(0)
+            log = held.read().decode(errors="replace").strip().splitlines()
+            tail = [line for line in log if line.strip()][-25:]
+            raise PorterError(
+                f"{what} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+                problems=tail,
+            ) from exc
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@dataclass
+class OnnxExport:
+    """What an exporter wrote: the file, the graph's names and which dims it kept dynamic."""
+
+    path: Path
+    input_names: list[str]
+    output_names: list[str]
+    # name -> (dtype, shape with None for dynamic dims), as the source model declares them
+    input_specs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- torch -> ONNX ---------------------------------------------------------------------------
+
+
+def exported_program_io(program) -> tuple[list[str], list[str], dict]:
+    """(input names, output names, input specs) of a torch.export ExportedProgram.
+    Outputs are named by the keys of a returned dict, else by the graph's output nodes."""
+    sig = program.graph_signature
+    inputs = list(sig.user_inputs)
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    specs = {}
+    for name in inputs:
+        val = nodes[name].meta.get("val")
+        shape = tuple(int(d) if isinstance(d, int) or str(d).isdigit() else None for d in val.shape)
+        specs[name] = (str(val.dtype).removeprefix("torch."), shape)
+    out_spec = program.call_spec.out_spec
+    outputs = list(sig.user_outputs)
+    if out_spec is not None and out_spec.type is dict and len(out_spec.context) == len(outputs):
+        outputs = [str(k) for k in out_spec.context]
+    return inputs, outputs, specs
+
+
+def load_exported_program(path: Path):
+    from porter.frameworks import torch
+
+    try:
+        return torch().export.load(str(path))
+    except Exception as exc:
+        raise PorterError(f"{path} could not be loaded by torch.export.load: {type(exc).__name__}: {exc}",
+                          hint="save the model with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
+
+
+def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path: Path, dynamic_shapes=None) -> None:
+    """torch.onnx.export(dynamo=True) of an nn.Module or ExportedProgram into ``path``.
+
+    The legacy TorchScript exporter is never used: on this machine it exported a BERT
+    with a wrong attention mask and no error (see DESIGN.md)."""
+    from porter.frameworks import torch
+
+    torch = torch()
+    with captured_output("torch.onnx.export (dynamo=True)"):
+        program = torch.onnx.export(
+            model, tuple(example_inputs), dynamo=True, input_names=list(input_names), output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes, opset_version=OPSET, verbose=False, report=False,
+        )
+        program.save(str(path))
+
+
+# -- TF / Keras -> ONNX -----------------------------------------------------------------------
+
+
+def _tf2onnx(fn, specs, path: Path, inputs_as_nchw=None) -> None:
+    with captured_output("tf2onnx"):
+        import tf2onnx
+
+        model, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET, inputs_as_nchw=inputs_as_nchw)
+        _freeze_captured_constants(model, fn.get_concrete_function(*specs), {s.name for s in specs})
+        import onnx
+
+        onnx.save(model, str(path))
+
+
+def _freeze_captured_constants(model, concrete, wanted: set[str]) -> None:
+    """tf2onnx freezes captured variables but turns captured eager tensors (e.g. the mean and
+    variance of Keras 3's Normalization layer) into graph inputs: make them initializers."""
+    from onnx import numpy_helper
+
+    captured = {inner.name: outer for outer, inner in concrete.graph.captures}
+    keep = []
+    for value in model.graph.input:
+        outer = captured.get(value.name)
+        if value.name in wanted or outer is None or not hasattr(outer, "numpy"):
+            keep.append(value)
+            continue
+        model.graph.initializer.append(numpy_helper.from_array(outer.numpy(), value.name))
+    unknown = [v.name for v in keep if v.name not in wanted]
+    if unknown:
+        raise PorterError("tf2onnx left inputs that are not the model's", problems=unknown)
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+
+
+def keras_io(model) -> tuple[list[str], list[str], dict]:
+    """Stable names: the input layers' and the output layers' (``model.output_names``), and the input specs.
+    (A loaded model's output tensors are named keras_tensor_<counter>, which changes from load to load.)"""
+    inputs = [t.name.split(":")[0] for t in model.inputs]
+    outputs = [t.name.split(":")[0] for t in model.outputs]
+    if len(getattr(model, "output_names", None) or ()) == len(outputs):
+        outputs = [str(n) for n in model.output_names]
+    specs = {n: (getattr(t.dtype, "name", str(t.dtype)), tuple(t.shape)) for n, t in zip(inputs, model.inputs)}
+    return inputs, outputs, specs
+
+
+def keras_to_onnx(model, path: Path, nchw_inputs=()) -> OnnxExport:
+    """A Keras 3 model through a tf.function whose named inputs and dict output keep the model's names."""
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    inputs, outputs, specs = keras_io(model)
+    if len(set(outputs)) != len(outputs):
+        raise PorterError("the Keras model has two outputs of the same name", problems=outputs)
+    sig = [tf.TensorSpec(list(specs[n][1]), specs[n][0], name=n) for n in inputs]
+
+    @tf.function(input_signature=sig)
+    def serve(*args):
+        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return {name: tf.identity(t, name=name) for name, t in zip(outputs, out)}
+
+    _tf2onnx(serve, sig, path, inputs_as_nchw=list(nchw_inputs) or None)
+    return OnnxExport(path, inputs, outputs, specs)
+
+
+def saved_model_signature(path: Path, signature: str = "serving_default"):
+    """(loaded object, the signature's concrete function); a missing signature is bad input."""
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise PorterError(f"{path} could not be loaded as a SavedModel: {type(exc).__name__}: {exc}") from None
+    if signature not in loaded.signatures:
+        raise PorterError(
+            f"{path} has no {signature!r} signature (it has: {', '.join(loaded.signatures) or 'none'}): "
+            "porter converts a SavedModel through its serving signature",
+            hint="re-export it with tf.saved_model.save(obj, path, signatures={'serving_default': fn}) or Keras model.export(path)",
+        )
+    return loaded, loaded.signatures[signature]
+
+
+def saved_model_to_onnx(path: Path, onnx_path: Path, nchw_inputs=(), signature: str = "serving_default") -> OnnxExport:
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    loaded, fn = saved_model_signature(path, signature)
+    _, kwargs = fn.structured_input_signature
+    inputs = list(kwargs)
+    outputs = list(fn.structured_outputs)
+    specs = {n: (s.dtype.name, tuple(s.shape.as_list())) for n, s in kwargs.items()}
+    sig = [tf.TensorSpec(kwargs[n].shape, kwargs[n].dtype, name=n) for n in inputs]
+
+    @tf.function(input_signature=sig)
+    def serve(*args):
+        out = fn(**dict(zip(inputs, args)))
+        return {k: tf.identity(out[k], name=k) for k in outputs}
+
+    serve._porter_keep = loaded  # the variables must outlive the trace
+    _tf2onnx(serve, sig, onnx_path, inputs_as_nchw=list(nchw_inputs) or None)
+    return OnnxExport(onnx_path, inputs, outputs, specs)

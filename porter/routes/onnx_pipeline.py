@@ -1,0 +1,274 @@
+"""`porter convert` on the ONNX route: source -> ONNX -> target, written all-or-nothing, verified.
+
+    torch (.pt2, or a zoo model with --route onnx) --torch.onnx.export(dynamo)--> ONNX --onnx2tf--> SavedModel
+    tf (.keras, .h5, SavedModel)                   --tf2onnx-------------------> ONNX --porter---> model.py + model.safetensors + model.pt2
+    onnx                                           --------------------------------> either of the above
+    --to onnx writes the ONNX file itself (checked against onnxruntime); --to tflite goes on from the SavedModel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.routes import onnx_export, onnx_route
+
+LAYOUTS = ("nhwc", "nchw")
+
+
+@dataclass
+class Prepared:
+    """The source, exported to ONNX: what to compare against and with which inputs."""
+
+    reference: Path  # the artifact the reference runner opens
+    export: onnx_export.OnnxExport
+    feeds: list[dict]
+    model_name: str
+    zoo_entry: object = None
+    source_layout: str = "native"
+    notes: list[str] = field(default_factory=list)
+
+
+def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None):
+    from porter.conversion import ConversionResult, _finish
+
+    if layout is not None and layout not in LAYOUTS:
+        raise PorterError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout == "nchw" and artifact.framework == "torch" and target in ("tf", "tflite"):
+        layout = None  # torch models already take NCHW
+    timings = {}
+    work = Path(tempfile.mkdtemp(prefix="porter-onnx-"))
+    try:
+        t0 = time.perf_counter()
+        prep = _prepare(artifact, work, target, layout, zoo_source)
+        timings["export_onnx_s"] = time.perf_counter() - t0
+        from porter.outdir import staged_output
+
+        with staged_output(Path(out), force) as tmp:
+            t0 = time.perf_counter()
+            candidate, info = _write_target(prep, target, tmp, work, layout)
+            timings["convert_s"] = time.perf_counter() - t0
+            report = _report(artifact, prep, target, out, info, timings)
+            # written first so the torch_py runner can read the specs and layout it records
+            (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
+            verification = None
+            if verify:
+                t0 = time.perf_counter()
+                verification = _verify(prep, candidate, info, atol, rtol)
+                timings["verify_s"] = time.perf_counter() - t0
+            _finish(tmp, Path(out), report, verification, console)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ConversionResult(Path(out), "onnx", verification, report)
+
+
+# -- source -> ONNX ---------------------------------------------------------------------------
+
+
+def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
+    onnx_path = work / "model.onnx"
+    fmt = artifact.format
+    if artifact.framework == "onnx":
+        model = onnx_route.load_onnx(artifact.path)
+        inputs, outputs, specs = onnx_route.onnx_io(model)
+        if target == "torch":
+            from porter.onnx_to_torch.converter import _opsets, check_model
+
+            check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
+        shutil.copyfile(artifact.path, onnx_path)
+        export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
+        return Prepared(artifact.path, export, onnx_route.make_feeds(specs), artifact.path.stem)
+    if zoo_source is not None:  # a zoo model on the ONNX route
+        return _prepare_zoo_torch(zoo_source, onnx_path)
+    if fmt == "pt2":
+        program = onnx_export.load_exported_program(artifact.path)
+        inputs, outputs, specs = onnx_export.exported_program_io(program)
+        feeds = onnx_route.make_feeds(specs)
+        import torch
+
+        example = tuple(torch.from_numpy(feeds[0][n]) for n in inputs)
+        onnx_export.torch_to_onnx(program, example, inputs, outputs, onnx_path)
+        export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
+        return Prepared(artifact.path, export, feeds, artifact.path.stem)
+    if artifact.framework == "tf":
+        nchw = layout == "nchw" and target == "torch"
+        if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
+            export = onnx_export.saved_model_to_onnx(artifact.path, onnx_path)
+            if nchw:
+                export = onnx_export.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
+            reference = artifact.path
+        else:
+            from porter.routes.tf_weights import load_keras_artifact
+
+            model, _ = load_keras_artifact(artifact)
+            _, _, specs = onnx_export.keras_io(model)
+            export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
+            reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
+        return Prepared(reference, export, onnx_route.make_feeds(export.input_specs), artifact.path.stem, source_layout="nhwc")
+    raise PorterError(f"the ONNX route cannot start from a {artifact.description}",
+                      hint="torch models outside the zoo go through ONNX as an ExportedProgram: "
+                           "torch.export.save(torch.export.export(model, args), 'model.pt2')")
+
+
+def _channel_inputs(specs: dict) -> list[str]:
+    return [n for n, (dtype, shape) in specs.items() if len(shape) == 4 and np.dtype(dtype).kind == "f"]
+
+
+def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
+    """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence."""
+    from porter.frameworks import torch
+
+    torch = torch()
+    entry = src.entry
+    hf = entry.impl.load_torch(src.path)
+    names, outputs = list(entry.inputs), list(entry.outputs)
+
+    class Outputs(torch.nn.Module):  # named tensors in, a tuple in entry.outputs order out
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return tuple(out[k] for k in outputs)
+
+    feeds = entry.impl.input_sets(src.config, checkpoint=src.path if src.path.is_dir() else None)
+    example = tuple(torch.as_tensor(np.asarray(feeds[-1][n], dtype=np.int64)) for n in names)
+    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("sequence", min=2, max=512)
+    dynamic = {n: {0: batch, 1: seq} for n in names}
+    onnx_export.torch_to_onnx(Outputs(hf).eval(), example, names, outputs, onnx_path, dynamic_shapes=dynamic)
+    specs = {n: ("int64", (None, None)) for n in names}
+    feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds]
+    # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
+    feeds = feeds[-1:] + feeds[:-1]
+    return Prepared(src.path, onnx_export.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry)
+
+
+# -- ONNX -> target -----------------------------------------------------------------------------
+
+
+def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) -> tuple[Path, dict]:
+    onnx_path = prep.export.path
+    if target == "onnx":
+        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        _, _, specs = onnx_route.onnx_io(onnx_route.load_onnx(onnx_path))
+        return tmp / "model.onnx", {"static_dims": _static_vs(prep.export.input_specs, specs), "inputs": specs,
+                                    "layout": _layout_info(prep, None)}
+    if target in ("tf", "tflite"):
+        saved = tmp if target == "tf" else work / "saved_model"
+        tf_layout = "nhwc" if layout == "nhwc" else "keep"
+        info = onnx_route.onnx_to_saved_model(onnx_path, saved, layout=tf_layout, example=prep.feeds[0])
+        info["layout"] = _layout_info(prep, "nhwc" if tf_layout == "nhwc" else None)
+        if target == "tf":
+            return tmp, info
+        onnx_route.saved_model_to_tflite(saved, tmp / "model.tflite")
+        return tmp / "model.tflite", info
+    if target == "torch":
+        info = onnx_route.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(prep.feeds[0], prep, layout))
+        info["inputs"] = {n: (d, list(s)) for n, (d, s) in onnx_route.onnx_io(onnx_route.load_onnx(onnx_path))[2].items()}
+        info["layout"] = _layout_info(prep, layout)
+        return tmp, info
+    raise PorterError(f"--to {target!r} is not a target of the ONNX route")
+
+
+def _static_vs(before: dict, after: dict) -> list[dict]:
+    dims = []
+    for name, (_, shape) in before.items():
+        for axis, (a, b) in enumerate(zip(shape, after.get(name, (None, shape))[1])):
+            if a is None and b is not None:
+                dims.append({"input": name, "axis": axis, "size": int(b)})
+    return dims
+
+
+def _layout_info(prep: Prepared, layout) -> dict:
+    """{"inputs": {name: the source's layout}, "candidate": what the written model takes}."""
+    channel = _channel_inputs(prep.export.input_specs)
+    source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
+    return {"inputs": {n: source for n in channel}, "candidate": layout or source}
+
+
+def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
+    if layout == "nchw" and prep.source_layout == "nhwc":
+        channel = set(_channel_inputs(prep.export.input_specs))
+        return {k: np.transpose(v, onnx_route.NHWC_TO_NCHW[v.ndim]) if k in channel else v for k, v in feed.items()}
+    return feed
+
+
+# -- verification and report ------------------------------------------------------------------
+
+
+def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol):
+    from porter.verifiers.equivalence import run_equivalence
+    from porter.verifiers.runners import open_runner
+
+    written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
+    channel = [n for n in _channel_inputs(prep.export.input_specs)]
+    transposed = info["layout"]["candidate"] == "nchw" and prep.source_layout == "nhwc" or (
+        info["layout"]["candidate"] == "nhwc" and prep.source_layout != "nhwc" and channel)
+    if transposed:  # compare the candidate's static dims in the source's layout
+        perm = onnx_route.NCHW_TO_NHWC if prep.source_layout == "nhwc" else onnx_route.NHWC_TO_NCHW
+        written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
+                   for n, (d, s) in written.items()}
+    feeds = [f for f in prep.feeds if onnx_route.fits(f, written)]
+    if not feeds:
+        raise PorterError("none of the verification inputs fits the converted model's static input shapes",
+                          problems=[f"{n}: {s}" for n, (_, s) in written.items()])
+    ref = open_runner(prep.reference)
+    if ref.artifact.format in ("keras", "h5", "hf_tf_h5") or str(prep.reference).endswith(".keras"):
+        ref = _StableKerasNames(ref)
+    cand = open_runner(candidate_path)
+    if transposed:
+        cand = onnx_route.TransposedRunner(cand, channel, onnx_route.NHWC_TO_NCHW if prep.source_layout == "nhwc" else onnx_route.NCHW_TO_NHWC)
+    defined_where = prep.zoo_entry.defined_where if prep.zoo_entry is not None else None
+    with ref, cand:
+        return run_equivalence(ref, cand, feeds, atol=atol, rtol=rtol, route="onnx", defined_where=defined_where)
+
+
+class _StableKerasNames(onnx_route.TransposedRunner):
+    """A Keras runner whose outputs are named by the output layers, as the export named them."""
+
+    def __init__(self, runner):
+        super().__init__(runner, ())
+
+    def __enter__(self):
+        self.runner.__enter__()
+        model = self.runner.model
+        stable = onnx_export.keras_io(model)[1]
+        self.renamed = dict(zip(self.runner.output_names, stable))
+        self.output_names = stable
+        self.input_names = onnx_export.keras_io(model)[0]
+        return self
+
+    def infer(self, feeds):
+        return {self.renamed.get(k, k): v for k, v in self.runner.infer(feeds).items()}
+
+
+def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:
+    from porter import __version__
+
+    static = info.get("static_dims", [])
+    return {
+        "porter": __version__,
+        "model": prep.zoo_entry.name if prep.zoo_entry is not None else prep.model_name,
+        "source": str(artifact.path),
+        "from": artifact.framework,
+        "to": target,
+        "route": "onnx",
+        "onnx": {"opset": onnx_export.OPSET if artifact.framework != "onnx" else None,
+                 "inputs": prep.export.input_names, "outputs": prep.export.output_names},
+        "inputs": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in info.get("inputs", {}).items()},
+        "outputs": info.get("outputs", prep.export.output_names),
+        "static_dims": static,
+        "dynamic_dims_kept": not static,
+        "layout": info.get("layout", {}),
+        "notes": prep.notes + info.get("notes", []),
+        "out": str(out),
+        "timings": timings,
+    }

@@ -1,0 +1,258 @@
+"""The second leg of the ONNX route: ONNX -> TF (onnx2tf, names restored) and ONNX -> torch
+(porter's own converter, written as model.py + model.safetensors + model.pt2).
+
+Also the small pieces the route needs around them: reading an ONNX file as bad input
+(corrupt, unsupported ops), feeds for models outside the zoo, and a runner adapter that
+transposes NHWC feeds for a candidate that takes NCHW.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError, UnsupportedModelError
+from porter.routes.onnx_export import captured_output
+
+NHWC_TO_NCHW = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
+NCHW_TO_NHWC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+                11: "float64", 16: "bfloat16"}
+
+
+# -- reading ONNX ---------------------------------------------------------------------------
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a damaged file
+        raise PorterError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
+                          hint="the file is corrupt or truncated: export it again") from None
+    if not model.graph.node or not model.graph.output:
+        raise PorterError(f"{path} is not a readable ONNX model: its graph has no nodes or no outputs",
+                          hint="the file is corrupt or truncated: export it again")
+    return model
+
+
+def onnx_io(model) -> tuple[list[str], list[str], dict]:
+    """(input names, output names, input specs name -> (dtype, shape with None for dynamic dims))."""
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    specs = {}
+    for value in inputs:
+        t = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        specs[value.name] = (_ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"), shape)
+    return [i.name for i in inputs], [o.name for o in model.graph.output], specs
+
+
+def opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def check_onnx2tf_ops(model) -> None:
+    """Every op onnx2tf has no converter for, with counts, at once (before the slow conversion)."""
+    import onnx2tf.ops
+
+    ops_dir = Path(onnx2tf.ops.__file__).parent
+    known = {p.stem for p in ops_dir.glob("*.py")}
+    missing = Counter(
+        (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}")
+        for n in model.graph.node
+        if n.domain not in ("", "ai.onnx") or n.op_type not in known
+    )
+    if missing:
+        listed = ", ".join(f"{op} x{count}" for op, count in sorted(missing.items()))
+        raise UnsupportedModelError(f"ops not supported by onnx2tf (opset {opset(model)}): {listed}",
+                                    hint="export the model with these ops decomposed")
+
+
+# -- feeds for models outside the zoo ---------------------------------------------------------
+
+
+def make_feeds(specs: dict, seed: int = 0, batches=(2, 3), other: int = 16) -> list[dict]:
+    """Random inputs from input specs: normal floats, small ints, a fixed seed; two batch sizes
+    where the batch dimension is dynamic (one where it is fixed). Other dynamic dims get ``other``."""
+    try:
+        from porter.verifiers import inputs as _inputs  # the verifier's richer generator, when present
+
+        if hasattr(_inputs, "from_specs"):
+            return _inputs.from_specs(specs, seed=seed, batches=batches)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(seed)
+    dynamic_batch = any(shape and shape[0] is None for _, shape in specs.values())
+    feeds = []
+    for batch in batches if dynamic_batch else batches[:1]:
+        feed = {}
+        for name, (dtype, shape) in specs.items():
+            dims = [(batch if i == 0 else other) if d is None else d for i, d in enumerate(shape)]
+            if np.dtype(dtype).kind == "f":
+                feed[name] = rng.standard_normal(dims).astype(dtype)
+            elif np.dtype(dtype).kind == "b":
+                feed[name] = rng.integers(0, 2, dims).astype(bool)
+            else:
+                feed[name] = rng.integers(0, 2, dims).astype(dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def fits(feed: dict, specs: dict) -> bool:
+    """Whether every array matches the static dims of ``specs`` (name -> (dtype, shape))."""
+    for name, (_, shape) in specs.items():
+        if name in feed:
+            got = np.shape(feed[name])
+            if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
+                return False
+    return True
+
+
+class TransposedRunner:
+    """Wrap a runner whose named inputs take another layout (NCHW where the reference takes NHWC,
+    or the reverse): feeds are transposed by ``perms`` (rank -> permutation) on the way in."""
+
+    def __init__(self, runner, names, perms=NHWC_TO_NCHW):
+        self.runner, self.names, self.perms = runner, set(names), perms
+
+    def __getattr__(self, attr):
+        return getattr(self.runner, attr)
+
+    def __enter__(self):
+        self.runner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.runner.__exit__(*exc)
+
+    def infer(self, feeds):
+        return self.runner.infer({k: np.transpose(v, self.perms[np.ndim(v)]) if k in self.names else v
+                                  for k, v in feeds.items()})
+
+
+# -- ONNX -> TF ---------------------------------------------------------------------------------
+
+
+def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", example: dict | None = None) -> dict:
+    """onnx2tf into a temporary folder, then a SavedModel in ``folder`` whose serving_default takes
+    and returns the ONNX graph's names. Dynamic dims are kept where onnx2tf can; else they are
+    fixed at ``example``'s sizes and listed. ``layout``: "keep" (inputs as in ONNX) or "nhwc"
+    (onnx2tf moves channels last). Returns {"static_dims": [...], "inputs": specs, "layout": ...}."""
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    model = load_onnx(onnx_path)
+    check_onnx2tf_ops(model)
+    inputs, outputs, specs = onnx_io(model)
+    channel_inputs = [n for n in inputs if len(specs[n][1]) in (3, 4, 5)]
+    keep = channel_inputs if layout == "keep" else []
+    notes, static_dims = [], []
+    try:
+        keras_model = _onnx2tf(onnx_path, keep, None)
+    except PorterError as first:
+        if not any(d is None for _, s in specs.values() for d in s):
+            raise
+        example = example or make_feeds(specs)[0]
+        overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
+        keras_model = _onnx2tf(onnx_path, keep, overwrite)
+        notes.append(f"onnx2tf could not keep dynamic dims ({first.message.splitlines()[0]}); retried with them fixed")
+    if len(keras_model.inputs) != len(inputs) or len(keras_model.outputs) != len(outputs):
+        raise PorterError(f"onnx2tf changed the number of inputs/outputs of {onnx_path}",
+                          problems=[f"ONNX: {inputs} -> {outputs}", f"TF: {len(keras_model.inputs)} -> {len(keras_model.outputs)}"])
+    sig, written = [], {}
+    for name, tensor in zip(inputs, keras_model.inputs):
+        onnx_shape, tf_shape = specs[name][1], list(tensor.shape)
+        onnx_order = tf_shape if name in keep or len(tf_shape) not in NCHW_TO_NHWC else [tf_shape[i] for i in NHWC_TO_NCHW[len(tf_shape)]]
+        for axis, (before, after) in enumerate(zip(onnx_shape, onnx_order)):
+            if before is None and after is not None:
+                static_dims.append({"input": name, "axis": axis, "size": int(after)})
+        written[name] = (tensor.dtype.name, tuple(tf_shape))
+        sig.append(tf.TensorSpec(tf_shape, tensor.dtype, name=name))
+    onnx_out_shapes = {o.name: [d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
+                       for o in model.graph.output}
+    transpose_out = {}
+    for name, tensor in zip(outputs, keras_model.outputs):
+        want, got = onnx_out_shapes[name], list(tensor.shape)
+        rank = len(got)
+        if layout == "keep" and rank in NHWC_TO_NCHW and not _same(want, got) and _same(want, [got[i] for i in NHWC_TO_NCHW[rank]]):
+            transpose_out[name] = NHWC_TO_NCHW[rank]
+
+    module = tf.Module()
+    module.model = keras_model
+
+    @tf.function(input_signature=sig)
+    def serve(*args):
+        out = module.model(list(args) if len(args) > 1 else args[0])
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return {n: tf.identity(tf.transpose(t, transpose_out[n]) if n in transpose_out else t, name=n) for n, t in zip(outputs, out)}
+
+    module.serve = serve
+    with captured_output("writing the SavedModel"):
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
+    return {"static_dims": static_dims, "inputs": written, "outputs": outputs, "notes": notes,
+            "layout": {"inputs": {n: ("nhwc" if n in channel_inputs and n not in keep else "as_onnx") for n in inputs}}}
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None):
+    import onnx2tf  # imports tensorflow: only after porter.frameworks has quietened it
+
+    work = Path(tempfile.mkdtemp(prefix="porter-onnx2tf-"))
+    try:
+        with captured_output(f"onnx2tf on {onnx_path.name}"):
+            return onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
+                keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
+                disable_model_save=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    with captured_output("the TFLite converter"):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        path.write_bytes(converter.convert())
+
+
+# -- ONNX -> torch ------------------------------------------------------------------------------
+
+
+def onnx_to_torch_folder(onnx_path: Path, folder: Path, example: dict) -> dict:
+    """model.py + model.safetensors (porter's codegen) and model.pt2 (dynamic batch where the
+    graph allows; else static, and listed)."""
+    from porter.frameworks import torch
+    from porter.onnx_to_torch import onnx_to_torch, write_exported_program, write_torch_package
+
+    torch = torch()
+    model = load_onnx(onnx_path)
+    inputs, outputs, specs = onnx_io(model)
+    gm = onnx_to_torch(model)
+    write_torch_package(gm, folder)
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in inputs)
+    static_dims, notes = [], []
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic = tuple({0: batch} if specs[n][1] and specs[n][1][0] is None else None for n in inputs)
+    try:
+        with captured_output("torch.export of the converted module"):
+            write_exported_program(gm, args, folder / "model.pt2", dynamic_shapes=dynamic if any(dynamic) else None)
+    except PorterError as exc:
+        with captured_output("torch.export of the converted module"):
+            write_exported_program(gm, args, folder / "model.pt2")
+        static_dims = [{"artifact": "model.pt2", "input": n, "axis": 0, "size": int(np.shape(example[n])[0])}
+                       for n, d in zip(inputs, dynamic) if d]
+        notes.append(f"model.pt2 has a static batch: torch.export with a dynamic batch failed ({exc.message})")
+    return {"static_dims": static_dims, "notes": notes, "inputs": specs, "outputs": outputs}

@@ -1,0 +1,194 @@
+"""The ONNX route: torch -> ONNX -> TF (onnx2tf), --to onnx, --from onnx, and its bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+import porter
+
+
+def _custom_module():
+    import torch
+    from torch import nn
+
+    class ConvAttention(nn.Module):  # not in porter's zoo: conv + multi-head attention + layer norm
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+            self.norm = nn.LayerNorm(16)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, image):
+            h = torch.relu(self.conv(image))
+            seq = h.flatten(2).transpose(1, 2)
+            a, _ = self.attn(seq, seq, seq, need_weights=False)
+            seq = self.norm(seq + a)
+            return {"logits": self.head(seq.mean(1)), "tokens": seq}
+
+    torch.manual_seed(0)
+    model = ConvAttention().eval()
+    with torch.no_grad():  # LayerNorm away from 1/0, so a dropped affine would show
+        model.norm.weight.add_(torch.randn(16) * 0.3)
+        model.norm.bias.add_(torch.randn(16) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def custom_pt2(tmp_path_factory):
+    import torch
+
+    model = _custom_module()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
+    path = tmp_path_factory.mktemp("pt2") / "conv_attention.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def custom_onnx(custom_pt2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "conv_attention-onnx"
+    result = porter.convert(str(custom_pt2), source="torch", target="onnx", out=out)
+    assert result.passed and result.route == "onnx"
+    return out / "model.onnx"
+
+
+def _report(out):
+    return json.loads((out / "porter_report.json").read_text())
+
+
+def test_custom_module_torch_to_tf_keeps_names(cli, custom_pt2, tmp_path):
+    out = tmp_path / "tf"
+    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "tf", "--out", out)
+    assert code == 0, output
+    assert "route: onnx" in output
+    report = _report(out)
+    assert report["route"] == "onnx" and report["status"] == "passed"
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    # onnx2tf cannot keep this graph's batch dynamic (its Softmax needs a static shape): the report says so
+    assert all(d["input"] == "image" for d in report["static_dims"])
+    assert report["layout"]["candidate"] == "nchw"
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    _, specs = fn.structured_input_signature
+    assert list(specs) == ["image"] and specs["image"].shape.as_list()[1:] == [3, 8, 8]
+    assert sorted(fn.structured_outputs) == ["logits", "tokens"]
+    import torch
+
+    x = np.random.default_rng(5).standard_normal(specs["image"].shape.as_list()).astype("float32")
+    want = _custom_module()(torch.from_numpy(x))
+    got = fn(image=tf.constant(x))
+    assert np.abs(got["logits"].numpy() - want["logits"].detach().numpy()).max() <= 1e-5
+    assert np.abs(got["tokens"].numpy() - want["tokens"].detach().numpy()).max() <= 1e-5
+
+
+def test_to_onnx_is_checked_against_onnxruntime(custom_onnx):
+    report = _report(custom_onnx.parent)
+    assert report["status"] == "passed" and report["to"] == "onnx"
+    assert report["verification"]["candidate"].endswith("model.onnx")
+    assert len(report["verification"]["shapes"]) == 2  # dynamic batch: two batch sizes
+    import onnx
+
+    model = onnx.load(str(custom_onnx))
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["logits", "tokens"]
+    assert not model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
+
+
+def test_from_onnx_to_torch(cli, custom_onnx, tmp_path):
+    out = tmp_path / "torch"
+    code, output = cli("convert", custom_onnx, "--from", "onnx", "--to", "torch", "--out", out)
+    assert code == 0, output
+    assert {"model.py", "model.safetensors", "model.pt2", "porter_report.json"} <= {p.name for p in out.iterdir()}
+    report = _report(out)
+    assert report["route"] == "onnx" and report["static_dims"] == []
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    assert "import porter" not in (out / "model.py").read_text()
+
+
+@pytest.mark.slow
+def test_bert_through_onnx(cli, tiny_bert, tmp_path):
+    out = tmp_path / "bert-tf"
+    code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--route", "onnx", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert report["route"] == "onnx" and report["model"] == "bert"
+    worst = report["verification"]["max_abs_error"]
+    assert worst["last_hidden_state"] <= 1e-5 and worst["pooler_output"] <= 1e-5
+    from porter.frameworks import tensorflow
+
+    fn = tensorflow().saved_model.load(str(out)).signatures["serving_default"]
+    assert sorted(fn.structured_input_signature[1]) == ["attention_mask", "input_ids", "token_type_ids"]
+    assert sorted(fn.structured_outputs) == ["last_hidden_state", "pooler_output"]
+    # onnx2tf fixes BERT's batch and sequence: every fixed dim is in the report
+    assert {(d["input"], d["axis"]) for d in report["static_dims"]} <= {(n, a) for n in ("input_ids", "attention_mask", "token_type_ids") for a in (0, 1)}
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def _clean_failure(code, output, out, *needles):
+    assert code == 2, output
+    for needle in needles:
+        assert needle in output, output
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+def _unsupported_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Frobnicate", ["a"], ["b"], domain="com.example", name="f1"),
+        helper.make_node("Frobnicate", ["b"], ["c"], domain="com.example", name="f2"),
+        helper.make_node("Twiddle", ["c"], ["y"], domain="com.example"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("target", ["torch", "tf"])
+def test_unsupported_ops_are_listed_with_counts(cli, tmp_path, target):
+    src = _unsupported_onnx(tmp_path / "custom.onnx")
+    out = tmp_path / "out"
+    code, output = cli("convert", src, "--from", "onnx", "--to", target, "--out", out)
+    _clean_failure(code, output, out, "com.example.Frobnicate x2", "com.example.Twiddle x1", "opset 17")
+
+
+def test_corrupt_onnx(cli, custom_onnx, tmp_path):
+    src = tmp_path / "broken.onnx"
+    src.write_bytes(custom_onnx.read_bytes()[:300])
+    out = tmp_path / "out"
+    code, output = cli("convert", src, "--from", "onnx", "--to", "torch", "--out", out)
+    _clean_failure(code, output, out, "broken.onnx", "corrupt")
+
+
+def test_saved_model_without_serving_signature(cli, tmp_path):
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones([3]))
+    module.f = tf.function(lambda x: x * module.w)
+    module.f(tf.ones([3]))  # traced, but not a signature
+    src = tmp_path / "no_signature"
+    tf.saved_model.save(module, str(src), signatures={})
+    out = tmp_path / "out"
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", out)
+    _clean_failure(code, output, out, "no 'serving_default' signature")
+
+
+def test_direct_route_refuses_onnx_targets(cli, custom_pt2, tmp_path):
+    out = tmp_path / "out"
+    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "onnx", "--route", "direct", "--out", out)
+    _clean_failure(code, output, out, "--route onnx")

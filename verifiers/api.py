@@ -1,0 +1,186 @@
+"""``porter.verify``: any two artifacts, any formats, compared output by output at several input shapes.
+
+Runners load the two artifacts; one input set (generated or read from .npz) feeds both,
+with the candidate's copy transposed where a layout is declared; every output is compared
+(compare.py); on failure the first diverging layer is localised where the pair is a direct-route
+zoo model; latency parity is measured on request. ``porter convert`` and ``porter check`` call this.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.verifiers import layout as layouts
+from porter.verifiers.inputs import generate, load_npz, zoo_of
+from porter.verifiers.result import VerificationResult
+
+
+def verify(
+    reference,
+    candidate,
+    *,
+    inputs=None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    per_output_atol: dict | None = None,
+    per_output_rtol: dict | None = None,
+    allow_degenerate: bool = False,
+    latency: bool = False,
+    max_latency_ratio: float | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    layout=None,
+    route: str | None = None,
+    shapes=None,
+    localise: bool = True,
+    latency_budget_s: float | None = None,
+) -> VerificationResult:
+    """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
+
+    ``inputs``: an .npz file (see porter.verifiers.inputs) or a list of feeds (dicts of arrays);
+    ``layout``: e.g. "nhwc-to-nchw" or ["x=nchw-to-nhwc"] (see porter.verifiers.layout);
+    ``shapes``: (batch, sequence) pairs replacing the default 2 x 2 for generated inputs.
+    Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
+    from porter.artifacts import detect
+    from porter.verifiers.runners import open_runner
+
+    ref_art, cand_art = detect(reference), detect(candidate)  # a missing or unknown path fails here, before any import
+    _check_device(device)
+    if isinstance(inputs, (str, Path)) and not Path(inputs).is_file():
+        raise PorterError(f"--inputs {inputs} does not exist")
+    declared = layouts.resolve(layout, ref_art.path, cand_art.path)
+    latency = latency or max_latency_ratio is not None
+    if latency and not threads:
+        threads = os.cpu_count()  # both sides get the same intra-op count, always stated in the report
+    if threads:
+        from porter.frameworks import set_threads
+
+        set_threads(threads)
+    options = {"threads": threads} if threads else {}
+    with open_runner(ref_art, device=device, **options) as ref, open_runner(cand_art, device=device, **options) as cand:
+        info = zoo_of(ref) or zoo_of(cand)
+        if isinstance(inputs, (str, Path)):
+            sets = load_npz(inputs, ref, info)
+        elif inputs is not None:
+            from porter.verifiers.inputs import InputSets
+
+            sets = InputSets([dict(f) for f in inputs], ["inputs: given by the caller"])
+        else:
+            sets = generate(ref, info, shapes)
+        feeds = sets.feeds
+        result = _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_output_atol, per_output_rtol, allow_degenerate)
+        _unique_labels(result)
+        result.route = route or _route_of(cand_art.path) or _route_of(ref_art.path)
+        result.notes[:0] = sets.notes
+        if declared:
+            result.notes.append(f"layout: {layouts.describe(declared)} (the candidate's inputs are transposed)")
+        if localise and not result.equivalent and info is not None:
+            _localise(result, ref, cand, feeds, info)
+        if latency:
+            from porter.verifiers.latency import latency_parity
+
+            i = max(range(len(feeds)), key=lambda k: sum(np.size(v) for v in feeds[k].values()))
+            budget = {"budget_s": latency_budget_s} if latency_budget_s else {}
+            result.latency = latency_parity(
+                ref, cand, feeds[i], layouts.apply(feeds[i], declared), max_ratio=max_latency_ratio, threads=threads,
+                shape=result.shapes[i].label if i < len(result.shapes) else "", **budget,
+            )
+            tf_threads = result.latency["threads"].get("tensorflow")
+            if tf_threads not in (None, threads) and not (tf_threads == 0 and threads == os.cpu_count()):
+                result.notes.append(f"TensorFlow was already running with {tf_threads or 'all'} intra-op threads (it cannot change once started); torch got {threads}")
+    return result
+
+
+class _Guarded:
+    """A runner seen through a declared layout; a crash on the inputs becomes a clear PorterError."""
+
+    def __init__(self, runner, declared=None, side="reference"):
+        self.inner, self.declared, self.side = runner, declared or {}, side
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def infer(self, feed):
+        feed = layouts.apply(feed, self.declared)
+        try:
+            return self.inner.infer(feed)
+        except PorterError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{k} {np.shape(v)} {np.asarray(v).dtype}" for k, v in feed.items())
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PorterError(
+                f"the {self.side} ({self.inner.name}) could not run the inputs [{shapes}]: {first[:300]}",
+                hint="check --inputs (names, dtypes, shapes) and --layout",
+            ) from None
+
+
+def _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_atol, per_rtol, allow_degenerate) -> VerificationResult:
+    from porter.verifiers.equivalence import run_equivalence
+
+    if not feeds:
+        raise PorterError("no input sets to run")
+    per_output: dict = {}
+    for key, table in (("atol", per_atol), ("rtol", per_rtol)):
+        for name, value in (table or {}).items():
+            if name not in ref.output_names:
+                raise PorterError(f"--{key} {name}=... names no output of {ref.name}", hint=f"its outputs: {', '.join(ref.output_names)}")
+            per_output.setdefault(name, {})[key] = float(value)
+    missing = [n for n in cand.input_names if n not in feeds[0]]
+    if cand.input_names and missing and not info:
+        raise PorterError(
+            f"the candidate ({cand.name}) takes inputs the reference does not: {missing}",
+            problems=[f"reference inputs: {sorted(ref.input_names)}", f"candidate inputs: {sorted(cand.input_names)}"],
+        )
+    defined = {}
+    if info is not None:
+        defined = {o: m for o, m in info.entry.defined_where.items() if o in ref.output_names and all(m in f for f in feeds)}
+    return run_equivalence(
+        _Guarded(ref), _Guarded(cand, declared, "candidate"), feeds, atol=atol, rtol=rtol, per_output=per_output,
+        allow_degenerate=allow_degenerate, defined_where=defined,
+    )
+
+
+def _localise(result, ref, cand, feeds, info) -> None:
+    from porter.verifiers.localise import localise
+
+    index = next(i for i, s in enumerate(result.shapes) if not s.passed)
+    failing = next(o for o in result.shapes[index].outputs if not o.passed)
+    try:
+        result.localisation = localise(ref, cand, feeds[index], info, atol=failing.atol, rtol=failing.rtol, label=result.shapes[index].label)
+    except Exception as exc:  # localisation explains a failure; it must never hide it
+        result.notes.append(f"localisation could not run: {type(exc).__name__}: {exc}")
+
+
+def _unique_labels(result) -> None:
+    """Two input sets of one shape (real sentences and generated ids) get '4x21', '4x21 #2'."""
+    seen: dict[str, int] = {}
+    for shape in result.shapes:
+        seen[shape.label] = seen.get(shape.label, 0) + 1
+        if seen[shape.label] > 1:
+            shape.label = f"{shape.label} #{seen[shape.label]}"
+
+
+def _route_of(path) -> str | None:
+    import json
+
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        return json.loads((folder / "porter_report.json").read_text()).get("route")
+    except (OSError, ValueError):
+        return None
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if not (device == "cuda" or device.startswith("cuda:")):
+        raise PorterError(f"--device {device!r} is not one of cpu, cuda, cuda:N")
+    from porter.frameworks import torch
+
+    if not torch().cuda.is_available():
+        raise PorterError(f"--device {device}: no CUDA device is visible on this machine", hint="use --device cpu")

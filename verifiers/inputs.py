@@ -1,0 +1,222 @@
+"""Input sets: generated from the reference's signature (one cached set both sides get), or read from .npz.
+
+Generated values are realistic: token ids inside the vocabulary, attention masks with
+padding, segment ids, images N(0, 1); a fixed seed. Zoo models use their own sample
+inputs (real sentences through the checkpoint's tokenizer where it ships one). Every
+dynamic dimension takes two values: batch 2 and 4, sequence 8 and 21 (images 32 and 48),
+so a model with dynamic batch and sequence is checked at 2 x 2 shapes.
+
+``--inputs FILE.npz`` holds either one input set (keys are input names: ``input_ids``)
+or several (keys ``<set>/<input name>``: ``0/input_ids``, ``0/attention_mask``,
+``1/input_ids`` ...). Arrays are matched to the reference's inputs by name; an unknown or
+missing name, or a dtype kind (integer / float / bool) or rank that does not fit the
+signature, is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+
+BATCHES = (2, 4)
+SEQUENCES = (8, 21)
+IMAGE_SIDES = (32, 48)
+SAFE_VOCAB = 100  # token ids when no config says the vocabulary size
+SEED = 0
+
+
+@dataclass
+class ZooInfo:
+    """The zoo entry of a model, its full config, and the checkpoint folder (for its tokenizer)."""
+
+    entry: object
+    config: dict
+    checkpoint: Path | None = None
+
+
+@dataclass
+class InputSets:
+    feeds: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+
+def zoo_of(runner) -> ZooInfo | None:
+    """The zoo entry a running model belongs to, from its config.json or its Keras model."""
+    from porter import zoo
+
+    artifact = getattr(runner, "artifact", None)
+    config = getattr(artifact, "config", None)
+    if not config:
+        config = getattr(getattr(runner, "model", None), "hf_config", None)
+    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES:
+        return None
+    entry = zoo.for_config(config)
+    config = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
+    path = Path(getattr(artifact, "path", "."))
+    return ZooInfo(entry, config, path if path.is_dir() else None)
+
+
+def specs_of(runner, info: ZooInfo | None) -> dict[str, tuple]:
+    """name -> (dtype, shape with None for dynamic dims); zoo text models take (batch, seq) integers."""
+    specs = dict(getattr(runner, "input_specs", {}) or {})
+    for name in runner.input_names:
+        if name not in specs and info is not None:
+            specs[name] = ("int64", (None, None))
+    return specs
+
+
+def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED) -> InputSets:
+    """Feeds for the reference ``runner``: the zoo's when it is a zoo model, else from its signature."""
+    if info is not None and hasattr(info.entry.impl, "input_sets"):
+        # given shapes are exactly the shapes run (no extra tokenized sentences)
+        kwargs = {"shapes": tuple(tuple(s) for s in shapes), "checkpoint": None} if shapes else {"checkpoint": info.checkpoint}
+        feeds = info.entry.impl.input_sets(info.config, seed=seed, **kwargs)
+        names = set(runner.input_names) or set(feeds[0])
+        feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+        return InputSets(feeds, [f"inputs: {info.entry.name} sample inputs (token ids inside the vocabulary of {info.config.get('vocab_size')}, padded masks)"])
+    specs = specs_of(runner, info)
+    if not specs:
+        raise PorterError(
+            f"{runner.name} declares no input signature, so porter cannot generate inputs for it",
+            hint="pass --inputs FILE.npz with one array per input name",
+        )
+    notes: list[str] = []
+    rng = np.random.default_rng(seed)
+    feeds = [_feed(specs, combo, rng, notes) for combo in _combos(specs, shapes)]
+    return InputSets(feeds, sorted(set(notes)))
+
+
+def _combos(specs, shapes):
+    """(batch, other dynamic size) pairs: 2 x 2 when both are dynamic; given ``shapes`` win."""
+    if shapes:
+        return [tuple(s) + (None,) * (2 - len(s)) for s in shapes]
+    dims = [shape for _, shape in specs.values()]
+    batch_dynamic = any(len(s) and s[0] is None for s in dims)
+    other_dynamic = any(d is None for s in dims for d in s[1:])
+    return [(b, q) for b in (BATCHES if batch_dynamic else (None,)) for q in (SEQUENCES if other_dynamic else (None,))]
+
+
+def _feed(specs, combo, rng, notes) -> dict:
+    batch, seq = combo
+    feed = {}
+    for name, (dtype, shape) in specs.items():
+        image = np.dtype(dtype).kind == "f" and len(shape) == 4
+        sizes = []
+        for axis, dim in enumerate(shape):
+            if dim is not None:
+                sizes.append(int(dim))
+            elif axis == 0:
+                sizes.append(batch or BATCHES[0])
+            elif image and _is_channel_axis(shape, axis):
+                sizes.append(3)
+            elif image:
+                sizes.append(IMAGE_SIDES[SEQUENCES.index(seq)] if seq in SEQUENCES else IMAGE_SIDES[0])
+            else:
+                sizes.append(seq or SEQUENCES[0])
+        feed[name] = _values(name, np.dtype(dtype), tuple(sizes), rng, notes)
+    mask = feed.get("attention_mask")
+    if mask is not None:  # padded positions carry the pad id (0), as a tokenizer writes them
+        for name, arr in feed.items():
+            if _is_token_ids(name) and arr.shape == mask.shape:
+                feed[name] = np.where(mask == 1, arr, 0).astype(arr.dtype)
+    return feed
+
+
+def _is_channel_axis(shape, axis) -> bool:
+    """A dynamic axis 1 or 3 of an image holds channels when the other one is a static spatial size
+    (NCHW when both are dynamic)."""
+    if axis not in (1, 3):
+        return False
+    other = shape[4 - axis]
+    return other > 4 if other is not None else axis == 1
+
+
+def _is_token_ids(name: str) -> bool:
+    low = name.lower()
+    return "ids" in low and "type" not in low and "position" not in low or low in ("tokens", "input", "x")
+
+
+def _values(name, dtype, shape, rng, notes) -> np.ndarray:
+    low = name.lower()
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.8
+    if dtype.kind in "iu":
+        if "mask" in low and len(shape) == 2:
+            lengths = [shape[1]] + list(rng.integers(max(1, shape[1] // 3), shape[1] + 1, size=shape[0] - 1))
+            return (np.arange(shape[1])[None, :] < np.asarray(lengths)[:, None]).astype(dtype)
+        if "mask" in low:
+            return np.ones(shape, dtype)
+        if "position" in low and len(shape) >= 1:
+            return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
+        if "type" in low or "segment" in low:
+            return np.zeros(shape, dtype)
+        notes.append(f"{name}: integer ids drawn from [1, {SAFE_VOCAB}) (no vocabulary size known; pass --inputs for real ids)")
+        return rng.integers(1, SAFE_VOCAB, size=shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ------------------------------------------------------------------ npz files
+def load_npz(path, runner, info: ZooInfo | None = None) -> InputSets:
+    path = Path(path)
+    if not path.is_file():
+        raise PorterError(f"--inputs {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise PorterError(f"--inputs {path} is not a readable .npz file ({exc})") from None
+    if not arrays:
+        raise PorterError(f"--inputs {path} holds no arrays")
+    nested = ["/" in k for k in arrays]
+    if any(nested) and not all(nested):
+        raise PorterError(f"--inputs {path} mixes plain names and '<set>/<name>' keys", hint="use one style for every key")
+    groups: dict[str, dict] = {}
+    for key, arr in arrays.items():
+        group, _, name = key.rpartition("/")
+        groups.setdefault(group, {})[name] = arr
+    feeds = [groups[g] for g in sorted(groups, key=lambda g: (len(g), g))]
+    specs = specs_of(runner, info)
+    problems = []
+    for group, feed in zip(sorted(groups, key=lambda g: (len(g), g)), feeds):
+        where = f"set {group!r}: " if group else ""
+        problems += [where + p for p in _match(feed, runner.input_names, specs)]
+    if problems:
+        raise PorterError(
+            f"--inputs {path} does not match the inputs of {runner.name}",
+            problems=problems,
+            hint=f"the model takes: {', '.join(f'{n} {_spec_text(specs.get(n))}' for n in runner.input_names)}",
+        )
+    return InputSets(feeds, [f"inputs: {len(feeds)} set(s) from {path}"])
+
+
+def _spec_text(spec) -> str:
+    if spec is None:
+        return "(any)"
+    dtype, shape = spec
+    return f"({dtype}, [{', '.join('?' if d is None else str(d) for d in shape)}])"
+
+
+def _kind(dtype) -> str:
+    return {"b": "bool", "i": "integer", "u": "integer", "f": "float", "c": "complex"}.get(np.dtype(dtype).kind, np.dtype(dtype).name)
+
+
+def _match(feed: dict, names, specs) -> list[str]:
+    problems = []
+    if names:
+        problems += [f"{k!r} is not an input of the model (its inputs: {', '.join(names)})" for k in feed if k not in names]
+        problems += [f"input {n!r} is missing" for n in names if n not in feed]
+    for key, arr in feed.items():
+        if key not in specs:
+            continue
+        dtype, shape = specs[key]
+        if _kind(arr.dtype) != _kind(dtype):
+            problems.append(f"{key!r} is {arr.dtype.name} ({_kind(arr.dtype)}), but the model takes {dtype} ({_kind(dtype)})")
+        if arr.ndim != len(shape):
+            problems.append(f"{key!r} has rank {arr.ndim} {arr.shape}, but the model takes rank {len(shape)} {_spec_text(specs[key])}")
+        elif any(d is not None and d != s for d, s in zip(shape, arr.shape)):
+            problems.append(f"{key!r} has shape {arr.shape}, but the model takes {_spec_text(specs[key])}")
+    return problems

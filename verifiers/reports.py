@@ -1,0 +1,113 @@
+"""Reports rendered from one VerificationResult: JSON, JUnit XML, Markdown (and HTML in html.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+
+def to_json(result) -> str:
+    return json.dumps(result.to_dict(), indent=2, default=str)
+
+
+def to_junit(result) -> str:
+    """One test case per output per shape (and one for the latency gate), for CI systems."""
+    suite = ET.Element("testsuite", name="porter.verify")
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("reference", result.reference), ("candidate", result.candidate), ("route", result.route or ""), ("status", result.status)):
+        ET.SubElement(props, "property", name=key, value=str(value))
+    cases = failures = 0
+    for s in result.shapes:
+        for o in s.outputs:
+            case = ET.SubElement(suite, "testcase", classname=f"porter.verify.{s.label}", name=f"{o.name} [{s.label}]", time="0")
+            ET.SubElement(case, "system-out").text = (
+                f"max_abs={o.max_abs:.6g} max_rel={o.max_rel:.6g} mean_abs={o.mean_abs:.6g} cosine={o.cosine:.9f} "
+                f"mismatched={o.mismatched} ({o.mismatched_pct:.3f}%) required_atol={o.required_atol:.6g} atol={o.atol:g} rtol={o.rtol:g}"
+            )
+            cases += 1
+            if not o.passed:
+                failures += 1
+                ET.SubElement(case, "failure", message=o.reason or "outside tolerance", type="Mismatch").text = _failure_text(o, result)
+    if result.latency is not None:
+        lat = result.latency
+        case = ET.SubElement(suite, "testcase", classname="porter.verify.latency", name="latency ratio at p50", time=f"{_total_s(lat):.3f}")
+        ET.SubElement(case, "system-out").text = _latency_line(lat)
+        cases += 1
+        if not lat.get("passed", True):
+            failures += 1
+            ET.SubElement(case, "failure", message=lat.get("reason", "latency gate"), type="Latency").text = _latency_line(lat)
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites", name="porter", tests=str(cases), failures=str(failures))
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def _failure_text(o, result) -> str:
+    text = f"{o.name}: max abs error {o.max_abs:.6g} at {list(o.worst_index)}; {o.reason}"
+    loc = result.localisation
+    if loc and loc.get("found"):
+        text += f"\nfirst diverging layer: {loc['torch_module']} <-> {loc['keras_layer']} (max abs {loc['max_abs']:.3g})"
+    return text
+
+
+def _total_s(lat) -> float:
+    return sum(sum(lat[side].get("samples_ms", [])) for side in ("reference", "candidate")) / 1e3
+
+
+def _latency_line(lat) -> str:
+    r, c = lat["reference"], lat["candidate"]
+    gate = f" (gate {lat['max_ratio']:g})" if lat.get("max_ratio") is not None else ""
+    threads = ", ".join(f"{k} {v}" for k, v in (lat.get("threads") or {}).items() if k != "requested")
+    return (
+        f"reference p50/p90/p99 {r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f} ms; "
+        f"candidate {c['p50_ms']:.3f}/{c['p90_ms']:.3f}/{c['p99_ms']:.3f} ms; ratio at p50 {lat['ratio_p50']:.3f}{gate}"
+        + (f"; intra-op threads: {threads}" if threads else "")
+    )
+
+
+def to_markdown(result) -> str:
+    """A compact summary that fits a CI step summary ($GITHUB_STEP_SUMMARY)."""
+    icon = "✅" if result else "❌"
+    lines = [f"## {icon} porter verify: {result.status}", "", f"`{result.reference}` → `{result.candidate}`"]
+    if result.route:
+        lines[-1] += f" (route: {result.route})"
+    lines += ["", "| shape | output | max abs | max rel | cosine | mismatched | needed atol | atol / rtol | result |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for s in result.shapes:
+        for o in s.outputs:
+            verdict = "pass" if o.passed else f"**FAIL** {o.reason}"
+            lines.append(
+                f"| {s.label} | {o.name} | {o.max_abs:.3g} | {o.max_rel:.3g} | {_num(o.cosine)} | {o.mismatched} ({o.mismatched_pct:.2f}%) "
+                f"| {o.required_atol:.3g} | {o.atol:g} / {o.rtol:g} | {verdict} |"
+            )
+    loc = result.localisation
+    if loc:
+        lines += ["", "**Localisation:** " + (f"first diverging layer `{loc['torch_module']}` ↔ `{loc['keras_layer']}` (max abs {loc['max_abs']:.3g})" if loc.get("found") else loc.get("note", ""))]
+    if result.latency:
+        lines += ["", "**Latency:** " + _latency_line(result.latency) + ("" if result.latency.get("passed", True) else " — **FAILED**")]
+    if result.notes:
+        lines += [""] + [f"- {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    return f"{x:.7f}" if math.isfinite(x) else str(x)
+
+
+def write(result, *, report=None, junit=None, markdown=None, html=None) -> list[Path]:
+    """Write every report asked for; returns the paths written."""
+    written = []
+    for path, render in ((report, to_json), (junit, to_junit), (markdown, to_markdown), (html, None)):
+        if path is None:
+            continue
+        if render is None:
+            from porter.verifiers.html import to_html as render
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(result), encoding="utf-8")
+        written.append(path)
+    return written

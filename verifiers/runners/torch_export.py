@@ -1,0 +1,37 @@
+"""A torch.export ExportedProgram (.pt2), loaded by torch.export.load and run as a module."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from porter.verifiers.runners.base import Runner
+
+
+class ExportedProgramRunner(Runner):
+    framework = "torch"
+
+    def activate(self):
+        from porter.frameworks import torch
+        from porter.routes.onnx_export import exported_program_io, load_exported_program
+
+        self.torch = torch()
+        program = load_exported_program(self.artifact.path)
+        if not self.device.startswith("cpu"):
+            program = self.torch.export.passes.move_to_device_pass(program, self.device)
+        self.input_names, self.output_names, self.input_specs = exported_program_io(program)
+        self.module = program.module()
+
+    def infer(self, feeds):
+        torch = self.torch
+        args = [torch.as_tensor(np.ascontiguousarray(feeds[n]), device=self.device) for n in self.input_names]
+        with torch.no_grad():
+            out = self.module(*args)
+        if isinstance(out, dict):
+            values = [out[n] for n in self.output_names]
+        else:
+            values = list(out) if isinstance(out, (list, tuple)) else [out]
+        return {n: v.detach().cpu().numpy() for n, v in zip(self.output_names, values)}
+
+    def synchronize(self):
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()

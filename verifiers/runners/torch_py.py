@@ -1,0 +1,57 @@
+"""A porter-generated folder: model.py (plain PyTorch source) + model.safetensors.
+
+model.py is imported from its file under a private module name; its ``load()`` builds
+the module and fills it from model.safetensors, without porter."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.verifiers.runners.base import Runner
+
+
+class TorchPyRunner(Runner):
+    framework = "torch"
+
+    def activate(self):
+        from porter.frameworks import torch
+
+        self.torch = torch()
+        folder = self.artifact.path
+        name = f"_porter_generated_{abs(hash(str(folder.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, folder / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            self.model = module.load(str(folder)).to(self.device)
+        except Exception as exc:
+            raise PorterError(f"{folder}/model.py could not be loaded: {type(exc).__name__}: {exc}") from None
+        finally:
+            sys.modules.pop(name, None)
+        self.input_names = list(getattr(self.model, "onnx_input_names", []))
+        self.output_names = list(getattr(self.model, "onnx_output_names", []))
+        report = folder / "porter_report.json"
+        if report.is_file():  # the written model's input specs and layout, as convert recorded them
+            try:
+                written = json.loads(report.read_text())
+            except ValueError:
+                written = {}
+            self.input_specs = {k: (v["dtype"], tuple(v["shape"])) for k, v in written.get("inputs", {}).items()}
+            self.layout = written.get("layout", {}).get("candidate", self.layout)
+
+    def infer(self, feeds):
+        torch = self.torch
+        args = [torch.as_tensor(np.ascontiguousarray(feeds[n]), device=self.device) for n in self.input_names]
+        with torch.no_grad():
+            out = self.model(*args)
+        values = list(out) if isinstance(out, (list, tuple)) else [out]
+        return {n: v.detach().cpu().numpy() for n, v in zip(self.output_names, values)}
+
+    def synchronize(self):
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
