@@ -26,6 +26,7 @@ class OnnxRuntimeRunner(Runner):
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = self.options.get("threads") or 0  # 0: onnxruntime's default
         try:
             self.session = ort.InferenceSession(str(self.artifact.path), options, providers=providers)
         except Exception as exc:
