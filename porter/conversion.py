@@ -164,7 +164,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
                             layout=layout, console=console, zoo_source=zoo_source)
 
 
-def _verify(reference_path, candidate_path, src, atol, rtol, route):
+def _verify(reference_path, candidate_path, atol, rtol, route):
     """The same verifier as `porter verify`: zoo inputs, padded positions skipped, localisation on failure."""
     from porter.verifiers.api import verify
 
@@ -198,7 +198,7 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> Convers
         save_keras(model, tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, src, atol, rtol, "direct") if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct") if verify else None
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
@@ -223,7 +223,7 @@ def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console) -> Convers
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, src, atol, rtol, "direct") if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct") if verify else None
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
