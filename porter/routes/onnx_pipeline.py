@@ -128,6 +128,9 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
     torch = torch()
     entry = src.entry
     hf = entry.impl.load_torch(src.path)
+    # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a
+    # computed-shape Reshape that onnx2tf can convert only with batch and sequence fixed
+    hf.set_attn_implementation("eager")
     names, outputs = list(entry.inputs), list(entry.outputs)
 
     class Outputs(torch.nn.Module):  # named tensors in, a tuple in entry.outputs order out
@@ -136,7 +139,11 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
             self.model = model
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            # the additive [batch, 1, 1, seq] mask, built here: transformers 5 builds it with vmap-style
+            # index arithmetic (Range, GatherND over a dynamic Expand) that onnx2tf can only convert with
+            # batch and sequence fixed; given a 4D mask it uses it as is (bit-identical outputs)
+            additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            out = self.model(input_ids=input_ids, attention_mask=additive, token_type_ids=token_type_ids)
             return tuple(out[k] for k in outputs)
 
     feeds = entry.impl.input_sets(src.config, checkpoint=src.path if src.path.is_dir() else None)

@@ -150,13 +150,25 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     model = load_onnx(onnx_path)
     check_onnx2tf_ops(model)
     inputs, outputs, specs = onnx_io(model)
+    graph_outputs = list(model.graph.output)
     channel_inputs = [n for n in inputs if len(specs[n][1]) in (3, 4, 5)]
     keep = channel_inputs if layout == "keep" else []
     notes, static_dims = [], []
+    from porter.routes.onnx_shapes import dynamic_symbols
+
+    symbols = dynamic_symbols(model, specs)
+    del model
+    dynamic = any(d is None for _, s in specs.values() for d in s)
     try:
-        keras_model = _onnx2tf(onnx_path, keep, None)
+        if not dynamic:
+            keras_model = _onnx2tf(onnx_path, keep, None)
+        else:
+            prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs)
+            notes += prep_notes
+            keras_model = _onnx2tf(prepared, keep, None, simplify=False)
+            _runs_at_other_sizes(keras_model, specs, symbols, keep)
     except PorterError as first:
-        if not any(d is None for _, s in specs.values() for d in s):
+        if not dynamic:
             raise
         example = example or make_feeds(specs)[0]
         overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
@@ -175,7 +187,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
         written[name] = (tensor.dtype.name, tuple(tf_shape))
         sig.append(tf.TensorSpec(tf_shape, tensor.dtype, name=name))
     onnx_out_shapes = {o.name: [d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
-                       for o in model.graph.output}
+                       for o in graph_outputs}
     transpose_out = {}
     for name, tensor in zip(outputs, keras_model.outputs):
         want, got = onnx_out_shapes[name], list(tensor.shape)
@@ -203,7 +215,48 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None):
+def _runs_at_other_sizes(keras_model, specs: dict, symbols, keep: list[str]) -> None:
+    """onnx2tf can build a model with dynamic dims that TF then rejects when it runs (a reshape with
+    two -1s): run it at two sizes per dynamic dim, so that such a model is retried with them fixed."""
+    from porter.routes.onnx_shapes import probe_feeds
+
+    for which in (0, 1):
+        feeds = probe_feeds(specs, symbols, which)
+        args = [np.transpose(feeds[n], NCHW_TO_NHWC[feeds[n].ndim]) if n not in keep and feeds[n].ndim in NCHW_TO_NHWC else feeds[n]
+                for n in specs]
+        with captured_output("the onnx2tf model at other input sizes"):
+            keras_model(args if len(args) > 1 else args[0])
+
+
+def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list[str]]:
+    """onnx-simplifier first (what onnx2tf would run itself), then porter's rewrites that keep
+    dims dynamic (which the simplifier would partly undo, e.g. by fusing Unsqueezes again)."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    from porter.routes.onnx_shapes import prepare_for_onnx2tf
+
+    notes = []
+    simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
+    # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
+    run = subprocess.run([sys.executable, "-m", "onnxsim", str(onnx_path), str(simplified)], capture_output=True, text=True)
+    if run.returncode != 0 or not simplified.is_file():
+        tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+        notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
+        simplified = onnx_path
+    model = onnx.load(str(simplified))
+    rewritten, more = prepare_for_onnx2tf(model, specs)
+    notes += more
+    if rewritten is model:
+        return simplified, notes
+    path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
+    onnx.save(rewritten, str(path))
+    return path, notes
+
+
+def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simplify: bool = True):
     import onnx2tf  # imports tensorflow: only after porter.frameworks has quietened it
 
     work = Path(tempfile.mkdtemp(prefix="porter-onnx2tf-"))
@@ -212,7 +265,7 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None):
             return onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
-                disable_model_save=True,
+                disable_model_save=True, not_use_onnxsim=not simplify,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

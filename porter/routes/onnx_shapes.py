@@ -1,0 +1,260 @@
+"""Fold an ONNX graph's shape arithmetic into constants before onnx2tf sees it, so dynamic
+batch and sequence dimensions survive the conversion.
+
+torch.onnx's dynamo exporter writes a reshape whose target depends on a dynamic dim as
+``Shape -> Slice -> Concat -> Reshape``. onnx2tf loses the rank of such computed shapes (a
+rank-4 attention score became ``(None, None, None, 4, None)`` and its Softmax failed), and
+then porter had to fix every dim. onnx-simplifier cannot fold them either: the values really
+depend on the input's shape. What does fold, exactly: ONNX's Reshape target may say "copy this
+dim from the input" (0) and "infer this one" (-1), and that is all these computations need.
+
+So: run the graph's shape-only subgraph under onnxruntime at two probe sizes for every
+dynamic dim. A value that is the same in both probes is a constant. A Reshape target that
+differs becomes a constant with 0 where a dim equals the input's dim at the same index in
+both probes, and -1 at the one remaining dynamic dim. The rewritten graph is checked against
+the original on a probe, and dropped (with the reason) if anything disagrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ops whose output depends on their inputs' shapes only, never their values
+_SHAPE_OF = {"Shape", "Size"}
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
+    """The graph rewritten so that onnx2tf keeps dynamic dims: multi-axis Unsqueezes split, shape
+    arithmetic folded. (a model, notes); the model itself when nothing needed rewriting."""
+    model, notes = _split_unsqueezes(model)
+    model, more = fold_shape_computations(model, specs)
+    return model, notes + more
+
+
+def _split_unsqueezes(model) -> tuple[object, list[str]]:
+    """One Unsqueeze per axis: onnx2tf turns a multi-axis Unsqueeze into a tf.reshape with a -1
+    for every dynamic dim ([batch, seq] -> [-1, 1, 1, -1]), which TF rejects at run time; single
+    axes become tf.expand_dims. Axes in ascending order give the same result one at a time."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    multi = [n for n in model.graph.node if n.op_type == "Unsqueeze" and n.domain in ("", "ai.onnx") and len(n.input) == 2
+             and n.input[1] in inits and numpy_helper.to_array(inits[n.input[1]]).size > 1
+             and (numpy_helper.to_array(inits[n.input[1]]) >= 0).all()]
+    if not multi:
+        return model, []
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    targets = {id(n) for n in multi}
+    names = {o for n in model.graph.node for o in n.output} | set(inits)
+    for node, original in zip(out.graph.node, model.graph.node):
+        if id(original) not in targets:
+            nodes.append(node)
+            continue
+        axes = sorted(numpy_helper.to_array(inits[node.input[1]]).tolist())
+        current = node.input[0]
+        for k, axis in enumerate(axes):
+            axis_name = _fresh(f"{node.output[0]}__axis{k}", names)
+            out.graph.initializer.append(numpy_helper.from_array(np.asarray([axis], dtype=np.int64), axis_name))
+            result = node.output[0] if k == len(axes) - 1 else _fresh(f"{node.output[0]}__step{k}", names)
+            nodes.append(helper.make_node("Unsqueeze", [current, axis_name], [result], name=f"{node.name}__{k}"))
+            current = result
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    _drop_dead_nodes(out.graph)
+    return out, [f"split {len(multi)} multi-axis Unsqueeze(s) into single axes for onnx2tf"]
+
+
+def _fresh(name: str, taken: set) -> str:
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
+    """(a rewritten copy of ``model``, notes). ``specs``: input name -> (dtype, shape, None = dynamic).
+    Returns the model itself, unchanged, when it has no dynamic dims or no computed shapes."""
+    import onnx
+
+    symbols = dynamic_symbols(model, specs)
+    if not symbols or any(a.type in (a.GRAPH, a.GRAPHS) for n in model.graph.node for a in n.attribute):
+        return model, []  # control flow: subgraphs may read any outer tensor, so nothing is provably dead
+    graph = model.graph
+    frontier = _shape_only_frontier(graph)
+    if not frontier:
+        return model, []
+    reshapes = [n for n in graph.node if n.op_type == "Reshape" and n.input[1] in frontier]
+    wanted = sorted(frontier | {t for n in reshapes for t in (n.input[0], n.output[0])})
+    try:
+        probes = [_run(model, wanted, probe_feeds(specs, symbols, which)) for which in (0, 1)]
+    except Exception as exc:  # a graph onnxruntime cannot run at the probe sizes: leave it to onnx2tf
+        return model, [f"shape arithmetic not folded: onnxruntime could not run the probes ({type(exc).__name__})"]
+
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = folded.graph
+    constants = {}
+    for name in sorted(frontier):
+        a, b = probes[0][name], probes[1][name]
+        if a.shape == b.shape and np.array_equal(a, b):
+            constants[name] = a
+    # a Reshape whose target varies gets its own constant target, read off the shapes it produced:
+    # static dims as numbers, a dim copied from the same index of its input as 0, at most one -1
+    targets = {}
+    for index, node in enumerate(reshapes):
+        if node.input[1] in constants:
+            continue
+        shapes = [(p[node.input[0]].shape, p[node.output[0]].shape) for p in probes]
+        target = _reshape_target(*shapes[0], *shapes[1])
+        if target is not None:
+            targets[index] = target
+    if not constants and not targets:
+        return model, []
+    graph_reshapes = [n for n in graph.node if n.op_type == "Reshape" and n.input[1] in frontier]
+    new_targets = {}
+    for index, target in targets.items():
+        node = graph_reshapes[index]
+        node.input[1] = f"{node.output[0]}__shape"
+        new_targets[node.input[1]] = target
+        for attr in node.attribute:  # 0 now means "copy the input's dim", which allowzero=1 forbids
+            if attr.name == "allowzero":
+                attr.i = 0
+    _replace_with_initializers(graph, constants)
+    _add_initializers(graph, new_targets)
+    _drop_dead_nodes(graph)
+    check = probe_feeds(specs, symbols, 1)
+    outputs = [o.name for o in model.graph.output]
+    before, after = _run(model, outputs, check), _run(folded, outputs, check)
+    bad = [n for n in outputs if before[n].shape != after[n].shape or not np.allclose(before[n], after[n], rtol=0, atol=1e-6, equal_nan=True)]
+    if bad:
+        return model, [f"shape arithmetic not folded: the folded graph disagreed on {', '.join(bad)}"]
+    return folded, [f"folded shape arithmetic into {len(constants)} constant(s) and {len(new_targets)} Reshape target(s) "
+                    "so that onnx2tf can keep dims dynamic"]
+
+
+def dynamic_symbols(model, specs: dict) -> list[tuple[str, int, str]]:
+    """(input, axis, symbol) for every dynamic dim; dims sharing a dim_param share a symbol."""
+    declared = {v.name: v.type.tensor_type.shape.dim for v in model.graph.input}
+    out = []
+    for name, (_, shape) in specs.items():
+        for axis, d in enumerate(shape):
+            if d is None:
+                dim = declared.get(name, ())
+                param = dim[axis].dim_param if axis < len(dim) and dim[axis].dim_param else f"{name}:{axis}"
+                out.append((name, axis, param))
+    return out
+
+
+def probe_feeds(specs: dict, symbols, which: int) -> dict:
+    """Inputs at probe sizes: every symbol its own size, different in the two probes
+    (batch 2 or 3; the k-th other dim 16 + 8k or 20 + 8k), so no two dims are equal by accident."""
+    sizes, others = {}, 0
+    for _, axis, sym in symbols:
+        if sym not in sizes:
+            if axis == 0:
+                sizes[sym] = 2 + which
+            else:
+                sizes[sym] = 16 + 8 * others + 4 * which
+                others += 1
+    sym_of = {(n, a): s for n, a, s in symbols}
+    rng = np.random.default_rng(which)
+    feeds = {}
+    for name, (dtype, shape) in specs.items():
+        dims = [sizes[sym_of[(name, a)]] if d is None else d for a, d in enumerate(shape)]
+        kind = np.dtype(dtype).kind
+        feeds[name] = rng.standard_normal(dims).astype(dtype) if kind == "f" else np.ones(dims, dtype=dtype)
+    return feeds
+
+
+def _shape_only_frontier(graph) -> set[str]:
+    """Tensors computed from input shapes and constants alone, that feed a node which is not."""
+    shape_only = {i.name for i in graph.initializer}
+    computed = set()
+    for node in graph.node:  # nodes are topologically sorted in a valid ONNX graph
+        if node.op_type in _NONDETERMINISTIC:
+            continue
+        if node.op_type in _SHAPE_OF or node.op_type == "Constant" or (
+                node.input and all(i == "" or i in shape_only for i in node.input)):
+            shape_only.update(o for o in node.output if o)
+            if node.op_type != "Constant":
+                computed.update(o for o in node.output if o)
+    frontier = set()
+    for node in graph.node:
+        outputs_shape_only = all(o in shape_only for o in node.output if o)
+        if not outputs_shape_only:
+            frontier.update(i for i in node.input if i in computed)
+    return frontier
+
+
+def _reshape_target(in_a, out_a, in_b, out_b):
+    """A constant Reshape target that gives ``out_a`` from ``in_a`` and ``out_b`` from ``in_b``, or None."""
+    if len(out_a) != len(out_b):
+        return None
+    target, inferred = [], 0
+    for axis, (x, y) in enumerate(zip(out_a, out_b)):
+        if x == y and x > 0:
+            target.append(x)
+        elif axis < len(in_a) and axis < len(in_b) and x == in_a[axis] and y == in_b[axis] and x > 0:
+            target.append(0)
+        else:
+            target.append(-1)
+            inferred += 1
+    return np.asarray(target, dtype=np.int64) if inferred <= 1 else None
+
+
+def _run(model, names, feeds) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in present:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor we ask for
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(list(names), feeds)))
+
+
+def _replace_with_initializers(graph, constants: dict) -> None:
+    from onnx import numpy_helper
+
+    renamed = {}
+    existing = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    for name, value in constants.items():
+        new = _fresh(f"{name}__folded", existing)
+        renamed[name] = new
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), new))
+    for node in graph.node:
+        for i, inp in enumerate(node.input):
+            if inp in renamed:
+                node.input[i] = renamed[inp]
+
+
+def _add_initializers(graph, constants: dict) -> None:
+    from onnx import numpy_helper
+
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items())
+
+
+def _drop_dead_nodes(graph) -> None:
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input}
+    dead = [i for i in graph.initializer if i.name not in used and i.name not in needed]
+    for init in dead:
+        graph.initializer.remove(init)

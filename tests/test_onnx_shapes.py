@@ -1,0 +1,97 @@
+"""porter's ONNX rewrites before onnx2tf: shape arithmetic folded into constant Reshape targets,
+multi-axis Unsqueezes split; each checked against onnxruntime at sizes the probes never used."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from porter.routes.onnx_shapes import fold_shape_computations, prepare_for_onnx2tf
+from porter.routes.onnx_route import onnx_io
+
+
+def _model(nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run(model, feeds):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _flatten_tail():
+    """y = x.reshape(batch, -1) written the way torch.onnx's dynamo exporter writes it:
+    the target computed as Concat(Slice(Shape(x), 0, 1), [24])."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 24])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "rest"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"], allowzero=1),
+    ]
+    inits = [("zero", np.array([0], np.int64)), ("one", np.array([1], np.int64)), ("rest", np.array([24], np.int64))]
+    return _model(nodes, [x], [y], inits)
+
+
+def test_computed_reshape_target_becomes_a_constant():
+    model = _flatten_tail()
+    folded, notes = fold_shape_computations(model, onnx_io(model)[2])
+    assert folded is not model and "1 Reshape target" in notes[0]
+    assert [n.op_type for n in folded.graph.node] == ["Reshape"]  # Shape, Slice and Concat are gone
+    reshape = folded.graph.node[0]
+    target = {i.name: numpy_helper.to_array(i) for i in folded.graph.initializer}[reshape.input[1]]
+    assert target.tolist() == [0, 24]  # batch copied from the input, the rest static
+    assert [a.i for a in reshape.attribute if a.name == "allowzero"] == [0]
+    x = np.random.default_rng(0).standard_normal((7, 4, 6)).astype(np.float32)  # a batch the probes never used
+    np.testing.assert_array_equal(_run(folded, {"x": x})[0], _run(model, {"x": x})[0])
+
+
+def test_a_target_with_two_unknown_dims_is_left_alone():
+    """[batch, seq, 4] -> [seq, batch * 4]: neither dim is a copy of the input's at its index,
+    and a constant target can infer only one, so the computation must stay."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["s", "b4"])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "i1"], ["seq"]),
+        helper.make_node("Gather", ["shape", "i0"], ["batch"]),
+        helper.make_node("Mul", ["batch", "four"], ["batch4"]),
+        helper.make_node("Concat", ["seq", "batch4"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+    ]
+    inits = [("i0", np.array([0], np.int64)), ("i1", np.array([1], np.int64)), ("four", np.array([4], np.int64))]
+    model = _model(nodes, [x], [y], inits)
+    folded, notes = fold_shape_computations(model, onnx_io(model)[2])
+    assert folded is model and notes == []
+
+
+def test_static_models_are_not_touched():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Slice", ["shape", "zero", "one"], ["b"]),
+             helper.make_node("Concat", ["b", "rest"], ["t"], axis=0), helper.make_node("Reshape", ["x", "t"], ["y"])]
+    inits = [("zero", np.array([0], np.int64)), ("one", np.array([1], np.int64)), ("rest", np.array([24], np.int64))]
+    model = _model(nodes, [x], [y], inits)
+    assert fold_shape_computations(model, onnx_io(model)[2]) == (model, [])
+
+
+@pytest.mark.parametrize("axes", [[1, 2], [0, 3], [2, 1]])
+def test_multi_axis_unsqueeze_is_split_into_single_axes(axes):
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "seq"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["a", "b", "c", "d"])
+    model = _model([helper.make_node("Unsqueeze", ["mask", "axes"], ["out"])], [mask], [out],
+                   [("axes", np.array(axes, np.int64))])
+    split, notes = prepare_for_onnx2tf(model, onnx_io(model)[2])
+    assert [n.op_type for n in split.graph.node] == ["Unsqueeze", "Unsqueeze"] and "split 1" in notes[0]
+    inits = {i.name: numpy_helper.to_array(i).tolist() for i in split.graph.initializer}
+    assert [inits[n.input[1]] for n in split.graph.node] == [[a] for a in sorted(axes)]
+    m = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    got, want = _run(split, {"mask": m})[0], _run(model, {"mask": m})[0]
+    assert got.shape == want.shape and np.array_equal(got, want)
