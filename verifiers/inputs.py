@@ -84,6 +84,12 @@ def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED)
             f"{runner.name} declares no input signature, so porter cannot generate inputs for it",
             hint="pass --inputs FILE.npz with one array per input name",
         )
+    return from_specs(specs, shapes, seed)
+
+
+def from_specs(specs: dict, shapes=None, seed: int = SEED) -> InputSets:
+    """Feeds for input specs (name -> (dtype, shape with None for dynamic dims)): every dynamic
+    dim at two sizes, realistic values (see the module docstring)."""
     notes: list[str] = []
     rng = np.random.default_rng(seed)
     feeds = [_feed(specs, combo, rng, notes) for combo in _combos(specs, shapes)]

@@ -84,13 +84,13 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
         shutil.copyfile(artifact.path, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, onnx_route.make_feeds(specs), artifact.path.stem)
+        return Prepared(artifact.path, export, _feeds(specs), artifact.path.stem)
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
     if fmt == "pt2":
         program = onnx_export.load_exported_program(artifact.path)
         inputs, outputs, specs = onnx_export.exported_program_io(program)
-        feeds = onnx_route.make_feeds(specs)
+        feeds = _feeds(specs)
         import torch
 
         example = tuple(torch.from_numpy(feeds[0][n]) for n in inputs)
@@ -111,10 +111,17 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             _, _, specs = onnx_export.keras_io(model)
             export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
-        return Prepared(reference, export, onnx_route.make_feeds(export.input_specs), artifact.path.stem, source_layout="nhwc")
+        return Prepared(reference, export, _feeds(export.input_specs), artifact.path.stem, source_layout="nhwc")
     raise PorterError(f"the ONNX route cannot start from a {artifact.description}",
                       hint="torch models outside the zoo go through ONNX as an ExportedProgram: "
                            "torch.export.save(torch.export.export(model, args), 'model.pt2')")
+
+
+def _feeds(specs: dict) -> list[dict]:
+    """The verifier's generated inputs (as ``porter verify`` would make them): every dynamic dim at two sizes."""
+    from porter.verifiers.inputs import from_specs
+
+    return from_specs(specs).feeds
 
 
 def _channel_inputs(specs: dict) -> list[str]:
@@ -212,49 +219,23 @@ def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
 
 
 def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol):
-    from porter.verifiers.equivalence import run_equivalence
-    from porter.verifiers.runners import open_runner
+    """porter.verify on the source and the written candidate: the same runners, comparison, zoo
+    knowledge (undefined outputs, localisation) and layout handling (from the report) as
+    ``porter verify``; the inputs are the ones that fit the candidate's static dims."""
+    from porter.verifiers.api import verify
 
     written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
-    channel = [n for n in _channel_inputs(prep.export.input_specs)]
-    transposed = info["layout"]["candidate"] == "nchw" and prep.source_layout == "nhwc" or (
-        info["layout"]["candidate"] == "nhwc" and prep.source_layout != "nhwc" and channel)
-    if transposed:  # compare the candidate's static dims in the source's layout
-        perm = onnx_route.NCHW_TO_NHWC if prep.source_layout == "nhwc" else onnx_route.NHWC_TO_NCHW
+    channel = _channel_inputs(prep.export.input_specs)
+    source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
+    if info["layout"]["candidate"] != source and channel:  # the candidate's static dims, in the source's layout
+        perm = onnx_route.NCHW_TO_NHWC if source == "nhwc" else onnx_route.NHWC_TO_NCHW
         written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
                    for n, (d, s) in written.items()}
     feeds = [f for f in prep.feeds if onnx_route.fits(f, written)]
     if not feeds:
         raise PorterError("none of the verification inputs fits the converted model's static input shapes",
                           problems=[f"{n}: {s}" for n, (_, s) in written.items()])
-    ref = open_runner(prep.reference)
-    if ref.artifact.format in ("keras", "h5", "hf_tf_h5") or str(prep.reference).endswith(".keras"):
-        ref = _StableKerasNames(ref)
-    cand = open_runner(candidate_path)
-    if transposed:
-        cand = onnx_route.TransposedRunner(cand, channel, onnx_route.NHWC_TO_NCHW if prep.source_layout == "nhwc" else onnx_route.NCHW_TO_NHWC)
-    defined_where = prep.zoo_entry.defined_where if prep.zoo_entry is not None else None
-    with ref, cand:
-        return run_equivalence(ref, cand, feeds, atol=atol, rtol=rtol, route="onnx", defined_where=defined_where)
-
-
-class _StableKerasNames(onnx_route.TransposedRunner):
-    """A Keras runner whose outputs are named by the output layers, as the export named them."""
-
-    def __init__(self, runner):
-        super().__init__(runner, ())
-
-    def __enter__(self):
-        self.runner.__enter__()
-        model = self.runner.model
-        stable = onnx_export.keras_io(model)[1]
-        self.renamed = dict(zip(self.runner.output_names, stable))
-        self.output_names = stable
-        self.input_names = onnx_export.keras_io(model)[0]
-        return self
-
-    def infer(self, feeds):
-        return {self.renamed.get(k, k): v for k, v in self.runner.infer(feeds).items()}
+    return verify(prep.reference, candidate_path, inputs=feeds, atol=atol, rtol=rtol, route="onnx")
 
 
 def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:

@@ -74,36 +74,6 @@ def check_onnx2tf_ops(model) -> None:
                                     hint="export the model with these ops decomposed")
 
 
-# -- feeds for models outside the zoo ---------------------------------------------------------
-
-
-def make_feeds(specs: dict, seed: int = 0, batches=(2, 3), other: int = 16) -> list[dict]:
-    """Random inputs from input specs: normal floats, small ints, a fixed seed; two batch sizes
-    where the batch dimension is dynamic (one where it is fixed). Other dynamic dims get ``other``."""
-    try:
-        from porter.verifiers import inputs as _inputs  # the verifier's richer generator, when present
-
-        if hasattr(_inputs, "from_specs"):
-            return _inputs.from_specs(specs, seed=seed, batches=batches)
-    except ImportError:
-        pass
-    rng = np.random.default_rng(seed)
-    dynamic_batch = any(shape and shape[0] is None for _, shape in specs.values())
-    feeds = []
-    for batch in batches if dynamic_batch else batches[:1]:
-        feed = {}
-        for name, (dtype, shape) in specs.items():
-            dims = [(batch if i == 0 else other) if d is None else d for i, d in enumerate(shape)]
-            if np.dtype(dtype).kind == "f":
-                feed[name] = rng.standard_normal(dims).astype(dtype)
-            elif np.dtype(dtype).kind == "b":
-                feed[name] = rng.integers(0, 2, dims).astype(bool)
-            else:
-                feed[name] = rng.integers(0, 2, dims).astype(dtype)
-        feeds.append(feed)
-    return feeds
-
-
 def fits(feed: dict, specs: dict) -> bool:
     """Whether every array matches the static dims of ``specs`` (name -> (dtype, shape))."""
     for name, (_, shape) in specs.items():
@@ -112,28 +82,6 @@ def fits(feed: dict, specs: dict) -> bool:
             if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
                 return False
     return True
-
-
-class TransposedRunner:
-    """Wrap a runner whose named inputs take another layout (NCHW where the reference takes NHWC,
-    or the reverse): feeds are transposed by ``perms`` (rank -> permutation) on the way in."""
-
-    def __init__(self, runner, names, perms=NHWC_TO_NCHW):
-        self.runner, self.names, self.perms = runner, set(names), perms
-
-    def __getattr__(self, attr):
-        return getattr(self.runner, attr)
-
-    def __enter__(self):
-        self.runner.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.runner.__exit__(*exc)
-
-    def infer(self, feeds):
-        return self.runner.infer({k: np.transpose(v, self.perms[np.ndim(v)]) if k in self.names else v
-                                  for k, v in feeds.items()})
 
 
 # -- ONNX -> TF ---------------------------------------------------------------------------------
@@ -170,7 +118,10 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     except PorterError as first:
         if not dynamic:
             raise
-        example = example or make_feeds(specs)[0]
+        if example is None:
+            from porter.verifiers.inputs import from_specs
+
+            example = from_specs(specs).feeds[0]
         overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
         keras_model = _onnx2tf(onnx_path, keep, overwrite)
         notes.append(f"onnx2tf could not keep dynamic dims ({first.message.splitlines()[0]}); retried with them fixed")
