@@ -180,17 +180,19 @@ def _inline_external_tensors(model, storage) -> None:
 
 def _freeze_captured_constants(model, concrete, wanted: set[str]) -> None:
     """tf2onnx freezes captured variables but turns captured eager tensors (e.g. the mean and
-    variance of Keras 3's Normalization layer) into graph inputs: make them initializers."""
+    variance of Keras 3's Normalization layer) into graph inputs: make them initializers, or
+    drop them where tf2onnx already folded them into a constant and no node reads them."""
     from onnx import numpy_helper
 
     captured = {inner.name: outer for outer, inner in concrete.graph.captures}
+    used = {i for node in model.graph.node for i in node.input} | {o.name for o in model.graph.output}
     keep = []
     for value in model.graph.input:
         outer = captured.get(value.name)
         if value.name in wanted or outer is None or not hasattr(outer, "numpy"):
             keep.append(value)
-            continue
-        model.graph.initializer.append(numpy_helper.from_array(outer.numpy(), value.name))
+        elif value.name in used:
+            model.graph.initializer.append(numpy_helper.from_array(outer.numpy(), value.name))
     unknown = [v.name for v in keep if v.name not in wanted]
     if unknown:
         raise PorterError("tf2onnx left inputs that are not the model's", problems=unknown)

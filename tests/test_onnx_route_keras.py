@@ -1,0 +1,131 @@
+"""A user's own Keras model (not a Keras application) TF -> torch on the ONNX route, the negative
+checks of the route (a perturbed weight fails verification, in both directions), and --to tflite."""
+
+import json
+
+import numpy as np
+import pytest
+
+import porter
+
+
+def _keras_model(seed: int = 0):
+    """Normalization (captured constants) + Conv2D + BatchNormalization + Dense, with the batch
+    norm's gamma, beta and moving statistics moved away from their init values."""
+    from porter.frameworks import keras
+
+    k = keras()
+    k.utils.set_random_seed(seed)
+    image = k.Input((8, 8, 3), name="image")
+    x = k.layers.Normalization(mean=[0.1, -0.2, 0.3], variance=[1.5, 2.0, 0.5])(image)
+    x = k.layers.Conv2D(6, 3, padding="same", name="conv")(x)
+    x = k.layers.BatchNormalization(name="norm")(x)
+    x = k.layers.Activation("relu")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    logits = k.layers.Dense(4, name="logits")(x)
+    model = k.Model(image, logits)
+    rng = np.random.default_rng(seed)
+    norm = model.get_layer("norm")
+    gamma, beta, mean, var = norm.get_weights()
+    norm.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.3, beta.shape),
+                      mean + rng.normal(0, 0.3, mean.shape), var * rng.uniform(0.5, 2.0, var.shape)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def keras_src(tmp_path_factory):
+    path = tmp_path_factory.mktemp("keras") / "small_cnn.keras"
+    _keras_model().save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras_torch(keras_src, tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv") / "small_cnn-torch"
+    result = porter.convert(str(keras_src), source="tf", target="torch", out=out)
+    return out, result
+
+
+def test_keras_model_to_torch(keras_torch):
+    out, result = keras_torch
+    assert result.route == "onnx" and result.passed, result.verification.failures()
+    report = json.loads((out / "porter_report.json").read_text())
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    assert report["static_dims"] == [] and len(report["verification"]["shapes"]) == 2  # two batch sizes
+    assert report["layout"] == {"inputs": {"image": "nhwc"}, "candidate": "nhwc"}
+    code = (out / "model.py").read_text()
+    assert "nn.Conv2d(3, 6" in code and "nn.Linear(in_features=6, out_features=4" in code
+
+
+def test_tf2onnx_export_keeps_only_the_model_inputs(keras_src, tmp_path):
+    """The Normalization layer's captured mean and variance become constants, not graph inputs,
+    and no initializer is left that no node reads."""
+    import onnx
+
+    from porter.frameworks import keras
+    from porter.routes.onnx_export import keras_to_onnx
+
+    model = keras().models.load_model(str(keras_src))
+    keras_to_onnx(model, tmp_path / "m.onnx")
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [i.name for i in graph.input] == ["image"]
+    assert [o.name for o in graph.output] == ["logits"]
+    used = {i for n in graph.node for i in n.input}
+    assert [i.name for i in graph.initializer if i.name not in used] == []
+
+
+def test_perturbed_torch_weight_fails_verification(cli, keras_src, keras_torch, tmp_path):
+    """One conv weight moved by 1e-3 in the written model.safetensors: porter verify must fail."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    out, _ = keras_torch
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    conv = next(k for k, v in weights.items() if v.ndim == 4)
+    weights[conv] = weights[conv].copy()
+    weights[conv].flat[5] += 1e-3
+    save_file(weights, str(bad / "model.safetensors"))
+    code, output = cli("verify", keras_src, bad)
+    assert code == 1, output
+    code, output = cli("verify", keras_src, out)
+    assert code == 0, output
+
+
+def test_perturbed_source_fails_against_old_tf_conversion(cli, tmp_path):
+    """torch -> TF: a SavedModel converted from one module must not verify against that module
+    with one weight moved by 1e-3."""
+    import torch
+    from test_onnx_route import _custom_module
+
+    model = _custom_module()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    out = tmp_path / "tf"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
+    assert code == 0, output
+    with torch.no_grad():
+        model.conv.weight[0, 0, 0, 0] += 1e-3
+    moved = tmp_path / "moved.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(moved))
+    code, output = cli("verify", moved, out)
+    assert code == 1, output
+
+
+def test_torch_to_tflite(cli, tmp_path):
+    import torch
+    from test_onnx_route import _custom_module
+
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(_custom_module(), (torch.randn(2, 3, 8, 8),)), str(path))
+    out = tmp_path / "tflite"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tflite", "--out", out)
+    assert code == 0, output
+    assert (out / "model.tflite").is_file()
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["to"] == "tflite" and report["status"] == "passed"
+    assert report["verification"]["candidate"].endswith("model.tflite")
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
