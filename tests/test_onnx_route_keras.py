@@ -129,3 +129,32 @@ def test_torch_to_tflite(cli, tmp_path):
     assert report["to"] == "tflite" and report["status"] == "passed"
     assert report["verification"]["candidate"].endswith("model.tflite")
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["h5", "saved_model"])
+def test_legacy_formats_to_torch(cli, kind, tmp_path):
+    """A Keras .h5 file and a bare SavedModel (Keras' model.export: a serving signature, no .keras)."""
+    model = _keras_model(seed=1)
+    src = tmp_path / ("model.h5" if kind == "h5" else "exported")
+    if kind == "h5":
+        model.save(str(src))
+    else:
+        model.export(str(src), verbose=False)
+    out = tmp_path / "torch"
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--layout", "nchw", "--out", out)
+    assert code == 0, output
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["route"] == "onnx" and report["status"] == "passed"
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    assert report["layout"]["candidate"] == "nchw"
+    import torch
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("converted_small_cnn", out / "model.py")
+    code_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code_module)
+    module = code_module.load(str(out))
+    x = np.random.default_rng(3).standard_normal((5, 8, 8, 3)).astype("float32")
+    got = module(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    assert np.abs(got.detach().numpy() - model(x).numpy()).max() <= 1e-5
