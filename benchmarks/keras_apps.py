@@ -112,6 +112,9 @@ def main(argv=None) -> int:
     finally:
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)
+    import resource
+
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
     return 0 if all(r["passed"] for r in rows) else 1
 
 
