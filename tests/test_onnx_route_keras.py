@@ -54,7 +54,7 @@ def test_keras_model_to_torch(keras_torch):
     assert report["static_dims"] == [] and len(report["verification"]["shapes"]) == 2  # two batch sizes
     assert report["layout"] == {"inputs": {"image": "nhwc"}, "candidate": "nhwc"}
     code = (out / "model.py").read_text()
-    assert "nn.Conv2d(3, 6" in code and "nn.Linear(in_features=6, out_features=4" in code
+    assert "nn.Conv2d(3, 6" in code and "nn.Linear(in_features=6, out_features=4, bias=True)" in code
 
 
 def test_tf2onnx_export_keeps_only_the_model_inputs(keras_src, tmp_path):

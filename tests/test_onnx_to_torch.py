@@ -205,6 +205,24 @@ def test_gemm_becomes_linear_and_initializer_names_are_kept():
     assert "input_0" in gm.code
 
 
+@pytest.mark.parametrize("bias_shape, fused", [((5,), True), ((1, 1, 5), False)])
+def test_matmul_then_bias_add_becomes_one_linear(bias_shape, fused):
+    """Keras' Dense through tf2onnx: MatMul + Add. A 1-D bias joins the nn.Linear; a bias of
+    higher rank stays a separate add (it broadcasts the output up a rank)."""
+    rng = np.random.RandomState(2)
+    w, b = rng.randn(4, 5).astype(np.float32), rng.randn(*bias_shape).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "dense.kernel"], ["h"]), helper.make_node("Add", ["h", "dense.bias"], ["y"])]
+    out_shape = [3, 5] if fused else [1, 3, 5]
+    model = _model(nodes, [_value("x", [3, 4])], [_value("y", out_shape)], [_init("dense.kernel", w), _init("dense.bias", b)])
+    gm = onnx_to_torch(model)
+    x = torch.randn(3, 4)
+    expected = x @ torch.from_numpy(w) + torch.from_numpy(b)
+    torch.testing.assert_close(gm(x), expected, atol=ATOL, rtol=0)
+    linears = [m for m in gm.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 1 and (linears[0].bias is not None) == fused
+    assert ("+" in gm.code) != fused
+
+
 def test_multiple_outputs_in_onnx_order():
     nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1),
              helper.make_node("Neg", ["x"], ["negated"])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import operator
 import os
 import re
 from collections import Counter
@@ -220,12 +221,36 @@ class _Conversion:
         finally:
             context._active.reset(token)
         self.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+        self._fuse_linear_bias()
         self._drop_unused_nodes()
         self.graph.lint()
         module = fx.GraphModule(self.root, self.graph, class_name="OnnxModule")
         module.onnx_input_names = input_names
         module.onnx_output_names = [o.name for o in graph.output]
         return module.eval()
+
+    def _fuse_linear_bias(self) -> None:
+        """A Keras Dense reaches ONNX as MatMul + Add (tf2onnx keeps the bias apart): the Add's
+        constant becomes the nn.Linear's bias, so the layer reads as one nn.Linear(bias=True)."""
+        for node in list(self.graph.nodes):
+            if node.op != "call_module" or len(node.users) != 1:
+                continue
+            layer = getattr(self.root, node.target)
+            if not isinstance(layer, torch.nn.Linear) or layer.bias is not None:
+                continue
+            (add,) = node.users
+            if add.op != "call_function" or add.target not in (operator.add, torch.add) or len(add.args) != 2 or add.kwargs:
+                continue
+            other = add.args[1] if add.args[0] is node else add.args[0]
+            if not isinstance(other, fx.Node) or other.op != "get_attr" or other is node:
+                continue
+            value = getattr(self.root, other.target)
+            # only a 1-D bias of out_features: anything of higher rank would broadcast the output up
+            if value.dim() != 1 or value.shape[0] != layer.out_features or value.dtype != layer.weight.dtype:
+                continue
+            layer.bias = torch.nn.Parameter(value.detach().clone())
+            add.replace_all_uses_with(node)
+            self.graph.erase_node(add)
 
     def _drop_unused_nodes(self) -> None:
         # Converters may compute outputs nobody reads (e.g. LayerNormalization's mean);
