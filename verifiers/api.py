@@ -15,7 +15,7 @@ import numpy as np
 
 from porter.errors import PorterError
 from porter.verifiers import layout as layouts
-from porter.verifiers.inputs import generate, load_npz, zoo_of
+from porter.verifiers.inputs import InputSets, generate, load_npz, zoo_of
 from porter.verifiers.result import VerificationResult
 
 
@@ -41,7 +41,7 @@ def verify(
 ) -> VerificationResult:
     """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
 
-    ``inputs``: an .npz file (see porter.verifiers.inputs) or a list of feeds (dicts of arrays);
+    ``inputs``: an .npz file (see porter.verifiers.inputs), a list of feeds (dicts of arrays) or an InputSets;
     ``layout``: e.g. "nhwc-to-nchw" or ["x=nchw-to-nhwc"] (see porter.verifiers.layout);
     ``shapes``: (batch, sequence) pairs replacing the default 2 x 2 for generated inputs.
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
@@ -65,9 +65,9 @@ def verify(
         info = zoo_of(ref) or zoo_of(cand)
         if isinstance(inputs, (str, Path)):
             sets = load_npz(inputs, ref, info)
+        elif isinstance(inputs, InputSets):  # feeds with the caller's account of where they came from
+            sets = inputs
         elif inputs is not None:
-            from porter.verifiers.inputs import InputSets
-
             sets = InputSets([dict(f) for f in inputs], ["inputs: given by the caller"])
         else:
             sets = generate(ref, info, shapes)
@@ -76,8 +76,9 @@ def verify(
         _unique_labels(result)
         result.route = route or _route_of(cand_art.path) or _route_of(ref_art.path)
         result.notes[:0] = sets.notes
-        if declared:
-            result.notes.append(f"layout: {layouts.describe(declared)} (the candidate's inputs are transposed)")
+        moved = {k: pair for k, pair in declared.items() if pair[0] != pair[1]}
+        if moved:
+            result.notes.append(f"layout: {layouts.describe(moved)} (the candidate's inputs are transposed)")
         if localise and not result.equivalent and info is not None:
             _localise(result, ref, cand, feeds, info)
         if latency:

@@ -34,6 +34,7 @@ class Prepared:
     zoo_entry: object = None
     source_layout: str = "native"
     notes: list[str] = field(default_factory=list)
+    input_notes: list[str] = field(default_factory=list)
 
 
 def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None):
@@ -84,19 +85,20 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
         shutil.copyfile(artifact.path, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, _feeds(specs), artifact.path.stem)
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs))
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
     if fmt == "pt2":
         program = onnx_export.load_exported_program(artifact.path)
         inputs, outputs, specs = onnx_export.exported_program_io(program)
-        feeds = _feeds(specs)
+        generated = _generated(specs)
+        feeds = generated["feeds"]
         import torch
 
         example = tuple(torch.from_numpy(feeds[0][n]) for n in inputs)
         onnx_export.torch_to_onnx(program, example, inputs, outputs, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, feeds, artifact.path.stem)
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **generated)
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"
         if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
@@ -111,17 +113,19 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             _, _, specs = onnx_export.keras_io(model)
             export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
-        return Prepared(reference, export, _feeds(export.input_specs), artifact.path.stem, source_layout="nhwc")
+        return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc", **_generated(export.input_specs))
     raise PorterError(f"the ONNX route cannot start from a {artifact.description}",
                       hint="torch models outside the zoo go through ONNX as an ExportedProgram: "
                            "torch.export.save(torch.export.export(model, args), 'model.pt2')")
 
 
-def _feeds(specs: dict) -> list[dict]:
-    """The verifier's generated inputs (as ``porter verify`` would make them): every dynamic dim at two sizes."""
+def _generated(specs: dict) -> dict:
+    """Prepared's feeds and input notes: the verifier's generated inputs (as ``porter verify`` makes
+    them), every dynamic dim at two sizes."""
     from porter.verifiers.inputs import from_specs
 
-    return from_specs(specs).feeds
+    sets = from_specs(specs)
+    return {"feeds": sets.feeds, "input_notes": ["inputs: generated from the source's input signature", *sets.notes]}
 
 
 def _channel_inputs(specs: dict) -> list[str]:
@@ -162,7 +166,9 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
     feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds]
     # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
     feeds = feeds[-1:] + feeds[:-1]
-    return Prepared(src.path, onnx_export.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry)
+    notes = [f"inputs: {entry.name} sample inputs (real sentences where the checkpoint ships a tokenizer, padded masks)"]
+    return Prepared(src.path, onnx_export.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry,
+                    input_notes=notes)
 
 
 # -- ONNX -> target -----------------------------------------------------------------------------
@@ -231,11 +237,17 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol):
         perm = onnx_route.NCHW_TO_NHWC if source == "nhwc" else onnx_route.NHWC_TO_NCHW
         written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
                    for n, (d, s) in written.items()}
+    from porter.verifiers.inputs import InputSets
+
     feeds = [f for f in prep.feeds if onnx_route.fits(f, written)]
     if not feeds:
         raise PorterError("none of the verification inputs fits the converted model's static input shapes",
                           problems=[f"{n}: {s}" for n, (_, s) in written.items()])
-    return verify(prep.reference, candidate_path, inputs=feeds, atol=atol, rtol=rtol, route="onnx")
+    notes = list(prep.input_notes)
+    if len(feeds) < len(prep.feeds):
+        notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
+                     "they do not fit the dims the conversion made static (see static_dims)")
+    return verify(prep.reference, candidate_path, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="onnx")
 
 
 def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:
