@@ -195,3 +195,35 @@ def test_direct_route_refuses_onnx_targets(cli, custom_pt2, tmp_path):
     out = tmp_path / "out"
     code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "onnx", "--route", "direct", "--out", out)
     _clean_failure(code, output, out, "--route onnx")
+
+
+def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
+    """scaled_dot_product_attention exports as [batch * heads, seq, d] reshapes that onnx2tf cannot
+    convert with both dims dynamic: porter retries with them fixed and the report lists each one."""
+    import torch
+    import torch.nn.functional as F
+
+    class SelfAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(16, 48)
+
+        def forward(self, tokens):
+            b, s, _ = tokens.shape
+            q, k, v = self.qkv(tokens).view(b, s, 3, 4, 4).permute(2, 0, 3, 1, 4)
+            return {"mixed": F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, 16)}
+
+    torch.manual_seed(0)
+    batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("seq", min=2, max=64)
+    program = torch.export.export(SelfAttention().eval(), (torch.randn(2, 5, 16),), dynamic_shapes=({0: batch, 1: seq},))
+    path = tmp_path / "attention.pt2"
+    torch.export.save(program, str(path))
+    out = tmp_path / "tf"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    fixed = {(d["input"], d["axis"]) for d in report["static_dims"]}
+    assert fixed and fixed <= {("tokens", 0), ("tokens", 1)} and not report["dynamic_dims_kept"]
+    assert any("could not keep dynamic dims" in n for n in report["notes"])
+    assert any("skipped" in n for n in report["verification"]["notes"])  # inputs of other sizes cannot run

@@ -114,7 +114,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs)
             notes += prep_notes
             keras_model = _onnx2tf(prepared, keep, None, simplify=False)
-            _runs_at_other_sizes(keras_model, specs, symbols, keep)
+            _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
     except PorterError as first:
         if not dynamic:
             raise
@@ -124,7 +124,8 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             example = from_specs(specs).feeds[0]
         overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
         keras_model = _onnx2tf(onnx_path, keep, overwrite)
-        notes.append(f"onnx2tf could not keep dynamic dims ({first.message.splitlines()[0]}); retried with them fixed")
+        # the rewrites' notes described the attempt that was given up
+        notes = [f"onnx2tf could not keep dynamic dims ({first.message.splitlines()[0]}); retried with them fixed"]
     if len(keras_model.inputs) != len(inputs) or len(keras_model.outputs) != len(outputs):
         raise PorterError(f"onnx2tf changed the number of inputs/outputs of {onnx_path}",
                           problems=[f"ONNX: {inputs} -> {outputs}", f"TF: {len(keras_model.inputs)} -> {len(keras_model.outputs)}"])
@@ -166,17 +167,32 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def _runs_at_other_sizes(keras_model, specs: dict, symbols, keep: list[str]) -> None:
-    """onnx2tf can build a model with dynamic dims that TF then rejects when it runs (a reshape with
-    two -1s): run it at two sizes per dynamic dim, so that such a model is retried with them fixed."""
+def _agrees_at_other_sizes(keras_model, onnx_path: Path, specs: dict, symbols, keep: list[str]) -> None:
+    """onnx2tf can build a model with dynamic dims that TF rejects when it runs (a reshape with two
+    -1s) or that computes something else at sizes it did not trace (a transpose it mis-inferred):
+    run it at two sizes per dynamic dim against onnxruntime, so that such a model is retried with
+    the dims fixed. A coarse check for wrong structure; the verification that follows is the strict one."""
+    import onnxruntime as ort
+
     from porter.routes.onnx_shapes import probe_feeds
 
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for which in (0, 1):
         feeds = probe_feeds(specs, symbols, which)
         args = [np.transpose(feeds[n], NCHW_TO_NHWC[feeds[n].ndim]) if n not in keep and feeds[n].ndim in NCHW_TO_NHWC else feeds[n]
                 for n in specs]
         with captured_output("the onnx2tf model at other input sizes"):
-            keras_model(args if len(args) > 1 else args[0])
+            got = keras_model(args if len(args) > 1 else args[0])
+        got = [np.asarray(t) for t in (got if isinstance(got, (list, tuple)) else [got])]
+        want = session.run(None, feeds)
+        for name, g, w in zip([o.name for o in session.get_outputs()], got, want):
+            if g.shape != w.shape and g.ndim in NHWC_TO_NCHW and np.transpose(g, NHWC_TO_NCHW[g.ndim]).shape == w.shape:
+                g = np.transpose(g, NHWC_TO_NCHW[g.ndim])
+            size = ", ".join(f"{n} {feeds[n].shape}" for n in specs)
+            if g.shape != w.shape:
+                raise PorterError(f"the onnx2tf model gives {name} of shape {g.shape} where onnxruntime gives {w.shape} (inputs {size})")
+            if w.size and np.abs(g.astype(np.float64) - w).max() > 1e-3 * max(1.0, float(np.abs(w).max())):
+                raise PorterError(f"the onnx2tf model disagrees with onnxruntime on {name} at inputs {size}")
 
 
 def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list[str]]:
