@@ -223,6 +223,16 @@ def test_matmul_then_bias_add_becomes_one_linear(bias_shape, fused):
     assert ("+" in gm.code) != fused
 
 
+def test_porter_onnx_to_torch_stays_callable_after_the_subpackage_is_imported():
+    import porter
+    import porter.onnx_to_torch.codegen  # noqa: F401  (rebinds porter.onnx_to_torch to the subpackage)
+
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    gm = porter.onnx_to_torch(_model(nodes, [_value("x", [2, 3])], [_value("y", [2, 3])]))
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(gm(x), torch.relu(x))
+
+
 def test_multiple_outputs_in_onnx_order():
     nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1),
              helper.make_node("Neg", ["x"], ["negated"])]
