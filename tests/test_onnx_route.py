@@ -227,3 +227,48 @@ def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
     assert fixed and fixed <= {("tokens", 0), ("tokens", 1)} and not report["dynamic_dims_kept"]
     assert any("could not keep dynamic dims" in n for n in report["notes"])
     assert any("skipped" in n for n in report["verification"]["notes"])  # inputs of other sizes cannot run
+
+
+def test_torch_cnn_to_tf_channels_last(cli, tmp_path):
+    """--layout nhwc: the SavedModel takes images channels-last, as TF serving expects; the verifier
+    transposes the torch model's NCHW inputs for it (declared in the report, never guessed)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.conv = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, pixels):
+            h = torch.relu(self.bn(self.stem(pixels)))
+            h = h + self.conv(h)
+            return self.head(h.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    with torch.no_grad():  # statistics and affine away from their init values
+        model.bn.running_mean.normal_(0, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn.weight.normal_(1, 0.3)
+        model.bn.bias.normal_(0, 0.3)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    out = tmp_path / "tf"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--layout", "nhwc", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert report["layout"] == {"inputs": {"pixels": "nchw"}, "candidate": "nhwc"}
+    assert report["static_dims"] == [] and max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert fn.structured_input_signature[1]["pixels"].shape.as_list() == [None, 8, 8, 3]
+    x = np.random.default_rng(4).standard_normal((5, 3, 8, 8)).astype("float32")
+    got = next(iter(fn(pixels=tf.constant(x.transpose(0, 2, 3, 1))).values())).numpy()
+    assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() <= 1e-5

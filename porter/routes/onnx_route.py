@@ -236,6 +236,9 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
                 input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
                 disable_model_save=True, not_use_onnxsim=not simplify,
+                # its grouped Conv2D layers hold variables that the SavedModel writer cannot track
+                # ("Internal Tensor ... dtype=resource"): split + convolve + concat instead
+                disable_group_convolution=True,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
