@@ -95,3 +95,25 @@ def test_multi_axis_unsqueeze_is_split_into_single_axes(axes):
     m = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
     got, want = _run(split, {"mask": m})[0], _run(model, {"mask": m})[0]
     assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_index_bounds_follow_casts_into_embedding_tables():
+    from porter.routes.onnx_route import index_bounds
+    from porter.verifiers.inputs import from_specs
+
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])
+    kind = helper.make_tensor_value_info("kind", TensorProto.INT64, ["batch", "seq"])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 4])
+    nodes = [helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["words", "ids64"], ["w"]),
+             helper.make_node("Gather", ["kinds", "kind"], ["k"]),
+             helper.make_node("Add", ["w", "k"], ["out"])]
+    model = _model(nodes, [ids, kind], [out], [("words", np.ones((37, 4), np.float32)), ("kinds", np.ones((3, 4), np.float32))])
+    bounds = index_bounds(model)
+    assert bounds == {"ids": 37, "kind": 3}
+    sets = from_specs(onnx_io(model)[2], index_bounds=bounds)
+    assert len(sets.feeds) == 4  # batch and sequence at two sizes each
+    for feed in sets.feeds:
+        assert feed["ids"].max() < 37 and feed["kind"].max() < 3 and feed["ids"].dtype == np.int32
+        np.testing.assert_array_equal(_run(model, feed)[0].shape, feed["ids"].shape + (4,))
+    assert any("[0, 37)" in n for n in sets.notes)

@@ -87,12 +87,13 @@ def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED)
     return from_specs(specs, shapes, seed)
 
 
-def from_specs(specs: dict, shapes=None, seed: int = SEED) -> InputSets:
+def from_specs(specs: dict, shapes=None, seed: int = SEED, index_bounds: dict | None = None) -> InputSets:
     """Feeds for input specs (name -> (dtype, shape with None for dynamic dims)): every dynamic
-    dim at two sizes, realistic values (see the module docstring)."""
+    dim at two sizes, realistic values (see the module docstring). ``index_bounds``: name -> the
+    size of the table an integer input indexes (an embedding's rows), so its ids stay inside it."""
     notes: list[str] = []
     rng = np.random.default_rng(seed)
-    feeds = [_feed(specs, combo, rng, notes) for combo in _combos(specs, shapes)]
+    feeds = [_feed(specs, combo, rng, notes, index_bounds or {}) for combo in _combos(specs, shapes)]
     return InputSets(feeds, sorted(set(notes)))
 
 
@@ -106,7 +107,7 @@ def _combos(specs, shapes):
     return [(b, q) for b in (BATCHES if batch_dynamic else (None,)) for q in (SEQUENCES if other_dynamic else (None,))]
 
 
-def _feed(specs, combo, rng, notes) -> dict:
+def _feed(specs, combo, rng, notes, index_bounds=None) -> dict:
     batch, seq = combo
     feed = {}
     for name, (dtype, shape) in specs.items():
@@ -123,7 +124,7 @@ def _feed(specs, combo, rng, notes) -> dict:
                 sizes.append(IMAGE_SIDES[SEQUENCES.index(seq)] if seq in SEQUENCES else IMAGE_SIDES[0])
             else:
                 sizes.append(seq or SEQUENCES[0])
-        feed[name] = _values(name, np.dtype(dtype), tuple(sizes), rng, notes)
+        feed[name] = _values(name, np.dtype(dtype), tuple(sizes), rng, notes, (index_bounds or {}).get(name))
     mask = feed.get("attention_mask")
     if mask is not None:  # padded positions carry the pad id (0), as a tokenizer writes them
         for name, arr in feed.items():
@@ -146,8 +147,11 @@ def _is_token_ids(name: str) -> bool:
     return "ids" in low and "type" not in low and "position" not in low or low in ("tokens", "input", "x")
 
 
-def _values(name, dtype, shape, rng, notes) -> np.ndarray:
+def _values(name, dtype, shape, rng, notes, bound=None) -> np.ndarray:
     low = name.lower()
+    if bound is not None and dtype.kind in "iu":
+        notes.append(f"{name}: integer ids drawn from [0, {bound}) (the rows of the table it indexes)")
+        return rng.integers(0, bound, size=shape).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.8
     if dtype.kind in "iu":

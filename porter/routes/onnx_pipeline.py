@@ -85,20 +85,18 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
         shutil.copyfile(artifact.path, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs))
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_route.index_bounds(model)))
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
     if fmt == "pt2":
         program = onnx_export.load_exported_program(artifact.path)
         inputs, outputs, specs = onnx_export.exported_program_io(program)
-        generated = _generated(specs)
-        feeds = generated["feeds"]
         import torch
 
-        example = tuple(torch.from_numpy(feeds[0][n]) for n in inputs)
+        example = tuple(torch.from_numpy(_generated(specs)["feeds"][0][n]) for n in inputs)  # shapes and dtypes only
         onnx_export.torch_to_onnx(program, example, inputs, outputs, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, model_name=artifact.path.stem, **generated)
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path)))
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"
         if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
@@ -113,19 +111,26 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             _, _, specs = onnx_export.keras_io(model)
             export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
-        return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc", **_generated(export.input_specs))
+        return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc",
+                        **_generated(export.input_specs, _bounds_of(onnx_path)))
     raise PorterError(f"the ONNX route cannot start from a {artifact.description}",
                       hint="torch models outside the zoo go through ONNX as an ExportedProgram: "
                            "torch.export.save(torch.export.export(model, args), 'model.pt2')")
 
 
-def _generated(specs: dict) -> dict:
+def _generated(specs: dict, index_bounds: dict | None = None) -> dict:
     """Prepared's feeds and input notes: the verifier's generated inputs (as ``porter verify`` makes
-    them), every dynamic dim at two sizes."""
+    them), every dynamic dim at two sizes, integer ids inside the tables they index."""
     from porter.verifiers.inputs import from_specs
 
-    sets = from_specs(specs)
+    sets = from_specs(specs, index_bounds=index_bounds)
     return {"feeds": sets.feeds, "input_notes": ["inputs: generated from the source's input signature", *sets.notes]}
+
+
+def _bounds_of(onnx_path: Path) -> dict:
+    import onnx
+
+    return onnx_route.index_bounds(onnx.load(str(onnx_path), load_external_data=False))
 
 
 def _channel_inputs(specs: dict) -> list[str]:

@@ -53,6 +53,24 @@ def onnx_io(model) -> tuple[list[str], list[str], dict]:
     return [i.name for i in inputs], [o.name for o in model.graph.output], specs
 
 
+def index_bounds(model) -> dict:
+    """Integer graph inputs used (through Casts) as Gather indices into a constant table, with the
+    table's size on that axis: the ids a generated input may take (an embedding's vocabulary)."""
+    inputs = {i.name for i in model.graph.input}
+    tables = {i.name: list(i.dims) for i in model.graph.initializer}
+    source = {n: n for n in inputs}  # tensor -> the graph input it is a cast of
+    bounds: dict = {}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in source:
+            source[node.output[0]] = source[node.input[0]]
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in source and node.input[0] in tables:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            dims = tables[node.input[0]]
+            name = source[node.input[1]]
+            bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
+    return bounds
+
+
 def opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
