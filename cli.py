@@ -40,6 +40,8 @@ def convert(
     rtol: Optional[float] = typer.Option(None, help="relative tolerance (default per dtype: fp32 1.3e-6)"),
     layout: Optional[str] = typer.Option(
         None, help="nhwc | nchw: the layout the converted model's image inputs take (default: the source's)"),
+    inputs: Optional[Path] = typer.Option(
+        None, "--inputs", help="verify on these arrays: an .npz (keys: NAME or SET/NAME), as for porter verify"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -47,7 +49,7 @@ def convert(
     try:
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
-            verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout,
+            verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
         )
     except PorterError as exc:
         _fail(exc)

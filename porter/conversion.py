@@ -86,6 +86,7 @@ def convert(
     rtol: float | None = None,
     console=None,
     layout: str | None = None,
+    inputs=None,
 ) -> ConversionResult:
     for flag, value in (("--from", source), ("--to", target)):
         if value not in FRAMEWORKS:
@@ -98,13 +99,15 @@ def convert(
     check_writable(out, force)  # fail before any heavy work
     if layout is not None and layout not in ("nhwc", "nchw"):
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
+    if inputs is not None and not Path(inputs).is_file():
+        raise PorterError(f"--inputs {inputs} does not exist", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
     if _choose_route(model, source, target, checkpoint, route) == "onnx":
-        return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console)
+        return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console)
+        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs)
     if (source, target) == ("tf", "torch"):
-        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console)
+        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
 
 
@@ -143,7 +146,7 @@ def _porter_keras(path: Path) -> bool:
         return False
 
 
-def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console):
+def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
@@ -161,14 +164,14 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
             raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
                               hint=f"use --from {artifact.framework}")
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
-                            layout=layout, console=console, zoo_source=zoo_source)
+                            layout=layout, console=console, zoo_source=zoo_source, inputs=inputs)
 
 
-def _verify(reference_path, candidate_path, atol, rtol, route):
-    """The same verifier as `porter verify`: zoo inputs, padded positions skipped, localisation on failure."""
+def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None):
+    """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure."""
     from porter.verifiers.api import verify
 
-    return verify(reference_path, candidate_path, atol=atol, rtol=rtol, route=route)
+    return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route)
 
 
 def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
@@ -183,7 +186,7 @@ def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
     (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str))
 
 
-def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> ConversionResult:
+def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.routes.direct import torch_to_keras
@@ -198,13 +201,13 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console) -> Convers
         save_keras(model, tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct") if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs) if verify else None
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 
 
-def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console) -> ConversionResult:
+def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None) -> ConversionResult:
     from safetensors.numpy import save_file
 
     from porter.routes.direct import keras_to_torch
@@ -223,7 +226,7 @@ def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console) -> Convers
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct") if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs) if verify else None
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)

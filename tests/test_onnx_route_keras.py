@@ -158,3 +158,37 @@ def test_legacy_formats_to_torch(cli, kind, tmp_path):
     x = np.random.default_rng(3).standard_normal((5, 8, 8, 3)).astype("float32")
     got = module(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
     assert np.abs(got.detach().numpy() - model(x).numpy()).max() <= 1e-5
+
+
+def test_convert_verifies_on_given_inputs(cli, keras_src, tmp_path):
+    x = np.random.default_rng(7).standard_normal((3, 8, 8, 3)).astype("float32")
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, image=x)
+    out = tmp_path / "torch"
+    code, output = cli("convert", keras_src, "--from", "tf", "--to", "torch", "--inputs", npz, "--out", out)
+    assert code == 0, output
+    report = json.loads((out / "porter_report.json").read_text())
+    assert [s["label"] for s in report["verification"]["shapes"]] == ["3x8x8x3"]
+
+
+def test_convert_inputs_that_do_not_fit_are_bad_input(cli, keras_src, tmp_path):
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, pixels=np.zeros((1, 8, 8, 3), "float32"))
+    out = tmp_path / "torch"
+    code, output = cli("convert", keras_src, "--from", "tf", "--to", "torch", "--inputs", npz, "--out", out)
+    assert code == 2 and "pixels" in output, output
+    assert not out.exists() and not list(tmp_path.glob(".torch.tmp-*"))
+    code, output = cli("convert", keras_src, "--from", "tf", "--to", "torch", "--inputs", tmp_path / "missing.npz", "--out", out)
+    assert code == 2 and "missing.npz" in output, output
+
+
+def test_direct_route_verifies_on_given_inputs(cli, tiny_bert, tmp_path):
+    rng = np.random.default_rng(8)
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, input_ids=rng.integers(1, 99, (3, 5)), attention_mask=np.ones((3, 5), np.int64),
+             token_type_ids=np.zeros((3, 5), np.int64))
+    out = tmp_path / "tf"
+    code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--inputs", npz, "--out", out)
+    assert code == 0, output
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["route"] == "direct" and [s["label"] for s in report["verification"]["shapes"]] == ["3x5"]

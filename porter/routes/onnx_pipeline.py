@@ -37,7 +37,7 @@ class Prepared:
     input_notes: list[str] = field(default_factory=list)
 
 
-def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None):
+def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None):
     from porter.conversion import ConversionResult, _finish
 
     if layout is not None and layout not in LAYOUTS:
@@ -62,7 +62,7 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             verification = None
             if verify:
                 t0 = time.perf_counter()
-                verification = _verify(prep, candidate, info, atol, rtol)
+                verification = _verify(prep, candidate, info, atol, rtol, inputs)
                 timings["verify_s"] = time.perf_counter() - t0
             _finish(tmp, Path(out), report, verification, console)
     finally:
@@ -229,12 +229,14 @@ def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
 # -- verification and report ------------------------------------------------------------------
 
 
-def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol):
+def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None):
     """porter.verify on the source and the written candidate: the same runners, comparison, zoo
     knowledge (undefined outputs, localisation) and layout handling (from the report) as
     ``porter verify``; the inputs are the ones that fit the candidate's static dims."""
     from porter.verifiers.api import verify
 
+    if inputs is not None:  # the user's arrays, matched to the source's inputs by name (as porter verify does)
+        return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx")
     written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
     channel = _channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
