@@ -244,8 +244,18 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
     return path, notes
 
 
+def _no_download_images():
+    """onnx2tf fetches sample images from GitHub to check models whose inputs look like static NHWC
+    images; porter never touches the network at run time, so it gets seeded random images of the
+    same shape (its check only compares onnx2tf's own ops against onnxruntime on them)."""
+    return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
+
+
 def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simplify: bool = True):
     import onnx2tf  # imports tensorflow: only after porter.frameworks has quietened it
+    import onnx2tf.onnx2tf as onnx2tf_main
+
+    onnx2tf_main.download_test_image_data = _no_download_images
 
     work = Path(tempfile.mkdtemp(prefix="porter-onnx2tf-"))
     try:
