@@ -34,9 +34,6 @@ SKIPPED: dict[str, list[str]] = {
 }
 
 KNOWN_GAPS: dict[str, list[str]] = {
-    "control flow with subgraphs (If/Loop/Scan) is not converted": [
-        r"test_if", r"test_loop11", r"test_scan9?_sum", r"test_range_.*_expanded",
-    ],
     "detection and image-geometry ops with no converter yet": [
         r"test_nonmaxsuppression_.*", r"test_affine_grid_.*", r"test_col2im.*", r"test_center_crop_pad_[a-z_]*(?<!expanded)",
         r"test_maxunpool_.*", r"test_reversesequence_.*", r"test_unique_.*",

@@ -105,16 +105,14 @@ def test_keras_lstms_to_torch(tmp_path):
 
 
 def test_keras_gru(tmp_path):
-    """tf2onnx (1.17) writes a Keras 3 GRU as a Loop over the GRU cell, not as an ONNX GRU node, and
-    porter does not convert Loop: the conversion must say so. Once Loop converts, it must verify."""
-    try:
-        out, result = _convert_keras(_keras_model(lambda k: k.layers.GRU(5, name="gru")), tmp_path)
-    except UnsupportedModelError as exc:
-        assert "Loop" in exc.message
-        return
+    """tf2onnx (1.17) writes a Keras 3 GRU as a Loop over the GRU cell, not as an ONNX GRU node:
+    porter converts the Loop (its body a submodule run by a runtime helper) and it must verify."""
+    out, result = _convert_keras(_keras_model(lambda k: k.layers.GRU(5, name="gru")), tmp_path)
     assert result.passed, result.verification.failures()
     report = json.loads((out / "porter_report.json").read_text())
     assert max(report["verification"]["max_abs_error"].values()) <= ATOL
+    source = (out / "model.py").read_text()
+    assert "def onnx_loop(" in source and "porter" not in source.replace("by porter", "")
 
 
 # -- hand-built nodes: the unrolled fallback and the native module against onnxruntime ----------------

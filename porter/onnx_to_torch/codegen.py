@@ -96,9 +96,12 @@ def _forward_source(gm: fx.GraphModule) -> tuple[str, set[str]]:
     return textwrap.indent(src.strip("\n"), "    "), helpers
 
 
-def _init_source(gm: fx.GraphModule) -> str:
+def _init_source(gm: fx.GraphModule, classes: dict[fx.GraphModule, str] | None = None) -> str:
     lines = ["    def __init__(self):", "        super().__init__()"]
     for name, child in gm.named_children():
+        if classes is not None and child in classes:  # a Loop/Scan/If body: a class of its own
+            lines.append(f"        self.{name} = {classes[child]}()")
+            continue
         lines.append(f"        self.{name} = {_constructor(child)}")
     for name, param in gm.named_parameters(recurse=False):
         lines.append(f"        self.{name} = nn.Parameter(torch.empty({list(param.shape)}, dtype={param.dtype}), "
@@ -108,15 +111,41 @@ def _init_source(gm: fx.GraphModule) -> str:
     return "\n".join(lines)
 
 
+def _subgraph_classes(gm: fx.GraphModule, classes: dict[fx.GraphModule, str], order: list) -> None:
+    """Name a class for every GraphModule child (control-flow bodies), innermost first in ``order``."""
+    for name, child in gm.named_children():
+        if not isinstance(child, fx.GraphModule) or child in classes:
+            continue
+        _subgraph_classes(child, classes, order)
+        base = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Subgraph"
+        class_name, i = base, 1
+        while class_name in classes.values() or class_name in ("Model", "Tensor"):
+            i += 1
+            class_name = f"{base}{i}"
+        classes[child] = class_name
+        order.append(child)
+
+
 def model_source(gm: fx.GraphModule) -> str:
     """The text of model.py for ``gm``."""
+    classes: dict[fx.GraphModule, str] = {}
+    order: list[fx.GraphModule] = []
+    _subgraph_classes(gm, classes, order)
     forward, helpers = _forward_source(gm)
+    bodies = []
+    for sub in order:
+        sub_forward, sub_helpers = _forward_source(sub)
+        helpers |= sub_helpers
+        bodies.append(f"class {classes[sub]}(nn.Module):\n"
+                      f"    \"\"\"A subgraph (Loop/Scan body or If branch) of the ONNX model.\"\"\"\n\n"
+                      f"{_init_source(sub, classes)}\n\n{sub_forward}\n\n\n")
     parts = [_HEADER]
     parts += [h + "\n\n" for h in _helpers_used(helpers)]
+    parts += bodies
     parts.append("class Model(nn.Module):\n")
     parts.append(f"    onnx_input_names = {list(getattr(gm, 'onnx_input_names', []))!r}\n")
     parts.append(f"    onnx_output_names = {list(getattr(gm, 'onnx_output_names', []))!r}\n\n")
-    parts.append(_init_source(gm) + "\n\n")
+    parts.append(_init_source(gm, classes) + "\n\n")
     parts.append(forward + "\n")
     parts.append(_LOADER)
     return "".join(parts)

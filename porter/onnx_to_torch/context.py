@@ -218,3 +218,25 @@ def dynamic_dims(x) -> list:
 def output_count() -> int:
     """How many outputs the ONNX node being converted declares."""
     return len(current().node.output)
+
+
+def has_proxy(obj) -> bool:
+    """Whether ``obj`` (or anything in it) is a run-time value."""
+    return _has_proxy(obj)
+
+
+def subgraph(graph, input_types: list | None = None):
+    """Convert an ONNX subgraph (a Loop/Scan body, an If branch) on its own: returns the GraphModule,
+    which takes the graph's inputs and then the run-time outer tensors it reads, and those outer values.
+    ``input_types``: (dtype, shape) per graph input where the graph does not declare it."""
+    return current().convert_subgraph(graph, input_types)
+
+
+def submodule(gm, suffix: str):
+    """``gm`` as a named child of the result; returns the run-time value to hand to a runtime helper."""
+    return current().add_submodule(gm, suffix)
+
+
+def inline(graph) -> list:
+    """Convert a subgraph's nodes into the graph being built; returns its output values."""
+    return current().inline_subgraph(graph)

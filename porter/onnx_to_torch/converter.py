@@ -71,16 +71,7 @@ def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
     """Raise one UnsupportedModelError listing every op and attribute porter cannot convert."""
     missing: Counter = Counter()
     problems: list[str] = []
-    for index, node in enumerate(model.graph.node):
-        domain = "" if node.domain in ONNX_DOMAINS else node.domain
-        converter = lookup(domain, node.op_type, opsets.get(domain, 1))
-        if converter is None:
-            missing[node.op_type if not domain else f"{domain}.{node.op_type}"] += 1
-            continue
-        for attr in node.attribute:
-            why = converter.attribute_problem(attr.name, attribute_value(attr))
-            if why:
-                problems.append(f"node {node.name or f'#{index}'!r} ({node.op_type}): {why}")
+    _check_graph(model.graph, opsets, missing, problems)
     for value in [*model.graph.input, *model.graph.output]:
         if value.type.WhichOneof("value") != "tensor_type":
             problems.append(f"graph input/output {value.name!r}: only tensors are supported, "
@@ -96,6 +87,49 @@ def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
     raise UnsupportedModelError(message, problems=problems,
                                 hint="export the model with these ops decomposed, or add a converter "
                                      "in porter/onnx_to_torch/ops/")
+
+
+def _check_graph(graph: onnx.GraphProto, opsets: dict[str, int], missing: Counter, problems: list[str]) -> None:
+    """Tally the ops and attributes of ``graph`` and of its subgraphs (Loop/Scan/If bodies)."""
+    for index, node in enumerate(graph.node):
+        domain = "" if node.domain in ONNX_DOMAINS else node.domain
+        converter = lookup(domain, node.op_type, opsets.get(domain, 1))
+        if converter is None:
+            missing[node.op_type if not domain else f"{domain}.{node.op_type}"] += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _check_graph(attr.g, opsets, missing, problems)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _check_graph(g, opsets, missing, problems)
+            if converter is None:
+                continue
+            why = converter.attribute_problem(attr.name, attribute_value(attr))
+            if why:
+                problems.append(f"node {node.name or f'#{index}'!r} ({node.op_type}): {why}")
+
+
+def free_names(graph: onnx.GraphProto) -> list[str]:
+    """Names ``graph`` (or a subgraph inside it) reads from an enclosing graph, in order of first use."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    found: list[str] = []
+
+    def use(name):
+        if name not in defined and name not in found:
+            found.append(name)
+
+    for node in graph.node:
+        for name in node.input:
+            use(name)
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for g in subgraphs:
+                for name in free_names(g):
+                    use(name)
+        defined.update(node.output)
+    for out in graph.output:
+        use(out.name)
+    return found
 
 
 def _with_inferred_types(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -140,15 +174,17 @@ class _Tracer(fx.Tracer):
 
 
 class _Conversion:
-    def __init__(self, model: onnx.ModelProto, opsets: dict[str, int]):
+    def __init__(self, model: onnx.ModelProto, opsets: dict[str, int],
+                 graph: onnx.GraphProto | None = None, types: dict | None = None):
         self.model = model
+        self.graph_proto = graph if graph is not None else model.graph
         self.opsets = opsets
         self.root = torch.nn.Module()
         self.tracer = _Tracer(self)
         self.tracer.root = self.root
         self.graph = fx.Graph(tracer_cls=_Tracer)
         self.tracer.graph = self.graph
-        self.types = _value_types(model.graph)
+        self.types = {**(types or {}), **_value_types(self.graph_proto)}
         self.env: dict[str, object] = {}
         self.const_names: dict[int, str] = {}  # id(tensor) -> the ONNX name it came from
         self.const_nodes: dict[int, fx.Node] = {}
@@ -202,32 +238,106 @@ class _Conversion:
         self.env[name] = value
 
     # -- conversion ---------------------------------------------------------------------
-    def run(self) -> fx.GraphModule:
-        graph = self.model.graph
+    def run(self, outer_constants: dict | None = None, outer_inputs: tuple[str, ...] = (),
+            subgraph: bool = False) -> fx.GraphModule:
+        """Convert the graph; a subgraph also gets the outer tensors it reads: constants as its own
+        attributes, run-time ones as inputs after its own, and it always returns a tuple."""
+        graph = self.graph_proto
+        for name, tensor in (outer_constants or {}).items():
+            self._bind(name, tensor)
         for init in graph.initializer:
             tensor = from_proto(init)
             if tensor.is_floating_point():
                 self.parameter_ids.add(id(tensor))
             self._bind(init.name, tensor)
-        input_names = [i.name for i in graph.input if i.name not in self.env]
+        input_names = [i.name for i in graph.input if i.name not in self.env or subgraph]
         token = context._active.set(self)
         try:
-            for name in input_names:
+            for name in [*input_names, *outer_inputs]:
                 placeholder = self.tracer.create_proxy("placeholder", sanitize(name, "input"), (), {})
                 self._bind(name, placeholder)
             for index, node in enumerate(graph.node):
                 self._convert_node(index, node)
             outputs = [self._output_node(o.name) for o in graph.output]
+            output_types = [self._type_of(self.env[o.name]) for o in graph.output] if subgraph else None
         finally:
             context._active.reset(token)
-        self.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+        self.graph.output(tuple(outputs) if subgraph or len(outputs) != 1 else outputs[0])
         self._fuse_linear_bias()
         self._drop_unused_nodes()
         self.graph.lint()
         module = fx.GraphModule(self.root, self.graph, class_name="OnnxModule")
         module.onnx_input_names = input_names
         module.onnx_output_names = [o.name for o in graph.output]
+        if subgraph:
+            module.porter_output_types = output_types
         return module.eval()
+
+    @staticmethod
+    def _type_of(value):
+        """(dtype, rank) of a converted value, or None when unknown."""
+        try:
+            return context.dtype(value), context.rank(value)
+        except Exception:  # unknown: the caller goes without
+            return None
+
+    # -- subgraphs (Loop / Scan / If bodies) ----------------------------------------------
+    def convert_subgraph(self, graph: onnx.GraphProto, input_types: list | None = None):
+        """``graph`` as a GraphModule taking its own inputs, then the run-time outer tensors it reads;
+        returns it with those outer values (constants it reads become its own attributes)."""
+        constants, dynamic = {}, []
+        for name in free_names(graph):
+            if name not in self.env:
+                raise UnsupportedModelError(f"a subgraph of node {self.node_label!r} reads {name!r}, "
+                                            "which is not defined before it")
+            value = self.env[name]
+            if isinstance(value, SymShape):
+                value = value.simplify()
+            if isinstance(value, torch.Tensor):
+                constants[name] = value
+            else:
+                dynamic.append(name)
+        types = dict(self.types)
+        for name in dynamic:
+            known = self._type_of(self.env[name]) if name not in types else None
+            if known is not None:
+                types[name] = (known[0], [None] * known[1])
+        for info, known in zip(graph.input, input_types or []):
+            if known is not None:
+                types[info.name] = known
+        sub = _Conversion(self.model, self.opsets, graph=graph, types=types)
+        sub.const_names.update(self.const_names)
+        sub.parameter_ids.update({id(t) for t in constants.values()} & self.parameter_ids)
+        sub._keep_alive = list(constants.values())
+        node, label = self.node, self.node_label
+        try:
+            gm = sub.run(constants, tuple(dynamic), subgraph=True)
+        finally:
+            self.node, self.node_label = node, label
+        return gm, [materialize(self.env[name]) for name in dynamic]
+
+    def add_submodule(self, gm: fx.GraphModule, suffix: str) -> fx.Proxy:
+        """``gm`` as a named child of the result, read by a get_attr node (passed to a runtime helper)."""
+        name = self._unique_attr(sanitize(f"{self.node_label}_{suffix}".lower(), "subgraph"))
+        self.root.add_module(name, gm)
+        proxy = self.tracer.create_proxy("get_attr", name, (), {})
+        proxy.node.meta["porter_fake"] = None  # no meta-tensor stand-in for a module
+        return proxy
+
+    def inline_subgraph(self, graph: onnx.GraphProto) -> list:
+        """Convert ``graph``'s nodes into this graph (an If whose condition is a constant)."""
+        env, node, label = dict(self.env), self.node, self.node_label
+        try:
+            for init in graph.initializer:
+                tensor = from_proto(init)
+                if tensor.is_floating_point():
+                    self.parameter_ids.add(id(tensor))
+                self._bind(init.name, tensor)
+            for index, inner in enumerate(graph.node):
+                self._convert_node(index, inner)
+            return [self.env[o.name] for o in graph.output]
+        finally:
+            self.env, self.node, self.node_label = env, node, label
 
     def _fuse_linear_bias(self) -> None:
         """A Keras Dense reaches ONNX as MatMul + Add (tf2onnx keeps the bias apart): the Add's

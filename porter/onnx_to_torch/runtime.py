@@ -256,3 +256,75 @@ def onnx_attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, s
     if three_d:
         y = y.transpose(1, 2).reshape(batch, q_length, -1)
     return y, present_key, present_value, qk_out
+
+
+def loop_goes_on(cond, bounded):
+    """bool(cond). Under torch.export a run-time cond of a loop bounded by its trip count is asserted
+    instead (the exported program runs every trip and fails if cond would have stopped it earlier)."""
+    if isinstance(cond, torch.Tensor) and bounded and torch.compiler.is_exporting():
+        torch._check(cond.reshape(-1)[0].item())
+        return True
+    return bool(cond)
+
+
+def onnx_loop(body, trip_count, cond, carried, outer, empty_scans):
+    """ONNX Loop: run ``body(i, cond, *carried, *outer)`` -> (cond, *carried, *scan_items) while
+    i < trip_count (None: no limit) and cond holds (None: always); scan items are stacked on a new
+    axis 0. ``empty_scans``: (dtype, trailing shape) of each scan output, for a loop that never runs."""
+    if isinstance(trip_count, torch.Tensor):
+        trip_count = int(trip_count)
+    going = True if cond is None else cond
+    carried = list(carried)
+    scans = [[] for _ in empty_scans]
+    i = 0
+    while trip_count is None or i < trip_count:
+        if not loop_goes_on(going, trip_count is not None):
+            break
+        flag = going.reshape(()).to(torch.bool) if isinstance(going, torch.Tensor) else torch.tensor(bool(going))
+        out = body(torch.tensor(i, dtype=torch.int64), flag, *carried, *outer)
+        going = out[0]
+        carried = list(out[1:1 + len(carried)])
+        for items, item in zip(scans, out[1 + len(carried):]):
+            items.append(item)
+        i += 1
+    stacked = [torch.stack(items) if items else torch.zeros([0] + list(shape), dtype=dtype)
+               for items, (dtype, shape) in zip(scans, empty_scans)]
+    return tuple(carried) + tuple(stacked)
+
+
+def onnx_scan(body, states, scans, outer, in_axes, in_reverse, out_axes, out_reverse):
+    """ONNX Scan (opset 9+): ``body(*states, *slices, *outer)`` -> (*states, *scan_items) once per
+    slice of the scan inputs along ``in_axes``; scan items are stacked along ``out_axes``."""
+    states = list(states)
+    length = scans[0].shape[in_axes[0]]
+    steps = []
+    for t in range(length):
+        slices = [x.select(axis, length - 1 - t if reverse else t)
+                  for x, axis, reverse in zip(scans, in_axes, in_reverse)]
+        out = body(*states, *slices, *outer)
+        states = list(out[:len(states)])
+        steps.append(out[len(states):])
+    results = []
+    for k, (axis, reverse) in enumerate(zip(out_axes, out_reverse)):
+        items = [step[k] for step in steps]
+        results.append(torch.stack(items[::-1] if reverse else items, axis))
+    return tuple(states) + tuple(results)
+
+
+def onnx_scan8(body, states, scans, outer, in_reverse, n_outputs):
+    """ONNX Scan opset 8: axis 0 of every input is a batch; each batch item is scanned along its axis 0."""
+    per_item = [onnx_scan(body, [s[b] for s in states], [x[b] for x in scans], outer, [0] * len(scans),
+                          in_reverse, [0] * n_outputs, [0] * n_outputs) for b in range(scans[0].shape[0])]
+    return tuple(torch.stack([out[k] for out in per_item]) for k in range(len(states) + n_outputs))
+
+
+def onnx_if(cond, then_branch, else_branch, then_inputs, else_inputs):
+    """ONNX If: one of two subgraph modules, chosen at run time (torch.cond under torch.export,
+    which needs both branches to return tensors of the same shapes)."""
+    if isinstance(cond, torch.Tensor) and torch.compiler.is_exporting():
+        n = len(then_inputs)
+        return tuple(torch.cond(cond.reshape(()).to(torch.bool), lambda *a: tuple(then_branch(*a[:n])),
+                                lambda *a: tuple(else_branch(*a[n:])), tuple(then_inputs) + tuple(else_inputs)))
+    if bool(cond):
+        return then_branch(*then_inputs)
+    return else_branch(*else_inputs)

@@ -3,6 +3,7 @@
 from porter.onnx_to_torch.ops import (  # noqa: F401
     activation,
     attention,
+    control_flow,
     conv,
     elementwise,
     generator,
