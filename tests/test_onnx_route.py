@@ -272,3 +272,37 @@ def test_torch_cnn_to_tf_channels_last(cli, tmp_path):
     x = np.random.default_rng(4).standard_normal((5, 3, 8, 8)).astype("float32")
     got = next(iter(fn(pixels=tf.constant(x.transpose(0, 2, 3, 1))).values())).numpy()
     assert np.abs(got - model(torch.from_numpy(x)).detach().numpy()).max() <= 1e-5
+
+
+def test_model_pt2_is_skipped_with_a_note_when_torch_export_cannot(cli, tmp_path):
+    """A Loop whose trip count is an input is data-dependent control flow: torch.export fails, so
+    the folder holds model.py + model.safetensors (verified) and the report says why no model.pt2."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Mul", ["v", "half"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "x"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "", "x"], ["y"], body=body)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]), helper.make_tensor_value_info("steps", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "loop.onnx"
+    onnx.save(model, str(src))
+    out = tmp_path / "torch"
+    code, output = cli("convert", src, "--from", "onnx", "--to", "torch", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert report["status"] == "passed" and max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    assert (out / "model.py").is_file() and not (out / "model.pt2").exists()
+    assert any(n.startswith("model.pt2 not written") for n in report["notes"])

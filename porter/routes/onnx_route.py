@@ -304,8 +304,16 @@ def onnx_to_torch_folder(onnx_path: Path, folder: Path, example: dict) -> dict:
         with captured_output("torch.export of the converted module"):
             write_exported_program(gm, args, folder / "model.pt2", dynamic_shapes=dynamic if any(dynamic) else None)
     except PorterError as exc:
-        with captured_output("torch.export of the converted module"):
-            write_exported_program(gm, args, folder / "model.pt2")
+        try:
+            with captured_output("torch.export of the converted module"):
+                write_exported_program(gm, args, folder / "model.pt2")
+        except PorterError as again:
+            # model.py and model.safetensors are the conversion; model.pt2 is a convenience that
+            # torch.export cannot always give (data-dependent control flow): say so, keep the rest
+            (folder / "model.pt2").unlink(missing_ok=True)
+            notes.append(f"model.pt2 not written: torch.export failed with a dynamic batch ({exc.message}) "
+                         f"and with a static one ({again.message}); model.py runs the model")
+            return {"static_dims": [], "notes": notes, "inputs": specs, "outputs": outputs, "exported_program": False}
         static_dims = [{"artifact": "model.pt2", "input": n, "axis": 0, "size": int(np.shape(example[n])[0])}
                        for n, d in zip(inputs, dynamic) if d]
         notes.append(f"model.pt2 has a static batch: torch.export with a dynamic batch failed ({exc.message})")
