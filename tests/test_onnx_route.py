@@ -197,9 +197,9 @@ def test_direct_route_refuses_onnx_targets(cli, custom_pt2, tmp_path):
     _clean_failure(code, output, out, "--route onnx")
 
 
-def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
-    """scaled_dot_product_attention exports as [batch * heads, seq, d] reshapes that onnx2tf cannot
-    convert with both dims dynamic: porter retries with them fixed and the report lists each one."""
+def test_sdpa_attention_keeps_batch_and_sequence_dynamic(cli, tmp_path):
+    """scaled_dot_product_attention exports K^T as [batch * heads, seq, d] reshapes around a 3D
+    transpose; porter folds that into one 4D Transpose so that onnx2tf keeps both dims dynamic."""
     import torch
     import torch.nn.functional as F
 
@@ -222,11 +222,30 @@ def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
     report = _report(out)
+    assert report["static_dims"] == [] and len(report["verification"]["shapes"]) == 4  # 2 batch sizes x 2 lengths
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    fixed = {(d["input"], d["axis"]) for d in report["static_dims"]}
-    assert fixed and fixed <= {("tokens", 0), ("tokens", 1)} and not report["dynamic_dims_kept"]
+    assert any("flattened transpose" in n for n in report["notes"])
+
+
+def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
+    """onnx2tf's ConvTranspose cannot take a dynamic batch (it passes the symbolic dim on as a
+    string): porter retries with the batch fixed, and the report lists it."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    path = tmp_path / "upsample.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    out = tmp_path / "tf"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    assert [(d["input"], d["axis"]) for d in report["static_dims"]] == [(report["onnx"]["inputs"][0], 0)]
+    assert not report["dynamic_dims_kept"]
     assert any("could not keep dynamic dims" in n for n in report["notes"])
-    assert any("skipped" in n for n in report["verification"]["notes"])  # inputs of other sizes cannot run
+    assert any("skipped" in n for n in report["verification"]["notes"])  # the other batch size cannot run
 
 
 def test_torch_cnn_to_tf_channels_last(cli, tmp_path):

@@ -117,3 +117,27 @@ def test_index_bounds_follow_casts_into_embedding_tables():
         assert feed["ids"].max() < 37 and feed["kind"].max() < 3 and feed["ids"].dtype == np.int32
         np.testing.assert_array_equal(_run(model, feed)[0].shape, feed["ids"].shape + (4,))
     assert any("[0, 37)" in n for n in sets.notes)
+
+
+def test_a_last_two_dims_swap_through_3d_becomes_one_transpose():
+    """K^T as torch.onnx writes it for scaled_dot_product_attention: [b, h, s, d] -> [b*h, s, d]
+    -> perm (0, 2, 1) -> [b, h, d, s], with both targets computed from Shape(x)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, "seq", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 4, "seq"])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "m2", "m1"], ["s"]),
+        helper.make_node("Slice", ["shape", "zero", "m2"], ["lead"]),
+        helper.make_node("Concat", ["minus1", "s", "four"], ["flat_target"], axis=0),
+        helper.make_node("Reshape", ["x", "flat_target"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["flat_t"], perm=[0, 2, 1]),
+        helper.make_node("Concat", ["lead", "four", "s"], ["back_target"], axis=0),
+        helper.make_node("Reshape", ["flat_t", "back_target"], ["y"]),
+    ]
+    inits = [(k, np.array([v], np.int64)) for k, v in (("m2", -2), ("m1", -1), ("zero", 0), ("minus1", -1), ("four", 4))]
+    model = _model(nodes, [x], [y], inits)
+    folded, notes = fold_shape_computations(model, onnx_io(model)[2])
+    assert [n.op_type for n in folded.graph.node] == ["Transpose"] and "1 flattened transpose" in notes[0]
+    assert list(folded.graph.node[0].attribute[0].ints) == [0, 1, 3, 2]
+    v = np.random.default_rng(3).standard_normal((3, 2, 7, 4)).astype(np.float32)
+    np.testing.assert_array_equal(_run(folded, {"x": v})[0], _run(model, {"x": v})[0])

@@ -11,8 +11,10 @@ dim from the input" (0) and "infer this one" (-1), and that is all these computa
 So: run the graph's shape-only subgraph under onnxruntime at two probe sizes for every
 dynamic dim. A value that is the same in both probes is a constant. A Reshape target that
 differs becomes a constant with 0 where a dim equals the input's dim at the same index in
-both probes, and -1 at the one remaining dynamic dim. The rewritten graph is checked against
-the original on a probe, and dropped (with the reason) if anything disagrees.
+both probes, and -1 at the one remaining dynamic dim. One pattern needs more than a constant
+target: a swap of the last two dims written through 3D (scaled_dot_product_attention's K^T,
+[b, h, s, d] -> [b*h, s, d] -> transposed -> [b, h, d, s]) becomes one Transpose. The rewritten
+graph is checked against the original on a probe, and dropped (with the reason) if anything disagrees.
 """
 
 from __future__ import annotations
@@ -102,17 +104,19 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
         a, b = probes[0][name], probes[1][name]
         if a.shape == b.shape and np.array_equal(a, b):
             constants[name] = a
+    swaps = _flattened_swaps(model.graph, reshapes, probes)
+    swapped = {r.output[0] for first, _, second, _ in swaps for r in (first, second)}
     # a Reshape whose target varies gets its own constant target, read off the shapes it produced:
     # static dims as numbers, a dim copied from the same index of its input as 0, at most one -1
     targets = {}
     for index, node in enumerate(reshapes):
-        if node.input[1] in constants:
+        if node.input[1] in constants or node.output[0] in swapped:
             continue
         shapes = [(p[node.input[0]].shape, p[node.output[0]].shape) for p in probes]
         target = _reshape_target(*shapes[0], *shapes[1])
         if target is not None:
             targets[index] = target
-    if not constants and not targets:
+    if not constants and not targets and not swaps:
         return model, []
     graph_reshapes = [n for n in graph.node if n.op_type == "Reshape" and n.input[1] in frontier]
     new_targets = {}
@@ -123,6 +127,7 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
         for attr in node.attribute:  # 0 now means "copy the input's dim", which allowzero=1 forbids
             if attr.name == "allowzero":
                 attr.i = 0
+    _replace_swaps(graph, swaps)
     _replace_with_initializers(graph, constants)
     _add_initializers(graph, new_targets)
     _drop_dead_nodes(graph)
@@ -132,8 +137,61 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
     bad = [n for n in outputs if before[n].shape != after[n].shape or not np.allclose(before[n], after[n], rtol=0, atol=1e-6, equal_nan=True)]
     if bad:
         return model, [f"shape arithmetic not folded: the folded graph disagreed on {', '.join(bad)}"]
-    return folded, [f"folded shape arithmetic into {len(constants)} constant(s) and {len(new_targets)} Reshape target(s) "
-                    "so that onnx2tf can keep dims dynamic"]
+    return folded, [f"folded shape arithmetic into {len(constants)} constant(s) and {len(new_targets)} Reshape target(s)"
+                    + (f", and {len(swaps)} flattened transpose(s) into one Transpose each" if swaps else "")
+                    + " so that onnx2tf can keep dims dynamic"]
+
+
+def _flattened_swaps(graph, reshapes, probes) -> list[tuple]:
+    """(Reshape, Transpose, Reshape, perm) that swap the last two dims of a rank >= 3 tensor by
+    way of 3D: [..., a, b] -> [prod(...), a, b] -> perm (0, 2, 1) -> [..., b, a]. torch.onnx writes
+    scaled_dot_product_attention's K^T so; onnx2tf cannot keep [batch * heads] dynamic through it,
+    while one Transpose of the last two dims is plain. Matched on the shapes of both probes."""
+    consumers: dict = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    by_output = {n.output[0]: n for n in reshapes}
+    found = []
+    for first in reshapes:
+        users = consumers.get(first.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Transpose" or first.output[0] in outputs:
+            continue
+        swap = users[0]
+        perm = next((list(a.ints) for a in swap.attribute if a.name == "perm"), None)
+        after = consumers.get(swap.output[0], [])
+        if perm != [0, 2, 1] or len(after) != 1 or after[0].output[0] not in by_output or swap.output[0] in outputs:
+            continue
+        second = after[0]
+
+        def swaps_last_two(p):
+            x, flat, y = p[first.input[0]].shape, p[first.output[0]].shape, p[second.output[0]].shape
+            return (len(x) >= 3 and flat == (int(np.prod(x[:-2])), x[-2], x[-1])
+                    and y == (*x[:-2], x[-1], x[-2]))
+
+        if all(swaps_last_two(p) for p in probes):
+            rank = len(probes[0][first.input[0]].shape)
+            found.append((first, swap, second, [*range(rank - 2), rank - 1, rank - 2]))
+    return found
+
+
+def _replace_swaps(graph, swaps) -> None:
+    """Each (Reshape, Transpose, Reshape) swap becomes one Transpose at the first Reshape's place."""
+    from onnx import helper
+
+    firsts = {first.output[0]: (second, perm) for first, _, second, perm in swaps}
+    gone = {n.output[0] for _, t, r, _ in swaps for n in (t, r)}
+    nodes = []
+    for node in graph.node:
+        if node.output[0] in gone:
+            continue
+        if node.op_type == "Reshape" and node.output[0] in firsts:
+            second, perm = firsts[node.output[0]]
+            node = helper.make_node("Transpose", [node.input[0]], [second.output[0]], name=f"{node.name}__swap", perm=perm)
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def dynamic_symbols(model, specs: dict) -> list[tuple[str, int, str]]:
