@@ -197,7 +197,7 @@ def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) ->
         return tmp / "model.tflite", info
     if target == "torch":
         info = onnx_route.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(prep.feeds[0], prep, layout))
-        info["inputs"] = {n: (d, list(s)) for n, (d, s) in onnx_route.onnx_io(onnx_route.load_onnx(onnx_path))[2].items()}
+        info["inputs"] = {n: (d, list(s)) for n, (d, s) in info["inputs"].items()}
         info["layout"] = _layout_info(prep, layout)
         return tmp, info
     raise PorterError(f"--to {target!r} is not a target of the ONNX route")
