@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import porter
+from tests_support import BATCH, BATCH_AND_SEQ, save_pt2
 
 
 def _custom_module():
@@ -39,12 +40,8 @@ def _custom_module():
 def custom_pt2(tmp_path_factory):
     import torch
 
-    model = _custom_module()
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
     path = tmp_path_factory.mktemp("pt2") / "conv_attention.pt2"
-    torch.export.save(program, str(path))
-    return path
+    return save_pt2(_custom_module(), torch.randn(2, 3, 8, 8), path, {0: ("batch", 1, 1024)})
 
 
 @pytest.fixture(scope="module")
@@ -214,10 +211,7 @@ def test_sdpa_attention_keeps_batch_and_sequence_dynamic(cli, tmp_path):
             return {"mixed": F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, 16)}
 
     torch.manual_seed(0)
-    batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("seq", min=2, max=64)
-    program = torch.export.export(SelfAttention().eval(), (torch.randn(2, 5, 16),), dynamic_shapes=({0: batch, 1: seq},))
-    path = tmp_path / "attention.pt2"
-    torch.export.save(program, str(path))
+    path = save_pt2(SelfAttention().eval(), torch.randn(2, 5, 16), tmp_path / "attention.pt2", BATCH_AND_SEQ)
     out = tmp_path / "tf"
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
@@ -234,9 +228,7 @@ def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
-    batch = torch.export.Dim("batch", min=1, max=64)
-    path = tmp_path / "upsample.pt2"
-    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    path = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "upsample.pt2", BATCH)
     out = tmp_path / "tf"
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
@@ -274,9 +266,7 @@ def test_torch_cnn_to_tf_channels_last(cli, tmp_path):
         model.bn.running_var.uniform_(0.5, 2.0)
         model.bn.weight.normal_(1, 0.3)
         model.bn.bias.normal_(0, 0.3)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    path = tmp_path / "cnn.pt2"
-    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    path = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "cnn.pt2", BATCH)
     out = tmp_path / "tf"
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--layout", "nhwc", "--out", out)
     assert code == 0, output

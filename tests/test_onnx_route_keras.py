@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import porter
+from tests_support import BATCH, save_pt2
 
 
 def _keras_model(seed: int = 0):
@@ -101,16 +102,13 @@ def test_perturbed_source_fails_against_old_tf_conversion(cli, tmp_path):
     from test_onnx_route import _custom_module
 
     model = _custom_module()
-    batch = torch.export.Dim("batch", min=1, max=64)
-    path = tmp_path / "m.pt2"
-    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    path = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "m.pt2", BATCH)
     out = tmp_path / "tf"
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
     with torch.no_grad():
         model.conv.weight[0, 0, 0, 0] += 1e-3
-    moved = tmp_path / "moved.pt2"
-    torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(moved))
+    moved = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "moved.pt2", BATCH)
     code, output = cli("verify", moved, out)
     assert code == 1, output
 
@@ -119,8 +117,7 @@ def test_torch_to_tflite(cli, tmp_path):
     import torch
     from test_onnx_route import _custom_module
 
-    path = tmp_path / "m.pt2"
-    torch.export.save(torch.export.export(_custom_module(), (torch.randn(2, 3, 8, 8),)), str(path))
+    path = save_pt2(_custom_module(), torch.randn(2, 3, 8, 8), tmp_path / "m.pt2")
     out = tmp_path / "tflite"
     code, output = cli("convert", path, "--from", "torch", "--to", "tflite", "--out", out)
     assert code == 0, output
