@@ -48,8 +48,20 @@ def tensorflow():
     with _stderr_to_file():
         import tensorflow as tf
 
+        if not _has_gpu():
+            # TF logs "failed call to cuInit" at its first device lookup on a machine without a GPU,
+            # whatever TF_CPP_MIN_LOG_LEVEL is below 3: make that lookup here, where the line is held back
+            tf.config.list_physical_devices("GPU")
+
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+def _has_gpu() -> bool:
+    """Cheap: an NVIDIA device node (or WSL's GPU node) exists. CUDA_VISIBLE_DEVICES is never touched."""
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
 
 
 def keras():
