@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
@@ -16,9 +16,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: TOML tables such as [[verify]] stay text, flags show no <bool>
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-zoo_app = typer.Typer(help="Architectures porter knows on both sides.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Architectures porter knows on both sides.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(zoo_app, name="zoo")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from porter import __version__  # porter/__init__ imports no framework
+
+        typer.echo(f"porter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="print porter's version and exit"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr (they are on by default)"),
+):
+    from porter import progress
+
+    progress.enable(quiet=quiet)
+    ctx.call_on_close(progress.disable)
 
 
 def _fail(exc: PorterError) -> None:
@@ -29,17 +51,18 @@ def _fail(exc: PorterError) -> None:
 @app.command()
 def convert(
     model: str = typer.Argument(..., help="a zoo name (bert, roberta) or a path"),
-    source: str = typer.Option(..., "--from", help="torch | tf | onnx"),
-    target: str = typer.Option(..., "--to", help="tf | torch | onnx | tflite"),
+    source: Literal["torch", "tf", "onnx"] = typer.Option(..., "--from", help="the model's framework"),
+    target: Literal["tf", "torch", "onnx", "tflite"] = typer.Option(..., "--to", help="the framework to convert to"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights for a zoo name (an HF folder)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: ./<model>-<to>)"),
-    route: str = typer.Option("auto", help="auto | direct | onnx"),
+    route: Literal["auto", "direct", "onnx"] = typer.Option(
+        "auto", help="direct: zoo + mapping rules; onnx: through ONNX; auto: direct when the zoo knows the model"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the equivalence check"),
     force: bool = typer.Option(False, "--force", help="replace an existing --out"),
     atol: Optional[float] = typer.Option(None, help="absolute tolerance (default per dtype: fp32 1e-5)"),
     rtol: Optional[float] = typer.Option(None, help="relative tolerance (default per dtype: fp32 1.3e-6)"),
-    layout: Optional[str] = typer.Option(
-        None, help="nhwc | nchw: the layout the converted model's image inputs take (default: the source's)"),
+    layout: Optional[Literal["nhwc", "nchw"]] = typer.Option(
+        None, help="the layout the converted model's image inputs take (default: the source's)"),
     inputs: Optional[Path] = typer.Option(
         None, "--inputs", help="verify on these arrays: an .npz (keys: NAME or SET/NAME), as for porter verify"),
 ):
@@ -233,9 +256,12 @@ def inspect(path: Path):
         _fail(exc)
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m porter.cli`
-    app()
+def main(args: Optional[List[str]] = None) -> None:
+    """The `porter` console entry: exit 0/1/2 as documented, 3 for a porter bug (traceback in a file)."""
+    from porter.crash import run_cli
+
+    sys.exit(run_cli(app, args))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()
