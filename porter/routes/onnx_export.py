@@ -81,18 +81,23 @@ def exported_program_io(program) -> tuple[list[str], list[str], dict]:
         specs[name] = (str(val.dtype).removeprefix("torch."), shape)
     out_spec = program.call_spec.out_spec
     outputs = list(sig.user_outputs)
-    if out_spec is not None and out_spec.type is dict and len(out_spec.context) == len(outputs):
+    # a dict, or a dict subclass such as transformers' ModelOutput: its keys name the outputs
+    if out_spec is not None and isinstance(out_spec.type, type) and issubclass(out_spec.type, dict) \
+            and len(out_spec.context) == len(outputs):
         outputs = [str(k) for k in out_spec.context]
     return inputs, outputs, specs
 
 
 def load_exported_program(path: Path):
     from porter.frameworks import torch
+    from porter.safe_pt2 import check_pt2_archive, register_output_types
 
+    check_pt2_archive(path)  # nothing in the archive may run code: refused before torch sees it
+    register_output_types(path)
     try:
         return torch().export.load(str(path))
     except Exception as exc:
-        raise PorterError(f"{path} could not be loaded by torch.export.load: {type(exc).__name__}: {exc}",
+        raise PorterError(f"{path} could not be loaded by torch.export.load: {type(exc).__name__}: {(str(exc).strip() or '?').splitlines()[0]}",
                           hint="save the model with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
 
 
