@@ -50,7 +50,7 @@ def _fail(exc: PorterError) -> None:
 
 @app.command()
 def convert(
-    model: str = typer.Argument(..., help="a zoo name (bert, roberta) or a path"),
+    model: str = typer.Argument(..., metavar="MODEL", help="a zoo name (bert, roberta) or a path"),
     source: Literal["torch", "tf", "onnx"] = typer.Option(..., "--from", help="the model's framework"),
     target: Literal["tf", "torch", "onnx", "tflite"] = typer.Option(..., "--to", help="the framework to convert to"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights for a zoo name (an HF folder)"),
@@ -112,6 +112,8 @@ Formats: HF torch folder, SavedModel, .keras, .h5, tf_model.h5 folder, and those
 
 Both sides get identical inputs, generated from the reference's signature (token ids inside the vocabulary, padded attention masks, images N(0,1); 2 batch sizes x 2 sequence lengths where dimensions are dynamic; seed 0), or read from --inputs FILE.npz: keys are input names (input_ids, attention_mask) for one input set, or SET/NAME (0/input_ids, 1/input_ids ...) for several. Names, dtype kinds and ranks must match the reference's inputs.
 
+The two models' inputs and outputs are paired by name; where the names differ but the counts match, by position (the report says so: "inputs paired by position: input -> x"); --map REF=CAND pairs them by hand.
+
 An element fails only when it is outside both atol and rtol x |reference| (defaults per dtype as torch.testing: fp32 1e-5 / 1.3e-6). A constant reference fails unless --allow-degenerate. When a direct-route pair fails, the first diverging layer is named.
 
 Exit codes: 0 passed, 1 verification or latency gate failed, 2 bad input or usage."""
@@ -119,8 +121,8 @@ Exit codes: 0 passed, 1 verification or latency gate failed, 2 bad input or usag
 
 @app.command(help=VERIFY_HELP)
 def verify(
-    reference: str = typer.Argument(..., help="the model taken as right (a path)"),
-    candidate: str = typer.Argument(..., help="the model checked against it (a path)"),
+    reference: str = typer.Argument(..., metavar="REFERENCE", help="the model taken as right (a path)"),
+    candidate: str = typer.Argument(..., metavar="CANDIDATE", help="the model checked against it (a path)"),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="an .npz of input arrays (keys: NAME or SET/NAME)"),
     atol: List[str] = typer.Option([], "--atol", help="absolute tolerance: X for every output, or OUTPUT=X (repeatable)"),
     rtol: List[str] = typer.Option([], "--rtol", help="relative tolerance: X or OUTPUT=X (repeatable)"),
@@ -133,6 +135,8 @@ def verify(
     layout: List[str] = typer.Option([], "--layout", help="declared input layout, reference-to-candidate: nhwc-to-nchw or NAME=nchw-to-nhwc (repeatable; none: ignore the layout a converted folder declares)"),
     shape: List[str] = typer.Option([], "--shape", help="BATCHxSEQ for generated inputs, repeatable (default 2x8 2x21 4x8 4x21)"),
     no_localise: bool = typer.Option(False, "--no-localise", help="skip the layer-by-layer search on failure"),
+    name_map: List[str] = typer.Option([], "--map", help="REF=CAND: compare the reference's input or output REF with the candidate's CAND (repeatable; names that differ are otherwise paired by position where the counts match)"),
+    trust_model_code: bool = typer.Option(False, "--trust-model-code", help="import a model.py that porter did not write (or that changed since); only for code you trust"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one test case per output per shape)"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary here (CI step summary)"),
@@ -149,7 +153,8 @@ def verify(
             reference, candidate, inputs=inputs, atol=atol_all, rtol=rtol_all, per_output_atol=atol_per,
             per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, latency=latency,
             max_latency_ratio=max_latency_ratio, device=device, threads=threads, layout=layout,
-            shapes=_shapes(shape), localise=not no_localise, latency_budget_s=latency_budget,
+            shapes=_shapes(shape), localise=not no_localise, latency_budget_s=latency_budget, name_map=name_map,
+            trust_model_code=trust_model_code,
         )
     except PorterError as exc:
         _fail(exc)
@@ -159,31 +164,20 @@ def verify(
     raise typer.Exit(0 if result else 1)
 
 
-CHECK_HELP = "Run the verify jobs listed in a TOML file (default ./porter.toml); exit 1 if any fails.\n\n" + """The file:
+def _check_help() -> str:
+    from porter.verifiers.check import FORMAT  # the one description of the file (no framework import)
 
-\b
-    [defaults]                     # optional: any job key, for every job
-    threads = 2
-    [[verify]]
-    name = "bert to tf"            # optional
-    reference = "models/bert"      # paths relative to the TOML file
-    candidate = "out/bert-tf"
-    inputs = "inputs.npz"          # optional, as --inputs
-    atol = 1e-5                    # or per output: atol = { last_hidden_state = 2e-5 }
-    rtol = 1.3e-6
-    allow_degenerate = false
-    latency = true
-    max_latency_ratio = 1.5
-    device = "cpu"
-    layout = "nhwc-to-nchw"        # or a list
-    shapes = [[2, 8], [4, 21]]
-    report = "reports/bert.json"   # junit, markdown, html likewise
+    block = "\n".join("    " + line for line in FORMAT.splitlines())
+    return ("Run the verify jobs listed in a TOML file (default ./porter.toml); exit 1 if any fails.\n\n"
+            f"The file:\n\n\b\n{block}\n\n"
+            "Exit codes: 0 every job passed, 1 a job failed, 2 a bad file or a job with bad input.")
 
-Exit codes: 0 every job passed, 1 a job failed, 2 a bad file or a job with bad input."""
+
+CHECK_HELP = _check_help()
 
 
 @app.command(help=CHECK_HELP)
-def check(config: Path = typer.Argument(Path("porter.toml"), help="the TOML file of verify jobs")):
+def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", help="the TOML file of verify jobs")):
     from porter.verifiers.api import verify as run
     from porter.verifiers.check import load
     from porter.verifiers.console import render

@@ -8,14 +8,18 @@ zoo model; latency parity is measured on request. ``porter convert`` and ``porte
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from porter import progress
 from porter.errors import PorterError
+from porter.path_errors import require_file
 from porter.verifiers import layout as layouts
 from porter.verifiers.inputs import InputSets, generate, load_npz, zoo_of
+from porter.verifiers.pairing import Renamed, pair, parse_map
 from porter.verifiers.result import VerificationResult
 
 
@@ -38,20 +42,29 @@ def verify(
     shapes=None,
     localise: bool = True,
     latency_budget_s: float | None = None,
+    name_map=None,
+    allow_nonfinite: bool = False,
+    trust_model_code: bool = False,
 ) -> VerificationResult:
     """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
 
     ``inputs``: an .npz file (see porter.verifiers.inputs), a list of feeds (dicts of arrays) or an InputSets;
     ``layout``: e.g. "nhwc-to-nchw" or ["x=nchw-to-nhwc"] (see porter.verifiers.layout);
-    ``shapes``: (batch, sequence) pairs replacing the default 2 x 2 for generated inputs.
+    ``shapes``: (batch, sequence) pairs replacing the default 2 x 2 for generated inputs;
+    ``name_map``: reference name -> candidate name (or ["REF=CAND"]) where the names differ (see pairing.py).
+    ``allow_nonfinite``: run models whose weights hold NaN/Inf (refused by default); non-finite outputs still fail.
+    ``trust_model_code``: import a model.py that porter did not write, or that changed since (refused by default).
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
     from porter.artifacts import detect
-    from porter.verifiers.runners import open_runner
 
+    from porter.numerics import check_numeric_options
+
+    check_numeric_options(atol=atol, rtol=rtol, per_output_atol=per_output_atol, per_output_rtol=per_output_rtol,
+                          max_latency_ratio=max_latency_ratio, latency_budget_s=latency_budget_s, threads=threads)
     ref_art, cand_art = detect(reference), detect(candidate)  # a missing or unknown path fails here, before any import
     _check_device(device)
-    if isinstance(inputs, (str, Path)) and not Path(inputs).is_file():
-        raise PorterError(f"--inputs {inputs} does not exist")
+    if isinstance(inputs, (str, Path)):
+        require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME)")
     declared = layouts.resolve(layout, ref_art.path, cand_art.path)
     latency = latency or max_latency_ratio is not None
     if latency and not threads:
@@ -61,7 +74,15 @@ def verify(
 
         set_threads(threads)
     options = {"threads": threads} if threads else {}
-    with open_runner(ref_art, device=device, **options) as ref, open_runner(cand_art, device=device, **options) as cand:
+    if trust_model_code:
+        options["trust_model_code"] = True
+    if allow_nonfinite:  # runners that read weights refuse NaN/Inf in them unless told
+        options["allow_nonfinite"] = True
+    name_map = parse_map(name_map)
+    with _loaded(ref_art, "reference", device, options) as ref, _loaded(cand_art, "candidate", device, options) as cand:
+        pairing = pair(ref, cand, name_map)
+        if pairing.renames:
+            cand = Renamed(cand, pairing)
         info = zoo_of(ref) or zoo_of(cand)
         if isinstance(inputs, (str, Path)):
             sets = load_npz(inputs, ref, info)
@@ -75,7 +96,7 @@ def verify(
         result = _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_output_atol, per_output_rtol, allow_degenerate)
         _unique_labels(result)
         result.route = route or _route_of(cand_art.path) or _route_of(ref_art.path)
-        result.notes[:0] = sets.notes
+        result.notes[:0] = sets.notes + pairing.notes
         moved = {k: pair for k, pair in declared.items() if pair[0] != pair[1]}
         if moved:
             result.notes.append(f"layout: {layouts.describe(moved)} (the candidate's inputs are transposed)")
@@ -94,6 +115,20 @@ def verify(
             if tf_threads not in (None, threads) and not (tf_threads == 0 and threads == os.cpu_count()):
                 result.notes.append(f"TensorFlow was already running with {tf_threads or 'all'} intra-op threads (it cannot change once started); torch got {threads}")
     return result
+
+
+@contextlib.contextmanager
+def _loaded(artifact, side: str, device: str, options: dict):
+    """open_runner(...) as a context manager, its loading shown as a progress step."""
+    from porter.verifiers.runners import open_runner
+
+    runner = open_runner(artifact, device=device, **options)
+    with progress.step(f"loading the {side}: {artifact.path}"):
+        runner.activate()
+    try:
+        yield runner
+    finally:
+        runner.deactivate()
 
 
 class _Guarded:

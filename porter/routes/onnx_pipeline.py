@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_code import model_code_record
 from porter.routes import onnx_export, onnx_route
 
 LAYOUTS = ("nhwc", "nchw")
@@ -57,6 +58,8 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             candidate, info = _write_target(prep, target, tmp, work, layout)
             timings["convert_s"] = time.perf_counter() - t0
             report = _report(artifact, prep, target, out, info, timings)
+            if code := model_code_record(tmp):  # the torch_py runner imports model.py only while this hash matches
+                report["files"] = code
             # written first so the torch_py runner can read the specs and layout it records
             (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
             verification = None

@@ -1,17 +1,19 @@
 """A porter-generated folder: model.py (plain PyTorch source) + model.safetensors.
 
-model.py is imported from its file under a private module name; its ``load()`` builds
-the module and fills it from model.safetensors, without porter."""
+model.py is run under a private module name only when porter wrote it (its sha256 matches the one
+in porter_report.json) or the user passed --trust-model-code; its ``load()`` builds the module and
+fills it from model.safetensors, without porter."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
+import types
 
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_code import verified_model_code
 from porter.verifiers.runners.base import Runner
 
 
@@ -23,11 +25,13 @@ class TorchPyRunner(Runner):
 
         self.torch = torch()
         folder = self.artifact.path
+        source = verified_model_code(folder, trust=bool(self.options.get("trust_model_code")))
         name = f"_porter_generated_{abs(hash(str(folder.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, folder / "model.py")
-        module = importlib.util.module_from_spec(spec)
+        module = types.ModuleType(name)
+        module.__file__ = str(folder / "model.py")
+        sys.modules[name] = module  # dataclasses and pickling look a module up by name while it runs
         try:
-            spec.loader.exec_module(module)
+            exec(compile(source, module.__file__, "exec"), module.__dict__)  # the checked bytes, not a second read
             self.model = module.load(str(folder)).to(self.device)
         except Exception as exc:
             raise PorterError(f"{folder}/model.py could not be loaded: {type(exc).__name__}: {exc}") from None
