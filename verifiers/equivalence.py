@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from porter import progress
 from porter.errors import PorterError
 from porter.verifiers.compare import compare
 from porter.verifiers.result import ShapeResult, VerificationResult
@@ -50,7 +51,8 @@ def run_equivalence(
     result = VerificationResult(reference.name, candidate.name, route=route, device=reference.device, versions=versions())
     _check_names(reference, candidate, feeds[0].keys() if feeds else ())
     for feed in feeds:
-        ref_out, cand_out = reference.infer(feed), candidate.infer(feed)
+        with progress.step(f"running both models at {shape_label(feed)}"):
+            ref_out, cand_out = reference.infer(feed), candidate.infer(feed)
         comparisons = []
         for name in reference.output_names:
             tol = per_output.get(name, {})
