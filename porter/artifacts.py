@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.path_errors import require_path
 
 
 @dataclass(frozen=True)
@@ -19,19 +20,31 @@ class Artifact:
     @property
     def config(self) -> dict | None:
         cfg = (self.path if self.path.is_dir() else self.path.parent) / "config.json"
-        try:
-            return json.loads(cfg.read_text()) if cfg.is_file() else None
-        except ValueError:
-            return None
+        return read_config_json(cfg) if cfg.is_file() else None
+
+
+def read_config_json(cfg: Path) -> dict:
+    """A config.json as a dict; invalid JSON or another JSON type is bad input naming the file."""
+    try:
+        config = json.loads(cfg.read_text())
+    except UnicodeDecodeError as exc:
+        raise PorterError(f"{cfg} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise PorterError(f"{cfg} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                          hint="fix the file (it must be one JSON object, as transformers' save_pretrained writes)") from None
+    except OSError as exc:
+        raise PorterError(f"{cfg} cannot be read: {exc.strerror}") from None
+    if not isinstance(config, dict):
+        raise PorterError(f"{cfg} holds a JSON {type(config).__name__}, not an object of config keys",
+                          hint="config.json must be one JSON object, as transformers' save_pretrained writes")
+    return config
 
 
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def detect(path) -> Artifact:
-    path = Path(path)
-    if not path.exists():
-        raise PorterError(f"{path} does not exist")
+    path = require_path(path)
     if path.is_file():
         by_suffix = {
             ".onnx": ("onnx", "onnx", "ONNX model"),
@@ -44,13 +57,20 @@ def detect(path) -> Artifact:
         if path.suffix in by_suffix:
             return Artifact(path, *by_suffix[path.suffix])
     else:
-        names = {p.name for p in path.iterdir()}
+        try:
+            names = {p.name for p in path.iterdir()}
+        except OSError as exc:
+            raise PorterError(f"{path} cannot be listed: {exc.strerror}") from None
         has_config = "config.json" in names
         if "saved_model.pb" in names:
             return Artifact(path, "tf", "saved_model", "TensorFlow SavedModel" + (" (porter output)" if "model.keras" in names else ""))
         if "model.py" in names and "model.safetensors" in names:
             return Artifact(path, "torch", "torch_py", "porter-generated PyTorch code + safetensors")
         if has_config and names & set(_TORCH_WEIGHTS):
+            if "model.safetensors.index.json" in names:  # every reader (porter's, transformers') opens what it names
+                from porter.checkpoints import shard_files
+
+                shard_files(path / "model.safetensors.index.json")
             return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
         if has_config and "tf_model.h5" in names:
             return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")

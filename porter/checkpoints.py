@@ -22,16 +22,31 @@ PICKLE_BIN = "pytorch_model.bin"
 class TensorSource:
     """Named tensors: ``shapes`` (all of them) and ``get(key)`` (one at a time)."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], getter, origin: str):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], getter, origin: str, dtypes=None, files=None):
         self.shapes = shapes
         self._get = getter
         self.origin = origin
+        self.dtypes: dict[str, str] = dtypes or {}  # as stored: 'bfloat16' even where get() widens it to float32
+        self._files: dict[str, str] = files or {}
+
+    def file_of(self, key: str) -> str:
+        """The file a tensor is stored in (to name it in messages)."""
+        return self._files.get(key, self.origin)
 
     def keys(self):
         return self.shapes.keys()
 
     def get(self, key: str) -> np.ndarray:
         return self._get(key)
+
+    def watched(self, check) -> "TensorSource":
+        """The same tensors; ``check(key, array)`` sees each one as it is read (one read, not two)."""
+        def get(key):
+            array = self._get(key)
+            check(key, array)
+            return array
+
+        return TensorSource(self.shapes, get, self.origin, self.dtypes, self._files)
 
 
 def _open_safetensors(path: Path):
@@ -61,15 +76,20 @@ def _read_np(path: Path, key: str) -> np.ndarray:
 
 
 def read_safetensors(files: list[Path]) -> TensorSource:
-    shapes, where = {}, {}
+    from porter.numerics import SAFETENSORS_DTYPES
+
+    shapes, where, dtypes = {}, {}, {}
     for path in files:
         if not path.is_file():
             raise PorterError(f"checkpoint shard {path} is missing")
         with _open_safetensors(path) as handle:
             for key in handle.keys():
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
+                header = handle.get_slice(key)
+                shapes[key] = tuple(header.get_shape())
+                dtypes[key] = SAFETENSORS_DTYPES.get(header.get_dtype(), header.get_dtype().lower())
                 where[key] = path
-    return TensorSource(shapes, lambda k: _read_np(where[k], k), origin=str(files[0].parent))
+    return TensorSource(shapes, lambda k: _read_np(where[k], k), origin=str(files[0].parent), dtypes=dtypes,
+                        files={k: str(p) for k, p in where.items()})
 
 
 def read_pickle_bin(path: Path) -> TensorSource:
@@ -84,7 +104,36 @@ def read_pickle_bin(path: Path) -> TensorSource:
     if not isinstance(state, dict):
         raise PorterError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return TensorSource(shapes, lambda k: state[k].detach().float().numpy() if state[k].dtype == torch.bfloat16 else state[k].detach().numpy(), origin=str(path))
+    dtypes = {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()}
+    return TensorSource(shapes, lambda k: state[k].detach().float().numpy() if state[k].dtype == torch.bfloat16 else state[k].detach().numpy(), origin=str(path), dtypes=dtypes)
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The shards a ``*.index.json`` names, each checked to lie inside the index's folder: a name
+    with ``..``, an absolute path or a symlink resolving elsewhere is refused (an HF hub cache
+    snapshot's links into its own ``blobs/`` folder are allowed)."""
+    index = Path(index)
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PorterError(f"{index} is not a valid shard index ({type(exc).__name__}: {exc})") from None
+    folder = index.parent.resolve()
+    roots = [folder] + ([folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [])
+    shards = []
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise PorterError(f"{index}: weight_map entry {name!r} is not a file name")
+        where = Path(name)
+        if where.is_absolute() or ".." in where.parts:
+            raise PorterError(f"{index}: shard {name!r} is outside the model folder; porter reads only shards beside the index",
+                              hint="shard names in weight_map are file names in the model folder, such as model-00001-of-00002.safetensors")
+        resolved = (folder / where).resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise PorterError(f"{index}: shard {name!r} is a link to {resolved}, outside the model folder; porter does not follow it",
+                              hint="copy the shard into the model folder")
+        shards.append(index.parent / where)
+    return shards
 
 
 def open_torch_checkpoint(path: Path) -> TensorSource:
@@ -97,11 +146,7 @@ def open_torch_checkpoint(path: Path) -> TensorSource:
     if (path / SAFETENSORS).is_file():
         return read_safetensors([path / SAFETENSORS])
     if (path / SAFETENSORS_INDEX).is_file():
-        try:
-            weight_map = json.loads((path / SAFETENSORS_INDEX).read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise PorterError(f"{path / SAFETENSORS_INDEX} is not a valid shard index ({exc})") from None
-        return read_safetensors([path / name for name in sorted(set(weight_map.values()))])
+        return read_safetensors(shard_files(path / SAFETENSORS_INDEX))
     if (path / PICKLE_BIN).is_file():
         return read_pickle_bin(path / PICKLE_BIN)
     raise PorterError(
