@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from porter import zoo
+from porter import progress, zoo
 from porter.artifacts import detect
 from porter.errors import PorterError
 from porter.outdir import check_writable, staged_output
+from porter.path_errors import require_file, require_path
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
 REPORT = "porter_report.json"
@@ -50,8 +51,7 @@ def resolve(model: str, source: str, checkpoint) -> Source:
         path = entry.impl.default_checkpoint(entry.name)
     elif path is None:
         path = Path(model)
-    if not path.exists():
-        raise PorterError(f"{path} does not exist", hint="pass a zoo name (see `porter zoo list`) or an existing path")
+    require_path(path, hint="pass a zoo name (see `porter zoo list`) or an existing path")
     artifact = detect(path)
     if artifact.framework != source:
         raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model", hint=f"use --from {artifact.framework}")
@@ -87,7 +87,15 @@ def convert(
     console=None,
     layout: str | None = None,
     inputs=None,
+    dtype: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> ConversionResult:
+    """``dtype``: the float dtype of the written weights (default: the source's own);
+    ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them."""
+    from porter.numerics import check_dtype_flag, check_numeric_options
+
+    check_numeric_options(atol=atol, rtol=rtol)
+    check_dtype_flag(dtype)
     for flag, value in (("--from", source), ("--to", target)):
         if value not in FRAMEWORKS:
             raise PorterError(f"{flag} {value!r} is not one of {', '.join(FRAMEWORKS)}")
@@ -99,15 +107,18 @@ def convert(
     check_writable(out, force)  # fail before any heavy work
     if layout is not None and layout not in ("nhwc", "nchw"):
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
-    if inputs is not None and not Path(inputs).is_file():
-        raise PorterError(f"--inputs {inputs} does not exist", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
+    if inputs is not None:
+        require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
     if _choose_route(model, source, target, checkpoint, route) == "onnx":
+        if dtype is not None:
+            raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
+                              hint="leave --dtype out: the ONNX route keeps the model's own dtype")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs)
+        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
     if (source, target) == ("tf", "torch"):
-        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs)
+        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
 
 
@@ -157,8 +168,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
         if source != "torch":
             raise PorterError("the ONNX route starts a zoo model from its torch checkpoint", hint="pass --from torch")
     else:
-        if not path.exists():
-            raise PorterError(f"{path} does not exist", hint="pass a zoo name (see `porter zoo list`) or an existing path")
+        require_path(path, hint="pass a zoo name (see `porter zoo list`) or an existing path")
         artifact = detect(path)
         if artifact.framework != source:
             raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
@@ -167,11 +177,12 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
                             layout=layout, console=console, zoo_source=zoo_source, inputs=inputs)
 
 
-def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None):
+def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False):
     """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure."""
     from porter.verifiers.api import verify
 
-    return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route)
+    return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route,
+                  allow_nonfinite=allow_nonfinite)
 
 
 def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
@@ -186,48 +197,68 @@ def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
     (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str))
 
 
-def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None) -> ConversionResult:
+def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
+    from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
     from porter.routes.direct import torch_to_keras
 
     entry = src.entry
     t0 = time.perf_counter()
-    model, plan = torch_to_keras(entry, open_torch_checkpoint(src.path), src.config)
+    checkpoint = open_torch_checkpoint(src.path)
+    check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
+    dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
+    dtypes["written"] = dtype or dtypes["source"]
+    # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
+    src = Source(entry, src.path, src.artifact, dict(src.config, dtype=dtypes["written"]))
+    scan = NonFiniteScan(checkpoint.origin, checkpoint.file_of)
+    model, plan = torch_to_keras(entry, checkpoint.watched(scan.check), dict(src.config, _porter_dtype=dtypes["written"]))
+    nonfinite = scan.finish(allow_nonfinite)
     t_map = time.perf_counter() - t0
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
-        entry.impl.export_saved_model(model, tmp)
-        save_keras(model, tmp / "model.keras")
+        with progress.step(f"writing the SavedModel and model.keras of {out}"):
+            entry.impl.export_saved_model(model, tmp)
+            save_keras(model, tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs) if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite) if verify else None
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 
 
-def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None) -> ConversionResult:
+def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False) -> ConversionResult:
     from safetensors.numpy import save_file
 
+    from porter.numerics import cast_floats
     from porter.routes.direct import keras_to_torch
-    from porter.routes.tf_weights import load_keras_artifact
+    from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
 
     t0 = time.perf_counter()
-    model, config = load_keras_artifact(src.artifact)
+    with progress.step(f"loading {src.path}"):
+        model, config = load_keras_artifact(src.artifact)
     if config is None:
         raise PorterError(f"{src.path} is not one of porter's zoo models", hint="models outside the zoo go through ONNX: pass --route onnx")
     entry = src.entry or zoo.for_config(config, str(src.path))
-    src = Source(entry, src.path, src.artifact, entry.impl.full_config(config))
+    nonfinite = scan_keras_weights(model, src.path, allow_nonfinite)
+    dtypes = {"source": keras_weights_dtype(model)}
+    dtypes["written"] = dtype or dtypes["source"]
+    # config.json's dtype is what transformers loads the weights as (dtype="auto")
+    src = Source(entry, src.path, src.artifact, dict(entry.impl.full_config(config), dtype=dtypes["written"]))
     state, plan = keras_to_torch(entry, model, src.config)
+    state = cast_floats(state, dtypes["written"])
     t_map = time.perf_counter() - t0
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        with progress.step(f"writing model.safetensors of {out}"):
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs) if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite) if verify else None
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
+from porter.path_errors import require_file
 
 BATCHES = (2, 4)
 SEQUENCES = (8, 21)
@@ -171,9 +172,7 @@ def _values(name, dtype, shape, rng, notes, bound=None) -> np.ndarray:
 
 # ------------------------------------------------------------------ npz files
 def load_npz(path, runner, info: ZooInfo | None = None) -> InputSets:
-    path = Path(path)
-    if not path.is_file():
-        raise PorterError(f"--inputs {path} does not exist")
+    path = require_file(path, "--inputs", ".npz")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

@@ -47,13 +47,18 @@ def get(name: str) -> ZooEntry:
 
 
 def for_config(config: dict, where: str = "config.json") -> ZooEntry:
+    """The entry for a config.json's model_type, after the entry has checked the config's keys and types."""
+    if not isinstance(config, dict):
+        raise PorterError(f"{where} holds a JSON {type(config).__name__}, not an object of config keys")
     model_type = config.get("model_type")
     if model_type not in ENTRIES:
         raise PorterError(
             f"{where}: model_type {model_type!r} is not in porter's zoo (known: {', '.join(sorted(ENTRIES))})",
             hint="models outside the zoo go through ONNX: pass --route onnx",
         )
-    return ENTRIES[model_type]
+    entry = ENTRIES[model_type]
+    entry.impl.check_config(config, where)
+    return entry
 
 
 importlib.import_module("porter.zoo.bert")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from porter.errors import PorterError
@@ -16,14 +18,18 @@ class SavedModelRunner(Runner):
 
         self.tf = tf = tensorflow()
         signature = self.options.get("signature", "serving_default")
-        with tf.device(_tf_device(self.device)):
-            self.loaded = tf.saved_model.load(str(self.artifact.path))
+        self.loaded = load_saved_model(tf, self.artifact.path, _tf_device(self.device))
         if signature not in self.loaded.signatures:
             raise PorterError(
                 f"{self.artifact.path} has no {signature!r} signature (it has: {', '.join(self.loaded.signatures) or 'none'})",
                 hint="re-export the SavedModel with a serving signature",
             )
         self.fn = self.loaded.signatures[signature]
+        from porter.numerics import scan_arrays
+
+        # its variables are in memory now: a scan for NaN/Inf costs one pass over them
+        scan_arrays(((v.name, v.numpy()) for v in getattr(self.fn, "variables", ())), str(self.artifact.path),
+                    self.options.get("allow_nonfinite", False))
         _, kwargs = self.fn.structured_input_signature
         self.specs = kwargs
         self.input_names = list(kwargs)
@@ -36,6 +42,20 @@ class SavedModelRunner(Runner):
         with tf.device(_tf_device(self.device)):
             out = self.fn(**args)
         return {k: v.numpy() for k, v in out.items()}
+
+
+def load_saved_model(tf, path, device: str):
+    """tf.saved_model.load, its failures on a broken folder (no variables/, a damaged saved_model.pb) as bad input."""
+    path = Path(path)
+    try:
+        with tf.device(device):
+            return tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises OSError, FileNotFoundError, ValueError or its own errors here
+        if not (path / "variables").is_dir():
+            raise PorterError(f"{path} is a SavedModel without its variables/ folder (its weights live there)",
+                              hint="copy the whole SavedModel folder, variables/ included") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PorterError(f"{path} could not be loaded as a SavedModel: {type(exc).__name__}: {first[:300]}") from None
 
 
 def _tf_device(device: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,27 @@ from porter.zoo.bert.inputs import random_batch, tokenized
 SUPPORTED_POSITIONS = ("absolute",)
 
 
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+OPTIONAL_SIZES = ("max_position_embeddings", "type_vocab_size")
+
+
 def check_config(config: dict, where: str) -> None:
-    required = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"]
-    missing = [k for k in required if k not in config]
+    """Keys and types first (all problems at once), so transformers and Keras never see a bad size."""
+    missing = [k for k in SIZES if k not in config]
     if missing:
         raise PorterError(f"{where}: missing {', '.join(missing)}")
+    problems = [
+        f"{k} must be a positive integer, not {config[k]!r} ({type(config[k]).__name__})"
+        for k in SIZES + OPTIONAL_SIZES
+        if k in config and not (isinstance(config[k], int) and not isinstance(config[k], bool) and config[k] > 0)
+    ]
+    eps = config.get("layer_norm_eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        problems.append(f"layer_norm_eps must be a number >= 0, not {eps!r} ({type(eps).__name__})")
+    if not isinstance(config.get("hidden_act", "gelu"), str):
+        problems.append(f"hidden_act must be a string such as \"gelu\", not {config['hidden_act']!r}")
+    if problems:
+        raise PorterError(f"{where} has invalid values", problems=problems, hint=f"fix {where}")
     if config.get("position_embedding_type", "absolute") not in SUPPORTED_POSITIONS:
         raise PorterError(f"{where}: position_embedding_type={config['position_embedding_type']!r} is not supported (only 'absolute')")
     if config["hidden_size"] % config["num_attention_heads"]:
@@ -42,8 +59,21 @@ def full_config(config: dict) -> dict:
     from porter.frameworks import transformers
 
     cls = transformers().CONFIG_MAPPING[config["model_type"]]
-    hf = cls.from_dict({k: v for k, v in config.items() if not k.startswith("_porter")})
+    with transformers_config_errors("config.json"):
+        hf = cls.from_dict({k: v for k, v in config.items() if not k.startswith("_porter")})
     return json.loads(hf.to_json_string())
+
+
+@contextmanager
+def transformers_config_errors(where: str):
+    """transformers' own config checks (strict dataclass fields, ValueError) as bad input naming the file."""
+    try:
+        yield
+    except PorterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub's StrictDataclassError is not a ValueError
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        raise PorterError(f"{where} is not a config transformers accepts: {detail}", hint=f"fix {where}") from None
 
 
 def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
@@ -75,20 +105,45 @@ def torch_target_shapes(config: dict) -> dict:
     from porter.frameworks import torch
 
     cls = torch_model_class(config)
-    with torch().device("meta"):
+    with torch().device("meta"), transformers_config_errors("config.json"):
         model = cls(cls.config_class.from_dict(config))
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def load_torch(folder: Path):
-    """transformers' own loader, so the reference is independent of porter's mapping."""
-    config = json.loads((Path(folder) / "config.json").read_text())
+    """transformers' own loader, so the reference is independent of porter's mapping.
+    The checkpoint's headers are read first (truncated files, missing shards and shapes that
+    disagree with config.json are named); transformers' own failures become bad input too."""
+    from porter.artifacts import read_config_json
+    from porter.checkpoints import open_torch_checkpoint
+
+    folder = Path(folder)
+    config = read_config_json(folder / "config.json")
+    _check_shapes(open_torch_checkpoint(folder).shapes, torch_target_shapes(config), config, folder)
     cls = torch_model_class(config)
-    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    try:
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 - what transformers raises on a bad folder varies by version
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PorterError(f"transformers could not load {folder}: {type(exc).__name__}: {first}",
+                          hint="check that config.json and the weights belong to the same model") from None
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         raise PorterError(f"{folder}: transformers could not load every weight", problems=[f"{k}: {v}" for k, v in bad.items()])
     return model.eval()
+
+
+def _check_shapes(found: dict, expected: dict, config: dict, folder: Path) -> None:
+    """Every checkpoint tensor the model has must have the shape config.json gives it (all listed)."""
+    prefix = f"{config['model_type']}."  # checkpoints of task models carry the base model's prefix
+    problems = []
+    for key, shape in found.items():
+        name = key if key in expected else key.removeprefix(prefix)
+        if name in expected and tuple(shape) != tuple(expected[name]):
+            problems.append(f"{key} is {tuple(shape)} in the checkpoint, {tuple(expected[name])} by config.json")
+    if problems:
+        raise PorterError(f"{folder}: the weights do not fit its config.json", problems=problems,
+                          hint="check that config.json and the weights belong to the same model (e.g. vocab_size, hidden_size)")
 
 
 def input_sets(config: dict, shapes=((2, 8), (2, 21), (4, 8), (4, 21)), seed: int = 0, checkpoint=None):
