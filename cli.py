@@ -65,6 +65,10 @@ def convert(
         None, help="the layout the converted model's image inputs take (default: the source's)"),
     inputs: Optional[Path] = typer.Option(
         None, "--inputs", help="verify on these arrays: an .npz (keys: NAME or SET/NAME), as for porter verify"),
+    dtype: Optional[Literal["float32", "float16", "bfloat16"]] = typer.Option(
+        None, "--dtype", help="the written weights' dtype (default: the source's own; direct route)"),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="convert weights holding NaN/Inf instead of refusing them (non-finite outputs still fail)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -73,6 +77,7 @@ def convert(
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
+            dtype=dtype, allow_nonfinite=allow_nonfinite,
         )
     except PorterError as exc:
         _fail(exc)
@@ -127,6 +132,7 @@ def verify(
     atol: List[str] = typer.Option([], "--atol", help="absolute tolerance: X for every output, or OUTPUT=X (repeatable)"),
     rtol: List[str] = typer.Option([], "--rtol", help="relative tolerance: X or OUTPUT=X (repeatable)"),
     allow_degenerate: bool = typer.Option(False, "--allow-degenerate", help="accept a constant reference output"),
+    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="run models whose weights hold NaN/Inf (refused by default; non-finite outputs still fail)"),
     latency: bool = typer.Option(False, "--latency", help="measure latency of both sides (p50/p90/p99)"),
     max_latency_ratio: Optional[float] = typer.Option(None, "--max-latency-ratio", help="fail when candidate p50 / reference p50 is above R (implies --latency)"),
     latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="seconds of timed runs per side (default 2)"),
@@ -147,11 +153,12 @@ def verify(
     from porter.verifiers.reports import write
 
     try:
+        _check_report_paths(report=report, junit=junit, markdown=markdown, html=html)  # before the models load
         atol_all, atol_per = _tolerances(atol, "--atol")
         rtol_all, rtol_per = _tolerances(rtol, "--rtol")
         result = run(
             reference, candidate, inputs=inputs, atol=atol_all, rtol=rtol_all, per_output_atol=atol_per,
-            per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, latency=latency,
+            per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, allow_nonfinite=allow_nonfinite, latency=latency,
             max_latency_ratio=max_latency_ratio, device=device, threads=threads, layout=layout,
             shapes=_shapes(shape), localise=not no_localise, latency_budget_s=latency_budget, name_map=name_map,
             trust_model_code=trust_model_code,
@@ -159,9 +166,19 @@ def verify(
     except PorterError as exc:
         _fail(exc)
     render(result)
-    for path in write(result, report=report, junit=junit, markdown=markdown, html=html):
-        typer.echo(f"wrote {path}")
+    try:
+        for path in write(result, report=report, junit=junit, markdown=markdown, html=html):
+            typer.echo(f"wrote {path}")
+    except PorterError as exc:
+        _fail(exc)
     raise typer.Exit(0 if result else 1)
+
+
+def _check_report_paths(**paths) -> None:
+    from porter.outdir import check_report_path
+
+    for key, path in paths.items():
+        check_report_path(path, f"--{key}")
 
 
 def _check_help() -> str:
@@ -191,13 +208,14 @@ def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", h
     for job in jobs:
         typer.echo(f"== {job.name}: {job.reference} -> {job.candidate}")
         try:
+            _check_report_paths(**job.reports)  # before the models load
             result = run(job.reference, job.candidate, **job.options)
+            render(result)
+            write(result, **job.reports)
         except PorterError as exc:
             typer.echo(f"error: {exc.render()}", err=True)
             outcomes.append((job.name, "error"))
             continue
-        render(result)
-        write(result, **job.reports)
         outcomes.append((job.name, result.status))
     for name, status in outcomes:
         typer.echo(f"{status:8s} {name}")
@@ -232,8 +250,8 @@ def zoo_show(name: str):
 
 
 @app.command()
-def inspect(path: Path):
-    """Name what PATH is, and which zoo entry and mapping fit it."""
+def inspect(path: Path = typer.Argument(..., metavar="PATH", help="a model file or folder")):
+    """Name what PATH is, which zoo entry and mapping fit it, and its inputs and outputs (name, dtype, shape; None: dynamic)."""
     from porter import zoo
     from porter.artifacts import detect
 
@@ -246,14 +264,20 @@ def inspect(path: Path):
             typer.echo(f"zoo entry: {entry.name}; mapping: mappings/{entry.family}.toml; route: direct")
         else:
             typer.echo("zoo entry: none; route: onnx")
+        from porter.inspection import render, signature
+
+        for line in render(*signature(artifact)):
+            typer.echo(line)
     except PorterError as exc:
         _fail(exc)
 
 
 def main(args: Optional[List[str]] = None) -> None:
     """The `porter` console entry: exit 0/1/2 as documented, 3 for a porter bug (traceback in a file)."""
+    from porter import signals
     from porter.crash import run_cli
 
+    signals.install()  # SIGTERM/SIGHUP stop a run as Ctrl-C does: the staged output is removed
     sys.exit(run_cli(app, args))
 
 

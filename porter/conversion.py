@@ -10,7 +10,7 @@ from pathlib import Path
 from porter import progress, zoo
 from porter.artifacts import detect
 from porter.errors import PorterError
-from porter.outdir import check_writable, staged_output
+from porter.outdir import check_out, staged_output
 from porter.path_errors import require_file, require_path
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
@@ -104,7 +104,8 @@ def convert(
     if route not in ("auto", "direct", "onnx"):
         raise PorterError(f"--route {route!r} is not one of auto, direct, onnx")
     out = Path(out) if out else default_out(model, target)
-    check_writable(out, force)  # fail before any heavy work
+    # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
+    check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs))
     if layout is not None and layout not in ("nhwc", "nchw"):
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
     if inputs is not None:
@@ -187,6 +188,7 @@ def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allo
 
 def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
     if verification is not None:
+        _name_final_path(verification, tmp, out)
         report["status"] = verification.status
         report["verification"] = verification.to_dict()
         from porter.verifiers.console import render
@@ -194,7 +196,16 @@ def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
         render(verification, console)
     else:
         report["status"] = "not verified"
-    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str))
+    # the verifier ran on the staged folder, which is gone once it is moved to out
+    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str).replace(str(tmp), str(out)))
+
+
+def _name_final_path(verification, tmp: Path, out: Path) -> None:
+    def final(text):
+        return text.replace(str(tmp), str(out)) if isinstance(text, str) else text
+
+    verification.candidate = final(verification.candidate)
+    verification.notes = [final(n) for n in verification.notes]
 
 
 def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False) -> ConversionResult:

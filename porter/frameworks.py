@@ -45,7 +45,9 @@ def tensorflow():
     _quiet_tf_env()
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    with _stderr_to_file():
+    from porter import progress
+
+    with progress.step("importing TensorFlow"), _stderr_to_file():
         import tensorflow as tf
 
         if not _has_gpu():

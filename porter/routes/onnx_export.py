@@ -20,6 +20,15 @@ OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
 
 @contextlib.contextmanager
 def captured_output(what: str):
+    """``what`` runs as a progress step, its output held back (see _held_output)."""
+    from porter import progress
+
+    with progress.step(what), _held_output(what):
+        yield
+
+
+@contextlib.contextmanager
+def _held_output(what: str):
     """Hold back everything written to fd 1 and fd 2 (C++ logs included). On failure the held
     text is attached to a PorterError naming ``what``; on success it is dropped."""
     sys.stdout.flush()

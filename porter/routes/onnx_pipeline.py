@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from porter import progress
 from porter.errors import PorterError
 from porter.model_code import model_code_record
 from porter.routes import onnx_export, onnx_route
@@ -46,14 +46,14 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
     if layout == "nchw" and artifact.framework == "torch" and target in ("tf", "tflite"):
         layout = None  # torch models already take NCHW
     timings = {}
-    work = Path(tempfile.mkdtemp(prefix="porter-onnx-"))
+    from porter.outdir import staged_output, temp_dir
+
+    work = temp_dir("porter-onnx-")  # marked: a killed run's work folder is swept by the next run
     try:
         t0 = time.perf_counter()
         prep = _prepare(artifact, work, target, layout, zoo_source)
         timings["export_onnx_s"] = time.perf_counter() - t0
-        from porter.outdir import staged_output
-
-        with staged_output(Path(out), force) as tmp:
+        with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
             t0 = time.perf_counter()
             candidate, info = _write_target(prep, target, tmp, work, layout)
             timings["convert_s"] = time.perf_counter() - t0
@@ -92,7 +92,8 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
     if fmt == "pt2":
-        program = onnx_export.load_exported_program(artifact.path)
+        with progress.step(f"loading {artifact.path}"):
+            program = onnx_export.load_exported_program(artifact.path)
         inputs, outputs, specs = onnx_export.exported_program_io(program)
         import torch
 
@@ -110,7 +111,8 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         else:
             from porter.routes.tf_weights import load_keras_artifact
 
-            model, _ = load_keras_artifact(artifact)
+            with progress.step(f"loading {artifact.path}"):
+                model, _ = load_keras_artifact(artifact)
             _, _, specs = onnx_export.keras_io(model)
             export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
@@ -146,7 +148,8 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
 
     torch = torch()
     entry = src.entry
-    hf = entry.impl.load_torch(src.path)
+    with progress.step(f"loading {src.path}"):
+        hf = entry.impl.load_torch(src.path)
     # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a
     # computed-shape Reshape that onnx2tf can convert only with batch and sequence fixed
     hf.set_attn_implementation("eager")

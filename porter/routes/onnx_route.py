@@ -9,12 +9,12 @@ transposes NHWC feeds for a candidate that takes NCHW.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from porter import progress
 from porter.errors import PorterError, UnsupportedModelError
 from porter.routes.onnx_export import captured_output
 
@@ -132,7 +132,8 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs)
             notes += prep_notes
             keras_model = _onnx2tf(prepared, keep, None, simplify=False)
-            _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
+            with progress.step("checking onnx2tf's dynamic-dims model against onnxruntime at other sizes"):
+                _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
     except PorterError as first:
         if not dynamic:
             raise
@@ -229,7 +230,8 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
     notes = []
     simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
     # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
-    run = subprocess.run([sys.executable, "-m", "onnxsim", str(onnx_path), str(simplified)], capture_output=True, text=True)
+    with progress.step(f"onnx-simplifier on {onnx_path.name}"):
+        run = subprocess.run([sys.executable, "-m", "onnxsim", str(onnx_path), str(simplified)], capture_output=True, text=True)
     if run.returncode != 0 or not simplified.is_file():
         tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
         notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
@@ -257,7 +259,9 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
 
     onnx2tf_main.download_test_image_data = _no_download_images
 
-    work = Path(tempfile.mkdtemp(prefix="porter-onnx2tf-"))
+    from porter.outdir import temp_dir
+
+    work = temp_dir("porter-onnx2tf-")  # marked: a killed run's work folder is swept by the next run
     try:
         with captured_output(f"onnx2tf on {onnx_path.name}"):
             return onnx2tf.convert(
@@ -294,8 +298,9 @@ def onnx_to_torch_folder(onnx_path: Path, folder: Path, example: dict) -> dict:
     torch = torch()
     model = load_onnx(onnx_path)
     inputs, outputs, specs = onnx_io(model)
-    gm = onnx_to_torch(model)
-    write_torch_package(gm, folder)
+    with progress.step(f"converting {onnx_path.name} to torch (model.py + model.safetensors)"):
+        gm = onnx_to_torch(model)
+        write_torch_package(gm, folder)
     args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in inputs)
     static_dims, notes = [], []
     batch = torch.export.Dim("batch", min=1, max=4096)
