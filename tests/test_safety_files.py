@@ -86,7 +86,7 @@ def _crafted(kind, plain, tmp_path, marker):
         edit = lambda e, d: payload if e == "data/constants/tensor_0" else config(e, d)  # noqa: E731
         return _rewrite(plain, bad, edit), "scale"
     if kind == "custom object":
-        config = _config_edit("model_constants_config.json", "scale", path_name="opaque_obj_0")
+        config = _config_edit("model_constants_config.json", "scale", path_name="opaque_obj_0", use_pickle=True)
         edit = lambda e, d: config(e, d)  # noqa: E731
         edit.extra = {"data/constants/opaque_obj_0": __import__("pickle").dumps(Payload(marker))}
         return _rewrite(plain, bad, edit), "opaque_obj_0"
@@ -327,3 +327,31 @@ def test_shard_inside_the_folder_still_loads(tiny_bert, tmp_path):
     from safetensors.numpy import load_file
 
     np.testing.assert_array_equal(source.get(key), load_file(str(tiny_bert / "model.safetensors"))[key])
+
+
+class ShapeArithmetic(torch.nn.Module):
+    """Outputs whose sizes are expressions of the input's (2*s, s//2 via reshape, s-1 via slicing)."""
+
+    def forward(self, x):
+        doubled = torch.cat([x, x], dim=1)
+        halves = x.reshape(x.shape[0], -1, 2).sum(-1)
+        return doubled, halves, x[:, 1:] * 2
+
+
+def test_pt2_with_shape_expressions_still_loads(tmp_path):
+    """Every sympy expression torch.export writes for dynamic dims passes porter's check."""
+    from porter.routes.onnx_export import load_exported_program
+    from porter.safe_pt2 import _values_of
+
+    path = tmp_path / "dyn.pt2"
+    x = torch.randn(3, 8)
+    batch, half = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("half", min=2, max=32)
+    torch.export.save(torch.export.export(ShapeArithmetic(), (x,), dynamic_shapes=({0: batch, 1: 2 * half},)), str(path))
+    with zipfile.ZipFile(path) as zf:
+        program = json.loads(zf.read(next(n for n in zf.namelist() if "/models/" in n)))
+    exprs = set(_values_of(program, "expr_str"))
+    assert any("Mul" in e or "*" in e for e in exprs), exprs  # compound expressions, not only symbols
+    loaded = load_exported_program(path)
+    y = torch.randn(5, 12)
+    for got, want in zip(loaded.module()(y), ShapeArithmetic()(y)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
