@@ -69,6 +69,9 @@ def convert(
         None, "--dtype", help="the written weights' dtype (default: the source's own; direct route)"),
     allow_nonfinite: bool = typer.Option(
         False, "--allow-nonfinite", help="convert weights holding NaN/Inf instead of refusing them (non-finite outputs still fail)"),
+    static_shapes: bool = typer.Option(
+        False, "--static-shapes", help="accept a written model with dims fixed that the source takes at any size "
+                                       "(ONNX route; otherwise verification fails)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -77,12 +80,18 @@ def convert(
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
-            dtype=dtype, allow_nonfinite=allow_nonfinite,
+            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes,
         )
     except PorterError as exc:
         _fail(exc)
     status = "verified" if result.verification is not None and result.passed else result.report.get("status")
-    typer.echo(f"wrote {result.out} (route: {result.route}, {status})")
+    reason = result.report.get("route_reason")
+    typer.echo(f"wrote {result.out} (route: {result.route}{f' - {reason}' if reason else ''}, {status})")
+    fixed = [d for d in result.report.get("static_dims") or () if "artifact" not in d]
+    if fixed:
+        from porter.routes.onnx_pipeline import static_dims_text
+
+        typer.echo(f"static dims: the written model takes only {static_dims_text(fixed)}")
     if not result.passed:
         typer.echo(f"verification FAILED; the output is written and marked failed in {result.out}/porter_report.json", err=True)
         raise typer.Exit(1)

@@ -89,6 +89,7 @@ def convert(
     inputs=None,
     dtype: str | None = None,
     allow_nonfinite: bool = False,
+    static_shapes: bool = False,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them."""
@@ -114,7 +115,8 @@ def convert(
         if dtype is not None:
             raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
                               hint="leave --dtype out: the ONNX route keeps the model's own dtype")
-        return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs)
+        return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
+                           static_shapes=static_shapes, asked=route)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
         return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
@@ -137,6 +139,8 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
     if path is None or not path.exists():
         return "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
+    if artifact.format == "hf" and _outside_zoo(artifact.config):
+        return "onnx"  # transformers builds it, torch.export -> onnx2tf converts it
     if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
         return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
     if artifact.format == "pt2":
@@ -158,12 +162,19 @@ def _porter_keras(path: Path) -> bool:
         return False
 
 
-def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None):
+def _outside_zoo(config) -> bool:
+    """An HF folder whose model_type has no direct-route family (the ONNX route reads it with transformers)."""
+    return isinstance(config, dict) and config.get("model_type") not in zoo.ENTRIES
+
+
+def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
+                static_shapes=False, asked="onnx"):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
     zoo_source = None
-    if str(model) in zoo.ENTRIES and not checkpoint or (path.exists() and detect(path).format in ("hf", "safetensors")):
+    hf_outside = path.exists() and detect(path).format == "hf" and _outside_zoo(detect(path).config)
+    if str(model) in zoo.ENTRIES and not checkpoint or (not hf_outside and path.exists() and detect(path).format in ("hf", "safetensors")):
         zoo_source = resolve(model, source, checkpoint)
         artifact = zoo_source.artifact
         if source != "torch":
@@ -175,7 +186,19 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
             raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
                               hint=f"use --from {artifact.framework}")
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
-                            layout=layout, console=console, zoo_source=zoo_source, inputs=inputs)
+                            layout=layout, console=console, zoo_source=zoo_source, inputs=inputs, static_shapes=static_shapes,
+                            route_reason=_onnx_reason(asked, artifact))
+
+
+def _onnx_reason(asked: str, artifact) -> str:
+    if asked == "onnx":
+        return "--route onnx"
+    if artifact.format == "hf" and _outside_zoo(artifact.config):
+        from porter.routes.hf_source import route_reason
+
+        return route_reason(artifact.config)
+    return f"the direct route does not convert a {artifact.description} to this target"
+
 
 
 def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False):

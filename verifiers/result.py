@@ -38,6 +38,8 @@ class VerificationResult:
     localisation: dict | None = None  # the first diverging layer, when known
     versions: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # reasons the conversion fails whatever the numbers say (dims the written model fixed)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def equivalent(self) -> bool:
@@ -49,7 +51,7 @@ class VerificationResult:
 
     @property
     def passed(self) -> bool:
-        return self.equivalent and self.latency_passed
+        return self.equivalent and self.latency_passed and not self.problems
 
     @property
     def status(self) -> str:
@@ -60,16 +62,31 @@ class VerificationResult:
 
     def failures(self) -> list[str]:
         out = [
-            f"{o.name} at {s.label}: max abs error {o.max_abs:.3g}{_at(o.worst_index)} (atol {o.atol:g}, rtol {o.rtol:g}"
-            + (f"; passes at atol {o.required_atol:.3g})" if o.mismatched else ")")
-            + (f" - {o.reason}" if o.reason else "")
+            (f"{o.name} at {s.label}: {o.reason}" if _nonfinite(o) else
+             f"{o.name} at {s.label}: max abs error {o.max_abs:.3g}{_at(o.worst_index)} (atol {o.atol:g}, rtol {o.rtol:g}"
+             + (f"; passes at atol {o.required_atol:.3g})" if o.mismatched else ")")
+             + (f" - {o.reason}" if o.reason else ""))
             for s in self.shapes
             for o in s.outputs
             if not o.passed
         ]
+        out += self.problems
         if not self.latency_passed:
             out.append(f"latency: {self.latency.get('reason', 'ratio above the gate')}")
         return out
+
+    def dtype_lines(self) -> list[str]:
+        """Which dtypes met and which tolerances held them, one line per distinct combination."""
+        seen: dict = {}
+        for s in self.shapes:
+            for o in s.outputs:
+                key = (o.dtype, o.candidate_dtype or o.dtype, o.atol, o.rtol, o.tolerance_from)
+                seen.setdefault(key, []).append(o.name)
+        return [
+            f"dtype: reference {ref}, candidate {cand}; atol {atol:g}, rtol {rtol:g}"
+            + (f" ({source})" if source else "") + (f" for {', '.join(dict.fromkeys(names))}" if len(seen) > 1 else "")
+            for (ref, cand, atol, rtol, source), names in seen.items()
+        ]
 
     def worst(self) -> dict[str, float]:
         """Max abs error per output across every shape."""
@@ -87,13 +104,19 @@ class VerificationResult:
             "route": self.route,
             "device": self.device,
             "tolerances": self.tolerances,
+            "dtypes": self.dtype_lines(),
             "max_abs_error": self.worst(),
             "shapes": [s.to_dict() for s in self.shapes],
             "latency": self.latency,
             "localisation": self.localisation,
             "versions": self.versions,
             "notes": self.notes,
+            "problems": self.problems,
         }
+
+
+def _nonfinite(o) -> bool:
+    return bool(getattr(o, "nonfinite_reference", 0) or getattr(o, "nonfinite_candidate", 0))
 
 
 def _at(index) -> str:

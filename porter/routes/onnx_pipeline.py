@@ -36,9 +36,11 @@ class Prepared:
     source_layout: str = "native"
     notes: list[str] = field(default_factory=list)
     input_notes: list[str] = field(default_factory=list)
+    architecture: str | None = None  # the transformers class an HF folder was built as
 
 
-def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None):
+def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None,
+                     static_shapes=False, route_reason=None):
     from porter.conversion import ConversionResult, _finish
 
     if layout is not None and layout not in LAYOUTS:
@@ -58,6 +60,7 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             candidate, info = _write_target(prep, target, tmp, work, layout)
             timings["convert_s"] = time.perf_counter() - t0
             report = _report(artifact, prep, target, out, info, timings)
+            report.update(route_reason=route_reason, static_shapes=static_shapes)
             if code := model_code_record(tmp):  # the torch_py runner imports model.py only while this hash matches
                 report["files"] = code
             # written first so the torch_py runner can read the specs and layout it records
@@ -66,6 +69,7 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             if verify:
                 t0 = time.perf_counter()
                 verification = _verify(prep, candidate, info, atol, rtol, inputs)
+                _hold_to_dynamic_dims(verification, info, static_shapes)
                 timings["verify_s"] = time.perf_counter() - t0
             _finish(tmp, Path(out), report, verification, console)
     finally:
@@ -91,6 +95,8 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_route.index_bounds(model)))
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
+    if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
+        return _prepare_hf(artifact, onnx_path)
     if fmt == "pt2":
         with progress.step(f"loading {artifact.path}"):
             program = onnx_export.load_exported_program(artifact.path)
@@ -235,6 +241,34 @@ def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
 # -- verification and report ------------------------------------------------------------------
 
 
+def _prepare_hf(artifact, onnx_path: Path) -> Prepared:
+    from porter.routes.hf_source import export_onnx
+
+    hf, export = export_onnx(artifact.path, onnx_path)
+    notes = [f"inputs: generated for {hf.architecture} (token ids inside the vocabulary of "
+             f"{getattr(hf.config, 'vocab_size', None)}, right-padded masks, images and features N(0, 1)); "
+             "batch 1 and 3, a short and a long sequence", *hf.notes]
+    return Prepared(artifact.path, export, hf.feeds, artifact.path.name, input_notes=notes, architecture=hf.architecture)
+
+
+def static_dims_text(dims: list[dict]) -> str:
+    return ", ".join(f"{d['input']} axis {d['axis']} = {d['size']}" for d in dims)
+
+
+def _hold_to_dynamic_dims(verification, info: dict, static_shapes: bool) -> None:
+    """A written model that fixed a dim the source takes at any size fails verification, unless the
+    user accepted that with --static-shapes (then the fixed dims are stated)."""
+    fixed = [d for d in info.get("static_dims", []) if "artifact" not in d]
+    if verification is None or not fixed:
+        return
+    if static_shapes:
+        verification.notes.append(f"--static-shapes: the written model takes only {static_dims_text(fixed)}")
+    else:
+        verification.problems.append(
+            f"the written model fixed dims that the source takes at any size ({static_dims_text(fixed)}): it cannot "
+            "serve other shapes; pass --static-shapes to accept a model with these dims fixed")
+
+
 def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None):
     """porter.verify on the source and the written candidate: the same runners, comparison, zoo
     knowledge (undefined outputs, localisation) and layout handling (from the report) as
@@ -274,6 +308,7 @@ def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dic
         "from": artifact.framework,
         "to": target,
         "route": "onnx",
+        **({"architecture": prep.architecture} if prep.architecture else {}),
         "onnx": {"opset": onnx_export.OPSET if artifact.framework != "onnx" else None,
                  "inputs": prep.export.input_names, "outputs": prep.export.output_names},
         "inputs": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in info.get("inputs", {}).items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from porter import zoo
+from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -15,19 +16,49 @@ class HFTorchRunner(Runner):
         from porter.frameworks import torch
 
         self.torch = torch()
+        if (self.artifact.config or {}).get("model_type") not in zoo.ENTRIES:
+            return self._activate_outside_zoo()
         entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
+        _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
         self.model = entry.impl.load_torch(self.artifact.path).to(self.device)
         self.input_names = list(entry.inputs)
-        self.output_names = list(entry.outputs)
+        # a family with heads names the outputs of the class config.json describes (logits for a causal LM)
+        outputs = getattr(entry.impl, "output_names", None)
+        self.output_names = list(outputs(self.artifact.config) if outputs else entry.outputs)
         self.input_specs = {n: ("int64", (None, None)) for n in entry.inputs}
+
+    def _activate_outside_zoo(self):
+        """Any model_type transformers knows: the class config.json names, read from safetensors (hf_source)."""
+        from porter.routes import hf_source
+
+        model, config, name = hf_source.load(self.artifact.path)
+        described = hf_source.describe(model, config, name)
+        self.model = model.to(self.device)
+        self.input_names, self.output_names = described.input_names, described.output_names
+        self.input_specs = described.specs
+        self.outside_zoo = True
 
     def infer(self, feeds):
         torch = self.torch
+        if getattr(self, "outside_zoo", False):  # feeds keep their dtypes (pixel values, features)
+            args = {k: torch.as_tensor(np.ascontiguousarray(v), device=self.device) for k, v in feeds.items()}
+            with torch.inference_mode():
+                out = self.model(**args, return_dict=True)
+            return {k: tensor_to_numpy(out[k]) for k in self.output_names if out.get(k) is not None}
         args = {k: torch.as_tensor(np.asarray(v, dtype=np.int64), device=self.device) for k, v in feeds.items()}
         with torch.inference_mode():
             out = self.model(**args)
-        return {k: out[k].detach().cpu().numpy() for k in self.output_names if out.get(k) is not None}
+        return {k: tensor_to_numpy(out[k]) for k in self.output_names if out.get(k) is not None}
 
     def synchronize(self):
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
+
+
+def _scan_weights(folder, allow_nonfinite: bool) -> None:
+    """NaN/Inf and integer-typed float weights, read shard by shard, one tensor at a time."""
+    from porter.checkpoints import open_torch_checkpoint
+    from porter.numerics import scan_checkpoint
+
+    scan_checkpoint(open_torch_checkpoint(folder), allow_nonfinite)
+
