@@ -171,7 +171,7 @@ def test_plain_pt2_still_verifies(plain_pt2, cli):
     assert code == 0, out
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", [pytest.param("bert", marks=pytest.mark.slow), "gpt2"])  # bert also converts (~15 s)
 def test_hf_model_pt2_loads_and_verifies(family, tmp_path, cli):
     """torch.export.save of an HF model records transformers' ModelOutput type; porter registers
     transformers.modeling_outputs (its own choice of module) so the archive loads, outputs named by its keys."""
@@ -196,6 +196,9 @@ def test_hf_model_pt2_loads_and_verifies(family, tmp_path, cli):
     np.savez(tmp_path / "ids.npz", input_ids=np.random.RandomState(0).randint(0, 50, (2, 8)))  # inside the tiny vocabulary
     code, out = cli("verify", tmp_path / "hf.pt2", tmp_path / "hf.pt2", "--inputs", tmp_path / "ids.npz")
     assert code == 0 and "last_hidden_state" in out, out
+    if family == "bert":  # and the ONNX route takes it, outputs named by the ModelOutput's keys
+        code, out = cli("convert", tmp_path / "hf.pt2", "--from", "torch", "--to", "onnx", "--out", tmp_path / "onnx")
+        assert code == 0 and "pooler_output" in out, out
 
 
 def test_pt2_returning_an_unknown_type_names_it(plain_pt2, tmp_path, cli):
