@@ -121,7 +121,11 @@ def _rich_console():
     if _console is None:
         from rich.console import Console
 
-        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # a replaced sys.stderr: the process's own fd 2
+            fd = 2
+        stream = os.fdopen(os.dup(fd), "w", buffering=1)
         _console = Console(file=stream, force_terminal=True, highlight=False)
     return _console
 
