@@ -27,11 +27,15 @@ def localise(reference, candidate, feed: dict, info, *, atol=None, rtol=None, la
         return None
     torch_model = _torch_model(sides["torch"], info)
     keras_model = _keras_model(sides["tf"])
-    pairs = mapped_pairs(info.entry, torch_model)
-    layers = keras_layers(keras_model)
-    pairs = {m: k for m, k in pairs.items() if k in layers}
+    pairs = mapped_pairs(info.entry, torch_model, info.config)
+    # a keras-hub task model's layers are named inside its backbone, as the rules name them
+    layers = keras_layers(getattr(keras_model, "backbone", keras_model))
+    # a Keras Dense with a fused activation (keras-hub's feed-forward) outputs what torch's Linear
+    # plus its activation module do: not comparable with the Linear alone
+    pairs = {m: k for m, k in pairs.items() if k in layers and not _fused_activation(layers[k])}
     t_acts, order = _torch_activations(torch_model, feed, pairs)
-    k_acts = _keras_activations(keras_model, feed, {pairs[m]: layers[pairs[m]] for m in pairs})
+    k_acts = _keras_activations(keras_model, feed, {pairs[m]: layers[pairs[m]] for m in pairs},
+                                getattr(info.entry.impl, "keras_call", None))
     mask = next((feed[m] for m in info.entry.defined_where.values() if m in feed), None)
     torch_is_reference = reference.framework == "torch"
     checked = 0
@@ -61,17 +65,23 @@ def localise(reference, candidate, feed: dict, info, *, atol=None, rtol=None, la
             "note": "every mapped layer agrees within tolerance; the difference arises between them (e.g. in an activation or mask)"}
 
 
-def mapped_pairs(entry, torch_model) -> dict[str, str]:
+def mapped_pairs(entry, torch_model, config: dict | None = None) -> dict[str, str]:
     """torch module path -> Keras layer path, from the entry's mapping rules."""
     from porter.mapping import RuleSet
+    from porter.routes.direct import rules_for
 
-    rules = RuleSet.load(entry.family, source="torch", **entry.mapping_params)
+    rules = rules_for(entry, config, "torch") if config is not None else RuleSet.load(entry.family, source="torch", **entry.mapping_params)
     pairs = {}
     for name, _ in torch_model.named_parameters():
         target = next((t for r in rules.rules if (t := r.match_source(name)) is not None), None)
         if target is not None:
             pairs[name.rpartition(".")[0]] = target.rpartition("/")[0]
     return pairs
+
+
+def _fused_activation(layer) -> bool:
+    act = getattr(layer, "activation", None)
+    return act is not None and getattr(act, "__name__", "") != "linear"
 
 
 def keras_layers(model) -> dict:
@@ -124,7 +134,7 @@ def _torch_activations(model, feed, pairs):
     return acts, order
 
 
-def _keras_activations(model, feed, layers: dict) -> dict:
+def _keras_activations(model, feed, layers: dict, keras_call=None) -> dict:
     acts = {}
     for path, layer in layers.items():
         original = layer.call
@@ -137,7 +147,10 @@ def _keras_activations(model, feed, layers: dict) -> dict:
 
         object.__setattr__(layer, "call", call)
     try:
-        model({k: np.asarray(v, dtype=np.int32) for k, v in feed.items()})
+        if keras_call is not None:  # a model with its own input names (keras-hub's token_ids...)
+            keras_call(model, feed)
+        else:
+            model({k: np.asarray(v, dtype=np.int32) for k, v in feed.items()})
     finally:
         for layer in layers.values():
             object.__delattr__(layer, "call")

@@ -24,6 +24,9 @@ class ZooEntry:
     # output -> input mask: elements where the mask is 0 are undefined and not compared
     # (a padded position's hidden state is noise that every consumer masks out)
     defined_where: dict = field(default_factory=dict)
+    keras_class: str = "porter's own Keras 3 model"  # what model.keras holds
+    route: str = "direct"
+    notes: str = ""  # config translations or porter-own layers the Keras side needed
 
     @property
     def impl(self):
@@ -62,3 +65,4 @@ def for_config(config: dict, where: str = "config.json") -> ZooEntry:
 
 
 importlib.import_module("porter.zoo.bert")
+importlib.import_module("porter.zoo.keras_hub")

@@ -33,6 +33,21 @@ def legacy_h5_weights(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def scan_keras_weights(model, origin, allow_nonfinite: bool) -> dict:
+    """Refuse (unless allowed) a Keras model whose weights hold NaN/Inf, naming each variable and the file."""
+    from porter.numerics import scan_arrays
+
+    return scan_arrays(((v.path, v.numpy()) for v in model.weights), str(origin), allow_nonfinite)
+
+
+def keras_weights_dtype(model) -> str:
+    """The float dtype most of a Keras model's weight elements are stored in."""
+    from porter.numerics import checkpoint_float_dtype, dtype_name
+
+    dtypes = {v.path: dtype_name(v.dtype) for v in model.weights}
+    return checkpoint_float_dtype(dtypes, {v.path: tuple(v.shape) for v in model.weights})
+
+
 def assign_by_name(variables: dict, arrays: dict, origin: str) -> None:
     """Load arrays into variables of the same name; every problem reported together."""
     problems = [f"missing tensor {k!r} {tuple(v.shape)}" for k, v in variables.items() if k not in arrays]
@@ -60,7 +75,12 @@ def load_keras_artifact(artifact):
         entry = zoo.for_config(config, f"{path}/config.json")
         config = entry.impl.full_config(config)
         model = entry.impl.build_keras(config, zero_init=True)
-        assign_by_name(entry.impl.keras_variables(model), legacy_h5_weights(path / "tf_model.h5"), str(path / "tf_model.h5"))
+        arrays = legacy_h5_weights(path / "tf_model.h5")
+        # assigning would silently cast an integer-typed kernel to float: refuse it here, where the dtype is seen
+        from porter.numerics import check_integer_weights, dtype_name
+
+        check_integer_weights({k: dtype_name(a.dtype) for k, a in arrays.items()}, str(path / "tf_model.h5"))
+        assign_by_name(entry.impl.keras_variables(model), arrays, str(path / "tf_model.h5"))
         return model, config
     if fmt == "saved_model":
         if not (path / "model.keras").is_file():
@@ -70,10 +90,13 @@ def load_keras_artifact(artifact):
             )
         path = path / "model.keras"
     import porter.zoo.bert.keras_model  # noqa: F401  registers porter's classes for safe deserialisation
+    from porter.zoo.keras_hub.saved import hf_config_beside, register_if_keras_hub
+
+    register_if_keras_hub(path)  # keras-hub's classes, for a keras-hub family's model.keras
 
     try:
         model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
-    config = getattr(model, "hf_config", None)
+    config = getattr(model, "hf_config", None) or hf_config_beside(model, path)
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)

@@ -13,12 +13,19 @@ class KerasRunner(Runner):
     def activate(self):
         from porter.routes.tf_weights import load_keras_artifact
 
+        from porter.routes.tf_weights import scan_keras_weights
+
         self.model, config = load_keras_artifact(self.artifact)
+        scan_keras_weights(self.model, self.artifact.path, self.options.get("allow_nonfinite", False))
         if config is not None:  # a zoo model: named dict inputs and outputs
             from porter import zoo
 
             entry = zoo.for_config(config)
             self.input_names, self.output_names = list(entry.inputs), list(entry.outputs)
+            # a keras-hub family: its own input names (token_ids...) and the outputs of its head
+            self.keras_call = getattr(entry.impl, "keras_call", None)
+            if hasattr(entry.impl, "output_names"):
+                self.output_names = entry.impl.output_names(config)
             self.input_specs = {n: ("int32", (None, None)) for n in entry.inputs}
         else:
             self.input_names = [t.name.split(":")[0] for t in self.model.inputs]
@@ -26,9 +33,12 @@ class KerasRunner(Runner):
             self.output_names = names if len(names) == len(self.model.outputs) else [t.name.split(":")[0] for t in self.model.outputs]
             self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, self.model.inputs)}
         self.zoo_model = config is not None
+        self.keras_call = getattr(self, "keras_call", None)
 
     def infer(self, feeds):
-        if self.zoo_model:
+        if self.zoo_model and self.keras_call is not None:
+            out = self.keras_call(self.model, feeds)
+        elif self.zoo_model:
             out = self.model({k: np.asarray(v, dtype=np.int32) for k, v in feeds.items()})
         else:
             args = [np.asarray(feeds[n], dtype=self.input_specs[n][0]) for n in self.input_names]

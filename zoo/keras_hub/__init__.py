@@ -1,0 +1,33 @@
+"""HF families on the direct route with keras-hub as the Keras side: one zoo entry per model_type.
+
+The table is families.py; the one shared implementation is entry.py; the rules are
+mappings/<family>.toml. Light: no framework is imported here.
+"""
+
+from __future__ import annotations
+
+from porter.zoo import ZooEntry, register
+from porter.zoo.keras_hub.families import FAMILIES
+
+TEXT_IO = dict(
+    inputs=("input_ids", "attention_mask"),
+    # the base model writes last_hidden_state, a causal LM logits (entry.output_names picks)
+    outputs=("last_hidden_state", "logits"),
+    # right-padded positions are undefined (every consumer masks them out): not compared
+    defined_where={"last_hidden_state": "attention_mask", "logits": "attention_mask"},
+)
+
+for _family in FAMILIES.values():
+    _heads = ", ".join(f"{t} -> {k}" for t, k in _family.task.items())
+    register(
+        ZooEntry(
+            name=_family.model_type,
+            family=_family.mapping_file,
+            module="porter.zoo.keras_hub.entry",
+            description=f"transformers {_family.base} -> keras_hub {_family.backbone}" + (f"; {_heads}" if _heads else ""),
+            torch_class=f"transformers.{_family.base}",
+            keras_class=f"keras_hub.models.{_family.backbone}",
+            notes=_family.notes,
+            **TEXT_IO,
+        )
+    )

@@ -1,0 +1,228 @@
+"""The one implementation every keras-hub family shares (the zoo entry's ``impl``).
+
+torch side: the transformers class named by config.json ``architectures`` (a head such as
+``LlamaForCausalLM``), else the family's base class; loaded by transformers itself, so the
+reference is independent of porter's rules. Keras side: the keras-hub backbone built from the
+translated config, or the task model (``LlamaCausalLM``) built on it without a preprocessor.
+Variables are named by their layer path inside the backbone (``transformer_layer_0/self_attention/
+query/kernel``), stable across ``keras.saving.load_model``. The SavedModel's ``serving_default``
+takes and returns transformers' names (input_ids, attention_mask -> last_hidden_state | logits).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError, UnsupportedModelError
+from porter.zoo.keras_hub.families import FAMILIES, Family
+
+# batch 1 and >= 3, sequence 5 and >= 40: a causal LM is checked short and long
+SHAPES = ((1, 5), (3, 40), (4, 5), (1, 43))
+
+
+# --------------------------------------------------------------------- config
+def family(config: dict) -> Family:
+    return FAMILIES[config["model_type"]]
+
+
+def head_class(config: dict) -> str | None:
+    """The transformers head class config.json names (None: the base model)."""
+    fam = family(config)
+    arch = (config.get("architectures") or [None])[0]
+    if arch in (None, fam.base):
+        return None
+    if arch not in fam.task:
+        raise UnsupportedModelError(
+            f"config.json architectures={config.get('architectures')!r}: porter's {fam.model_type} direct route "
+            f"converts {', '.join([fam.base, *fam.task])}",
+            hint="convert this head through transformers + ONNX: pass --route onnx",
+        )
+    return arch
+
+
+def check_config(config: dict, where: str) -> None:
+    """Every problem is a PorterError naming the key: a model keras-hub cannot reproduce is refused."""
+    fam = family(config)
+    head = head_class(config)
+    full = full_config(config)
+    fam.translate(full, head)
+    if head and fam.always_tied and not full.get("tie_word_embeddings", True):
+        raise UnsupportedModelError(
+            f"{where}: tie_word_embeddings=false, but keras-hub's {fam.backbone} always ties its LM head to the embedding",
+            hint="convert it through transformers + ONNX instead: pass --route onnx",
+        )
+
+
+def full_config(config: dict) -> dict:
+    """config.json completed with transformers' defaults (transformers 5 semantics: rope_parameters...)."""
+    from porter.frameworks import transformers
+
+    cls = transformers().CONFIG_MAPPING[config["model_type"]]
+    hf = cls.from_dict({k: v for k, v in config.items() if not k.startswith("_porter")})
+    out = json.loads(json.dumps(hf.to_dict(), default=str))
+    out["model_type"] = config["model_type"]
+    return out
+
+
+def output_names(config: dict) -> list[str]:
+    return ["logits"] if head_class(config) else ["last_hidden_state"]
+
+
+def mapping_params(config: dict) -> dict:
+    """{prefix}: the base model's prefix inside a head ('model.'); tied: the LM head is the embedding
+    (a base model has no head: any reverse table keras-hub keeps is filled from the embedding)."""
+    head = head_class(config)
+    prefix = ""
+    if head:
+        prefix = torch_model_class(config).base_model_prefix + "."
+    return {"prefix": prefix, "tied": bool(config.get("tie_word_embeddings", True)) if head else True}
+
+
+def default_checkpoint(name: str) -> Path:
+    raise PorterError(f"there is no built-in checkpoint for {name!r}", hint="pass --checkpoint DIR (an HF folder with config.json)")
+
+
+# ---------------------------------------------------------------------- keras
+def _keras_hub():
+    from porter.frameworks import keras
+
+    keras()  # the TensorFlow backend, chosen before keras_hub imports keras
+    try:
+        import keras_hub
+    except ImportError as exc:
+        raise PorterError(f"keras-hub is not importable ({exc})",
+                          hint="pip install -c constraints.txt keras-hub (0.30.0 fits the pinned TensorFlow 2.19)") from None
+    return keras_hub
+
+
+def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
+    """The keras-hub backbone, or its task model when config.json names a head. ``deferred``:
+    variables get memory only when their converted weight arrives (initialize_variable)."""
+    hub = _keras_hub()
+    fam, head = family(config), head_class(config)
+    kwargs = fam.translate(config, head)
+
+    backbone_cls = getattr(hub.models, fam.backbone)
+    if deferred:
+        from keras.src.backend.common.stateless_scope import StatelessScope
+
+        with StatelessScope(initialize_variables=False):
+            backbone = backbone_cls(**kwargs)
+    else:
+        backbone = backbone_cls(**kwargs)
+    # the task model outside the scope: its constructor compiles (an optimizer's own variables)
+    return getattr(hub.models, fam.task[head])(backbone=backbone, preprocessor=None) if head else backbone
+
+
+def initialize_variable(variable, array) -> None:
+    from porter.zoo.bert.keras_model import initialize
+
+    if variable._initializer is None or getattr(variable, "_value", None) is not None:
+        variable.assign(array)  # already allocated (not built deferred)
+    else:
+        initialize(variable, array)
+
+
+def backbone_of(model):
+    return getattr(model, "backbone", model)
+
+
+def keras_variables(model) -> dict:
+    """Layer path inside the backbone ('transformer_layer_0/self_attention/query/kernel') -> variable."""
+    out = {}
+
+    def walk(layer, prefix):
+        for v in layer._trainable_variables + layer._non_trainable_variables:
+            out.setdefault(f"{prefix}{v.name}", v)
+        for sub in layer._layers:
+            walk(sub, f"{prefix}{sub.name}/")
+
+    root = backbone_of(model)
+    for sub in root._layers:
+        walk(sub, f"{sub.name}/")
+    return out
+
+
+def keras_call(model, feed: dict) -> dict:
+    """Run the Keras model on transformers-named inputs; transformers-named outputs."""
+    ids = np.asarray(feed["input_ids"], dtype=np.int32)
+    mask = feed.get("attention_mask")
+    mask = np.ones_like(ids) if mask is None else np.asarray(mask, dtype=np.int32)
+    out = model({"token_ids": ids, "padding_mask": mask})
+    name = "logits" if backbone_of(model) is not model else "last_hidden_state"
+    return {name: out}
+
+
+def export_saved_model(model, path: Path) -> None:
+    """serving_default: int32 input_ids, attention_mask [batch, sequence] (both dynamic) ->
+    last_hidden_state (a backbone) or logits (a causal LM); serving_int64 takes int64."""
+    from porter.frameworks import tensorflow
+
+    tf = tensorflow()
+    name = "logits" if backbone_of(model) is not model else "last_hidden_state"
+    names = ("input_ids", "attention_mask")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+    def serve(input_ids, attention_mask):
+        return {name: model({"token_ids": input_ids, "padding_mask": attention_mask})}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
+    def serve_int64(input_ids, attention_mask):
+        return serve(tf.cast(input_ids, tf.int32), tf.cast(attention_mask, tf.int32))
+
+    root = tf.Module()
+    root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
+    signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
+    tf.saved_model.save(root, str(path), signatures=signatures)
+
+
+# ---------------------------------------------------------------------- torch
+def torch_model_class(config: dict):
+    from porter.frameworks import transformers
+
+    return getattr(transformers(), head_class(config) or family(config).base)
+
+
+def torch_target_shapes(config: dict) -> dict:
+    """The torch model's state-dict shapes, built on the meta device (no memory, no init)."""
+    from porter.frameworks import torch
+
+    cls = torch_model_class(config)
+    with torch().device("meta"):
+        model = cls(cls.config_class.from_dict(config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_torch(folder: Path):
+    """transformers' own loader, in float32, so the reference is independent of porter's mapping."""
+    from porter.frameworks import torch
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    cls = torch_model_class(config)
+    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, dtype=torch().float32)
+    bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+    if bad:
+        raise PorterError(f"{folder}: transformers could not load every weight", problems=[f"{k}: {v}" for k, v in bad.items()])
+    return model.eval()
+
+
+# --------------------------------------------------------------------- inputs
+def input_sets(config: dict, shapes=SHAPES, seed: int = 0, checkpoint=None):
+    """Token ids inside the vocabulary, right-padded (a causal LM's padding comes after the text):
+    row 0 full, the others cut at random lengths; padded positions hold the pad id."""
+    rng = np.random.default_rng(seed)
+    vocab = int(config["vocab_size"])
+    pad = config.get("pad_token_id")
+    pad = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
+    limit = config.get("n_positions") or config.get("max_position_embeddings")
+    feeds = []
+    for batch, seq in shapes:
+        seq = min(seq, limit) if limit else seq
+        lengths = [seq] + list(rng.integers(max(1, seq // 3), seq + 1, size=batch - 1))
+        mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+        ids = np.where(mask == 1, rng.integers(0, vocab, size=(batch, seq)), pad).astype(np.int64)
+        feeds.append({"input_ids": ids, "attention_mask": mask})
+    return feeds

@@ -1,0 +1,195 @@
+"""HF model families whose Keras side is a keras-hub backbone (or task model): the table porter reads.
+
+A ``Family`` says, for one transformers ``model_type``:
+- ``backbone`` / ``task``: the keras-hub classes (``keras_hub.models.<name>``), the task class
+  keyed by the transformers head class it stands for (``LlamaForCausalLM`` -> ``LlamaCausalLM``);
+- ``base``: the transformers base class (used when config.json names no ``architectures``);
+- ``translate(config, head)``: transformers 5 config (complete, defaults filled) -> the keras-hub
+  constructor kwargs. It refuses, with a PorterError naming the config key, every option the
+  keras-hub class cannot reproduce; it never guesses;
+- ``mapping``: mappings/<mapping>.toml, whose torch names carry ``{prefix}`` (the base model's
+  prefix inside a task model: "model." for LlamaForCausalLM, "" for LlamaModel);
+- ``notes``: what porter had to know to make keras-hub reproduce transformers (shown by
+  ``porter zoo show``).
+
+Adding a family (an encoder such as distilbert or vit, say) is one entry in ``FAMILIES`` with its
+translator, one rule file in mappings/, and (where its inputs are not token ids) its inputs and
+outputs in ``IO``; zoo/keras_hub/entry.py is the one implementation every family shares.
+
+Nothing here imports a framework: ``porter zoo list`` reads this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from porter.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    backbone: str
+    base: str
+    translate: Callable[[dict, str | None], dict]
+    task: dict = field(default_factory=dict)  # transformers head class -> keras-hub task class
+    mapping: str = ""
+    notes: str = ""
+    # a task model whose keras-hub class always ties its LM head to the embedding
+    always_tied: bool = False
+
+    @property
+    def mapping_file(self) -> str:
+        return self.mapping or self.model_type
+
+
+def refuse(config: dict, key: str, why: str, family: str):
+    return UnsupportedModelError(
+        f"config.json {key}={config.get(key)!r}: {why}, so keras-hub's {family} cannot reproduce this model",
+        hint="convert it through transformers + ONNX instead: pass --route onnx",
+    )
+
+
+def _require(config, key, allowed, family, why=None):
+    if config.get(key) not in allowed:
+        raise refuse(config, key, why or f"keras-hub's {family} supports only {' / '.join(map(repr, allowed))}", family)
+
+
+def _rope(config: dict, family: str, supported=("default",)) -> tuple[float, dict]:
+    """(theta, rope parameters) from transformers 5's ``rope_parameters`` (where rope_theta and the
+    scaling type moved; older configs are read into it by transformers' own config class)."""
+    rope = dict(config.get("rope_parameters") or {})
+    if not rope and "rope_theta" in config:
+        rope = {"rope_theta": config["rope_theta"], **(config.get("rope_scaling") or {})}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in supported:
+        raise UnsupportedModelError(
+            f"config.json rope_parameters.rope_type={kind!r}: keras-hub's {family} implements only {', '.join(map(repr, supported))}",
+            hint="convert it through transformers + ONNX instead: pass --route onnx",
+        )
+    return float(rope.get("rope_theta", 10000.0)), rope
+
+
+def _head_dim(config) -> int:
+    return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+
+
+def _plain_head_dim(config, family):
+    if _head_dim(config) * config["num_attention_heads"] != config["hidden_size"]:
+        raise refuse(config, "head_dim", f"keras-hub's {family} derives it as hidden_size / num_attention_heads "
+                     f"= {config['hidden_size'] // config['num_attention_heads']}", family)
+
+
+def _no_sliding(config, family, key="use_sliding_window"):
+    if config.get(key):
+        raise refuse(config, key, "sliding-window attention is not reproduced here", family)
+
+
+def _silu(config, family):
+    _require(config, "hidden_act", ("silu", "swish"), family)
+
+
+# ------------------------------------------------------------------ translators
+def gpt2(config, head):
+    f = "GPT2Backbone"
+    _require(config, "activation_function", ("gelu_new", "gelu_pytorch_tanh"), f, "keras-hub's GPT2 uses the tanh GELU")
+    _require(config, "layer_norm_epsilon", (1e-5,), f, "keras-hub's GPT2 fixes it at 1e-5")
+    _require(config, "scale_attn_weights", (True,), f)
+    _require(config, "scale_attn_by_inverse_layer_idx", (False,), f)
+    _require(config, "reorder_and_upcast_attn", (False,), f)
+    return dict(vocabulary_size=config["vocab_size"], num_layers=config["n_layer"], num_heads=config["n_head"],
+                hidden_dim=config["n_embd"], intermediate_dim=config.get("n_inner") or 4 * config["n_embd"],
+                dropout=0.0, max_sequence_length=config["n_positions"])
+
+
+def _decoder_common(config):
+    return dict(vocabulary_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
+                num_query_heads=config["num_attention_heads"], num_key_value_heads=config.get("num_key_value_heads")
+                or config["num_attention_heads"], hidden_dim=config["hidden_size"],
+                intermediate_dim=config["intermediate_size"], layer_norm_epsilon=config["rms_norm_eps"], dropout=0)
+
+
+def llama(config, head):
+    f = "LlamaBackbone"
+    _silu(config, f)
+    _require(config, "attention_bias", (False, None), f)
+    _require(config, "mlp_bias", (False, None), f)
+    _plain_head_dim(config, f)
+    theta, rope = _rope(config, f, ("default", "linear", "llama3"))
+    kwargs = dict(_decoder_common(config), rope_max_wavelength=theta,
+                  tie_word_embeddings=bool(config.get("tie_word_embeddings")) if head else True)
+    if rope.get("rope_type") == "linear":
+        kwargs["rope_position_scaling_factor"] = float(rope["factor"])
+    elif rope.get("rope_type") == "llama3":
+        kwargs.update(rope_frequency_adjustment_factor=float(rope["factor"]), rope_low_freq_factor=float(rope["low_freq_factor"]),
+                      rope_high_freq_factor=float(rope["high_freq_factor"]),
+                      rope_pretraining_sequence_length=int(rope["original_max_position_embeddings"]))
+    return kwargs
+
+
+def mistral(config, head):
+    f = "MistralBackbone"
+    _silu(config, f)
+    theta, rope = _rope(config, f, ("default", "linear"))
+    return dict(_decoder_common(config), rope_max_wavelength=theta, rope_scaling_factor=float(rope.get("factor", 1.0)),
+                head_dim=_head_dim(config), sliding_window=config.get("sliding_window"))
+
+
+def qwen2(config, head):
+    f = "Qwen2Backbone"
+    _silu(config, f)
+    _plain_head_dim(config, f)
+    _no_sliding(config, f)
+    theta, rope = _rope(config, f, ("default", "linear"))
+    return dict(_decoder_common(config), rope_max_wavelength=theta, rope_scaling_factor=float(rope.get("factor", 1.0)),
+                tie_word_embeddings=bool(config.get("tie_word_embeddings")) if head else True)
+
+
+def qwen3(config, head):
+    f = "Qwen3Backbone"
+    _silu(config, f)
+    _require(config, "attention_bias", (False, None), f)
+    _no_sliding(config, f)
+    theta, rope = _rope(config, f, ("default", "linear"))
+    return dict(_decoder_common(config), head_dim=_head_dim(config), rope_max_wavelength=theta,
+                rope_scaling_factor=float(rope.get("factor", 1.0)), sliding_window_size=None,
+                tie_word_embeddings=bool(config.get("tie_word_embeddings")) if head else True)
+
+
+def gemma(config, head):
+    f = "GemmaBackbone"
+    act = config.get("hidden_activation") or config.get("hidden_act")
+    if act not in ("gelu_pytorch_tanh", "gelu_new"):
+        raise refuse(config, "hidden_activation", "keras-hub's Gemma uses the tanh GELU", f)
+    _require(config, "attention_bias", (False, None), f)
+    theta, _ = _rope(config, f)
+    if theta != 10000.0:
+        raise refuse({"rope_theta": theta}, "rope_theta", "keras-hub's Gemma fixes the rotary base at 10000", f)
+    common = _decoder_common(config)
+    # keras-hub's Gemma halves intermediate_dim for each of its two gate projections
+    common["intermediate_dim"] = 2 * config["intermediate_size"]
+    return dict(common, head_dim=_head_dim(config), query_head_dim_normalize=True)
+
+
+FAMILIES: dict[str, Family] = {
+    f.model_type: f
+    for f in (
+        Family("gpt2", "GPT2Backbone", "GPT2Model", gpt2, {"GPT2LMHeadModel": "GPT2CausalLM"}, always_tied=True,
+               notes="c_attn (fused q,k,v; Conv1D (in, out) layout) split by the rules; keras-hub's GPT2 fixes "
+                     "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
+        Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"},
+               notes="rope_parameters (transformers 5) -> rope_max_wavelength; linear and llama3 rope scaling translated; "
+                     "base models are built tied (they have no LM head)"),
+        Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"},
+               notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
+                     "embed_tokens (tied_to in the rules); sliding_window passed through"),
+        Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"},
+               notes="q/k/v biases as (heads, head_dim); use_sliding_window refused"),
+        Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"},
+               notes="per-head q_norm/k_norm; sliding window off unless use_sliding_window (refused)"),
+        Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
+               notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
+                     "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),
+    )
+}

@@ -1,0 +1,35 @@
+"""Reading back porter's keras-hub outputs: keras-hub's classes registered for safe_mode loading, and
+the HF config.json porter wrote beside model.keras (keras-hub models do not carry transformers' config)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+
+def register_if_keras_hub(path: Path) -> None:
+    """Import keras_hub (it registers its classes) only when the .keras file holds one of them."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if '"keras_hub' not in z.read("config.json").decode(errors="replace"):
+                return
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
+    from porter.zoo.keras_hub.entry import _keras_hub
+
+    _keras_hub()
+
+
+def hf_config_beside(model, path: Path) -> dict | None:
+    """The config.json in the folder of a keras-hub family's model.keras (porter's output folder)."""
+    if not type(model).__module__.startswith("keras_hub"):
+        return None
+    cfg = Path(path).parent / "config.json"
+    try:
+        config = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return None
+    from porter.zoo.keras_hub.families import FAMILIES
+
+    return config if config.get("model_type") in FAMILIES else None
