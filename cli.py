@@ -45,6 +45,10 @@ def _global_options(
 
 def _fail(exc: PorterError) -> None:
     typer.echo(f"error: {exc.render()}", err=True)
+    if getattr(exc, "tool_output", "").strip():  # a tool's own log: kept aside, not the message
+        from porter.crash import write_text_log
+
+        typer.echo(f"(the tool's full output: {write_text_log('porter-tool-output', exc.tool_output)})", err=True)
     raise typer.Exit(exc.exit_code)
 
 

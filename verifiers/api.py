@@ -123,7 +123,9 @@ def _loaded(artifact, side: str, device: str, options: dict):
     from porter.verifiers.runners import open_runner
 
     runner = open_runner(artifact, device=device, **options)
-    with progress.step(f"loading the {side}: {artifact.path}"):
+    from porter.outdir import shown  # a conversion's staging folder is named by its --out
+
+    with progress.step(f"loading the {side}: {shown(artifact.path)}"):
         runner.activate()
     try:
         yield runner

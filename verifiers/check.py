@@ -22,6 +22,7 @@ inputs = "inputs.npz"          # optional, as --inputs
 atol = 1e-5                    # a number, or per output: atol = { last_hidden_state = 2e-5 }
 rtol = 1.3e-6                  # likewise
 allow_degenerate = false       # as --allow-degenerate
+allow_nonfinite = false        # as --allow-nonfinite (run weights holding NaN/Inf)
 latency = true                 # as --latency
 max_latency_ratio = 1.5        # as --max-latency-ratio
 device = "cpu"                 # cpu | cuda | cuda:N
@@ -40,7 +41,7 @@ html = "reports/bert.html"     # as --html
 
 PATH_KEYS = ("reference", "candidate", "inputs", "report", "junit", "markdown", "html")
 REPORT_KEYS = ("report", "junit", "markdown", "html")
-OPTION_KEYS = ("atol", "rtol", "allow_degenerate", "latency", "max_latency_ratio", "device", "threads", "layout", "shapes", "route", "localise", "map", "trust_model_code")
+OPTION_KEYS = ("atol", "rtol", "allow_degenerate", "allow_nonfinite", "latency", "max_latency_ratio", "device", "threads", "layout", "shapes", "route", "localise", "map", "trust_model_code")
 
 
 @dataclass

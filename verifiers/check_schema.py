@@ -39,6 +39,7 @@ EXPECTED = {
     "atol": (_tolerance, "a number >= 0, or a table of OUTPUT = number"),
     "rtol": (_tolerance, "a number >= 0, or a table of OUTPUT = number"),
     "allow_degenerate": (lambda v: isinstance(v, bool), "true or false"),
+    "allow_nonfinite": (lambda v: isinstance(v, bool), "true or false"),
     "latency": (lambda v: isinstance(v, bool), "true or false"),
     "localise": (lambda v: isinstance(v, bool), "true or false"),
     "trust_model_code": (lambda v: isinstance(v, bool), "true or false"),

@@ -13,17 +13,21 @@ def render(result, console=None) -> str:
         table.add_column(col, justify="right" if col not in ("output", "shape", "result") else "left")
     for s in result.shapes:
         for o in s.outputs:
+            nonfinite = o.nonfinite_reference or o.nonfinite_candidate
+            # with NaN/Inf in an output, error statistics over the rest would read as a near-pass
             table.add_row(
                 s.label,
                 o.name,
-                f"{o.max_abs:.3g}",
-                f"{o.max_rel:.3g}",
-                f"{o.cosine:.7f}",
+                f"NaN/Inf: ref {o.nonfinite_reference}, cand {o.nonfinite_candidate}" if nonfinite else f"{o.max_abs:.3g}",
+                "n/a" if nonfinite else f"{o.max_rel:.3g}",
+                "n/a" if nonfinite else f"{o.cosine:.7f}",
                 f"{o.mismatched} ({o.mismatched_pct:.2f}%)",
                 f"{o.atol:g} / {o.rtol:g}",
                 "[green]pass[/]" if o.passed else f"[red]FAIL[/] {o.reason}",
             )
     console.print(table)
+    for line in result.dtype_lines():
+        console.print(line, markup=False)
     if result.route:
         console.print(f"route: {result.route}   reference: {result.reference}   candidate: {result.candidate}")
     if result.latency:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -30,7 +31,7 @@ class ExportedProgramRunner(Runner):
             values = [out[n] for n in self.output_names]
         else:
             values = list(out) if isinstance(out, (list, tuple)) else [out]
-        return {n: v.detach().cpu().numpy() for n, v in zip(self.output_names, values)}
+        return {n: tensor_to_numpy(v) for n, v in zip(self.output_names, values)}
 
     def synchronize(self):
         if self.device.startswith("cuda"):

@@ -14,6 +14,7 @@ import numpy as np
 
 from porter.errors import PorterError
 from porter.model_code import verified_model_code
+from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -54,7 +55,7 @@ class TorchPyRunner(Runner):
         with torch.no_grad():
             out = self.model(*args)
         values = list(out) if isinstance(out, (list, tuple)) else [out]
-        return {n: v.detach().cpu().numpy() for n, v in zip(self.output_names, values)}
+        return {n: tensor_to_numpy(v) for n, v in zip(self.output_names, values)}
 
     def synchronize(self):
         if self.device.startswith("cuda"):

@@ -27,6 +27,10 @@ _ACTIVATIONS = {
 }
 
 
+# torch.finfo(dtype).min, as transformers masks padded keys
+_LOWEST = {"float32": -3.4028234663852886e38, "float16": -65504.0, "bfloat16": -3.3895313892515355e38}
+
+
 def activation(name: str):
     from porter.errors import UnsupportedModelError
 
@@ -233,8 +237,9 @@ class MainLayer(keras.layers.Layer):
     def call(self, input_ids, attention_mask, token_type_ids):
         x = self.embeddings(input_ids, token_type_ids)
         # (batch, 1, 1, keys): 0 where attended, the dtype's lowest value where padded, as transformers does.
+        # The lowest value of the compute dtype: fp32's would be -inf in fp16, and 0 * -inf is NaN.
         mask = ops.cast(attention_mask[:, None, None, :], x.dtype)
-        additive_mask = (1.0 - mask) * -3.4028234663852886e38
+        additive_mask = (1.0 - mask) * _LOWEST[keras.backend.standardize_dtype(x.dtype)]
         x = self.encoder(x, additive_mask)
         outputs = {"last_hidden_state": x}
         if self.pooler is not None:
@@ -248,10 +253,19 @@ class BertModel(keras.Model):
 
     def __init__(self, config: dict, **kw):
         kw.setdefault("name", f"tf_{config.get('model_type', 'bert')}_model")
-        super().__init__(**kw)
+        # The weights' dtype (porter's key: the one that survives a save/load of model.keras).
+        # Keras layers take the global policy when built, and sub-layers do not inherit a parent's.
+        policy = config.get("_porter_dtype") or "float32"
+        kw.pop("dtype", None)
+        super().__init__(dtype=policy, **kw)
         # kept as JSON text: Keras would wrap a dict attribute in tracking containers that hold the model
         self._hf_config_json = json.dumps(config)
-        self.main = MainLayer(config)
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            self.main = MainLayer(config)
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     def build(self, input_shape=None):
         self.main.build()

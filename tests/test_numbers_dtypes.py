@@ -1,0 +1,262 @@
+"""Issue 8.5, numbers and dtypes: non-finite and integer-typed weights are refused and named,
+fp16/bf16 checkpoints convert and verify at their dtype's tolerances, numeric flags are checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+QUERY = "encoder.layer.0.attention.self.query.weight"
+
+
+def _copy_with(src, dest, edit, dtype=None):
+    """A copy of an HF folder whose state dict went through ``edit(dict of torch tensors)``;
+    ``dtype``: what config.json says the weights are (as save_pretrained writes it)."""
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True)
+    config = json.loads((src / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps(dict(config, dtype=dtype or config.get("dtype", "float32"))))
+    state = load_file(str(src / "model.safetensors"))
+    edit(state)
+    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def _set(key, index, value):
+    def edit(state):
+        state[key] = state[key].clone()
+        state[key].view(-1)[index] = value
+    return edit
+
+
+def _cast_floats(dtype):
+    def edit(state):
+        for k, v in state.items():
+            if v.is_floating_point():
+                state[k] = v.to(dtype)
+    return edit
+
+
+@pytest.fixture(scope="module")
+def nan_bert(tiny_bert, tmp_path_factory):
+    return _copy_with(tiny_bert, tmp_path_factory.mktemp("nd") / "nan-bert", _set(QUERY, 5, float("nan")))
+
+
+@pytest.fixture(scope="module")
+def fp16_bert(tiny_bert, tmp_path_factory):
+    import torch
+
+    return _copy_with(tiny_bert, tmp_path_factory.mktemp("nd") / "fp16-bert", _cast_floats(torch.float16), "float16")
+
+
+@pytest.fixture(scope="module")
+def bf16_bert(tiny_bert, tmp_path_factory):
+    import torch
+
+    return _copy_with(tiny_bert, tmp_path_factory.mktemp("nd") / "bf16-bert", _cast_floats(torch.bfloat16), "bfloat16")
+
+
+def _flat(text: str) -> str:
+    """The console wraps long lines at the terminal's width."""
+    return " ".join(text.split())
+
+
+def _report(folder) -> dict:
+    return json.loads((folder / "porter_report.json").read_text())
+
+
+def _keras_dtype(folder) -> str:
+    from porter.artifacts import detect
+    from porter.routes.tf_weights import load_keras_artifact
+
+    model, _ = load_keras_artifact(detect(folder))
+    return {v.dtype for v in model.weights}.pop() if len({v.dtype for v in model.weights}) == 1 else "mixed"
+
+
+def _safetensors_dtypes(folder) -> set:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return {str(f.get_tensor(k).dtype) for k in f.keys() if "position_ids" not in k}
+
+
+# ------------------------------------------------------------------------------ non-finite weights
+def test_nan_weight_refused_by_convert_and_verify_naming_key_and_file(cli, nan_bert, tiny_bert_tf, tmp_path):
+    code, out = cli("convert", nan_bert, "--from", "torch", "--to", "tf", "--out", tmp_path / "o")
+    assert code == 2, out
+    assert QUERY in out and "1 NaN, 0 Inf" in out and "model.safetensors" in out and "--allow-nonfinite" in out
+    assert not (tmp_path / "o").exists()
+    code, out = cli("verify", nan_bert, tiny_bert_tf)
+    assert code == 2, out
+    assert QUERY in out and "1 NaN" in out and "Traceback" not in out
+
+
+def test_inf_weight_refused_with_its_count(cli, tiny_bert, tmp_path):
+    key = "encoder.layer.1.output.dense.bias"
+    inf = _copy_with(tiny_bert, tmp_path / "inf", _set(key, 3, float("-inf")))
+    code, out = cli("convert", inf, "--from", "torch", "--to", "tf", "--out", tmp_path / "o")
+    assert code == 2 and key in out and "0 NaN, 1 Inf" in out, out
+    assert not (tmp_path / "o").exists()
+
+
+def test_allow_nonfinite_proceeds_and_reports_honestly(cli, nan_bert, tmp_path):
+    out_dir = tmp_path / "o"
+    code, out = cli("convert", nan_bert, "--from", "torch", "--to", "tf", "--out", out_dir, "--allow-nonfinite")
+    assert code == 1, out  # converted, then the NaN reaches every output: verification fails, never passes
+    report = _report(out_dir)
+    assert report["nonfinite_weights"] == {QUERY: {"nan": 1, "inf": 0}}
+    outputs = [o for s in report["verification"]["shapes"] for o in s["outputs"]]
+    assert all(not o["passed"] and o["nonfinite_reference"] == o["nonfinite_candidate"] > 0 for o in outputs)
+    assert all(o["mismatched"] >= o["nonfinite_reference"] for o in outputs)
+    assert "NaN/Inf: ref" in out and "non-finite output" in out
+    assert "1.0000000" not in out  # the table shows no cosine (or max abs 0) for a NaN output
+
+
+def test_nan_outputs_never_read_as_a_match():
+    from porter.verifiers.compare import compare
+
+    ref = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, np.inf]], np.float32)
+    cand = np.array([[1.0, 2.0, np.nan], [4.0, 5.0, np.inf]], np.float32)
+    c = compare("y", ref, cand)
+    assert not c.passed
+    assert (c.nonfinite_reference, c.nonfinite_candidate, c.nan_mismatch) == (2, 2, 2)
+    assert c.mismatched == 3  # every position non-finite on either side
+    assert "reference has 2 NaN/Inf" in c.reason and "different positions in 2" in c.reason
+    same = compare("y", ref, ref.copy())
+    assert not same.passed and same.nan_mismatch == 0  # identical NaNs still fail: nothing was compared there
+
+
+# ------------------------------------------------------------------------ integer-typed float weights
+def test_integer_typed_float_weight_refused(cli, tiny_bert, tmp_path, tiny_bert_tf):
+    import torch
+
+    key = "encoder.layer.0.attention.output.LayerNorm.weight"
+
+    def edit(state):
+        state[key] = state[key].round().to(torch.int32)
+
+    bad = _copy_with(tiny_bert, tmp_path / "int", edit)
+    code, out = cli("convert", bad, "--from", "torch", "--to", "tf", "--out", tmp_path / "o")
+    assert code == 2 and key in out and "int32" in out and "integer dtype" in out, out
+    code, out = cli("verify", bad, tiny_bert_tf)
+    assert code == 2 and key in out, out
+
+
+def test_integer_buffers_are_not_float_weights():
+    from porter.numerics import integer_typed_float_weights
+
+    dtypes = {"embeddings.position_ids": "int64", "bn.num_batches_tracked": "int64", "embeddings.token_type_ids": "int64",
+              "q.weight": "int8", "bert/embeddings/LayerNorm/gamma:0": "int32", "pooler.dense.bias": "float16", "ids": "int64"}
+    assert integer_typed_float_weights(dtypes) == ["q.weight", "bert/embeddings/LayerNorm/gamma:0"]
+
+
+# ----------------------------------------------------------------------------- fp16 and bf16
+@pytest.mark.parametrize("dtype, atol, rtol, stored", [("float16", 2e-3, 1e-3, "torch.float16"),
+                                                       ("bfloat16", 2e-2, 1.6e-2, "torch.bfloat16")])
+def test_half_precision_round_trip_keeps_dtype(cli, request, tmp_path, dtype, atol, rtol, stored):
+    source = request.getfixturevalue("fp16_bert" if dtype == "float16" else "bf16_bert")
+    tf_out, torch_out = tmp_path / "tf", tmp_path / "pt"
+    code, out = cli("convert", source, "--from", "torch", "--to", "tf", "--out", tf_out)
+    assert code == 0, out
+    assert f"dtype: reference {dtype}, candidate {dtype}; atol {atol:g}, rtol {rtol:g} ({dtype} defaults)" in _flat(out), [
+        line for line in out.splitlines() if "dtype" in line]
+    report = _report(tf_out)
+    assert report["dtype"] == {"source": dtype, "written": dtype}
+    assert _keras_dtype(tf_out) == dtype
+    outputs = [o for s in report["verification"]["shapes"] for o in s["outputs"]]
+    assert {(o["dtype"], o["candidate_dtype"], o["atol"], o["rtol"]) for o in outputs} == {(dtype, dtype, atol, rtol)}
+    worst = max(o["max_abs"] for o in outputs)
+    assert 0 < worst <= 2 * atol  # a real 16-bit difference, held to the dtype's tolerance
+    code, out = cli("convert", tf_out, "--from", "tf", "--to", "torch", "--out", torch_out)
+    assert code == 0, out
+    assert _safetensors_dtypes(torch_out) == {stored}
+    assert json.loads((torch_out / "config.json").read_text())["dtype"] == dtype
+
+
+def test_dtype_float32_from_bf16_keeps_exact_values(cli, bf16_bert, tmp_path):
+    from safetensors import safe_open
+
+    out_dir = tmp_path / "o"
+    code, out = cli("convert", bf16_bert, "--from", "torch", "--to", "tf", "--out", out_dir, "--dtype", "float32")
+    assert code == 0, out
+    assert "dtype: reference bfloat16, candidate float32; atol 0.08, rtol 0.064" in _flat(out)
+    assert _report(out_dir)["dtype"] == {"source": "bfloat16", "written": "float32"}
+    from porter.artifacts import detect
+    from porter.routes.tf_weights import load_keras_artifact
+
+    model, _ = load_keras_artifact(detect(out_dir))
+    gamma = next(v for v in model.weights if v.path.endswith("embeddings/LayerNorm/gamma"))
+    with safe_open(str(bf16_bert / "model.safetensors"), "pt") as f:
+        expected = f.get_tensor("embeddings.LayerNorm.weight").float().numpy()
+    assert gamma.dtype == "float32" and np.array_equal(gamma.numpy(), expected)  # widened exactly
+
+
+def test_fp16_check_still_fails_a_perturbed_weight(cli, fp16_bert, tmp_path):
+    """The fp16 tolerances must not swallow a real difference: 1% noise on one bias vector fails."""
+    import torch
+
+    key = "encoder.layer.1.output.dense.bias"
+    tf_out = tmp_path / "tf"
+    assert cli("convert", fp16_bert, "--from", "torch", "--to", "tf", "--out", tf_out)[0] == 0
+
+    def edit(state):
+        g = torch.Generator().manual_seed(0)
+        state[key] = (state[key].float() + 0.01 * torch.randn(state[key].shape, generator=g)).half()
+
+    perturbed = _copy_with(fp16_bert, tmp_path / "perturbed", edit)
+    code, out = cli("verify", perturbed, tf_out, "--report", tmp_path / "r.json", "--no-localise")
+    assert code == 1, out
+    report = json.loads((tmp_path / "r.json").read_text())
+    hidden = [o for s in report["shapes"] for o in s["outputs"] if o["name"] == "last_hidden_state"]
+    assert all(o["atol"] == 2e-3 and o["rtol"] == 1e-3 for o in hidden)
+    assert sum(o["mismatched"] for o in hidden) > 100
+
+
+# ---------------------------------------------------------------------------------- numeric flags
+@pytest.mark.parametrize("args, flag", [
+    (["--atol", "-1"], "--atol"),
+    (["--rtol", "-1e-3"], "--rtol"),
+    (["--atol", "nan"], "--atol"),
+    (["--atol", "last_hidden_state=-2e-5"], "--atol"),
+    (["--max-latency-ratio", "-1"], "--max-latency-ratio"),
+    (["--max-latency-ratio", "0"], "--max-latency-ratio"),
+    (["--latency-budget", "0"], "--latency-budget"),
+    (["--threads", "0"], "--threads"),
+    (["--threads", "-2"], "--threads"),
+])
+def test_verify_rejects_meaningless_numbers(cli, tmp_path, args, flag):
+    code, out = cli("verify", tmp_path / "a", tmp_path / "b", *args)  # refused before the paths are looked at
+    assert code == 2 and flag in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("args, flag", [(["--atol", "-1"], "--atol"), (["--rtol", "-0.5"], "--rtol"),
+                                        (["--dtype", "float64"], "--dtype")])
+def test_convert_rejects_bad_numbers(cli, tmp_path, args, flag):
+    code, out = cli("convert", tmp_path / "a", "--from", "torch", "--to", "tf", "--out", tmp_path / "o", *args)
+    assert code == 2 and flag in out, out
+    assert not (tmp_path / "o").exists()
+
+
+def test_check_toml_rejects_meaningless_numbers(cli, tmp_path):
+    toml = tmp_path / "porter.toml"
+    toml.write_text('[[verify]]\nreference = "a"\ncandidate = "b"\natol = -1\nthreads = 0\nmax_latency_ratio = -1\n'
+                    'allow_nonfinite = "yes"\n')
+    code, out = cli("check", toml)
+    assert code == 2, out
+    for key in ("atol", "threads", "max_latency_ratio", "allow_nonfinite"):
+        assert f"job 1: {key} must be" in out, out
+
+
+def test_numeric_options_python_api():
+    from porter.errors import PorterError
+    from porter.numerics import check_numeric_options
+
+    check_numeric_options(atol=0.0, rtol=0, max_latency_ratio=1.5, latency_budget_s=0.5, threads=1)  # all fine
+    with pytest.raises(PorterError, match="--rtol y=-1"):
+        check_numeric_options(per_output_rtol={"y": -1})
+    with pytest.raises(PorterError, match="threads"):
+        check_numeric_options(threads=True)
