@@ -3,8 +3,9 @@
 Generated values are realistic: token ids inside the vocabulary, attention masks with
 padding, segment ids, images N(0, 1); a fixed seed. Zoo models use their own sample
 inputs (real sentences through the checkpoint's tokenizer where it ships one). Every
-dynamic dimension takes two values: batch 2 and 4, sequence 8 and 21 (images 32 and 48),
-so a model with dynamic batch and sequence is checked at 2 x 2 shapes.
+dynamic dimension takes two values: batch 1 and 3, sequence 5 and 41 (images 32 and 48),
+so a model with dynamic batch and sequence is checked at 2 x 2 shapes. Where the model declares
+a range for a dim (a .pt2's torch.export Dim min/max), the sizes are drawn inside it.
 
 ``--inputs FILE.npz`` holds either one input set (keys are input names: ``input_ids``)
 or several (keys ``<set>/<input name>``: ``0/input_ids``, ``0/attention_mask``,
@@ -23,8 +24,8 @@ import numpy as np
 from porter.errors import PorterError
 from porter.path_errors import require_file
 
-BATCHES = (2, 4)
-SEQUENCES = (8, 21)
+BATCHES = (1, 3)
+SEQUENCES = (5, 41)
 IMAGE_SIDES = (32, 48)
 SAFE_VOCAB = 100  # token ids when no config says the vocabulary size
 SEED = 0
@@ -85,17 +86,47 @@ def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED)
             f"{runner.name} declares no input signature, so porter cannot generate inputs for it",
             hint="pass --inputs FILE.npz with one array per input name",
         )
-    return from_specs(specs, shapes, seed)
+    return from_specs(specs, shapes, seed, ranges=getattr(runner, "input_ranges", None))
 
 
-def from_specs(specs: dict, shapes=None, seed: int = SEED, index_bounds: dict | None = None) -> InputSets:
+def from_specs(specs: dict, shapes=None, seed: int = SEED, index_bounds: dict | None = None,
+               ranges: dict | None = None) -> InputSets:
     """Feeds for input specs (name -> (dtype, shape with None for dynamic dims)): every dynamic
     dim at two sizes, realistic values (see the module docstring). ``index_bounds``: name -> the
-    size of the table an integer input indexes (an embedding's rows), so its ids stay inside it."""
+    size of the table an integer input indexes (an embedding's rows), so its ids stay inside it.
+    ``ranges``: name -> {axis: (min, max)} the model accepts; generated sizes stay inside them."""
     notes: list[str] = []
     rng = np.random.default_rng(seed)
     feeds = [_feed(specs, combo, rng, notes, index_bounds or {}) for combo in _combos(specs, shapes)]
+    if ranges and not shapes:
+        feeds = [_inside_ranges(f, combo, specs, ranges, rng, notes, index_bounds or {})
+                 for f, combo in zip(feeds, _combos(specs, shapes))]
     return InputSets(feeds, sorted(set(notes)))
+
+
+def _inside_ranges(feed, combo, specs, ranges, rng, notes, index_bounds) -> dict:
+    """The feed again, each ranged dim moved inside its (min, max): the short size to the min, the long one
+    kept apart from it (so that a dim with length >= 64 still gets two lengths)."""
+    long = combo[1] == SEQUENCES[-1]
+    changed = False
+    sizes = {}
+    for name, arr in feed.items():
+        shape = list(np.shape(arr))
+        for axis, (lo, hi) in (ranges.get(name) or {}).items():
+            lo, hi = int(lo), int(hi) if hi is not None else None
+            want = shape[axis]
+            if want < lo:
+                want = lo + (SEQUENCES[-1] - SEQUENCES[0] if long and axis > 0 else 0)
+            if hi is not None and want > hi:
+                want = hi
+            if want != shape[axis]:
+                shape[axis], changed = want, True
+        sizes[name] = tuple(shape)
+    if not changed:
+        return feed
+    notes.append("inputs: sizes drawn inside the dim ranges the model declares")
+    return {n: _values(n, np.dtype(specs[n][0]), sizes[n], rng, notes, index_bounds.get(n)) if sizes[n] != np.shape(a) else a
+            for n, a in feed.items()}
 
 
 def _combos(specs, shapes):

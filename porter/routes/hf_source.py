@@ -9,6 +9,7 @@ config with ``auto_map`` is refused), weights from safetensors (``pytorch_model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,9 +323,54 @@ def export_onnx(path: Path, onnx_path: Path):
             spec[axis] = dims[key]
         dynamic.append(spec)
     args = tuple(torch.from_numpy(example[n]) for n in names)
-    program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
+    with plain_padding_masks(model):
+        program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
     onnx_export.torch_to_onnx(program, args, names, outputs, onnx_path)
     return hf, onnx_export.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
+
+
+@contextlib.contextmanager
+def plain_padding_masks(model):
+    """While tracing, transformers' bidirectional mask is built by broadcasting the 2D padding mask.
+
+    transformers 5 builds it for eager attention as mask[b, 1, q, kv] = attention_mask[b, kv] through
+    index arithmetic (Range, Expand, GatherND over a computed shape) or, with no padding mask, as an
+    all-true mask expanded to the batch; onnx2tf converts either only with batch and sequence fixed
+    ("Cannot take the length of shape with unknown rank", "KerasTensor ... tf.bool"). The additive
+    [b, 1, 1, kv] mask built here holds the same values (0 / dtype min), broadcast by the attention's
+    add; with no padding mask the model gets None, which eager attention skips. Anything else (extra
+    mask functions, a 4D mask, another attention) goes to transformers' own function."""
+    import sys
+
+    from porter.frameworks import torch
+
+    torch = torch()
+    from transformers import masking_utils
+
+    original = masking_utils.create_bidirectional_mask
+
+    def bidirectional(config, inputs_embeds, attention_mask, encoder_hidden_states=None, past_key_values=None,
+                      or_mask_function=None, and_mask_function=None, **kwargs):
+        plain = (or_mask_function is None and and_mask_function is None and past_key_values is None
+                 and getattr(config, "_attn_implementation", None) == "eager")
+        if plain and attention_mask is None:
+            return None
+        if plain and attention_mask.dim() == 2:
+            dtype = inputs_embeds.dtype
+            return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        return original(config, inputs_embeds, attention_mask, encoder_hidden_states=encoder_hidden_states,
+                        past_key_values=past_key_values, or_mask_function=or_mask_function,
+                        and_mask_function=and_mask_function, **kwargs)
+
+    patched = [m for m in {sys.modules.get(type(sub).__module__) for sub in model.modules()}
+               if m is not None and getattr(m, "create_bidirectional_mask", None) is original]
+    for module in patched:
+        module.create_bidirectional_mask = bidirectional
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.create_bidirectional_mask = original
 
 
 def trace(module, args: tuple, dynamic_shapes, name: str):

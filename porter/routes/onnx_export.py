@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from porter.errors import PorterError
+from porter.errors import CannotConvertYet, PorterError
+from porter.routes.onnx_leftovers import check_tf2onnx_output
 
 OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
 
@@ -44,15 +45,13 @@ def _held_output(what: str):
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
+            if isinstance(exc, CannotConvertYet) and not exc.tool_output:
+                held.seek(0)
+                exc.tool_output = held.read().decode(errors="replace")
             if isinstance(exc, (KeyboardInterrupt, PorterError)):
                 raise
             held.seek(0)
-            log = held.read().decode(errors="replace").strip().splitlines()
-            tail = [line for line in log if line.strip()][-25:]
-            raise PorterError(
-                f"{what} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
-                problems=tail,
-            ) from exc
+            raise tool_failure(what, exc, held.read().decode(errors="replace")) from exc
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -60,6 +59,24 @@ def _held_output(what: str):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+_TOOL_HINTS = {
+    "torch.onnx.export": "torch.onnx could not export the model's code at the place named above; rewrite that line "
+                         "(or export the model to .onnx yourself) and convert the .onnx: porter convert model.onnx --from onnx",
+    "tf2onnx": "tf2onnx could not convert the TF graph; export the model to .onnx another way and pass it with --from onnx",
+    "onnx2tf": "onnx2tf could not convert the ONNX graph; --to onnx keeps the ONNX model, which onnxruntime runs",
+}
+
+
+def tool_failure(what: str, exc: BaseException, log: str) -> CannotConvertYet:
+    """A tool's failure as one line naming its real cause (porter.root_cause) and the place it happened.
+    The tool's own output (its tail used to be the message, and was noise) rides along for the CLI."""
+    from porter.root_cause import root_cause
+
+    cause = root_cause(exc)
+    hint = next((h for tool, h in _TOOL_HINTS.items() if what.startswith(tool)), None)
+    return CannotConvertYet(f"{what} failed: {cause.line()}", problems=cause.context, hint=hint, tool_output=log)
 
 
 @dataclass
@@ -95,6 +112,24 @@ def exported_program_io(program) -> tuple[list[str], list[str], dict]:
             and len(out_spec.context) == len(outputs):
         outputs = [str(k) for k in out_spec.context]
     return inputs, outputs, specs
+
+
+def exported_program_ranges(program) -> dict:
+    """name -> {axis: (min, max)} for the dynamic dims of an ExportedProgram's inputs, from its range
+    constraints (torch.export Dim min/max): the sizes the program accepts. max is None when unbounded."""
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    constraints = {str(sym): r for sym, r in program.range_constraints.items()}
+    ranges: dict = {}
+    for name in program.graph_signature.user_inputs:
+        val = nodes[name].meta.get("val")
+        for axis, dim in enumerate(getattr(val, "shape", ())):
+            r = constraints.get(str(dim))
+            if r is None or str(dim).isdigit():
+                continue
+            upper = r.upper
+            hi = int(upper) if getattr(upper, "is_finite", True) and str(upper) not in ("oo", "int_oo") else None
+            ranges.setdefault(name, {})[axis] = (int(r.lower), hi)
+    return ranges
 
 
 def load_exported_program(path: Path):
@@ -164,6 +199,7 @@ def _tf2onnx(fn, specs, path: Path, inputs_as_nchw=None) -> None:
                                                        large_model=True)
         _inline_external_tensors(model, storage)
         del storage
+        check_tf2onnx_output(model)  # TF ops it could not convert are named here, not by the next tool
         _freeze_captured_constants(model, fn.get_concrete_function(*specs), {s.name for s in specs})
         import onnx
 

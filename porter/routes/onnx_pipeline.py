@@ -103,10 +103,12 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         inputs, outputs, specs = onnx_export.exported_program_io(program)
         import torch
 
-        example = tuple(torch.from_numpy(_generated(specs)["feeds"][0][n]) for n in inputs)  # shapes and dtypes only
+        example = tuple(torch.from_numpy(_generated(specs, None, onnx_export.exported_program_ranges(program))["feeds"][0][n])
+                        for n in inputs)  # shapes and dtypes only
         onnx_export.torch_to_onnx(program, example, inputs, outputs, onnx_path)
         export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path)))
+        ranges = onnx_export.exported_program_ranges(program)
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path), ranges))
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"
         if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
@@ -129,12 +131,12 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
                            "torch.export.save(torch.export.export(model, args), 'model.pt2')")
 
 
-def _generated(specs: dict, index_bounds: dict | None = None) -> dict:
+def _generated(specs: dict, index_bounds: dict | None = None, ranges: dict | None = None) -> dict:
     """Prepared's feeds and input notes: the verifier's generated inputs (as ``porter verify`` makes
     them), every dynamic dim at two sizes, integer ids inside the tables they index."""
     from porter.verifiers.inputs import from_specs
 
-    sets = from_specs(specs, index_bounds=index_bounds)
+    sets = from_specs(specs, index_bounds=index_bounds, ranges=ranges)
     return {"feeds": sets.feeds, "input_notes": ["inputs: generated from the source's input signature", *sets.notes]}
 
 

@@ -141,10 +141,13 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             from porter.verifiers.inputs import from_specs
 
             example = from_specs(specs).feeds[0]
-        overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
-        keras_model = _onnx2tf(onnx_path, keep, overwrite)
-        # the rewrites' notes described the attempt that was given up
-        notes = [f"onnx2tf could not keep dynamic dims ({first.message.splitlines()[0]}); retried with them fixed"]
+        why = first.message.splitlines()[0]
+        keras_model, notes = _batch_kept(onnx_path, specs, example, keep, why)
+        if keras_model is None:
+            overwrite = [f"{n}:{','.join(str(d) for d in np.shape(example[n]))}" for n in inputs]
+            keras_model = _onnx2tf(onnx_path, keep, overwrite)
+            # the rewrites' notes described the attempt that was given up
+            notes = [f"onnx2tf could not keep dynamic dims ({why}); retried with them fixed"]
     if len(keras_model.inputs) != len(inputs) or len(keras_model.outputs) != len(outputs):
         raise PorterError(f"onnx2tf changed the number of inputs/outputs of {onnx_path}",
                           problems=[f"ONNX: {inputs} -> {outputs}", f"TF: {len(keras_model.inputs)} -> {len(keras_model.outputs)}"])
@@ -180,6 +183,36 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
         tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
     return {"static_dims": static_dims, "inputs": written, "outputs": outputs, "notes": notes,
             "layout": {"inputs": {n: ("nhwc" if n in channel_inputs and n not in keep else "as_onnx") for n in inputs}}}
+
+
+def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], why: str):
+    """The middle way when onnx2tf cannot keep every dynamic dim: fix the others (sequence, image
+    size) at ``example``'s sizes in the graph itself and try again with the batch dynamic, checked
+    as the all-dynamic attempt is. (keras model, notes), or (None, []) when that fails too."""
+    import onnx
+
+    from porter.routes.onnx_shapes import dynamic_symbols
+
+    fixed = {n: {a: int(np.shape(example[n])[a]) for a, d in enumerate(shape) if d is None and a > 0}
+             for n, (_, shape) in specs.items()}
+    if not any(fixed.values()) or not any(shape and shape[0] is None for _, shape in specs.values()):
+        return None, []
+    model = onnx.load(str(onnx_path))
+    for value in model.graph.input:
+        for axis, size in fixed.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+    path = onnx_path.with_name(onnx_path.stem + ".batch-only.onnx")
+    onnx.save(model, str(path))
+    batch_specs = {n: (d, tuple(fixed[n].get(a, s) for a, s in enumerate(shape))) for n, (d, shape) in specs.items()}
+    try:
+        prepared, notes = _prepared_for_dynamic_dims(path, batch_specs)
+        keras_model = _onnx2tf(prepared, keep, None, simplify=False)
+        _agrees_at_other_sizes(keras_model, path, batch_specs, dynamic_symbols(model, batch_specs), keep)
+    except PorterError:
+        return None, []
+    return keras_model, [f"onnx2tf could not keep every dynamic dim ({why}); kept the batch dynamic and fixed the others", *notes]
 
 
 def _same(a, b) -> bool:

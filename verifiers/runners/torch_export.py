@@ -13,13 +13,14 @@ class ExportedProgramRunner(Runner):
 
     def activate(self):
         from porter.frameworks import torch
-        from porter.routes.onnx_export import exported_program_io, load_exported_program
+        from porter.routes.onnx_export import exported_program_io, exported_program_ranges, load_exported_program
 
         self.torch = torch()
         program = load_exported_program(self.artifact.path)
         if not self.device.startswith("cpu"):
             program = self.torch.export.passes.move_to_device_pass(program, self.device)
         self.input_names, self.output_names, self.input_specs = exported_program_io(program)
+        self.input_ranges = exported_program_ranges(program)  # generated inputs stay inside them
         self.module = program.module()
 
     def infer(self, feeds):

@@ -146,9 +146,16 @@ def _check_shapes(found: dict, expected: dict, config: dict, folder: Path) -> No
                           hint="check that config.json and the weights belong to the same model (e.g. vocab_size, hidden_size)")
 
 
-def input_sets(config: dict, shapes=((2, 8), (2, 21), (4, 8), (4, 21)), seed: int = 0, checkpoint=None):
-    """Realistic feeds: real sentences when the checkpoint ships a tokenizer, plus generated batches."""
+def input_sets(config: dict, shapes=None, seed: int = 0, checkpoint=None):
+    """Realistic feeds: real sentences when the checkpoint ships a tokenizer, plus generated batches
+    (by default batch 1 and 3 at a short and a long sequence, the long one inside the position table)."""
     rng = np.random.default_rng(seed)
+    if shapes is None:
+        # RoBERTa's positions start after pad_token_id
+        positions = int(config.get("max_position_embeddings", 512)) - (int(config.get("pad_token_id") or 0) + 1
+                                                                    if config.get("model_type") == "roberta" else 0)
+        long = min(41, positions)
+        shapes = ((1, 5), (3, 5), (1, long), (3, long))
     feeds = [random_batch(config, b, s, rng) for b, s in shapes]
     real = tokenized(checkpoint) if checkpoint is not None else None
     return (real or []) + feeds
