@@ -43,6 +43,18 @@ def read_config_json(cfg: Path) -> dict:
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+def _require_zip(path: Path, what: str, hint: str) -> None:
+    """A zip archive by its own directory (not by its name): a garbage file is named as such, not 'not found'."""
+    import zipfile
+
+    try:
+        ok = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise PorterError(f"{path} cannot be read: {exc.strerror}") from None
+    if not ok:
+        raise PorterError(f"{path} is not {what}", hint=hint)
+
+
 def detect(path) -> Artifact:
     path = require_path(path)
     if path.is_file():
@@ -55,6 +67,8 @@ def detect(path) -> Artifact:
             ".safetensors": ("torch", "safetensors", "bare safetensors weights (needs a zoo name and config)"),
         }
         if path.suffix in by_suffix:
+            if path.suffix == ".keras":
+                _require_zip(path, "a valid .keras (zip) file", "save it with model.save('model.keras') (Keras 3)")
             return Artifact(path, *by_suffix[path.suffix])
     else:
         try:

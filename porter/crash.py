@@ -31,6 +31,17 @@ def write_traceback(exc: BaseException) -> str:
     return path
 
 
+def write_text_log(prefix: str, text: str) -> str:
+    """Keep a tool's long output in a file in the temp dir; return its path (or a note when unwritable)."""
+    path = os.path.join(tempfile.gettempdir(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError:
+        return "(not kept: the temp dir is not writable)"
+    return path
+
+
 def internal_error_line(exc: BaseException, where: str) -> str:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"porter: internal error: {type(exc).__name__}: {message} (a porter bug; full traceback in {where})"
@@ -69,8 +80,16 @@ def run_cli(app, args=None) -> int:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 3
+        from porter import signals
+
+        if signals.received() is not None:  # library code turned SIGTERM/SIGHUP into an error of its own
+            print(signals.describe(), file=sys.stderr)
+            return signals.exit_code(INTERRUPTED)
         print(internal_error_line(exc, write_traceback(exc)), file=sys.stderr)
         return INTERNAL_ERROR
     if code == INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130) silently
-        print("porter: interrupted", file=sys.stderr)
+        from porter import signals  # SIGTERM/SIGHUP arrive as KeyboardInterrupt too: 128 + their number
+
+        print(signals.describe(), file=sys.stderr)
+        return signals.exit_code(INTERRUPTED)
     return code if isinstance(code, int) else 0

@@ -35,6 +35,19 @@ class UnsupportedModelError(PorterError):
     """A model, op or attribute porter cannot convert (yet)."""
 
 
+class CannotConvertYet(UnsupportedModelError):
+    """porter, or a tool it drives (torch.onnx, onnx2tf, tf2onnx, TF), cannot take a valid model yet: not bad
+    input, so the message says so. ``message`` stays the tool's own account (for notes);
+    ``tool_output`` is what the tool printed, kept in a file only when the error reaches the CLI."""
+
+    def __init__(self, message: str, *, tool_output: str = "", **kwargs):
+        self.tool_output = tool_output
+        super().__init__(message, **kwargs)
+
+    def render(self) -> str:
+        return "porter cannot convert this model yet: " + super().render()
+
+
 class VerificationFailed(AssertionError):
     """Raised by porter.testing.assert_equivalent; carries the rendered table."""
 

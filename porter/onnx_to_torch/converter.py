@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 from onnx import helper
 
-from porter.errors import PorterError, UnsupportedModelError
+from porter.errors import CannotConvertYet, PorterError, UnsupportedModelError
 from porter.onnx_to_torch import context, ops  # noqa: F401  (ops registers the converters)
 from porter.onnx_to_torch.context import SymShape, materialize
 from porter.onnx_to_torch.ops.symbolic import SYMBOLIC
@@ -79,14 +79,21 @@ def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
     if not missing and not problems:
         return
     opset = opsets[""]
+    foreign = {op: n for op, n in missing.items() if "." not in op and not onnx.defs.has(op)}
+    if foreign:  # an exporter's leftovers (tf2onnx writes TF ops it cannot convert as they are)
+        listed = ", ".join(f"{op} x{count}" for op, count in sorted(foreign.items()))
+        raise UnsupportedModelError(
+            f"the graph holds ops that ONNX does not define: {listed}",
+            problems=[f"also not supported by {CONVERTER_NAME}: {op} x{n}" for op, n in sorted(missing.items()) if op not in foreign],
+            hint="the exporter that wrote this file left them unconverted; re-export the model without them")
     if missing:
         listed = ", ".join(f"{op} x{count}" for op, count in sorted(missing.items()))
         message = f"ops not supported by {CONVERTER_NAME} (opset {opset}): {listed}"
     else:
         message = f"{len(problems)} unsupported attribute value(s) or types for {CONVERTER_NAME} (opset {opset})"
-    raise UnsupportedModelError(message, problems=problems,
-                                hint="export the model with these ops decomposed, or add a converter "
-                                     "in porter/onnx_to_torch/ops/")
+    raise CannotConvertYet(message, problems=problems,
+                           hint="export the model with these ops decomposed, or add a converter "
+                                "in porter/onnx_to_torch/ops/")
 
 
 def _check_graph(graph: onnx.GraphProto, opsets: dict[str, int], missing: Counter, problems: list[str]) -> None:
