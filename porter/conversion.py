@@ -115,6 +115,9 @@ def convert(
         if dtype is not None:
             raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
                               hint="leave --dtype out: the ONNX route keeps the model's own dtype")
+        if allow_nonfinite:  # not carried through export/onnx2tf; refused rather than ignored
+            raise PorterError("--allow-nonfinite is supported on the direct route only",
+                              hint="repair the weights, or convert a zoo model with --route direct")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
                            static_shapes=static_shapes, asked=route)
     src = resolve(model, source, checkpoint)

@@ -58,8 +58,12 @@ def enabled() -> bool:
 @contextlib.contextmanager
 def step(text: str):
     """Show ``text`` while the block runs, then how long it took (or that it failed)."""
+    from porter import signals
+
+    signals.check()  # each step is a point where a SIGTERM that library code swallowed stops the run
     if _mode is None:
         yield
+        signals.check()
         return
     t0 = time.perf_counter()
     _started(text)
@@ -69,6 +73,7 @@ def step(text: str):
         ok = True
     finally:
         _finished(text, time.perf_counter() - t0, ok)
+    signals.check()
 
 
 def note(text: str) -> None:

@@ -100,14 +100,21 @@ def _num(x: float) -> str:
 
 def write(result, *, report=None, junit=None, markdown=None, html=None) -> list[Path]:
     """Write every report asked for; returns the paths written."""
+    from porter.outdir import check_report_path, write_failed
+
     written = []
-    for path, render in ((report, to_json), (junit, to_junit), (markdown, to_markdown), (html, None)):
+    for flag, path, render in (("--report", report, to_json), ("--junit", junit, to_junit),
+                               ("--markdown", markdown, to_markdown), ("--html", html, None)):
         if path is None:
             continue
         if render is None:
             from porter.verifiers.html import to_html as render
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(result), encoding="utf-8")
+        check_report_path(path, flag)  # checked at the start too; a folder may have changed since
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render(result), encoding="utf-8")
+        except OSError as exc:  # a full disk, or a folder that became read-only since the start
+            raise write_failed(exc, path, flag, any_oserror=True) from None
         written.append(path)
     return written
