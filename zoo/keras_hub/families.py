@@ -178,15 +178,15 @@ FAMILIES: dict[str, Family] = {
         Family("gpt2", "GPT2Backbone", "GPT2Model", gpt2, {"GPT2LMHeadModel": "GPT2CausalLM"}, always_tied=True,
                notes="c_attn (fused q,k,v; Conv1D (in, out) layout) split by the rules; keras-hub's GPT2 fixes "
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
-        Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"},
+        Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
                notes="rope_parameters (transformers 5) -> rope_max_wavelength; linear and llama3 rope scaling translated; "
                      "base models are built tied (they have no LM head)"),
-        Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"},
+        Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"}, mapping="llama",
                notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
                      "embed_tokens (tied_to in the rules); sliding_window passed through"),
-        Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"},
+        Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"}, mapping="llama",
                notes="q/k/v biases as (heads, head_dim); use_sliding_window refused"),
-        Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"},
+        Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"}, mapping="llama",
                notes="per-head q_norm/k_norm; sliding window off unless use_sliding_window (refused)"),
         Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
