@@ -90,9 +90,11 @@ def convert(
     dtype: str | None = None,
     allow_nonfinite: bool = False,
     static_shapes: bool = False,
+    expected=None,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
-    ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them."""
+    ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
+    ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints)."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -111,6 +113,15 @@ def convert(
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
     if inputs is not None:
         require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
+    legacy = _legacy_tf_folder(model, source, target, checkpoint, route, expected)
+    if legacy is not None:
+        from porter.legacy_conversion import convert_legacy
+
+        return convert_legacy(legacy, out, force=force, verify=verify, atol=atol, rtol=rtol, console=console,
+                              inputs=inputs, expected=expected, allow_nonfinite=allow_nonfinite)
+    if expected is not None:
+        raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
+                          hint="verify other conversions against the source model: leave --expected out")
     if _choose_route(model, source, target, checkpoint, route) == "onnx":
         if dtype is not None:
             raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
@@ -126,6 +137,23 @@ def convert(
     if (source, target) == ("tf", "torch"):
         return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
+
+
+def _legacy_tf_folder(model, source, target, checkpoint, route, expected):
+    """A transformers 4.x TF checkpoint folder that the legacy scheme converts (any architecture), or None.
+    porter's Keras BERT/RoBERTa keep their own path, which runs the TF side, unless recorded outputs are given."""
+    from porter.legacy_conversion import is_legacy_folder, takes_zoo_path
+
+    path = Path(checkpoint) if checkpoint else Path(str(model))
+    if (source, target) != ("tf", "torch") or route == "onnx" or not is_legacy_folder(path):
+        return None
+    from porter.artifacts import read_config_json
+
+    if expected is None and takes_zoo_path(path, read_config_json(path / "config.json")):
+        return None
+    if expected is not None:
+        require_file(expected, "--expected", ".npz", hint="an .npz of the outputs recorded on --inputs, keyed by output name")
+    return path
 
 
 def _choose_route(model, source: str, target: str, checkpoint, route: str) -> str:
