@@ -73,6 +73,9 @@ def convert(
         None, "--dtype", help="the written weights' dtype (default: the source's own; direct route)"),
     allow_nonfinite: bool = typer.Option(
         False, "--allow-nonfinite", help="convert weights holding NaN/Inf instead of refusing them (non-finite outputs still fail)"),
+    expected: Optional[Path] = typer.Option(
+        None, "--expected", help="verify against these recorded outputs (.npz by output name, recorded on --inputs) "
+                                 "instead of running the source: for transformers 4.x TF checkpoints"),
     static_shapes: bool = typer.Option(
         False, "--static-shapes", help="accept a written model with dims fixed that the source takes at any size "
                                        "(ONNX route; otherwise verification fails)"),
@@ -84,7 +87,7 @@ def convert(
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
-            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes,
+            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected,
         )
     except PorterError as exc:
         _fail(exc)
@@ -142,6 +145,9 @@ def verify(
     reference: str = typer.Argument(..., metavar="REFERENCE", help="the model taken as right (a path)"),
     candidate: str = typer.Argument(..., metavar="CANDIDATE", help="the model checked against it (a path)"),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="an .npz of input arrays (keys: NAME or SET/NAME)"),
+    expected: Optional[Path] = typer.Option(
+        None, "--expected", help="recorded outputs (.npz by output name, recorded on --inputs): the reference, "
+                                 "instead of running REFERENCE (as Polygraphy's --load-outputs)"),
     atol: List[str] = typer.Option([], "--atol", help="absolute tolerance: X for every output, or OUTPUT=X (repeatable)"),
     rtol: List[str] = typer.Option([], "--rtol", help="relative tolerance: X or OUTPUT=X (repeatable)"),
     allow_degenerate: bool = typer.Option(False, "--allow-degenerate", help="accept a constant reference output"),
@@ -174,7 +180,7 @@ def verify(
             per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, allow_nonfinite=allow_nonfinite, latency=latency,
             max_latency_ratio=max_latency_ratio, device=device, threads=threads, layout=layout,
             shapes=_shapes(shape), localise=not no_localise, latency_budget_s=latency_budget, name_map=name_map,
-            trust_model_code=trust_model_code,
+            trust_model_code=trust_model_code, expected=expected,
         )
     except PorterError as exc:
         _fail(exc)

@@ -86,7 +86,7 @@ def detect(path) -> Artifact:
 
                 shard_files(path / "model.safetensors.index.json")
             return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
-        if has_config and "tf_model.h5" in names:
+        if has_config and ("tf_model.h5" in names or "tf_model.h5.index.json" in names):
             return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")
     raise PorterError(
         f"cannot tell what {path} is",
