@@ -76,6 +76,9 @@ def test_existing_output_needs_force(cli, tiny_bert, tmp_path):
     code, output = _convert(cli, tiny_bert, out)
     assert code == 2 and "already exists" in output and "--force" in output
     assert (out / "keep.txt").read_text() == "mine"
+    code, output = _convert(cli, tiny_bert, out, "--force")  # --force replaces only porter's own output
+    assert code == 2 and "porter did not write" in output and (out / "keep.txt").read_text() == "mine"
+    (out / "porter_report.json").write_text("{}")
     code, output = _convert(cli, tiny_bert, out, "--force")
     assert code == 0, output
     assert not (out / "keep.txt").exists() and (out / "saved_model.pb").is_file()
