@@ -7,7 +7,7 @@ TINY = {
     "resnet": ("ResNetModel", dict(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")),
     "resnet-cls": ("ResNetForImageClassification", dict(model_type="resnet", num_channels=3, embedding_size=8,
                                                         hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=5)),
-    "convnext": ("ConvNextModel", dict(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)),
+    "convnext": ("ConvNextModel", dict(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)),
     "mobilenet_v2": ("MobileNetV2Model", dict(num_channels=3, image_size=32, depth_multiplier=0.35)),
     "vit": ("ViTModel", dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
                              num_attention_heads=4, intermediate_size=37)),

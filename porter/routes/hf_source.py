@@ -291,15 +291,38 @@ def run(model, feeds: dict, output_names) -> dict:
 def export_onnx(path: Path, onnx_path: Path):
     """The folder's model -> ONNX with dynamic batch and sequence (and image size where it allows).
     Returns (HFModel described on the loaded model, OnnxExport)."""
-    from porter.frameworks import torch
-    from porter.routes import onnx_export
-
-    torch = torch()
     # eager attention exports as plain MatMuls; sdpa's decomposition reshapes through computed
     # shapes that onnx2tf converts only with dims fixed
     model, config, name = load(path, attn_implementation="eager")
     hf = describe(model, config, name)
-    names, outputs = hf.input_names, hf.output_names
+    try:
+        return hf, _export(model, hf, onnx_path)
+    except PorterError as exc:
+        if "pixel_values" not in hf.specs or hf.specs["pixel_values"][1][2] is not None:
+            raise
+        # the model computes with the image size as a Python number (e.g. "same" padding): it exports
+        # only at one size, so height and width are fixed at config.image_size
+        _fix_image_size(hf, exc.message)
+        return hf, _export(model, hf, onnx_path)
+
+
+def _fix_image_size(hf: HFModel, why: str) -> None:
+    feed = hf.feeds[0]["pixel_values"]
+    side = feed.shape[2]
+    hf.specs["pixel_values"] = ("float32", (None, feed.shape[1], side, side))
+    hf.ranges["pixel_values"] = {0: hf.ranges["pixel_values"][0]}
+    rng = np.random.default_rng(0)
+    hf.feeds = [{"pixel_values": rng.standard_normal((b, feed.shape[1], side, side)).astype(np.float32)} for b in (1, 2, 3, 5)]
+    hf.notes.append(f"pixel_values: height and width fixed at {side}: torch.export could not keep them dynamic "
+                    f"({why.splitlines()[0][:160]})")
+
+
+def _export(model, hf: HFModel, onnx_path: Path):
+    from porter.frameworks import torch
+    from porter.routes import onnx_export
+
+    torch = torch()
+    name, names, outputs = hf.architecture, hf.input_names, hf.output_names
 
     class Named(torch.nn.Module):  # positional named tensors in, a tuple in ``outputs`` order out
         def __init__(self, inner):
@@ -316,9 +339,9 @@ def export_onnx(path: Path, onnx_path: Path):
     for n in names:
         spec = {}
         for axis, (lo, hi) in hf.ranges[n].items():
-            key = {0: "batch", 1: "decoder_sequence" if n.startswith("decoder") else "sequence", 2: "height", 3: "width"}[axis] \
-                if hf.specs[n][1][1] is None or axis == 0 else f"{n}_{axis}"
-            key = "batch" if axis == 0 else key
+            # one Dim per meaning: input_ids and attention_mask share batch and sequence
+            text = len(hf.specs[n][1]) == 2
+            key = "batch" if axis == 0 else ("decoder_sequence" if n.startswith("decoder") else "sequence") if text else f"{n}_{axis}"
             dims.setdefault(key, torch.export.Dim(key, min=max(2, lo) if axis else 1, max=hi))
             spec[axis] = dims[key]
         dynamic.append(spec)
@@ -326,7 +349,7 @@ def export_onnx(path: Path, onnx_path: Path):
     with plain_padding_masks(model):
         program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
     onnx_export.torch_to_onnx(program, args, names, outputs, onnx_path)
-    return hf, onnx_export.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
+    return onnx_export.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
 
 
 @contextlib.contextmanager
