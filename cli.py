@@ -158,7 +158,7 @@ def verify(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for both sides (default: all cores when timing)"),
     layout: List[str] = typer.Option([], "--layout", help="declared input layout, reference-to-candidate: nhwc-to-nchw or NAME=nchw-to-nhwc (repeatable; none: ignore the layout a converted folder declares)"),
-    shape: List[str] = typer.Option([], "--shape", help="BATCHxSEQ for generated inputs, repeatable (default 2x8 2x21 4x8 4x21)"),
+    shape: List[str] = typer.Option([], "--shape", help="BATCHxSEQ for generated inputs, repeatable (default 1x5 3x5 1x41 3x41, the long one inside the position table)"),
     no_localise: bool = typer.Option(False, "--no-localise", help="skip the layer-by-layer search on failure"),
     name_map: List[str] = typer.Option([], "--map", help="REF=CAND: compare the reference's input or output REF with the candidate's CAND (repeatable; names that differ are otherwise paired by position where the counts match)"),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="import a model.py that porter did not write (or that changed since); only for code you trust"),

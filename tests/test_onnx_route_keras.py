@@ -200,7 +200,7 @@ def test_tf_to_onnx_and_onnx_to_tf(cli, keras_src, tmp_path):
     assert report["verification"]["candidate"].endswith("model.onnx") and report["static_dims"] == []
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
     tf_out = tmp_path / "tf"
-    code, output = cli("convert", onnx_out / "model.onnx", "--from", "onnx", "--to", "tf", "--out", tf_out)
+    code, output = cli("convert", onnx_out / "model.onnx", "--from", "onnx", "--to", "tf", "--out", tf_out, "--static-shapes")
     assert code == 0, output
     report = json.loads((tf_out / "porter_report.json").read_text())
     # onnx2tf cannot keep the batch of an NHWC graph input dynamic here (the Normalization's Sub

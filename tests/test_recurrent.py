@@ -100,7 +100,7 @@ def test_keras_lstms_to_torch(tmp_path):
     assert max(report["verification"]["max_abs_error"].values()) <= ATOL
     assert report["static_dims"] == []
     assert {tuple(s["input_shapes"]["seq"][:2]) for s in report["verification"]["shapes"]} == {
-        (2, 8), (2, 21), (4, 8), (4, 21)}  # two batch sizes x two sequence lengths
+        (1, 5), (1, 41), (3, 5), (3, 41)}  # two batch sizes x two sequence lengths
     assert (out / "model.py").read_text().count("nn.LSTM(") == 2
 
 
