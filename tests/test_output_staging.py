@@ -426,3 +426,40 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(workdir, signum, when):
     assert not (workdir / "bert-tf").exists()
     assert leftovers(workdir) == []
     assert sorted(os.listdir(workdir)) == ["models", "notes.txt"]
+
+
+def test_a_swallowed_signal_still_stops_the_move(tmp_path, monkeypatch):
+    """Library code (a Keras layer being traced) may catch the KeyboardInterrupt or turn it into its
+    own error: the move checks again, and the error it became is reported as the signal."""
+    from porter import signals
+
+    monkeypatch.setattr(signals, "_received", None)
+    out = tmp_path / "out"
+    with pytest.raises(signals.Terminated):
+        with outdir.staged_output(out, False) as tmp:
+            (tmp / "model.keras").write_bytes(b"x")
+            signals._received = signal.SIGTERM  # as if the handler ran and its exception was swallowed
+    assert not out.exists() and leftovers(tmp_path) == []
+    with pytest.raises(signals.Terminated):  # and turned into another error
+        with outdir.staged_output(out, False):
+            raise ValueError("None values not supported.")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_cli_reports_the_signal_not_the_error_it_became(monkeypatch, capsys):
+    import typer
+
+    from porter import signals
+    from porter.crash import run_cli
+
+    app = typer.Typer()
+
+    @app.command()
+    def run():
+        signals._received = signal.SIGHUP
+        raise ValueError("Exception encountered when calling Embeddings.call()")
+
+    monkeypatch.setattr(signals, "_received", None)
+    assert run_cli(app, []) == 128 + signal.SIGHUP
+    err = capsys.readouterr().err
+    assert err.strip() == "porter: terminated by SIGHUP" and "internal error" not in err
