@@ -70,8 +70,15 @@ def verify_recorded(candidate, expected, inputs, *, atol=None, rtol=None, allow_
     if not recorded:
         raise PorterError(f"--expected {expected} holds no arrays")
     options = {"allow_nonfinite": True} if allow_nonfinite else {}
-    runner = open_runner(detect(candidate), device="cpu", **options)
-    runner.activate()
+    artifact = detect(candidate)
+    runner = open_runner(artifact, device="cpu", **options)
+    if artifact.format == "hf":  # the class config.json names (a task head), loaded strictly by transformers
+        from porter.frameworks import torch
+
+        runner.torch = torch()
+        runner._activate_outside_zoo()
+    else:
+        runner.activate()
     try:
         unknown = sorted(set(feed) - set(runner.input_names)) if runner.input_names else []
         if unknown:
