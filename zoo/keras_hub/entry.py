@@ -105,7 +105,9 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     fam, head = family(config), head_class(config)
     kwargs = fam.translate(config, head)
 
-    backbone_cls = getattr(hub.models, fam.backbone)
+    from porter.zoo.keras_hub.fixes import BACKBONES  # porter's corrections, where keras-hub needs one
+
+    backbone_cls = BACKBONES.get(fam.backbone) or getattr(hub.models, fam.backbone)
     if deferred:
         from keras.src.backend.common.stateless_scope import StatelessScope
 

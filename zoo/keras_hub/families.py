@@ -187,7 +187,7 @@ FAMILIES: dict[str, Family] = {
         Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"}, mapping="llama",
                notes="q/k/v biases as (heads, head_dim); use_sliding_window refused"),
         Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"}, mapping="llama",
-               notes="per-head q_norm/k_norm; sliding window off unless use_sliding_window (refused)"),
+               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30 builds the per-head q_norm/k_norm with epsilon 1e-5 whatever rms_norm_eps says (a 1e-3 error at transformers' 1e-6); model.keras holds porter>Qwen3Backbone, a keras_hub Qwen3Backbone subclass; use_sliding_window refused"),
         Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
                      "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),

@@ -12,13 +12,11 @@ def register_if_keras_hub(path: Path) -> None:
     """Import keras_hub (it registers its classes) only when the .keras file holds one of them."""
     try:
         with zipfile.ZipFile(path) as z:
-            if '"keras_hub' not in z.read("config.json").decode(errors="replace"):
-                return
+            text = z.read("config.json").decode(errors="replace")
     except (OSError, KeyError, zipfile.BadZipFile):
         return
-    from porter.zoo.keras_hub.entry import _keras_hub
-
-    _keras_hub()
+    if '"keras_hub' in text or '"porter.zoo.keras_hub' in text:
+        import porter.zoo.keras_hub.fixes  # noqa: F401  imports keras_hub and registers porter's subclasses
 
 
 def hf_config_beside(model, path: Path) -> dict | None:

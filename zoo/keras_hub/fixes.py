@@ -1,0 +1,31 @@
+"""porter's own corrections to keras-hub classes, where keras-hub 0.30 does not reproduce transformers.
+
+Each is a registered subclass (``porter>Name``) of the keras-hub class, so ``model.keras`` still
+holds a ``keras_hub`` backbone by isinstance, reloads with ``safe_mode=True`` once porter's zoo is
+imported, and a keras-hub task model (``Qwen3CausalLM``) takes it as its backbone.
+"""
+
+from __future__ import annotations
+
+from porter.zoo.keras_hub.entry import _keras_hub
+
+hub = _keras_hub()
+keras = __import__("keras")
+
+
+@keras.saving.register_keras_serializable(package="porter")
+class Qwen3Backbone(hub.models.Qwen3Backbone):
+    """keras-hub 0.30's Qwen3Decoder builds its attention without ``layer_norm_epsilon``, so the
+    per-head q/k RMSNorms use 1e-5 whatever the config says; transformers uses rms_norm_eps
+    (1e-6 in Qwen3's configs), a 1e-3 difference in hidden states. The norms read their epsilon
+    when called: set it from the backbone's own argument."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for layer in self.transformer_layers:
+            attention = layer._self_attention_layer
+            attention._query_dense_layer_norm.epsilon = self.layer_norm_epsilon
+            attention._key_dense_layer_norm.epsilon = self.layer_norm_epsilon
+
+
+BACKBONES = {"Qwen3Backbone": Qwen3Backbone}
