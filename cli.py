@@ -247,8 +247,9 @@ def zoo_list():
     """List the zoo's architectures."""
     from porter import zoo
 
+    typer.echo(f"{'name':10s} {'route':7s} {'keras class':34s} torch class")
     for entry in zoo.ENTRIES.values():
-        typer.echo(f"{entry.name:10s} {entry.description}")
+        typer.echo(f"{entry.name:10s} {entry.route:7s} {entry.keras_class:34s} {entry.torch_class}")
 
 
 @zoo_app.command("show")
@@ -262,10 +263,18 @@ def zoo_show(name: str):
         _fail(exc)
     typer.echo(f"{entry.name}: {entry.description}")
     typer.echo(f"  torch:   {entry.torch_class}")
-    typer.echo(f"  tf:      porter's Keras 3 model ({entry.module})")
+    typer.echo(f"  tf:      {entry.keras_class} ({entry.module})")
+    typer.echo(f"  route:   {entry.route}")
     typer.echo(f"  mapping: mappings/{entry.family}.toml {entry.mapping_params}")
     typer.echo(f"  inputs:  {', '.join(entry.inputs)}")
     typer.echo(f"  outputs: {', '.join(entry.outputs)}")
+    if entry.notes:
+        typer.echo(f"  notes:   {entry.notes}")
+    from porter.mapping import describe_rules
+
+    typer.echo("  rules (torch -> tf; each op has its inverse for tf -> torch):")
+    for line in describe_rules(entry.family):
+        typer.echo(f"    {line}")
 
 
 @app.command()

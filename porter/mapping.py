@@ -307,6 +307,20 @@ class RuleSet:
         return plan(self, source_shapes, target_shapes)
 
 
+def describe_rules(family: str) -> list[str]:
+    """One line per rule of mappings/<family>.toml, for `porter zoo show` (placeholders left as written)."""
+    data = tomllib.loads(resources.files("porter.mappings").joinpath(f"{family}.toml").read_text())
+    lines = []
+    for raw in data.get("rules", []):
+        ops = [op if isinstance(op, str) else " ".join(f"{k}={v}" for k, v in op.items()).removeprefix("op=") for op in raw.get("ops", [])]
+        tf = raw["tf"] if isinstance(raw["tf"], str) else " + ".join(raw["tf"])
+        line = f"{raw['torch']} -> {tf}" + (f"  [{', '.join(ops)}]" if ops else "")
+        lines.append(line + (f"  (tied to {raw['tied_to']} when tie_word_embeddings)" if "tied_to" in raw else ""))
+    for side in SIDES:
+        lines += [f"ignored on the {side} side: {p}" for p in data.get(side, {}).get("ignore", [])]
+    return lines
+
+
 # ----------------------------------------------------------------------- plan
 @dataclass
 class Step:
