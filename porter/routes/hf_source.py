@@ -72,6 +72,9 @@ def load(path: Path, attn_implementation: str | None = None):
     config = read_config_json(path / "config.json")
     check_config(config, path)
     from porter.frameworks import torch
+    from porter.hf_config import check_hf_config
+
+    check_hf_config(config, f"{path}/config.json")  # types and sizes named before transformers builds anything
 
     torch()
     import transformers

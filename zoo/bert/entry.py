@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from porter.errors import PorterError
+from porter.hf_config import transformers_config_errors
 from porter.zoo.bert.inputs import random_batch, tokenized
 
 SUPPORTED_POSITIONS = ("absolute",)
@@ -63,17 +63,6 @@ def full_config(config: dict) -> dict:
         hf = cls.from_dict({k: v for k, v in config.items() if not k.startswith("_porter")})
     return json.loads(hf.to_json_string())
 
-
-@contextmanager
-def transformers_config_errors(where: str):
-    """transformers' own config checks (strict dataclass fields, ValueError) as bad input naming the file."""
-    try:
-        yield
-    except PorterError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - huggingface_hub's StrictDataclassError is not a ValueError
-        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-        raise PorterError(f"{where} is not a config transformers accepts: {detail}", hint=f"fix {where}") from None
 
 
 def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
