@@ -86,7 +86,10 @@ def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED)
             f"{runner.name} declares no input signature, so porter cannot generate inputs for it",
             hint="pass --inputs FILE.npz with one array per input name",
         )
-    return from_specs(specs, shapes, seed, ranges=getattr(runner, "input_ranges", None))
+    if getattr(runner, "sample_feeds", None) and not shapes:  # a model that knows its realistic inputs (hf_source)
+        return InputSets(list(runner.sample_feeds), [f"inputs: {runner.name} sample inputs (ids inside its vocabulary, padded masks)"])
+    return from_specs(specs, shapes, seed, index_bounds=getattr(runner, "index_bounds", None),
+                      ranges=getattr(runner, "input_ranges", None))
 
 
 def from_specs(specs: dict, shapes=None, seed: int = SEED, index_bounds: dict | None = None,

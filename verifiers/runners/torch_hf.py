@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from porter import zoo
+from porter.hf_load import load_zoo_torch
 from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
@@ -20,7 +21,7 @@ class HFTorchRunner(Runner):
             return self._activate_outside_zoo()
         entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
         _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
-        self.model = entry.impl.load_torch(self.artifact.path).to(self.device)
+        self.model = load_zoo_torch(entry, self.artifact.path).to(self.device)
         self.input_names = list(entry.inputs)
         # a family with heads names the outputs of the class config.json describes (logits for a causal LM)
         outputs = getattr(entry.impl, "output_names", None)
@@ -36,6 +37,8 @@ class HFTorchRunner(Runner):
         self.model = model.to(self.device)
         self.input_names, self.output_names = described.input_names, described.output_names
         self.input_specs = described.specs
+        self.input_ranges, self.sample_feeds = described.ranges, described.feeds
+        self.index_bounds = {n: int(getattr(config, "vocab_size", 0) or 100) for n in self.input_names if n.endswith("input_ids")}
         self.outside_zoo = True
 
     def infer(self, feeds):
