@@ -15,6 +15,7 @@ from porter.errors import PorterError
 NEVER_ZERO = (
     "vocab_size", "hidden_size", "d_model", "d_kv", "d_ff", "intermediate_size", "embed_dim", "num_attention_heads",
     "num_heads", "num_key_value_heads", "num_hidden_layers", "num_layers", "patch_size", "image_size", "num_channels",
+    "n_head", "n_embd", "n_layer", "n_positions", "n_ctx", "head_dim",
 )
 
 
@@ -42,11 +43,15 @@ def transformers_config_errors(where: str):
         raise PorterError(f"{where} is not a config transformers accepts: {detail}", hint=f"fix {where}") from None
 
 
-def check_hf_config(config: dict, where: str) -> None:
-    """Sizes first (all at once), then transformers' own validation of every field's type."""
+def check_sizes(config: dict, where: str) -> None:
     problems = size_problems(config)
     if problems:
         raise PorterError(f"{where} has invalid values", problems=problems, hint=f"fix {where}")
+
+
+def check_hf_config(config: dict, where: str) -> None:
+    """Sizes first (all at once), then transformers' own validation of every field's type."""
+    check_sizes(config, where)
     import transformers
 
     with transformers_config_errors(where):

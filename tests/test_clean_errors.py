@@ -163,6 +163,28 @@ def test_verify_on_a_saved_model_without_variables_says_so(side, tiny_bert_tf, t
     assert_clean_exit_2(args, [f"{broken} is a SavedModel without its variables/ folder"], capsys)
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    from conftest import make_hf_checkpoint
+
+    config = dict(model_type="gpt2", vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf") / "gpt2", config)
+
+
+@pytest.mark.parametrize("breakage", ["n_head 0", "vocab_size disagrees", "truncated"])
+def test_a_broken_folder_of_a_keras_hub_family_is_named_too(breakage, tiny_gpt2, tmp_path, capsys):
+    broken = clone(tiny_gpt2, tmp_path / "broken")
+    if breakage == "n_head 0":
+        edit_config(broken, n_head=0)
+        needle = "n_head must be a positive integer, not 0"
+    elif breakage == "vocab_size disagrees":
+        edit_config(broken, vocab_size=120)
+        needle = "wte.weight is (99, 32) in the checkpoint, (120, 32) by config.json"
+    else:
+        needle = _truncated(broken)
+    assert_clean_exit_2(["verify", broken, tiny_gpt2], [needle, str(broken)], capsys)
+
+
 # -- 2. porter check TOML with wrong value types (9 cases) ------------------------------------------
 
 JOB = 'name = "j"\nreference = "a"\ncandidate = "b"\n'

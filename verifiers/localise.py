@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from porter.hf_load import load_zoo_torch
 from porter.verifiers.compare import compare
 
 KERAS_FORMATS = ("keras", "h5", "hf_tf_h5", "saved_model")
@@ -100,7 +101,7 @@ def keras_layers(model) -> dict:
 
 def _torch_model(runner, info):
     model = getattr(runner, "model", None)
-    return model if model is not None else info.entry.impl.load_torch(runner.artifact.path)
+    return model if model is not None else load_zoo_torch(info.entry, runner.artifact.path)
 
 
 def _keras_model(runner):

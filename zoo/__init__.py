@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from porter.errors import PorterError
+from porter.hf_config import check_sizes
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def for_config(config: dict, where: str = "config.json") -> ZooEntry:
             hint="models outside the zoo go through ONNX: pass --route onnx",
         )
     entry = ENTRIES[model_type]
+    check_sizes(config, where)  # a zero or negative size, before any entry divides by it
     entry.impl.check_config(config, where)
     return entry
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError
+from porter.hf_load import load_zoo_torch
 from porter.model_code import model_code_record
 from porter.routes import onnx_export, onnx_route
 
@@ -40,7 +41,7 @@ class Prepared:
 
 
 def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None,
-                     static_shapes=False, route_reason=None):
+                     static_shapes=False, route_reason=None, latency=False):
     from porter.conversion import ConversionResult, _finish
 
     if layout is not None and layout not in LAYOUTS:
@@ -68,7 +69,7 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             verification = None
             if verify:
                 t0 = time.perf_counter()
-                verification = _verify(prep, candidate, info, atol, rtol, inputs)
+                verification = _verify(prep, candidate, info, atol, rtol, inputs, latency)
                 _hold_to_dynamic_dims(verification, info, static_shapes)
                 timings["verify_s"] = time.perf_counter() - t0
             _finish(tmp, Path(out), report, verification, console)
@@ -157,7 +158,7 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
     torch = torch()
     entry = src.entry
     with progress.step(f"loading {src.path}"):
-        hf = entry.impl.load_torch(src.path)
+        hf = load_zoo_torch(entry, src.path)
     # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a
     # computed-shape Reshape that onnx2tf can convert only with batch and sequence fixed
     hf.set_attn_implementation("eager")
@@ -271,14 +272,14 @@ def _hold_to_dynamic_dims(verification, info: dict, static_shapes: bool) -> None
             "serve other shapes; pass --static-shapes to accept a model with these dims fixed")
 
 
-def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None):
+def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None, latency=False):
     """porter.verify on the source and the written candidate: the same runners, comparison, zoo
     knowledge (undefined outputs, localisation) and layout handling (from the report) as
     ``porter verify``; the inputs are the ones that fit the candidate's static dims."""
     from porter.verifiers.api import verify
 
     if inputs is not None:  # the user's arrays, matched to the source's inputs by name (as porter verify does)
-        return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx")
+        return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx", latency=latency)
     written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
     channel = _channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
@@ -296,7 +297,8 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs
     if len(feeds) < len(prep.feeds):
         notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
                      "they do not fit the dims the conversion made static (see static_dims)")
-    return verify(prep.reference, candidate_path, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="onnx")
+    return verify(prep.reference, candidate_path, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="onnx",
+                  latency=latency)
 
 
 def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:
