@@ -328,3 +328,36 @@ def onnx_if(cond, then_branch, else_branch, then_inputs, else_inputs):
     if bool(cond):
         return then_branch(*then_inputs)
     return else_branch(*else_inputs)
+
+
+def mel_weight_matrix(num_mel_bins, dft_length, sample_rate, lower_hertz, upper_hertz):
+    """ONNX MelWeightMatrix: triangular filters on the mel scale, spectrogram bins x mel bins (float64).
+    Band edges are floored to whole bins as the ONNX reference does."""
+    bins = torch.arange(num_mel_bins + 2, dtype=torch.float64)
+    low_mel = 2595 * torch.log10(torch.tensor(1 + lower_hertz / 700, dtype=torch.float64))
+    high_mel = 2595 * torch.log10(torch.tensor(1 + upper_hertz / 700, dtype=torch.float64))
+    hertz = 700 * (10 ** ((bins * ((high_mel - low_mel) / (num_mel_bins + 2)) + low_mel) / 2595) - 1)
+    edges = torch.floor_divide((dft_length + 1) * hertz, sample_rate).long().tolist()
+    out = torch.zeros(dft_length // 2 + 1, num_mel_bins, dtype=torch.float64)
+    for i in range(num_mel_bins):
+        low, center, high = edges[i], edges[i + 1], edges[i + 2]
+        if center == low:
+            out[center, i] = 1
+        else:
+            for j in range(low, center + 1):
+                out[j, i] = (j - low) / (center - low)
+        for j in range(center, high):
+            out[j, i] = (high - j) / (high - center)
+    return out
+
+
+def onnx_squeeze(x, axes):
+    return torch.squeeze(x, tuple(axes))
+
+
+def onnx_unsqueeze(x, axes):
+    """ONNX Unsqueeze: ``axes`` index the output, so insert them in increasing order."""
+    rank = x.dim() + len(axes)
+    for axis in sorted(a + rank if a < 0 else a for a in axes):
+        x = x.unsqueeze(axis)
+    return x

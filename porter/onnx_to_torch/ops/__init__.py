@@ -16,5 +16,6 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     reduce,
     resize,
     shape,
+    signal,
     symbolic,
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from porter.errors import UnsupportedModelError
 from porter.onnx_to_torch import runtime
 from porter.onnx_to_torch.context import (
-    SymShape, dynamic_dims, emit, ints, is_const, is_proxy, module, output_count, prod, rank, scalar,
+    SymShape, dtype, dynamic_dims, emit, ints, is_const, is_proxy, module, output_count, prod, rank, scalar,
+    static_shape,
 )
 from porter.onnx_to_torch.registry import register
 
@@ -51,7 +53,11 @@ def Flatten(x, *, axis=1):
 
 @register("Squeeze", since=13, shape_inputs=(1,))
 def Squeeze(data, axes=None):
-    return torch.squeeze(data, tuple(ints(axes))) if axes is not None else torch.squeeze(data)
+    if axes is None:
+        return torch.squeeze(data)
+    if is_proxy(axes):  # axes known only at run time: the output rank is still rank - len(axes)
+        return _typed(emit(runtime.onnx_squeeze, data, ints(axes)), data, axes, -1)
+    return torch.squeeze(data, tuple(ints(axes)))
 
 
 @register("Squeeze", until=12)
@@ -68,7 +74,19 @@ def _unsqueeze(data, axes):
 
 @register("Unsqueeze", since=13, shape_inputs=(1,))
 def Unsqueeze(data, axes):
+    if is_proxy(axes):
+        return _typed(emit(runtime.onnx_unsqueeze, data, ints(axes)), data, axes, 1)
     return _unsqueeze(data, ints(axes))
+
+
+def _typed(result, like, axes, sign):
+    """Record the (dtype, rank) of a runtime helper's result, which meta tensors cannot work out."""
+    (count,) = static_shape(axes) or [None]
+    if count is None:
+        raise UnsupportedModelError("Squeeze/Unsqueeze axes of unknown length at run time",
+                                    hint="give the axes input a static shape")
+    result.node.meta["onnx_type"] = (dtype(like), rank(like) + sign * count)
+    return result
 
 
 @register("Unsqueeze", until=12)
