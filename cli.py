@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(help="Architectures porter knows on both sides.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(zoo_app, name="zoo")
+LATENCY_UNSTABLE = 4  # exit code: equivalent, but a --max-latency-ratio gate too noisy to decide (0/1/2/3 keep their meaning)
 
 
 def _print_version(value: bool) -> None:
@@ -79,6 +80,9 @@ def convert(
     static_shapes: bool = typer.Option(
         False, "--static-shapes", help="accept a written model with dims fixed that the source takes at any size "
                                        "(ONNX route; otherwise verification fails)"),
+    latency: bool = typer.Option(
+        False, "--latency", help="after verifying, time the source and the written model as porter verify --latency does; "
+                                 "the figures go into porter_report.json (latency) and the console"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -87,7 +91,7 @@ def convert(
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
-            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected,
+            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency,
         )
     except PorterError as exc:
         _fail(exc)
@@ -137,7 +141,9 @@ The two models' inputs and outputs are paired by name; where the names differ bu
 
 An element fails only when it is outside both atol and rtol x |reference| (defaults per dtype as torch.testing: fp32 1e-5 / 1.3e-6). A constant reference fails unless --allow-degenerate. When a direct-route pair fails, the first diverging layer is named.
 
-Exit codes: 0 passed, 1 verification or latency gate failed, 2 bad input or usage."""
+Latency (--latency): both models are timed in rounds after a warm-up, each round running a block of each in a random order, at the served shape (batch 1 at 128 tokens, inside the position table) and the largest verified shape. The figure per shape is the median of the per-round ratios candidate / reference, with its IQR and bootstrap 90% CI. --max-latency-ratio decides on the median only when that CI is tight (half-width <= 10% of the median); otherwise the latency status is "unstable": neither a pass nor a fail. Thread counts and the device are in the report.
+
+Exit codes: 0 passed (an unstable latency without --max-latency-ratio is a warning), 1 verification or latency gate failed, 2 bad input or usage, 3 a porter bug, 4 equivalent, but the --max-latency-ratio gate was too noisy to decide (unstable)."""
 
 
 @app.command(help=VERIFY_HELP)
@@ -152,9 +158,9 @@ def verify(
     rtol: List[str] = typer.Option([], "--rtol", help="relative tolerance: X or OUTPUT=X (repeatable)"),
     allow_degenerate: bool = typer.Option(False, "--allow-degenerate", help="accept a constant reference output"),
     allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="run models whose weights hold NaN/Inf (refused by default; non-finite outputs still fail)"),
-    latency: bool = typer.Option(False, "--latency", help="measure latency of both sides (p50/p90/p99)"),
-    max_latency_ratio: Optional[float] = typer.Option(None, "--max-latency-ratio", help="fail when candidate p50 / reference p50 is above R (implies --latency)"),
-    latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="seconds of timed runs per side (default 2)"),
+    latency: bool = typer.Option(False, "--latency", help="time both sides, interleaved, at several shapes: median paired ratio with its spread"),
+    max_latency_ratio: Optional[float] = typer.Option(None, "--max-latency-ratio", help="fail when the median ratio candidate / reference is above R; exit 4 (unstable) when too noisy to decide (implies --latency)"),
+    latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="seconds of timed rounds per shape, both sides (default 3)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for both sides (default: all cores when timing)"),
     layout: List[str] = typer.Option([], "--layout", help="declared input layout, reference-to-candidate: nhwc-to-nchw or NAME=nchw-to-nhwc (repeatable; none: ignore the layout a converted folder declares)"),
@@ -190,7 +196,7 @@ def verify(
             typer.echo(f"wrote {path}")
     except PorterError as exc:
         _fail(exc)
-    raise typer.Exit(0 if result else 1)
+    raise typer.Exit(0 if result else LATENCY_UNSTABLE if result.status == "unstable" else 1)
 
 
 def _check_report_paths(**paths) -> None:
@@ -206,7 +212,8 @@ def _check_help() -> str:
     block = "\n".join("    " + line for line in FORMAT.splitlines())
     return ("Run the verify jobs listed in a TOML file (default ./porter.toml); exit 1 if any fails.\n\n"
             f"The file:\n\n\b\n{block}\n\n"
-            "Exit codes: 0 every job passed, 1 a job failed, 2 a bad file or a job with bad input.")
+            "Exit codes: 0 every job passed, 1 a job failed, 2 a bad file or a job with bad input, "
+            "4 no job failed but a latency gate was too noisy to decide (unstable).")
 
 
 CHECK_HELP = _check_help()
@@ -239,7 +246,7 @@ def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", h
     for name, status in outcomes:
         typer.echo(f"{status:8s} {name}")
     statuses = {s for _, s in outcomes}
-    raise typer.Exit(2 if "error" in statuses else 1 if "failed" in statuses else 0)
+    raise typer.Exit(2 if "error" in statuses else 1 if "failed" in statuses else LATENCY_UNSTABLE if "unstable" in statuses else 0)
 
 
 @zoo_app.command("list")

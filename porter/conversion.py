@@ -91,10 +91,12 @@ def convert(
     allow_nonfinite: bool = False,
     static_shapes: bool = False,
     expected=None,
+    latency: bool = False,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
-    ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints)."""
+    ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints);
+    ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"])."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -114,6 +116,7 @@ def convert(
     if inputs is not None:
         require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
     legacy = _legacy_tf_folder(model, source, target, checkpoint, route, expected)
+    _check_latency_flag(latency, verify, legacy is not None or expected is not None)
     if legacy is not None:
         from porter.legacy_conversion import convert_legacy
 
@@ -130,12 +133,12 @@ def convert(
             raise PorterError("--allow-nonfinite is supported on the direct route only",
                               hint="repair the weights, or convert a zoo model with --route direct")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
-                           static_shapes=static_shapes, asked=route)
+                           static_shapes=static_shapes, asked=route, latency=latency)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
+        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     if (source, target) == ("tf", "torch"):
-        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite)
+        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
 
 
@@ -199,7 +202,7 @@ def _outside_zoo(config) -> bool:
 
 
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
-                static_shapes=False, asked="onnx"):
+                static_shapes=False, asked="onnx", latency=False):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
@@ -216,9 +219,19 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
         if artifact.framework != source:
             raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
                               hint=f"use --from {artifact.framework}")
+    reason = _onnx_reason(asked, artifact)
+    if asked == "auto" and zoo_source is None and (source, target) == ("tf", "torch"):
+        # a Keras model outside the zoo: model.py keeps its layers where every one has a torch module
+        from porter.routes.keras_layers import convert_keras_layers, keras_layers_plan
+
+        planned = keras_layers_plan(artifact, layout)
+        if planned.plan is not None:
+            return convert_keras_layers(artifact, planned, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
+                                        layout=layout, console=console, inputs=inputs, latency=latency)
+        reason = planned.reason or reason
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                             layout=layout, console=console, zoo_source=zoo_source, inputs=inputs, static_shapes=static_shapes,
-                            route_reason=_onnx_reason(asked, artifact))
+                            route_reason=reason, latency=latency)
 
 
 def _onnx_reason(asked: str, artifact) -> str:
@@ -232,12 +245,22 @@ def _onnx_reason(asked: str, artifact) -> str:
 
 
 
-def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False):
+def _check_latency_flag(latency: bool, verify: bool, recorded: bool) -> None:
+    """--latency times the verified pair, so it needs verification and a source porter can run."""
+    if latency and not verify:
+        raise PorterError("--latency times the source and the written model after verifying them; --no-verify skips that",
+                          hint="leave --no-verify out, or time later with: porter verify SOURCE OUT --latency")
+    if latency and recorded:
+        raise PorterError("--latency needs a source porter can run; a transformers 4.x TF checkpoint has only recorded outputs",
+                          hint="leave --latency out")
+
+
+def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False, latency=False):
     """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure."""
     from porter.verifiers.api import verify
 
     return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route,
-                  allow_nonfinite=allow_nonfinite)
+                  allow_nonfinite=allow_nonfinite, latency=latency)
 
 
 def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
@@ -245,6 +268,8 @@ def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
         _name_final_path(verification, tmp, out)
         report["status"] = verification.status
         report["verification"] = verification.to_dict()
+        if verification.latency is not None:  # the written model's latency next to the source's
+            report["latency"] = verification.latency
         from porter.verifiers.console import render
 
         render(verification, console)
@@ -262,7 +287,8 @@ def _name_final_path(verification, tmp: Path, out: Path) -> None:
     verification.notes = [final(n) for n in verification.notes]
 
 
-def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False) -> ConversionResult:
+def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
+                        latency=False) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
@@ -287,14 +313,15 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=Non
             save_keras(model, tmp / "model.keras")
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite) if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 
 
-def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False) -> ConversionResult:
+def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
+                        latency=False) -> ConversionResult:
     from safetensors.numpy import save_file
 
     from porter.numerics import cast_floats
@@ -321,7 +348,7 @@ def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=Non
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite) if verify else None
+        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         _finish(tmp, out, report, verification, console)

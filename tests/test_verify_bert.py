@@ -85,7 +85,10 @@ def test_per_output_tolerance(cli, tiny_bert, perturbed, tmp_path):
     assert code == 2 and "no_such_output" in output and "pooler_output" in output
 
 
-def test_latency_block_and_gate(cli, tiny_bert, tiny_bert_tf, tmp_path):
+def test_latency_block_and_gate(cli, tiny_bert, tiny_bert_tf, tmp_path, monkeypatch):
+    from porter.verifiers import latency
+
+    monkeypatch.setattr(latency, "MAX_HALF_WIDTH", float("inf"))  # every spread counts as tight: the gate decides (noise: test_latency_gate.py)
     code, output = cli("verify", tiny_bert, tiny_bert_tf, "--shape", "2x8", "--max-latency-ratio", "1e-6",
                        "--latency-budget", "0.1", "--threads", "1", "--report", tmp_path / "r.json", "--html", tmp_path / "r.html")
     assert code == 1, output
@@ -93,7 +96,7 @@ def test_latency_block_and_gate(cli, tiny_bert, tiny_bert_tf, tmp_path):
     lat = report["latency"]
     for side in ("reference", "candidate"):
         assert {"p50_ms", "p90_ms", "p99_ms", "runs"} <= set(lat[side]) and lat[side]["runs"] >= 10
-    assert lat["ratio_p50"] > 0 and lat["passed"] is False and lat["threads"]["requested"] == 1
+    assert lat["ratio"] > 0 and lat["passed"] is False and lat["threads"]["requested"] == 1
     assert lat["threads"]["torch"] == 1
     assert all(o["passed"] for s in report["shapes"] for o in s["outputs"])  # only the gate failed
     assert "latency" in output and "max-latency-ratio" in output

@@ -113,18 +113,24 @@ def verify(
         if localise and not result.equivalent and info is not None:
             _localise(result, ref, cand, feeds, info)
         if latency:
-            from porter.verifiers.latency import latency_parity
-
-            i = max(range(len(feeds)), key=lambda k: sum(np.size(v) for v in feeds[k].values()))
-            budget = {"budget_s": latency_budget_s} if latency_budget_s else {}
-            result.latency = latency_parity(
-                ref, cand, feeds[i], layouts.apply(feeds[i], declared), max_ratio=max_latency_ratio, threads=threads,
-                shape=result.shapes[i].label if i < len(result.shapes) else "", **budget,
-            )
+            _latency(result, ref, cand, feeds, declared, info, max_latency_ratio, threads, device, latency_budget_s)
             tf_threads = result.latency["threads"].get("tensorflow")
             if tf_threads not in (None, threads) and not (tf_threads == 0 and threads == os.cpu_count()):
                 result.notes.append(f"TensorFlow was already running with {tf_threads or 'all'} intra-op threads (it cannot change once started); torch got {threads}")
     return result
+
+
+def _latency(result, ref, cand, feeds, declared, info, max_ratio, threads, device, budget_s) -> None:
+    """Interleaved paired timing at the served shape and the largest verified one (see latency.py)."""
+    from porter.verifiers.latency import latency_parity
+    from porter.verifiers.latency_shapes import latency_shapes
+
+    shapes = [(label, role, feed, layouts.apply(feed, declared))  # transposed once, outside the timed region
+              for label, role, feed in latency_shapes(ref, info, feeds, result.notes)]
+    with progress.step(f"timing both models, interleaved, at {', '.join(s[0] for s in shapes)}"):
+        result.latency = latency_parity(_Guarded(ref), _Guarded(cand, None, "candidate"), shapes, max_ratio=max_ratio,
+                                        threads=threads, device=device, notes=result.notes,
+                                        **({"budget_s": budget_s} if budget_s else {}))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ def render(result, console=None) -> str:
     from rich.table import Table
 
     console = console or Console(record=True, width=140)
-    table = Table(title=f"porter verify: {result.status.upper()}", title_style="bold green" if result else "bold red")
+    table = Table(title=f"porter verify: {result.status.upper()}", title_style="bold green" if result else "bold yellow" if result.status == "unstable" else "bold red")
     for col in ("shape", "output", "max abs", "max rel", "cosine", "mismatch", "atol / rtol", "result"):
         table.add_column(col, justify="right" if col not in ("output", "shape", "result") else "left")
     for s in result.shapes:
@@ -34,6 +34,8 @@ def render(result, console=None) -> str:
         from porter.verifiers.reports import _latency_line
 
         console.print(f"latency: {_latency_line(result.latency)}", markup=False)
+        if result.latency.get("status") == "unstable":  # neither a pass nor a fail
+            console.print(f"warning: latency unstable: {result.latency.get('reason', '')}", markup=False)
     for failure in result.failures():
         console.print(f"[red]failed:[/] {failure}")
     loc = result.localisation

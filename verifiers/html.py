@@ -97,5 +97,16 @@ def _latency(lat) -> str:
         s = lat[side]
         figs.append(f"<figure>{_bars([int(x) for x in counts], labels, color=color)}<figcaption>{side}: {s['runs']} runs, "
                     f"p50 {s['p50_ms']:.3f} ms, p90 {s['p90_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms (ms per run)</figcaption></figure>")
-    gate = "" if lat.get("max_ratio") is None else f", gate {lat['max_ratio']:g}: " + ("passed" if lat.get("passed") else "<span class='fail'>FAILED</span>")
-    return "".join(figs) + f"<p>ratio candidate / reference at p50: {lat['ratio_p50']:.3f}{gate}</p>"
+    verdict = {"passed": "passed", "measured": "measured", "failed": "<span class='fail'>FAILED</span>",
+               "unstable": "<span class='fail'>UNSTABLE</span> (neither pass nor fail)"}.get(lat.get("status"), escape(str(lat.get("status"))))
+    rows = "".join(
+        f"<tr><td class='l'>{escape(m['label'])} ({escape(m['role'])})</td><td>{m['ratio_median']:.3f}</td>"
+        f"<td>{m['ratio_ci90'][0]:.3f}-{m['ratio_ci90'][1]:.3f}</td><td>{m['ratio_iqr'][0]:.3f}-{m['ratio_iqr'][1]:.3f}</td>"
+        f"<td>{m['rounds']} x {m['runs_per_round']}</td><td class='l'>{'tight' if m['stable'] else 'too wide'}</td></tr>"
+        for m in lat.get("shapes", []))
+    table = ("<table><tr><th class='l'>shape</th><th>median ratio cand/ref</th><th>90% CI</th><th>IQR</th><th>rounds x runs</th>"
+             f"<th class='l'>spread</th></tr>{rows}</table>")
+    gate = "" if lat.get("max_ratio") is None else f", gate {lat['max_ratio']:g}"
+    return (f"<p>{escape(lat.get('shape', ''))}, per-run times of each side:</p>" + "".join(figs) + table
+            + f"<p>status: {verdict}{gate}. {escape(lat.get('stability_rule', ''))}.</p>"
+            + (f"<p>{escape(lat['reason'])}</p>" if lat.get("reason") else ""))

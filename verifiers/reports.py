@@ -18,7 +18,7 @@ def to_junit(result) -> str:
     props = ET.SubElement(suite, "properties")
     for key, value in (("reference", result.reference), ("candidate", result.candidate), ("route", result.route or ""), ("status", result.status)):
         ET.SubElement(props, "property", name=key, value=str(value))
-    cases = failures = 0
+    cases = failures = skipped = 0
     for s in result.shapes:
         for o in s.outputs:
             case = ET.SubElement(suite, "testcase", classname=f"porter.verify.{s.label}", name=f"{o.name} [{s.label}]", time="0")
@@ -32,15 +32,19 @@ def to_junit(result) -> str:
                 ET.SubElement(case, "failure", message=o.reason or "outside tolerance", type="Mismatch").text = _failure_text(o, result)
     if result.latency is not None:
         lat = result.latency
-        case = ET.SubElement(suite, "testcase", classname="porter.verify.latency", name="latency ratio at p50", time=f"{_total_s(lat):.3f}")
+        case = ET.SubElement(suite, "testcase", classname="porter.verify.latency", name="latency median ratio", time=f"{_total_s(lat):.3f}")
         ET.SubElement(case, "system-out").text = _latency_line(lat)
         cases += 1
-        if not lat.get("passed", True):
+        if lat.get("passed") is False:
             failures += 1
             ET.SubElement(case, "failure", message=lat.get("reason", "latency gate"), type="Latency").text = _latency_line(lat)
+        elif lat.get("status") == "unstable":  # neither pass nor fail: too noisy to decide
+            skipped += 1
+            ET.SubElement(case, "skipped", message=lat.get("reason", "unstable"))
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
     root = ET.Element("testsuites", name="porter", tests=str(cases), failures=str(failures))
     root.append(suite)
     ET.indent(root)
@@ -56,23 +60,28 @@ def _failure_text(o, result) -> str:
 
 
 def _total_s(lat) -> float:
-    return sum(sum(lat[side].get("samples_ms", [])) for side in ("reference", "candidate")) / 1e3
+    """Timed seconds, every shape, both sides (samples are seconds per run, each round ran runs_per_round)."""
+    return sum(sum(m[side].get("samples_ms", [])) * m.get("runs_per_round", 1)
+               for m in lat.get("shapes", []) for side in ("reference", "candidate")) / 1e3
 
 
 def _latency_line(lat) -> str:
-    r, c = lat["reference"], lat["candidate"]
-    gate = f" (gate {lat['max_ratio']:g})" if lat.get("max_ratio") is not None else ""
+    """status; per shape: median paired ratio cand/ref with its 90% CI and IQR, p50 of each side; gate; threads; device."""
+    shapes = "; ".join(
+        f"{m['label']} ({m['role']}): ratio {m['ratio_median']:.3f} (90% CI {m['ratio_ci90'][0]:.3f}-{m['ratio_ci90'][1]:.3f}, "
+        f"IQR {m['ratio_iqr'][0]:.3f}-{m['ratio_iqr'][1]:.3f}{'' if m['stable'] else ', too wide'}; "
+        f"p50 {m['reference']['p50_ms']:.3f} vs {m['candidate']['p50_ms']:.3f} ms; {m['rounds']} rounds x {m['runs_per_round']})"
+        for m in lat.get("shapes", []))
+    gate = f"; gate {lat['max_ratio']:g}" if lat.get("max_ratio") is not None else ""
     threads = ", ".join(f"{k} {v}" for k, v in (lat.get("threads") or {}).items() if k != "requested")
-    return (
-        f"reference p50/p90/p99 {r['p50_ms']:.3f}/{r['p90_ms']:.3f}/{r['p99_ms']:.3f} ms; "
-        f"candidate {c['p50_ms']:.3f}/{c['p90_ms']:.3f}/{c['p99_ms']:.3f} ms; ratio at p50 {lat['ratio_p50']:.3f}{gate}"
-        + (f"; intra-op threads: {threads}" if threads else "")
-    )
+    dev = lat.get("device") or {}
+    device = f"; device {dev.get('name')} ({dev.get('cpus')} cpus" + (f", load {dev['load_avg_1m']}" if "load_avg_1m" in dev else "") + ")" if dev else ""
+    return f"{lat.get('status', '?')}: {shapes}{gate}" + (f"; threads: {threads}" if threads else "") + device
 
 
 def to_markdown(result) -> str:
     """A compact summary that fits a CI step summary ($GITHUB_STEP_SUMMARY)."""
-    icon = "✅" if result else "❌"
+    icon = "✅" if result else "⚠️" if result.status == "unstable" else "❌"
     lines = [f"## {icon} porter verify: {result.status}", "", f"`{result.reference}` → `{result.candidate}`"]
     if result.route:
         lines[-1] += f" (route: {result.route})"
@@ -88,7 +97,8 @@ def to_markdown(result) -> str:
     if loc:
         lines += ["", "**Localisation:** " + (f"first diverging layer `{loc['torch_module']}` ↔ `{loc['keras_layer']}` (max abs {loc['max_abs']:.3g})" if loc.get("found") else loc.get("note", ""))]
     if result.latency:
-        lines += ["", "**Latency:** " + _latency_line(result.latency) + ("" if result.latency.get("passed", True) else " — **FAILED**")]
+        verdict = {"failed": " — **FAILED**", "unstable": " — **UNSTABLE** (" + result.latency.get("reason", "") + ")"}
+        lines += ["", "**Latency:** " + _latency_line(result.latency) + verdict.get(result.latency.get("status"), "")]
     if result.notes:
         lines += [""] + [f"- {n}" for n in result.notes]
     return "\n".join(lines) + "\n"

@@ -47,15 +47,24 @@ class VerificationResult:
 
     @property
     def latency_passed(self) -> bool:
-        return self.latency is None or self.latency.get("passed", True)
+        return self.latency is None or self.latency.get("passed", True) is not False
+
+    @property
+    def latency_undecided(self) -> bool:
+        """A latency gate was asked for and the timing was too noisy to decide it (latency.py)."""
+        return bool(self.latency) and self.latency.get("status") == "unstable" and self.latency.get("max_ratio") is not None
 
     @property
     def passed(self) -> bool:
-        return self.equivalent and self.latency_passed and not self.problems
+        return self.equivalent and self.latency_passed and not self.problems and not self.latency_undecided
 
     @property
     def status(self) -> str:
-        return "passed" if self.passed else "failed"
+        """passed, failed, or unstable: equivalent, but the latency gate asked for could not decide."""
+        if self.passed:
+            return "passed"
+        failed = not (self.equivalent and self.latency_passed and not self.problems)
+        return "failed" if failed else "unstable"
 
     def __bool__(self) -> bool:
         return self.passed
