@@ -1,0 +1,132 @@
+"""What a generated model.py carries besides torch: copied in as source where the model uses it.
+
+Keras BatchNormalization differs from torch's in two ways that matter for training:
+- the running variance: Keras updates moving_variance with the *biased* batch variance (tf.nn.moments),
+  torch's BatchNorm with the unbiased one (n / (n - 1) times larger);
+- momentum: Keras keeps ``moving * momentum + batch * (1 - momentum)``, torch
+  ``running * (1 - momentum) + batch * momentum``: Keras 0.99 is torch 0.01.
+KerasBatchNorm1d/2d are torch's BatchNorm modules (same buffers and parameters) whose forward does it
+the Keras way; in eval() both normalise with the running statistics.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def keras_batch_norm(bn, x):
+    """Keras BatchNormalization over dim 1 (channels): batch statistics in train() (biased variance,
+    which also updates running_var), running statistics in eval() or when Keras did not train the layer."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    if bn.training and bn.keras_trainable:
+        mean = x.mean(dims)
+        var = torch.square(x - mean.detach().view(shape)).mean(dims)  # tf.nn.moments: biased
+        with torch.no_grad():
+            bn.running_mean.mul_(1.0 - bn.momentum).add_(mean * bn.momentum)
+            bn.running_var.mul_(1.0 - bn.momentum).add_(var * bn.momentum)
+            bn.num_batches_tracked.add_(1)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    inv = torch.rsqrt(var + bn.eps)  # as tf.nn.batch_normalization
+    if bn.weight is not None:
+        inv = inv * bn.weight
+    shift = -mean * inv if bn.bias is None else bn.bias - mean * inv
+    return x * inv.view(shape) + shift.view(shape)
+
+
+class KerasBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
+
+    def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.keras_trainable = keras_trainable
+        if not scale:
+            self.register_parameter("weight", None)
+        if not center:
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        return keras_batch_norm(self, x)
+
+
+class KerasBatchNorm1d(nn.BatchNorm1d):
+    """nn.BatchNorm1d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
+
+    def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.keras_trainable = keras_trainable
+        if not scale:
+            self.register_parameter("weight", None)
+        if not center:
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        return keras_batch_norm(self, x)
+
+
+def tf_same_pad(x, kernel, stride, dilation, value=0.0):
+    """Pad the spatial dims (2...) of an NC... tensor as TensorFlow's padding='same' does: the
+    total is what makes the output size ceil(size / stride), the extra element at the end."""
+    pads = []
+    for size, k, s, d in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), reversed(dilation)):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value)
+
+
+def tf_avg_pool_same(pool, x):
+    """TensorFlow's average pooling with padding='same': the mean over the window's elements inside the input."""
+    kernel, stride = pool.kernel_size, pool.stride
+    kernel = (kernel,) * (x.dim() - 2) if isinstance(kernel, int) else kernel
+    stride = (stride,) * (x.dim() - 2) if isinstance(stride, int) else stride
+    ones = torch.ones_like(x[:1, :1])
+    dilation = (1,) * len(kernel)
+    return pool(tf_same_pad(x, kernel, stride, dilation)) / pool(tf_same_pad(ones, kernel, stride, dilation))
+
+
+def frozen(module, *names):
+    """Turn the named parameters of ``module`` into buffers: weights Keras does not train."""
+    for name in names:
+        value = getattr(module, name)
+        if isinstance(value, nn.Parameter):
+            delattr(module, name)
+            module.register_buffer(name, value.detach())
+    return module
+
+
+class SeparableConv2d(nn.Module):
+    """Keras SeparableConv2D: a depthwise nn.Conv2d (groups = in channels) then a 1x1 pointwise nn.Conv2d."""
+
+    def __init__(self, depthwise, pointwise):
+        super().__init__()
+        self.depthwise = depthwise
+        self.pointwise = pointwise
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(x))
+
+
+class Rescaling(nn.Module):
+    """Keras Rescaling: x * scale + offset."""
+
+    def __init__(self, scale, offset):
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x):
+        return x * self.scale + self.offset
+
+
+class KerasNormalization(nn.Module):
+    """Keras Normalization: (x - mean) / max(sqrt(variance), 1e-7), mean and variance broadcast in the Keras layout."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("variance", torch.ones(shape))
+
+    def forward(self, x):
+        return (x - self.mean) / torch.clamp(torch.sqrt(self.variance), min=1e-7)
