@@ -12,6 +12,7 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     matmul,
     normalization,
     pooling,
+    quantize,
     recurrent,
     reduce,
     resize,
