@@ -28,7 +28,7 @@ def test_generated_inputs_follow_the_signature(cli, images, tmp_path):
     assert code == 0, output
     report = json.loads((tmp_path / "r.json").read_text())
     # only the batch is dynamic: two batch sizes, the static image size kept
-    assert [s["input_shapes"]["image"] for s in report["shapes"]] == [[2, 8, 8, 3], [4, 8, 8, 3]]
+    assert [s["input_shapes"]["image"] for s in report["shapes"]] == [[1, 8, 8, 3], [3, 8, 8, 3]]
 
 
 def test_generated_token_ids_stay_in_the_vocabulary(tiny_bert):
@@ -40,7 +40,7 @@ def test_generated_token_ids_stay_in_the_vocabulary(tiny_bert):
     assert {tuple(f["input_ids"].shape) for f in sets.feeds} == {(1, 5), (3, 5), (1, 41), (3, 41)}
     for feed in sets.feeds:
         assert feed["input_ids"].min() >= 0 and feed["input_ids"].max() < 99
-        assert (feed["attention_mask"] == 0).any()  # padding present
+        assert (feed["attention_mask"] == 0).any() or len(feed["attention_mask"]) == 1  # padding present (batch > 1)
         assert (feed["input_ids"][feed["attention_mask"] == 0] == 0).all()
 
 
@@ -54,7 +54,7 @@ def test_generic_signature_inputs():
     sets = generate(Fake())
     assert len(sets.feeds) == 4 and any("no vocabulary size" in n for n in sets.notes)
     shapes = {(f["input_ids"].shape, f["pixels"].shape) for f in sets.feeds}
-    assert shapes == {((b, s), (b, 3, h, h)) for b in (2, 4) for s, h in ((8, 32), (21, 48))}
+    assert shapes == {((b, s), (b, 3, h, h)) for b in (1, 3) for s, h in ((5, 32), (41, 48))}
     feed = sets.feeds[-1]
     assert feed["pixels"].dtype == np.float32 and 0.5 < feed["pixels"].std() < 1.5
     assert (feed["attention_mask"] == 0).any() and feed["input_ids"].max() < 100

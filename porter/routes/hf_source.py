@@ -39,6 +39,15 @@ class HFModel:
     feeds: list[dict]  # verification inputs: batch 1 and >= 3, a short and a long sequence
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def input_text(self) -> str:
+        """How the verification inputs were made, for the report."""
+        if "input_ids" in self.specs:
+            return (f"token ids inside the vocabulary of {getattr(self.config, 'vocab_size', None)}, right-padded "
+                    f"attention masks; batch 1 and 3, sequence {SHORT_SEQ} and {min(LONG_SEQ, _max_positions(self.config))}")
+        sizes = sorted({tuple(f[self.input_names[0]].shape) for f in self.feeds})
+        return f"{self.input_names[0]} N(0, 1) at {', '.join('x'.join(map(str, s)) for s in sizes)}"
+
 
 def route_reason(config: dict) -> str:
     return f"model_type {config.get('model_type')!r} has no direct-route family in porter's zoo"
@@ -223,11 +232,10 @@ def _image(model, config, notes):
     if dynamic_hw:
         ranges.update({2: (min(side, other), 4 * side), 3: (min(side, other), 4 * side)})
     rng = np.random.default_rng(0)
-    feeds = [{"pixel_values": rng.standard_normal((b, channels, s, s)).astype(np.float32)}
-             for b in BATCHES for s in ((side, other) if dynamic_hw else (side,))]
-    if not dynamic_hw:
-        feeds.append({"pixel_values": rng.standard_normal((2, channels, side, side)).astype(np.float32)})
-        feeds.append({"pixel_values": rng.standard_normal((5, channels, side, side)).astype(np.float32)})
+    # four batch sizes at config.image_size (what a written model with fixed height and width still
+    # takes), and batch 1 and 3 at another size where the model takes any
+    sizes = [(b, side) for b in (1, 2, 3, 5)] + ([(b, other) for b in BATCHES] if dynamic_hw else [])
+    feeds = [{"pixel_values": rng.standard_normal((b, channels, s, s)).astype(np.float32)} for b, s in sizes]
     return {"pixel_values": ("float32", shape)}, {"pixel_values": ranges}, feeds
 
 

@@ -248,9 +248,7 @@ def _prepare_hf(artifact, onnx_path: Path) -> Prepared:
     from porter.routes.hf_source import export_onnx
 
     hf, export = export_onnx(artifact.path, onnx_path)
-    notes = [f"inputs: generated for {hf.architecture} (token ids inside the vocabulary of "
-             f"{getattr(hf.config, 'vocab_size', None)}, right-padded masks, images and features N(0, 1)); "
-             "batch 1 and 3, a short and a long sequence", *hf.notes]
+    notes = [f"inputs: generated for {hf.architecture}: {hf.input_text}", *hf.notes]
     return Prepared(artifact.path, export, hf.feeds, artifact.path.name, input_notes=notes, architecture=hf.architecture)
 
 

@@ -166,7 +166,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     for name, tensor in zip(outputs, keras_model.outputs):
         want, got = onnx_out_shapes[name], list(tensor.shape)
         rank = len(got)
-        if layout == "keep" and rank in NHWC_TO_NCHW and not _same(want, got) and _same(want, [got[i] for i in NHWC_TO_NCHW[rank]]):
+        if layout == "keep" and rank in NHWC_TO_NCHW and _channels_last(want, got, NHWC_TO_NCHW[rank]):
             transpose_out[name] = NHWC_TO_NCHW[rank]
 
     module = tf.Module()
@@ -213,6 +213,22 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
     except PorterError:
         return None, []
     return keras_model, [f"onnx2tf could not keep every dynamic dim ({why}); kept the batch dynamic and fixed the others", *notes]
+
+
+def _channels_last(want, got, to_nchw) -> bool:
+    """Whether onnx2tf's output is the ONNX output moved channels-last. With dynamic spatial dims
+    both orders can fit ([?, 16, ?, ?] vs [?, ?, ?, 16]): then the order whose static dims sit where
+    the ONNX graph has them wins."""
+    moved = [got[i] for i in to_nchw]
+    if not _same(want, moved):
+        return False
+    if not _same(want, got):
+        return True
+    return _pinned(want, moved) > _pinned(want, got)
+
+
+def _pinned(a, b) -> int:
+    return sum(1 for x, y in zip(a, b) if x is not None and x == y)
 
 
 def _same(a, b) -> bool:
