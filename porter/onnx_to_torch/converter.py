@@ -73,9 +73,9 @@ def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
     problems: list[str] = []
     _check_graph(model.graph, opsets, missing, problems)
     for value in [*model.graph.input, *model.graph.output]:
-        if value.type.WhichOneof("value") != "tensor_type":
-            problems.append(f"graph input/output {value.name!r}: only tensors are supported, "
-                            f"not {value.type.WhichOneof('value')}")
+        if not _supported_value_type(value.type):
+            problems.append(f"graph input/output {value.name!r}: only tensors and sequences/optionals of "
+                            f"them are supported, not {value.type.WhichOneof('value')}")
     if not missing and not problems:
         return
     opset = opsets[""]
@@ -94,6 +94,18 @@ def check_model(model: onnx.ModelProto, opsets: dict[str, int]) -> None:
     raise CannotConvertYet(message, problems=problems,
                            hint="export the model with these ops decomposed, or add a converter "
                                 "in porter/onnx_to_torch/ops/")
+
+
+def _supported_value_type(type_proto) -> bool:
+    """Tensors, and sequences/optionals of them (Python lists and None in the converted module)."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        return True
+    if kind == "sequence_type":
+        return _supported_value_type(type_proto.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _supported_value_type(type_proto.optional_type.elem_type)
+    return False
 
 
 def _check_graph(graph: onnx.GraphProto, opsets: dict[str, int], missing: Counter, problems: list[str]) -> None:

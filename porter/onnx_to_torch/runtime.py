@@ -361,3 +361,52 @@ def onnx_unsqueeze(x, axes):
     for axis in sorted(a + rank if a < 0 else a for a in axes):
         x = x.unsqueeze(axis)
     return x
+
+
+def sequence_insert(sequence, tensor, position):
+    """ONNX SequenceInsert: a new list; ``position`` None appends, a negative one counts from the end."""
+    out = list(sequence)
+    if position is None:
+        out.append(tensor)
+    else:
+        out.insert(int(position) % (len(out) + 1) if int(position) < 0 else int(position), tensor)
+    return out
+
+
+def sequence_at(sequence, position):
+    return sequence[int(position)]
+
+
+def sequence_erase(sequence, position):
+    out = list(sequence)
+    del out[-1 if position is None else int(position)]
+    return out
+
+
+def sequence_length(sequence):
+    return torch.tensor(len(sequence), dtype=torch.int64)
+
+
+def split_to_sequence(x, split, axis, keepdims):
+    """ONNX SplitToSequence: pieces of size 1 (squeezed unless keepdims) without ``split``, else as Split."""
+    if split is None:
+        pieces = torch.split(x, 1, axis)
+        return [p.squeeze(axis) for p in pieces] if not keepdims else list(pieces)
+    if split.dim() == 0:
+        return list(torch.split(x, int(split), axis))
+    return list(torch.split(x, [int(s) for s in split.tolist()], axis))
+
+
+def optional_has_element(value):
+    return torch.tensor(value is not None)
+
+
+def sequence_map(body, sequence, additional, per_item, outer, n_outputs):
+    """ONNX SequenceMap: ``body`` on each item of ``sequence`` (and of the sequences among
+    ``additional``; tensors there go to every call); each output collected into a list."""
+    outputs = [[] for _ in range(n_outputs)]
+    for i in range(len(sequence)):
+        args = [a[i] if item else a for a, item in zip(additional, per_item)]
+        for collected, value in zip(outputs, body(sequence[i], *args, *outer)):
+            collected.append(value)
+    return tuple(outputs)

@@ -16,6 +16,7 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     recurrent,
     reduce,
     resize,
+    sequence,
     shape,
     signal,
     symbolic,

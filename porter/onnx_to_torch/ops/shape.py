@@ -213,4 +213,4 @@ def SpaceToDepth(input, *, blocksize):
 
 @register("Identity")
 def Identity(input):
-    return input
+    return (input,)  # a 1-tuple: a sequence (a list) is one value, not one per output
