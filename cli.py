@@ -168,6 +168,8 @@ def verify(
     no_localise: bool = typer.Option(False, "--no-localise", help="skip the layer-by-layer search on failure"),
     name_map: List[str] = typer.Option([], "--map", help="REF=CAND: compare the reference's input or output REF with the candidate's CAND (repeatable; names that differ are otherwise paired by position where the counts match)"),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="import a model.py that porter did not write (or that changed since); only for code you trust"),
+    train: bool = typer.Option(False, "--train", help="training parity (Keras model vs the torch folder porter's keras layers writer made): one SGD step on the same batch, MSE, dropout 0, BatchNorm in training mode; compares loss, gradients per layer, running statistics and outputs after the step (fp32 atol/rtol 1e-4)"),
+    lr: float = typer.Option(0.1, "--lr", help="--train: the SGD learning rate"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one test case per output per shape)"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary here (CI step summary)"),
@@ -179,6 +181,14 @@ def verify(
 
     try:
         _check_report_paths(report=report, junit=junit, markdown=markdown, html=html)  # before the models load
+        if train:
+            from porter.verifiers.training import cli_train
+
+            others = {"--inputs": inputs, "--expected": expected, "--atol": atol, "--rtol": rtol, "--latency": latency,
+                      "--max-latency-ratio": max_latency_ratio, "--junit": junit, "--markdown": markdown, "--html": html,
+                      "--layout": layout, "--shape": shape, "--map": name_map}
+            raise typer.Exit(cli_train(reference, candidate, lr=lr, report=report, trust_model_code=trust_model_code,
+                                       refused=[flag for flag, value in others.items() if value]))
         atol_all, atol_per = _tolerances(atol, "--atol")
         rtol_all, rtol_per = _tolerances(rtol, "--rtol")
         result = run(
