@@ -126,6 +126,13 @@ def initialize_variable(variable, array) -> None:
         variable.assign(array)  # already allocated (not built deferred)
     else:
         initialize(variable, array)
+        # Keras keeps deferred variables in a global list that the next stateless scope (any symbolic
+        # call, e.g. load_model) initializes: one already initialized here would raise there
+        from keras.src.backend.common import global_state
+
+        pending = global_state.get_global_attribute("uninitialized_variables")
+        if pending:
+            pending[:] = [v for v in pending if v is not variable]
 
 
 def backbone_of(model):

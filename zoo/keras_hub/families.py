@@ -180,7 +180,7 @@ FAMILIES: dict[str, Family] = {
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
         Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
                notes="rope_parameters (transformers 5) -> rope_max_wavelength; linear and llama3 rope scaling translated; "
-                     "base models are built tied (they have no LM head)"),
+                     "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30 leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass"),
         Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"}, mapping="llama",
                notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
                      "embed_tokens (tied_to in the rules); sliding_window passed through"),

@@ -28,4 +28,13 @@ class Qwen3Backbone(hub.models.Qwen3Backbone):
             attention._key_dense_layer_norm.epsilon = self.layer_norm_epsilon
 
 
-BACKBONES = {"Qwen3Backbone": Qwen3Backbone}
+@keras.saving.register_keras_serializable(package="porter")
+class LlamaBackbone(hub.models.LlamaBackbone):
+    """keras-hub 0.30's LlamaBackbone.get_config leaves out ``tie_word_embeddings``: a tied Llama's
+    model.keras reloads untied and its weights no longer fit. Write it into the config."""
+
+    def get_config(self):
+        return {**super().get_config(), "tie_word_embeddings": self.tie_word_embeddings}
+
+
+BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone}

@@ -21,7 +21,7 @@ def register_if_keras_hub(path: Path) -> None:
 
 def hf_config_beside(model, path: Path) -> dict | None:
     """The config.json in the folder of a keras-hub family's model.keras (porter's output folder)."""
-    if not type(model).__module__.startswith("keras_hub"):
+    if not any(c.__module__.startswith("keras_hub") for c in type(model).__mro__):  # porter's subclasses too
         return None
     cfg = Path(path).parent / "config.json"
     try:

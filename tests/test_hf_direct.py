@@ -1,0 +1,228 @@
+"""HF decoder families on the direct route, keras-hub as the Keras side: torch -> tf verified at
+4 shapes (batch 1 and >= 3, sequence 5 and >= 40), the SavedModel's serving_default called directly
+at 2 more, model.keras reloaded in safe mode, tf -> torch bit-exact, and the refusals (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests_support import hidden_state_error
+
+SMALL = dict(vocab_size=150, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=48, max_position_embeddings=128)
+CONFIGS = {
+    "gpt2": dict(vocab_size=120, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+    "llama": SMALL,
+    "mistral": dict(SMALL, head_dim=16, sliding_window=None),
+    "qwen2": SMALL,
+    "qwen3": dict(SMALL, head_dim=16),
+    "gemma": dict(SMALL, head_dim=16),
+}
+# (family, head, tie_word_embeddings): every base model, and a causal LM per family, tied and untied
+CASES = [(f, "base", None) for f in CONFIGS] + [
+    ("gpt2", "causal", True), ("llama", "causal", False), ("llama", "causal", True), ("mistral", "causal", True),
+    ("qwen2", "causal", False), ("qwen3", "causal", True), ("gemma", "causal", True),
+]
+IDS = [f"{f}-{h}" + ("" if t is None else "-tied" if t else "-untied") for f, h, t in CASES]
+HIDDEN_ATOL, LOGITS_ATOL = 1e-5, 1e-4
+
+
+def make_checkpoint(path, family: str, causal: bool, tied=None, seed: int = 0, **override):
+    """save_pretrained of a tiny model with informative weights: norms moved away from 1/0, biases
+    non-zero, embeddings (and an untied head) at unit scale so logits are not near zero."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    kwargs = dict(CONFIGS[family], **override)
+    if tied is not None:
+        kwargs["tie_word_embeddings"] = tied
+    config = transformers.CONFIG_MAPPING[family](**kwargs)
+    model = (transformers.AutoModelForCausalLM if causal else transformers.AutoModel).from_config(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.2)
+            elif "wte" in name or "embed_tokens" in name or "lm_head" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def converted(request, tmp_path_factory, cli):
+    family, head, tied = request.param
+    root = tmp_path_factory.mktemp(IDS[CASES.index(request.param)])
+    src = make_checkpoint(root / "hf", family, head == "causal", tied)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", root / "tf")
+    assert code == 0, output
+    return request.param, src, root / "tf"
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from typer.testing import CliRunner
+
+    from porter.cli import app
+
+    runner = CliRunner()
+
+    def run(*args):
+        res = runner.invoke(app, [str(a) for a in args])
+        if res.exception and not isinstance(res.exception, SystemExit):
+            raise res.exception
+        return res.exit_code, res.output
+
+    return run
+
+
+def _torch_outputs(src, feed):
+    import torch
+
+    from porter.zoo.keras_hub.entry import load_torch
+
+    with torch.no_grad():
+        return load_torch(src)(**{k: torch.as_tensor(v) for k, v in feed.items()})
+
+
+def _feed(batch, seq, vocab, seed):
+    rng = np.random.default_rng(seed)
+    lengths = [seq] + list(rng.integers(2, seq + 1, size=batch - 1))
+    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    return {"input_ids": np.where(mask == 1, rng.integers(0, vocab, size=(batch, seq)), 0), "attention_mask": mask}
+
+
+def test_verified_at_four_shapes_within_tolerance(converted):
+    (family, head, _), _, out = converted
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["status"] == "passed" and report["route"] == "direct" and report["model"] == family
+    output, atol = ("logits", LOGITS_ATOL) if head == "causal" else ("last_hidden_state", HIDDEN_ATOL)
+    worst = report["verification"]["max_abs_error"]
+    assert set(worst) == {output}
+    assert 0 < worst[output] <= atol  # not exactly 0: the two sides really ran
+    sizes = [tuple(s["input_shapes"]["input_ids"]) for s in report["verification"]["shapes"]]
+    assert len(sizes) >= 4
+    assert min(b for b, _ in sizes) == 1 and max(b for b, _ in sizes) >= 3
+    assert min(s for _, s in sizes) <= 5 and max(s for _, s in sizes) >= 40
+
+
+def test_serving_default_direct_at_two_more_shapes(converted):
+    import tensorflow as tf
+
+    (family, head, _), src, out = converted
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    _, specs = fn.structured_input_signature
+    assert sorted(specs) == ["attention_mask", "input_ids"]
+    assert all(s.shape.as_list() == [None, None] for s in specs.values())  # batch and sequence dynamic
+    output = "logits" if head == "causal" else "last_hidden_state"
+    assert list(fn.structured_outputs) == [output]
+    vocab = json.loads((src / "config.json").read_text())["vocab_size"]
+    for batch, seq in ((2, 17), (5, 33)):
+        feed = _feed(batch, seq, vocab, seed=batch)
+        got = fn(**{k: tf.constant(v, tf.int32) for k, v in feed.items()})[output].numpy()
+        want = getattr(_torch_outputs(src, feed), output).numpy()
+        assert got.shape == want.shape
+        assert hidden_state_error(want, got, feed["attention_mask"]) <= (LOGITS_ATOL if head == "causal" else HIDDEN_ATOL)
+
+
+def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
+    import keras_hub
+
+    from porter.frameworks import keras
+    from porter.zoo.keras_hub import families
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    (family, head, _), _, out = converted
+    register_if_keras_hub(out / "model.keras")
+    model = keras().saving.load_model(str(out / "model.keras"), safe_mode=True)
+    fam = families.FAMILIES[family]
+    backbone_cls = getattr(keras_hub.models, fam.backbone)
+    if head == "causal":
+        assert type(model) is getattr(keras_hub.models, next(iter(fam.task.values())))
+        assert isinstance(model.backbone, backbone_cls)
+    else:
+        assert isinstance(model, backbone_cls)
+
+
+def test_round_trip_is_bit_exact(converted, tmp_path, cli):
+    _, src, out = converted
+    code, output = cli("convert", out, "--from", "tf", "--to", "torch", "--out", tmp_path / "back")
+    assert code == 0, output
+    original, back = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert set(back) == set(original)  # a tied head is not written, as transformers 5 does not write it
+    for key, value in original.items():
+        assert back[key].dtype == value.dtype and back[key].tobytes() == value.tobytes(), key
+
+
+# ---------------------------------------------------------------- negatives
+@pytest.mark.parametrize("family,causal,variable", [
+    ("gpt2", True, "transformer_layer_1/feedforward_output_dense/bias"),
+    ("llama", False, "transformer_layer_0/self_attention/key/kernel"),
+])
+def test_perturbed_weight_fails_verify_and_is_localised(family, causal, variable, tmp_path, cli):
+    import shutil
+
+    from porter.frameworks import keras
+    from porter.zoo.keras_hub import entry
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    src = make_checkpoint(tmp_path / "hf", family, causal, seed=1)
+    code, _ = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
+    assert code == 0
+    register_if_keras_hub(tmp_path / "tf" / "model.keras")
+    model = keras().saving.load_model(str(tmp_path / "tf" / "model.keras"), safe_mode=True)
+    v = entry.keras_variables(model)[variable]
+    # random, not a constant shift: a LayerNorm would cancel a constant
+    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype("float32"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(tmp_path / "tf" / "config.json", bad / "config.json")
+    model.save(str(bad / "model.keras"))
+    entry.export_saved_model(model, bad)
+    code, output = cli("verify", src, bad, "--report", tmp_path / "r.json")
+    assert code == 1, output
+    where = json.loads((tmp_path / "r.json").read_text())["localisation"]
+    assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
+
+
+@pytest.mark.parametrize("family,causal,override,key", [
+    ("llama", False, {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0,
+                                          "original_max_position_embeddings": 64}}, "rope_type"),
+    ("gpt2", True, {"tie_word_embeddings": False}, "tie_word_embeddings"),
+    ("qwen2", False, {"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window"),
+    ("llama", False, {"attention_bias": True}, "attention_bias"),
+    ("gpt2", False, {"activation_function": "relu"}, "activation_function"),
+])
+def test_options_keras_hub_cannot_reproduce_exit_2(family, causal, override, key, tmp_path, cli):
+    src = make_checkpoint(tmp_path / "hf", family, causal, **override)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
+    assert code == 2, output
+    assert key in output and "--route onnx" in output
+    assert not (tmp_path / "tf").exists()
+
+
+def test_unsupported_head_exit_2(tmp_path, cli):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**SMALL, num_labels=3, pad_token_id=0)
+    transformers.LlamaForSequenceClassification(cfg).save_pretrained(tmp_path / "hf")
+    code, output = cli("convert", tmp_path / "hf", "--from", "torch", "--to", "tf", "--out", tmp_path / "tf", "--route", "direct")
+    assert code == 2 and "LlamaForSequenceClassification" in output and "--route onnx" in output
+
+
+def test_zoo_list_and_show(cli):
+    code, output = cli("zoo", "list")
+    assert code == 0
+    for family, cls in (("gpt2", "GPT2Backbone"), ("llama", "LlamaBackbone"), ("gemma", "GemmaBackbone")):
+        line = next(ln for ln in output.splitlines() if ln.startswith(family + " "))
+        assert "direct" in line and f"keras_hub.models.{cls}" in line
+    code, output = cli("zoo", "show", "gpt2")
+    assert code == 0
+    assert "{prefix}h.{i}.attn.c_attn.weight -> transformer_layer_{i}/self_attention/query/kernel + " in output
+    assert "tied to {prefix}wte.weight" in output
