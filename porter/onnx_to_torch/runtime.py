@@ -410,3 +410,129 @@ def sequence_map(body, sequence, additional, per_item, outer, n_outputs):
         for collected, value in zip(outputs, body(sequence[i], *args, *outer)):
             collected.append(value)
     return tuple(outputs)
+
+
+def reverse_sequence(x, lengths, batch_axis, time_axis):
+    """ONNX ReverseSequence: reverse the first lengths[b] steps along ``time_axis`` of each batch item."""
+    out = x.clone()
+    for b, n in enumerate(lengths.tolist()):
+        item = x.select(batch_axis, b)
+        axis = time_axis - (1 if time_axis > batch_axis else 0)
+        out.select(batch_axis, b).narrow(axis, 0, n).copy_(item.narrow(axis, 0, n).flip(axis))
+    return out
+
+
+def onnx_unique(x, axis, sort):
+    """ONNX Unique -> (values, first-occurrence indices, inverse indices, counts); unsorted keeps the
+    order of first occurrence."""
+    if axis is None:
+        x, axis = x.reshape(-1), 0
+    axis = axis % x.dim()
+    values, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True, dim=axis)
+    positions = torch.arange(inverse.numel(), dtype=torch.int64)
+    first = torch.full((counts.numel(),), inverse.numel(), dtype=torch.int64)
+    first = first.scatter_reduce(0, inverse.reshape(-1), positions, "amin")
+    if not sort:
+        order = torch.argsort(first)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), dtype=torch.int64)
+        values, first, counts, inverse = values.index_select(axis, order), first[order], counts[order], rank[inverse]
+    return values, first, inverse.reshape(-1).to(torch.int64), counts.to(torch.int64)
+
+
+def center_crop_pad(x, shape, axes):
+    """ONNX CenterCropPad: crop or zero-pad each of ``axes`` to ``shape`` around the centre."""
+    axes = list(range(x.dim())) if axes is None else [a % x.dim() for a in axes]
+    for axis, size in zip(axes, shape):
+        current = x.shape[axis]
+        if size < current:
+            x = x.narrow(axis, (current - size) // 2, size)
+        elif size > current:
+            before = (size - current) // 2
+            pad_shape = list(x.shape)
+            pad_shape[axis] = size
+            out = torch.zeros(pad_shape, dtype=x.dtype)
+            out.narrow(axis, before, current).copy_(x)
+            x = out
+    return x
+
+
+def col2im(cols, image_shape, block_shape, dilations, pads, strides):
+    """ONNX Col2Im in any number of spatial dims: (N, C*prod(block), L) -> (N, C, *image_shape),
+    overlapping blocks summed."""
+    n = len(block_shape)
+    dilations = dilations or [1] * n
+    strides = strides or [1] * n
+    pads = pads or [0] * (2 * n)
+    padded = [image_shape[i] + pads[i] + pads[i + n] for i in range(n)]
+    blocks = [(padded[i] - dilations[i] * (block_shape[i] - 1) - 1) // strides[i] + 1 for i in range(n)]
+    kernel = 1
+    for k in block_shape:
+        kernel *= k
+    batch, channels = cols.shape[0], cols.shape[1] // kernel
+    cols = cols.reshape([batch, channels, kernel] + blocks)
+    out = torch.zeros([batch, channels] + padded, dtype=cols.dtype)
+    for k in range(kernel):
+        offset, rest = [], k
+        for size in reversed(block_shape):
+            offset.insert(0, rest % size)
+            rest //= size
+        index = [slice(None), slice(None)] + [
+            slice(offset[i] * dilations[i], offset[i] * dilations[i] + strides[i] * (blocks[i] - 1) + 1, strides[i])
+            for i in range(n)]
+        out[tuple(index)] += cols[:, :, k]
+    crop = [slice(None), slice(None)] + [slice(pads[i], pads[i] + image_shape[i]) for i in range(n)]
+    return out[tuple(crop)]
+
+
+def max_unpool(x, indices, output_shape, kernel, pads, strides):
+    """ONNX MaxUnpool: ``indices`` (as MaxPool writes them) are flat over the whole output tensor."""
+    n = len(kernel)
+    strides = strides or [1] * n
+    pads = pads or [0] * (2 * n)
+    if output_shape is None:
+        spatial = [(x.shape[2 + i] - 1) * strides[i] + kernel[i] - pads[i] - pads[i + n] for i in range(n)]
+        output_shape = list(x.shape[:2]) + spatial
+    out = torch.zeros(int(torch.tensor(output_shape).prod()), dtype=x.dtype)
+    out.scatter_(0, indices.reshape(-1), x.reshape(-1))
+    return out.reshape(list(output_shape))
+
+
+def tensor_scatter(cache, update, write_indices, axis, circular):
+    """ONNX TensorScatter: write ``update`` into ``cache`` along ``axis`` from write_indices[batch] on."""
+    axis = axis % cache.dim()
+    out = cache.clone()
+    length, steps = cache.shape[axis], update.shape[axis]
+    starts = [0] * cache.shape[0] if write_indices is None else write_indices.tolist()
+    for b, start in enumerate(starts):
+        positions = torch.arange(start, start + steps)
+        if circular:
+            positions = positions % length
+        out[b].index_copy_(axis - 1, positions, update[b]) if axis > 0 else out.index_copy_(0, positions, update)
+    return out
+
+
+def rotary_embedding(x, cos_cache, sin_cache, position_ids, interleaved, num_heads, rotary_dim):
+    """ONNX RotaryEmbedding on (batch, heads, seq, head) or (batch, seq, hidden) inputs."""
+    shape = x.shape
+    if x.dim() == 4:
+        x = x.transpose(1, 2)
+    else:
+        x = x.reshape(shape[0], shape[1], num_heads, shape[2] // num_heads)
+    rotary_dim = rotary_dim or x.shape[3]
+    rotate, keep = x[..., :rotary_dim], x[..., rotary_dim:]
+    if position_ids is not None:
+        cos_cache, sin_cache = cos_cache[position_ids], sin_cache[position_ids]
+    cos, sin = cos_cache.unsqueeze(2), sin_cache.unsqueeze(2)
+    if interleaved:
+        x1, x2 = rotate[..., 0::2], rotate[..., 1::2]
+    else:
+        x1, x2 = rotate.chunk(2, dim=-1)
+    real = cos * x1 - sin * x2
+    imag = sin * x1 + cos * x2
+    if interleaved:
+        rotated = torch.stack((real, imag), dim=-1).reshape(rotate.shape)
+    else:
+        rotated = torch.cat((real, imag), dim=-1)
+    out = torch.cat((rotated, keep), dim=-1)
+    return out.reshape(shape) if len(shape) == 3 else out.transpose(1, 2)

@@ -13,6 +13,7 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     normalization,
     pooling,
     quantize,
+    rearrange,
     recurrent,
     reduce,
     resize,
