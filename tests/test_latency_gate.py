@@ -231,3 +231,18 @@ def test_convert_latency_needs_verification(cli, tiny_bert, tmp_path):
     code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--out", out, "--latency", "--no-verify")
     assert code == 2 and "--latency" in output and "--no-verify" in output
     assert not out.exists() and not list(tmp_path.glob(".bert-tf*"))
+
+
+def test_assert_equivalent_warns_on_unstable_and_raises_on_failed(monkeypatch):
+    from porter.errors import VerificationFailed
+    from porter.testing import assert_equivalent
+    from porter.verifiers import api
+
+    unstable = _result_with(decide([_shape("1x4", "served", 1.0, False)], 1.5))
+    monkeypatch.setattr(api, "verify", lambda *a, **k: unstable)
+    with pytest.warns(UserWarning, match="latency unstable: too noisy"):
+        assert assert_equivalent("ref", "cand", max_latency_ratio=1.5) is unstable
+    failed = _result_with(decide([_shape("1x4", "served", 3.0, True)], 1.5))
+    monkeypatch.setattr(api, "verify", lambda *a, **k: failed)
+    with pytest.raises(VerificationFailed):
+        assert_equivalent("ref", "cand", max_latency_ratio=1.5)
