@@ -47,11 +47,22 @@ def _torch(folder, feeds: dict) -> dict:
 # -- conversions ------------------------------------------------------------------------------
 
 
-def test_distilbert_keeps_batch_and_sequence(folders, cli, tmp_path):
+@pytest.fixture(scope="module")
+def distilbert_tf(folders, tmp_path_factory):
+    """The tiny DistilBERT converted by `porter convert` (auto route), once for the module."""
+    from typer.testing import CliRunner
+
+    from porter.cli import app
+
+    src, out = folders("distilbert"), tmp_path_factory.mktemp("conv") / "distilbert-tf"
+    res = CliRunner().invoke(app, ["convert", str(src), "--from", "torch", "--to", "tf", "--out", str(out)])
+    return src, out, res.exit_code, res.output
+
+
+def test_distilbert_keeps_batch_and_sequence(distilbert_tf):
     """A text encoder: both dims stay dynamic, 4 shapes verified at 1e-5, and the SavedModel serves
     two shapes the verification did not use, matching transformers."""
-    src, out = folders("distilbert"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out)
+    src, out, code, text = distilbert_tf
     assert code == 0, text
     report = _report(out)
     assert report["route"] == "onnx" and report["architecture"] == "DistilBertModel"
@@ -71,14 +82,14 @@ def test_distilbert_keeps_batch_and_sequence(folders, cli, tmp_path):
         assert np.abs(want["last_hidden_state"] - got["last_hidden_state"]).max() <= 1e-5
 
 
-def test_a_changed_weight_fails_against_the_converted_model(folders, tmp_path):
+def test_a_changed_weight_fails_against_the_converted_model(distilbert_tf, tmp_path):
     """The negative: the converted DistilBERT against its source with one LayerNorm weight moved by 1e-3."""
-    import porter
     from safetensors.torch import load_file, save_file
 
-    src = folders("distilbert")
-    out = tmp_path / "out"
-    assert porter.convert(str(src), source="torch", target="tf", out=out)
+    import porter
+
+    src, out, code, _ = distilbert_tf
+    assert code == 0
     changed = tmp_path / "changed"
     shutil.copytree(src, changed)
     state = load_file(str(changed / "model.safetensors"))
@@ -130,6 +141,21 @@ def test_whisper_encoder(folders, cli, tmp_path):
     assert report["inputs"]["input_features"]["shape"] == [None, 8, 32]
     assert {s["input_features"][0] for s in _shapes(report)} >= {1, 3}
     assert report["verification"]["max_abs_error"]["last_hidden_state"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_convnext_keeps_batch_and_image_size(folders, cli, tmp_path):
+    """A CNN with every dim dynamic through onnx2tf: the outputs keep NCHW (channels-last is undone)."""
+    src, out = folders("convnext"), tmp_path / "out"
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out)
+    assert code == 0, text
+    report = _report(out)
+    assert report["static_dims"] == [] and report["inputs"]["pixel_values"]["shape"] == [None, 3, None, None]
+    assert {tuple(s["pixel_values"][2:]) for s in _shapes(report)} == {(32, 32), (48, 48)}
+    for name in ("last_hidden_state", "pooler_output"):
+        assert report["verification"]["max_abs_error"][name] <= 1e-5
+    got = _serve(out, {"pixel_values": np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)})
+    assert got["last_hidden_state"].shape == (2, 16, 2, 2)
 
 
 @pytest.mark.slow
