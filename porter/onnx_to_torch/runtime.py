@@ -536,3 +536,27 @@ def rotary_embedding(x, cos_cache, sin_cache, position_ids, interleaved, num_hea
         rotated = torch.cat((real, imag), dim=-1)
     out = torch.cat((rotated, keep), dim=-1)
     return out.reshape(shape) if len(shape) == 3 else out.transpose(1, 2)
+
+
+def onnx_dft(x, length, axis, inverse, onesided):
+    """ONNX DFT: the last axis of ``x`` holds [real] or [real, imag]; ``axis`` counts it too.
+    Computed in complex128 and returned as [real, imag] in the input's type."""
+    axis = axis % x.dim()
+    signal = x.to(torch.float64)
+    signal = torch.complex(signal[..., 0], signal[..., 1]) if x.shape[-1] == 2 else signal[..., 0].to(torch.complex128)
+    n = length or signal.shape[axis]
+    out = torch.fft.ifft(signal, n, axis) if inverse else torch.fft.fft(signal, n, axis)
+    if onesided:
+        out = out.narrow(axis, 0, n // 2 + 1)
+    return torch.view_as_real(out).to(x.dtype)
+
+
+def onnx_stft(signal, step, window, length, onesided):
+    """ONNX STFT: (batch, samples, 1|2) -> (batch, frames, bins, 2), each frame times ``window``."""
+    if length is None:
+        length = window.shape[0] if window is not None else signal.shape[-2]
+    frames = signal.unfold(1, length, step)  # (batch, frames, 1|2, length)
+    frames = frames.transpose(-1, -2)
+    if window is not None:
+        frames = frames * window.to(frames.dtype).reshape(-1, 1)
+    return onnx_dft(frames, length, 2, False, onesided)

@@ -90,4 +90,7 @@ def CumSum(x, axis, *, exclusive=0, reverse=0):
 
 @register("TopK", since=10, shape_inputs=(1,))
 def TopK(X, K, *, axis=-1, largest=1, sorted=1):
-    return torch.topk(X, scalar(K), dim=axis, largest=bool(largest), sorted=bool(sorted))
+    # A stable sort, not torch.topk: ONNX gives equal values in index order, topk in no fixed order.
+    values, indices = torch.sort(X, dim=axis, descending=bool(largest), stable=True)
+    k = scalar(K)
+    return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)

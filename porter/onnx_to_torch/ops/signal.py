@@ -1,4 +1,4 @@
-"""Signal-processing generators: the window functions and MelWeightMatrix.
+"""Signal processing: the window functions, MelWeightMatrix, DFT and STFT (torch.fft, in float64).
 
 The windows are torch's own (torch.hann_window etc. compute the same cosine sums), taken in float64
 and cast to the requested type, as the ONNX reference does.
@@ -43,3 +43,22 @@ def MelWeightMatrix(num_mel_bins, dft_length, sample_rate, lower_edge_hertz, upp
     matrix = emit(runtime.mel_weight_matrix, scalar(num_mel_bins), scalar(dft_length), scalar(sample_rate),
                   scalar(lower_edge_hertz), scalar(upper_edge_hertz))
     return matrix.to(torch_dtype(output_datatype))
+
+
+def _dft(input, dft_length, axis, inverse, onesided):
+    return emit(runtime.onnx_dft, input, scalar(dft_length), axis, bool(inverse), bool(onesided))
+
+
+@register("DFT", since=20)
+def DFT(input, dft_length=None, axis=None, *, inverse=0, onesided=0):
+    return _dft(input, dft_length, -2 if axis is None else scalar(axis), inverse, onesided)
+
+
+@register("DFT", until=19)
+def DFT_17(input, dft_length=None, *, axis=1, inverse=0, onesided=0):
+    return _dft(input, dft_length, axis, inverse, onesided)
+
+
+@register("STFT")
+def STFT(signal, frame_step, window=None, frame_length=None, *, onesided=1):
+    return emit(runtime.onnx_stft, signal, scalar(frame_step), window, scalar(frame_length), bool(onesided))
