@@ -560,3 +560,31 @@ def onnx_stft(signal, step, window, length, onesided):
     if window is not None:
         frames = frames * window.to(frames.dtype).reshape(-1, 1)
     return onnx_dft(frames, length, 2, False, onesided)
+
+
+def tfidf_vectorizer(x, pool, ngram_counts, ngram_indexes, min_n, max_n, max_skip, mode, weights):
+    """ONNX TfIdfVectorizer on int token ids: count each pooled n-gram of size min_n..max_n, its items
+    (skip + 1) apart for skip 0..max_skip (unigrams once), then weigh (TF, IDF, TFIDF) as float32."""
+    table, gram_id = {}, 0
+    for size in range(1, len(ngram_counts) + 1):
+        start = ngram_counts[size - 1]
+        end = ngram_counts[size] if size < len(ngram_counts) else len(pool)
+        for i in range(start, end, size):
+            if min_n <= size <= max_n:
+                table[tuple(pool[i:i + size])] = ngram_indexes[gram_id]
+            gram_id += 1
+    width = max(ngram_indexes) + 1
+    rows = x.reshape(1, -1) if x.dim() < 2 else x
+    counts = torch.zeros(rows.shape[0], width, dtype=torch.float32)
+    for r, row in enumerate(rows.tolist()):
+        for distance in range(1, max_skip + 2):
+            for n in range(max(min_n, 1 if distance == 1 else 2), max_n + 1):
+                for i in range(len(row) - distance * (n - 1)):
+                    index = table.get(tuple(row[i:i + distance * (n - 1) + 1:distance]))
+                    if index is not None:
+                        counts[r, index] += 1
+    if mode == "IDF":
+        counts = (counts > 0).to(torch.float32)
+    if mode != "TF" and weights:
+        counts = counts * torch.tensor(weights, dtype=torch.float32)
+    return counts.reshape(width) if x.dim() < 2 else counts

@@ -21,4 +21,5 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     shape,
     signal,
     symbolic,
+    text,
 )
