@@ -588,3 +588,44 @@ def tfidf_vectorizer(x, pool, ngram_counts, ngram_indexes, min_n, max_n, max_ski
     if mode != "TF" and weights:
         counts = counts * torch.tensor(weights, dtype=torch.float32)
     return counts.reshape(width) if x.dim() < 2 else counts
+
+
+def _corners(box, center):
+    """(y1, x1, y2, x2) with y1 <= y2, x1 <= x2, from ONNX's corner pairs or [x, y, w, h] centres."""
+    if center:
+        x, y, w, h = box
+        return y - h / 2, x - w / 2, y + h / 2, x + w / 2
+    y1, x1, y2, x2 = box
+    return min(y1, y2), min(x1, x2), max(y1, y2), max(x1, x2)
+
+
+def _iou(a, b):
+    height = min(a[2], b[2]) - max(a[0], b[0])
+    width = min(a[3], b[3]) - max(a[1], b[1])
+    if height <= 0 or width <= 0:
+        return 0.0
+    inter = height * width
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def non_max_suppression(boxes, scores, max_per_class, iou_threshold, score_threshold, center):
+    """ONNX NonMaxSuppression -> (selected, 3) int64 rows of [batch, class, box]."""
+    limit = int(max_per_class.reshape(-1)[0]) if max_per_class is not None and max_per_class.numel() else 0
+    iou_limit = float(iou_threshold.reshape(-1)[0]) if iou_threshold is not None and iou_threshold.numel() else 0.0
+    floor = float(score_threshold.reshape(-1)[0]) if score_threshold is not None and score_threshold.numel() else None
+    selected = []
+    for b in range(boxes.shape[0]):
+        corners = [_corners(box, center) for box in boxes[b].tolist()]
+        for c in range(scores.shape[1]):
+            class_scores = scores[b, c].tolist()
+            order = sorted((i for i in range(len(class_scores)) if floor is None or class_scores[i] > floor),
+                           key=lambda i: (-class_scores[i], i))
+            kept = []
+            for i in order:
+                if len(kept) >= limit:
+                    break
+                if all(_iou(corners[i], corners[j]) <= iou_limit for j in kept):
+                    kept.append(i)
+                    selected.append([b, c, i])
+    return torch.tensor(selected, dtype=torch.int64).reshape(-1, 3)

@@ -5,6 +5,7 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     attention,
     control_flow,
     conv,
+    detection,
     elementwise,
     generator,
     indexing,

@@ -10,7 +10,9 @@ import torch
 
 from porter.errors import UnsupportedModelError
 from porter.onnx_to_torch import runtime
-from porter.onnx_to_torch.context import dtype, dynamic_dims, emit, ints, is_const, is_proxy, rank, scalar
+from porter.onnx_to_torch.context import (
+    dtype, dynamic_dims, emit, ints, is_const, is_proxy, rank, scalar, static_shape,
+)
 from porter.onnx_to_torch.registry import register
 
 
@@ -53,6 +55,8 @@ def _register_reduction(op_type, kernel):
 
     @register(op_type, since=since, shape_inputs=(1,))
     def with_axes_input(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
+        if noop_with_empty_axes and is_proxy(axes) and static_shape(axes) == [0]:
+            return data  # run-time axes, but declared empty
         return _reduce(kernel, data, ints(axes), keepdims, noop_with_empty_axes)
 
 
