@@ -154,8 +154,10 @@ def test_convnext_keeps_batch_and_image_size(folders, cli, tmp_path):
     assert {tuple(s["pixel_values"][2:]) for s in _shapes(report)} == {(32, 32), (48, 48)}
     for name in ("last_hidden_state", "pooler_output"):
         assert report["verification"]["max_abs_error"][name] <= 1e-5
-    got = _serve(out, {"pixel_values": np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)})
-    assert got["last_hidden_state"].shape == (2, 16, 2, 2)
+    feeds = {"pixel_values": np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)}
+    want, got = _torch(src, feeds), _serve(out, feeds)  # a size the verification did not use
+    assert got["last_hidden_state"].shape == want["last_hidden_state"].shape == (2, 16, 8, 8)
+    assert np.abs(got["last_hidden_state"] - want["last_hidden_state"]).max() <= 1e-5
 
 
 @pytest.mark.slow
