@@ -120,7 +120,12 @@ def llama(config, head):
     kwargs = dict(_decoder_common(config), rope_max_wavelength=theta,
                   tie_word_embeddings=bool(config.get("tie_word_embeddings")) if head else True)
     if rope.get("rope_type") == "linear":
-        kwargs["rope_position_scaling_factor"] = float(rope["factor"])
+        # keras-hub 0.30's LlamaRotaryEmbedding ignores rope_position_scaling_factor (its own inverse
+        # frequencies skip the base class's division). Linear scaling divides every frequency by
+        # factor: llama3 smoothing does exactly that when every wavelength (>= 2*pi) is beyond
+        # pretraining_sequence_length / low_freq_factor = 1 (and none lies in the smoothed band [0.5, 1]).
+        kwargs.update(rope_frequency_adjustment_factor=float(rope["factor"]), rope_low_freq_factor=1.0,
+                      rope_high_freq_factor=2.0, rope_pretraining_sequence_length=1)
     elif rope.get("rope_type") == "llama3":
         kwargs.update(rope_frequency_adjustment_factor=float(rope["factor"]), rope_low_freq_factor=float(rope["low_freq_factor"]),
                       rope_high_freq_factor=float(rope["high_freq_factor"]),
@@ -179,7 +184,7 @@ FAMILIES: dict[str, Family] = {
                notes="c_attn (fused q,k,v; Conv1D (in, out) layout) split by the rules; keras-hub's GPT2 fixes "
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
         Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
-               notes="rope_parameters (transformers 5) -> rope_max_wavelength; linear and llama3 rope scaling translated; "
+               notes="rope_parameters (transformers 5) -> rope_max_wavelength; llama3 rope scaling translated, and linear scaling written as llama3 parameters that divide every frequency (keras-hub 0.30 ignores Llama's rope_position_scaling_factor); "
                      "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30 leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass"),
         Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"}, mapping="llama",
                notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
