@@ -258,8 +258,8 @@ def test_constant_subgraphs_are_folded():
 
 # -- errors ---------------------------------------------------------------------------------------
 def test_every_unsupported_op_is_listed_at_once_with_counts_and_opset():
-    nodes = [helper.make_node("NonMaxSuppression", ["b", "s"], ["i1"]),
-             helper.make_node("NonMaxSuppression", ["b", "s"], ["i2"]),
+    nodes = [helper.make_node("DeformConv", ["x", "b", "s"], ["i1"]),
+             helper.make_node("DeformConv", ["x", "b", "s"], ["i2"]),
              helper.make_node("RoiAlign", ["x", "r", "bi"], ["y"]),
              helper.make_node("Relu", ["x"], ["z"])]
     model = _model(nodes, [_value("b", [1, 4, 4]), _value("s", [1, 1, 4]), _value("x", [1, 1, 4, 4]),
@@ -267,11 +267,11 @@ def test_every_unsupported_op_is_listed_at_once_with_counts_and_opset():
     with pytest.raises(UnsupportedModelError) as info:
         onnx_to_torch(model)
     assert info.value.message == ("ops not supported by porter's ONNX->torch converter (opset 17): "
-                                  "NonMaxSuppression x2, RoiAlign x1")
+                                  "DeformConv x2, RoiAlign x1")
 
 
 def test_unsupported_attribute_names_node_op_and_attribute():
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="pool7", kernel_shape=[2, 2], storage_order=1),
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], name="pool7", kernel_shape=[2, 2], dilations=[2, 2]),
              helper.make_node("Resize", ["y", "", "scales"], ["z"], name="up1", mode="linear",
                               coordinate_transformation_mode="tf_crop_and_resize")]
     model = _model(nodes, [_value("x", [1, 1, 4, 4])], [_value("z", None)],
@@ -279,7 +279,7 @@ def test_unsupported_attribute_names_node_op_and_attribute():
     with pytest.raises(UnsupportedModelError) as info:
         onnx_to_torch(model)
     problems = info.value.problems
-    assert "node 'pool7' (MaxPool): attribute storage_order=1 is not supported" in problems
+    assert "node 'pool7' (AveragePool): attribute dilations=[2, 2] is not supported" in problems
     assert ("node 'up1' (Resize): attribute coordinate_transformation_mode='tf_crop_and_resize' "
             "is not supported") in problems
 

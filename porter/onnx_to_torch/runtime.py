@@ -150,8 +150,12 @@ def depth_to_space_dcr(x, blocksize):
     return x.permute(0, 3, 4, 1, 5, 2).reshape(n, c // (blocksize * blocksize), h * blocksize, w * blocksize)
 
 
-def maxpool_indices(x, indices):
-    """torch numbers max positions per (n, c) plane; ONNX numbers them over the whole tensor."""
+def maxpool_indices(x, indices, column_major=False):
+    """torch numbers max positions per (n, c) plane; ONNX numbers them over the whole tensor
+    (and with storage_order=1, a 2-D plane column by column)."""
+    if column_major:
+        height, width = x.shape[2], x.shape[3]
+        indices = (indices % width) * height + torch.div(indices, width, rounding_mode="floor")
     offsets = torch.arange(x.shape[0] * x.shape[1]).reshape(x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
     return indices + offsets * x[0, 0].numel()
 

@@ -11,6 +11,7 @@ from torch import nn
 from porter.onnx_to_torch import runtime
 from porter.onnx_to_torch.context import emit, module, rank
 from porter.onnx_to_torch.ops.spatial import AUTO_PADS, defaults, explicitly_padded, pad_input
+from porter.errors import UnsupportedModelError
 from porter.onnx_to_torch.registry import register
 
 _MAX = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -24,7 +25,7 @@ def _half_kernel(kernel):
     return lambda begins: all(b <= k // 2 for b, k in zip(begins, kernel))  # torch's limit
 
 
-@register("MaxPool", since=8, allowed={"auto_pad": AUTO_PADS, "storage_order": (0,)})
+@register("MaxPool", since=8, allowed={"auto_pad": AUTO_PADS, "storage_order": (0, 1)})
 def MaxPool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
             storage_order=0, strides=None):
     n = len(kernel_shape)
@@ -33,7 +34,9 @@ def MaxPool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, 
                                 fits=_half_kernel(kernel_shape))
     pool = _MAX[n](kernel_shape, strides, padding, dilations, ceil_mode=bool(ceil_mode))
     _, indices = _MAX_FN[n](padded, kernel_shape, strides, padding, dilations, bool(ceil_mode), True)
-    return module(pool, padded), emit(runtime.maxpool_indices, X, indices)
+    if storage_order and n != 2:
+        raise UnsupportedModelError("MaxPool storage_order=1 is defined here for 2-D pooling only")
+    return module(pool, padded), emit(runtime.maxpool_indices, X, indices, bool(storage_order))
 
 
 def _avg_pool(x, kernel, strides, padding, ceil_mode, count_include_pad):
