@@ -211,7 +211,9 @@ def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) ->
         onnx_route.saved_model_to_tflite(saved, tmp / "model.tflite")
         return tmp / "model.tflite", info
     if target == "torch":
-        info = onnx_route.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(prep.feeds[0], prep, layout))
+        # torch.export specialises a dim traced at size 1: the example is a feed with a batch above 1
+        example = next((f for f in prep.feeds if all(np.ndim(v) == 0 or np.shape(v)[0] != 1 for v in f.values())), prep.feeds[0])
+        info = onnx_route.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(example, prep, layout))
         info["inputs"] = {n: (d, list(s)) for n, (d, s) in info["inputs"].items()}
         info["layout"] = _layout_info(prep, layout)
         return tmp, info
