@@ -107,6 +107,10 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
 
     from porter.zoo.keras_hub.fixes import BACKBONES  # porter's corrections, where keras-hub needs one
 
+    missing = [n for n in (fam.backbone, fam.task.get(head)) if n and not hasattr(hub.models, n)]
+    if missing:
+        raise PorterError(f"the installed keras-hub {hub.__version__} has no {', '.join(missing)} (porter's {fam.model_type} needs it)",
+                          hint="pip install -c constraints.txt keras-hub==0.30.0, or pass --route onnx")
     backbone_cls = BACKBONES.get(fam.backbone) or getattr(hub.models, fam.backbone)
     if deferred:
         from keras.src.backend.common.stateless_scope import StatelessScope
