@@ -162,16 +162,22 @@ def test_convnext_keeps_batch_and_image_size(folders, cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_vit_with_static_shapes(folders, cli, tmp_path):
-    """A vision transformer at config.image_size (its position table fixes height and width in the source too)."""
+def test_vit_keeps_the_batch(folders, cli, tmp_path):
+    """A vision transformer: its class token (Expand -> Concat) and the mask transformers builds would
+    make onnx2tf fix the batch; porter's rewrites keep it. Height and width are the source's own
+    config.image_size (its position table fixes them)."""
     src, out = folders("vit"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx", "--static-shapes")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
     assert code == 0, text
     report = _report(out)
-    assert report["route_reason"] == "--route onnx"
-    assert all(d["axis"] == 0 for d in report["static_dims"])  # H/W were never dynamic
+    assert report["route_reason"] == "--route onnx" and report["static_dims"] == []
+    assert report["inputs"]["pixel_values"]["shape"] == [None, 3, 32, 32]
+    assert {s["pixel_values"][0] for s in _shapes(report)} == {1, 2, 3, 5}
     for name in ("last_hidden_state", "pooler_output"):
         assert report["verification"]["max_abs_error"][name] <= 1e-5
+    feeds = {"pixel_values": np.random.default_rng(5).standard_normal((4, 3, 32, 32)).astype(np.float32)}
+    want, got = _torch(src, feeds), _serve(out, feeds)
+    assert np.abs(got["last_hidden_state"] - want["last_hidden_state"]).max() <= 1e-5
 
 
 # -- bad input: exit 2, nothing written -----------------------------------------------------------
