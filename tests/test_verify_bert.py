@@ -42,7 +42,7 @@ def test_unperturbed_passes_every_shape_and_writes_every_report(cli, tiny_bert, 
     assert not suite.findall("testcase/failure")
 
     md = paths["md"].read_text()
-    assert "passed" in md and "| 4x21 | last_hidden_state |" in md
+    assert "passed" in md and "| 3x41 | last_hidden_state |" in md
 
     html = paths["html"].read_text()
     assert html.count("<svg") >= 2 and "last_hidden_state" in html
