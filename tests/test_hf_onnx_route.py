@@ -248,3 +248,21 @@ def test_pt2_dim_ranges_bound_generated_lengths(tmp_path):
     shapes = [tuple(s.input_shapes["x"]) for s in result.shapes]
     assert all(64 <= s[2] <= 256 for s in shapes) and len({s[2] for s in shapes}) == 2
     assert {s[0] for s in shapes} == {1, 3}
+
+
+def test_a_model_torch_export_cannot_trace_is_refused(folders, cli, tmp_path, monkeypatch):
+    """Data-dependent control flow (here patched into DistilBERT's forward): exit 2 with torch's own reason."""
+    import transformers
+
+    original = transformers.DistilBertModel.forward
+
+    def branching(self, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids.sum() > 10:  # a branch on the values: torch.export cannot trace it
+            return original(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return original(self, input_ids=input_ids * 0, attention_mask=attention_mask, **kwargs)
+
+    monkeypatch.setattr(transformers.DistilBertModel, "forward", branching)
+    code, text = cli("convert", folders("distilbert"), "--from", "torch", "--to", "tf", "--out", tmp_path / "out")
+    assert code == 2, text
+    assert "torch.export cannot trace DistilBertModel" in text and "data-dependent" in " ".join(text.split()).lower()
+    assert not (tmp_path / "out").exists()
