@@ -85,9 +85,7 @@ def load(path: Path, attn_implementation: str | None = None):
 
     check_hf_config(config, f"{path}/config.json")  # types and sizes named before transformers builds anything
 
-    torch()
-    import transformers
-
+    torch()  # quietened before transformers imports it
     cls, name = _model_class(config, path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
@@ -111,7 +109,6 @@ def load(path: Path, attn_implementation: str | None = None):
     model.eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # no past_key_values: the outputs are the forward's results only
-    _ = transformers  # imported for from_pretrained's registry
     return model, model.config, name
 
 
