@@ -9,13 +9,6 @@ from __future__ import annotations
 from porter.zoo import ZooEntry, register
 from porter.zoo.keras_hub.families import FAMILIES
 
-TEXT_IO = dict(
-    inputs=("input_ids", "attention_mask"),
-    # the base model writes last_hidden_state, a causal LM logits (entry.output_names picks)
-    outputs=("last_hidden_state", "logits"),
-    # right-padded positions are undefined (every consumer masks them out): not compared
-    defined_where={"last_hidden_state": "attention_mask", "logits": "attention_mask"},
-)
 
 for _family in FAMILIES.values():
     _heads = ", ".join(f"{t} -> {k}" for t, k in _family.task.items())
@@ -28,6 +21,10 @@ for _family in FAMILIES.values():
             torch_class=f"transformers.{_family.base}",
             keras_class=f"keras_hub.models.{_family.backbone}",
             notes=_family.notes,
-            **TEXT_IO,
+            inputs=tuple(_family.keras_inputs),
+            # the base model's outputs, or a head's logits (entry.output_names picks by architectures)
+            outputs=(*_family.keras_outputs.values(), "logits"),
+            # padded positions are undefined (every consumer masks them out): not compared
+            defined_where={o: "attention_mask" for o in ("last_hidden_state", "logits")} if "attention_mask" in _family.keras_inputs else {},
         )
     )

@@ -68,7 +68,7 @@ def full_config(config: dict) -> dict:
 
 
 def output_names(config: dict) -> list[str]:
-    return ["logits"] if head_class(config) else ["last_hidden_state"]
+    return ["logits"] if head_class(config) else list(family(config).keras_outputs.values())
 
 
 def mapping_params(config: dict) -> dict:
@@ -159,33 +159,51 @@ def keras_variables(model) -> dict:
     return out
 
 
+def _named_outputs(model, out, fam: Family) -> dict:
+    """The Keras model's output under transformers' names."""
+    if backbone_of(model) is not model:
+        return {"logits": out}
+    if isinstance(out, dict):
+        return {hf: out[k] for k, hf in fam.keras_outputs.items()}
+    return {fam.keras_outputs[""]: out}
+
+
+def _family_of(model) -> Family:
+    return next(f for f in FAMILIES.values() if isinstance(backbone_of(model), _backbone_classes(f)))
+
+
+def _backbone_classes(fam: Family):
+    from porter.zoo.keras_hub.fixes import BACKBONES
+
+    hub = _keras_hub()
+    return tuple(c for c in (getattr(hub.models, fam.backbone, None), BACKBONES.get(fam.backbone)) if c is not None)
+
+
 def keras_call(model, feed: dict) -> dict:
     """Run the Keras model on transformers-named inputs; transformers-named outputs."""
-    ids = np.asarray(feed["input_ids"], dtype=np.int32)
-    mask = feed.get("attention_mask")
-    mask = np.ones_like(ids) if mask is None else np.asarray(mask, dtype=np.int32)
-    out = model({"token_ids": ids, "padding_mask": mask})
-    name = "logits" if backbone_of(model) is not model else "last_hidden_state"
-    return {name: out}
+    fam = _family_of(model)
+    args = {k: np.asarray(v, dtype=np.int32) for k, v in feed.items() if k in fam.keras_inputs}
+    if "attention_mask" in fam.keras_inputs and "attention_mask" not in args:
+        args["attention_mask"] = np.ones_like(args["input_ids"])
+    return _named_outputs(model, model({fam.keras_inputs[k]: v for k, v in args.items()}), fam)
 
 
 def export_saved_model(model, path: Path) -> None:
-    """serving_default: int32 input_ids, attention_mask [batch, sequence] (both dynamic) ->
-    last_hidden_state (a backbone) or logits (a causal LM); serving_int64 takes int64."""
+    """serving_default: int32 inputs named as transformers names them (input_ids, attention_mask),
+    batch and sequence dynamic -> transformers' output names (last_hidden_state for a backbone,
+    logits for a causal LM); serving_int64 takes int64."""
     from porter.frameworks import tensorflow
 
     tf = tensorflow()
-    name = "logits" if backbone_of(model) is not model else "last_hidden_state"
-    names = ("input_ids", "attention_mask")
+    fam = _family_of(model)
+    names = tuple(fam.keras_inputs)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
-    def serve(input_ids, attention_mask):
-        return {name: model({"token_ids": input_ids, "padding_mask": attention_mask})}
+    def run(*tensors):
+        return _named_outputs(model, model({fam.keras_inputs[n]: t for n, t in zip(names, tensors)}), fam)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
-    def serve_int64(input_ids, attention_mask):
-        return serve(tf.cast(input_ids, tf.int32), tf.cast(attention_mask, tf.int32))
-
+    serve = tf.function(run, input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+    serve_int64 = tf.function(lambda *t: serve(*(tf.cast(x, tf.int32) for x in t)),
+                              input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
     root = tf.Module()
     root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}

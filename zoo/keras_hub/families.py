@@ -13,8 +13,10 @@ A ``Family`` says, for one transformers ``model_type``:
   ``porter zoo show``).
 
 Adding a family (an encoder such as distilbert or vit, say) is one entry in ``FAMILIES`` with its
-translator, one rule file in mappings/, and (where its inputs are not token ids) its inputs and
-outputs in ``IO``; zoo/keras_hub/entry.py is the one implementation every family shares.
+translator, its ``keras_inputs`` / ``keras_outputs`` where they are not a decoder's, and one rule
+file in mappings/; zoo/keras_hub/entry.py is the one implementation every family shares (inputs
+generated there are token ids with right-padded masks: an image family adds its own to
+``entry.input_sets``), and a keras-hub bug gets a registered subclass in fixes.py.
 
 Nothing here imports a framework: ``porter zoo list`` reads this table.
 """
@@ -38,6 +40,12 @@ class Family:
     notes: str = ""
     # a task model whose keras-hub class always ties its LM head to the embedding
     always_tied: bool = False
+    # transformers input name -> keras-hub input name (the SavedModel takes transformers' names)
+    keras_inputs: dict = field(default_factory=lambda: {"input_ids": "token_ids", "attention_mask": "padding_mask"})
+    # the backbone's output -> transformers' name ("" when the backbone returns one tensor;
+    # a dict-returning backbone maps its keys: {"sequence_output": "last_hidden_state", ...}).
+    # A task model returns one tensor, named "logits".
+    keras_outputs: dict = field(default_factory=lambda: {"": "last_hidden_state"})
 
     @property
     def mapping_file(self) -> str:
