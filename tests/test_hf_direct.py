@@ -129,6 +129,13 @@ def test_serving_default_direct_at_two_more_shapes(converted):
         assert hidden_state_error(want, got, feed["attention_mask"]) <= (LOGITS_ATOL if head == "causal" else HIDDEN_ATOL)
 
 
+def test_keras_file_verifies_against_transformers(converted, cli):
+    """model.keras itself (the Keras runner, config.json read beside it), not only the SavedModel."""
+    _, src, out = converted
+    code, output = cli("verify", src, out / "model.keras")
+    assert code == 0, output
+
+
 def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
     import keras_hub
 
