@@ -240,6 +240,22 @@ def test_perturbed_weight_fails_verify_and_is_localised(family, causal, variable
     assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
 
 
+def test_without_porters_qwen3_correction_keras_hub_fails_at_q_norm(tmp_path, monkeypatch):
+    """Why zoo/keras_hub/fixes.py exists: keras-hub 0.30's own Qwen3Backbone misses transformers
+    by 6e-5 to 1e-3 (more with larger activations), and localisation names the per-head query norm (if keras-hub fixes it, this fails)."""
+    import porter
+    from porter.zoo.keras_hub import fixes
+
+    monkeypatch.delitem(fixes.BACKBONES, "Qwen3Backbone")
+    src = make_checkpoint(tmp_path / "hf", "qwen3", False)
+    result = porter.convert(str(src), source="torch", target="tf", out=tmp_path / "tf")
+    assert not result.passed
+    assert result.verification.to_dict()["max_abs_error"]["last_hidden_state"] > HIDDEN_ATOL
+    where = result.verification.localisation
+    assert where["found"] and where["torch_module"] == "layers.0.self_attn.q_norm"
+    assert where["keras_layer"] == "transformer_layer_0/self_attention/query_dense_layernorm"
+
+
 @pytest.mark.parametrize("family,causal,override,key", [
     ("llama", False, {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0,
                                           "original_max_position_embeddings": 64}}, "rope_type"),
