@@ -213,7 +213,8 @@ def test_verify_gate_exit_codes(cli, tiny_bert, tiny_bert_tf, tmp_path, monkeypa
     assert all(o["passed"] for s in report["shapes"] for o in s["outputs"])  # only the latency decided
 
 
-def test_convert_latency_in_report(cli, tiny_bert, tmp_path):
+def test_convert_latency_in_report(cli, tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setattr(lat_mod, "BUDGET_S", 0.2)  # convert has no --latency-budget; keep the test short
     out = tmp_path / "bert-tf"
     code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--out", out, "--latency")
     assert code == 0, output

@@ -44,8 +44,9 @@ def time_block(runner, feed: dict, reps: int) -> float:
 
 
 def paired_rounds(reference, candidate, ref_feed: dict, cand_feed: dict, *, warmup: int = WARMUP, min_rounds: int = MIN_ROUNDS,
-                  max_rounds: int = MAX_ROUNDS, budget_s: float = BUDGET_S, reps: int | None = None, seed: int = SEED) -> dict:
+                  max_rounds: int = MAX_ROUNDS, budget_s: float | None = None, reps: int | None = None, seed: int = SEED) -> dict:
     """Interleaved timing of one shape: per-round seconds per run of each side, and the reps per block."""
+    budget_s = BUDGET_S if budget_s is None else budget_s
     for _ in range(warmup):
         reference.infer(ref_feed)
         candidate.infer(cand_feed)
