@@ -25,6 +25,9 @@ for _family in FAMILIES.values():
             # the base model's outputs, or a head's logits (entry.output_names picks by architectures)
             outputs=(*_family.keras_outputs.values(), "logits"),
             # padded positions are undefined (every consumer masks them out): not compared
-            defined_where={o: "attention_mask" for o in ("last_hidden_state", "logits")} if "attention_mask" in _family.keras_inputs else {},
+            # (per-token outputs only: a sequence classifier's logits are one row per sequence)
+            defined_where={o: "attention_mask" for o in ("last_hidden_state", "logits")
+                           if o != "logits" or any(t.endswith("CausalLM") for t in _family.task.values())}
+            if "attention_mask" in _family.keras_inputs else {},
         )
     )

@@ -120,7 +120,11 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     else:
         backbone = backbone_cls(**kwargs)
     # the task model outside the scope: its constructor compiles (an optimizer's own variables)
-    return getattr(hub.models, fam.task[head])(backbone=backbone, preprocessor=None) if head else backbone
+    if not head:
+        return backbone
+    from porter.zoo.keras_hub.families import task_kwargs
+
+    return getattr(hub.models, fam.task[head])(backbone=backbone, preprocessor=None, **task_kwargs(config, head))
 
 
 def initialize_variable(variable, array) -> None:
@@ -129,14 +133,7 @@ def initialize_variable(variable, array) -> None:
     if variable._initializer is None or getattr(variable, "_value", None) is not None:
         variable.assign(array)  # already allocated (not built deferred)
     else:
-        initialize(variable, array)
-        # Keras keeps deferred variables in a global list that the next stateless scope (any symbolic
-        # call, e.g. load_model) initializes: one already initialized here would raise there
-        from keras.src.backend.common import global_state
-
-        pending = global_state.get_global_attribute("uninitialized_variables")
-        if pending:
-            pending[:] = [v for v in pending if v is not variable]
+        initialize(variable, array)  # also takes it off Keras' list of variables still to initialize
 
 
 def backbone_of(model):
@@ -156,7 +153,19 @@ def keras_variables(model) -> dict:
     root = backbone_of(model)
     for sub in root._layers:
         walk(sub, f"{sub.name}/")
+    if root is not model:  # a task model's own head (a classifier's pooled_dense, logits), beside the backbone
+        for sub in model._layers:
+            if sub is not root and sub is not getattr(model, "preprocessor", None):
+                walk(sub, f"{sub.name}/")
     return out
+
+
+def _keras_array(name: str, value):
+    """One transformers-named input as keras-hub takes it: token ids int32; pixel_values float32,
+    NCHW (transformers) -> NHWC (keras-hub)."""
+    if name == "pixel_values":
+        return np.transpose(np.asarray(value, dtype=np.float32), (0, 2, 3, 1))
+    return np.asarray(value, dtype=np.int32)
 
 
 def _named_outputs(model, out, fam: Family) -> dict:
@@ -182,9 +191,11 @@ def _backbone_classes(fam: Family):
 def keras_call(model, feed: dict) -> dict:
     """Run the Keras model on transformers-named inputs; transformers-named outputs."""
     fam = _family_of(model)
-    args = {k: np.asarray(v, dtype=np.int32) for k, v in feed.items() if k in fam.keras_inputs}
+    args = {k: _keras_array(k, v) for k, v in feed.items() if k in fam.keras_inputs}
     if "attention_mask" in fam.keras_inputs and "attention_mask" not in args:
         args["attention_mask"] = np.ones_like(args["input_ids"])
+    if "token_type_ids" in fam.keras_inputs and "token_type_ids" not in args:
+        args["token_type_ids"] = np.zeros_like(args["input_ids"])  # transformers' default
     return _named_outputs(model, model({fam.keras_inputs[k]: v for k, v in args.items()}), fam)
 
 
@@ -198,12 +209,21 @@ def export_saved_model(model, path: Path) -> None:
     fam = _family_of(model)
     names = tuple(fam.keras_inputs)
 
-    def run(*tensors):
-        return _named_outputs(model, model({fam.keras_inputs[n]: t for n, t in zip(names, tensors)}), fam)
+    def keras_side(name, t):  # pixel_values come NCHW, as transformers takes them; keras-hub wants NHWC
+        return tf.transpose(t, (0, 2, 3, 1)) if name == "pixel_values" else t
 
-    serve = tf.function(run, input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
-    serve_int64 = tf.function(lambda *t: serve(*(tf.cast(x, tf.int32) for x in t)),
-                              input_signature=[tf.TensorSpec([None, None], tf.int64, name=n) for n in names])
+    def run(*tensors):
+        return _named_outputs(model, model({fam.keras_inputs[n]: keras_side(n, t) for n, t in zip(names, tensors)}), fam)
+
+    def spec(name, ids_dtype):
+        if name == "pixel_values":  # batch dynamic; the image size where the backbone fixes it (learned positions)
+            height, width, channels = getattr(backbone_of(model), "image_shape", None) or (None, None, 3)
+            return tf.TensorSpec([None, channels, height, width], tf.float32, name=name)
+        return tf.TensorSpec([None, None], ids_dtype, name=name)
+
+    serve = tf.function(run, input_signature=[spec(n, tf.int32) for n in names])
+    serve_int64 = tf.function(lambda *t: serve(*(tf.cast(x, tf.int32) if x.dtype == tf.int64 else x for x in t)),
+                              input_signature=[spec(n, tf.int64) for n in names])
     root = tf.Module()
     root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
@@ -245,6 +265,8 @@ def input_sets(config: dict, shapes=SHAPES, seed: int = 0, checkpoint=None):
     """Token ids inside the vocabulary, right-padded (a causal LM's padding comes after the text):
     row 0 full, the others cut at random lengths; padded positions hold the pad id."""
     rng = np.random.default_rng(seed)
+    if "pixel_values" in family(config).keras_inputs:
+        return image_sets(config, shapes, rng)
     vocab = int(config["vocab_size"])
     pad = config.get("pad_token_id")
     pad = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
@@ -255,5 +277,19 @@ def input_sets(config: dict, shapes=SHAPES, seed: int = 0, checkpoint=None):
         lengths = [seq] + list(rng.integers(max(1, seq // 3), seq + 1, size=batch - 1))
         mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
         ids = np.where(mask == 1, rng.integers(0, vocab, size=(batch, seq)), pad).astype(np.int64)
-        feeds.append({"input_ids": ids, "attention_mask": mask})
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in family(config).keras_inputs and config.get("type_vocab_size", 1) > 1:
+            # a sentence pair: segment 1 from a random point on, so the segment embedding really counts
+            start = rng.integers(1, seq + 1, size=(batch, 1))
+            feed["token_type_ids"] = (np.arange(seq)[None, :] >= start).astype(np.int64)
+        feeds.append(feed)
     return feeds
+
+
+def image_sets(config: dict, shapes, rng):
+    """pixel_values NCHW as transformers takes them, at the configured image size (the learned
+    position table fixes it); the shapes' batch sizes, normalised-image statistics."""
+    size = int(config["image_size"])
+    channels = int(config.get("num_channels", 3))
+    return [{"pixel_values": rng.normal(0, 1, size=(batch, channels, size, size)).astype(np.float32)}
+            for batch in dict.fromkeys(b for b, _ in shapes) | {2: None}]

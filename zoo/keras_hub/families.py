@@ -185,6 +185,40 @@ def gemma(config, head):
     return dict(common, head_dim=_head_dim(config), query_head_dim_normalize=True)
 
 
+# ------------------------------------------------------------------ encoders
+_TEXT = {"input_ids": "token_ids", "attention_mask": "padding_mask"}
+_TEXT_SEGMENTS = dict(_TEXT, token_type_ids="segment_ids")
+
+
+def _num_labels(config) -> int:
+    return len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+
+
+def _single_label(config, family):
+    # keras-hub's text classifiers return raw logits: the loss (problem_type) is the trainer's business,
+    # but transformers' regression head (num_labels=1) is still a Dense: accepted as is
+    _require(config, "problem_type", (None, "single_label_classification", "multi_label_classification", "regression"), family)
+
+
+def distilbert(config, head):
+    f = "DistilBertBackbone"
+    _require(config, "activation", ("gelu",), f, "keras-hub's DistilBERT uses the exact GELU")
+    _require(config, "sinusoidal_pos_embds", (False, None), f, "keras-hub's DistilBERT learns its position table")
+    kwargs = dict(vocabulary_size=config["vocab_size"], num_layers=config["n_layers"], num_heads=config["n_heads"],
+                  hidden_dim=config["dim"], intermediate_dim=config["hidden_dim"], dropout=0.0,
+                  max_sequence_length=config["max_position_embeddings"])
+    if head:
+        _single_label(config, f)
+    return kwargs
+
+
+def task_kwargs(config: dict, head: str | None) -> dict:
+    """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
+    if head and head.endswith("ForSequenceClassification"):
+        return dict(num_classes=_num_labels(config), dropout=0.0)
+    return {}
+
+
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
@@ -204,5 +238,11 @@ FAMILIES: dict[str, Family] = {
         Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
                      "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),
+        Family("distilbert", "DistilBertBackbone", "DistilBertModel", distilbert,
+               {"DistilBertForSequenceClassification": "DistilBertTextClassifier"}, keras_inputs=_TEXT,
+               notes="no config translation beyond names (dim -> hidden_dim, hidden_dim -> intermediate_dim); the "
+                     "classifier head (pre_classifier + ReLU + classifier on the first token) is keras-hub's "
+                     "DistilBertTextClassifier (pooled_dense + logits), built without a preprocessor and dropout 0; "
+                     "keras-hub's backbone exposes its token table twice (token_embedding/ is an alias, ignored by the rules)"),
     )
 }

