@@ -314,6 +314,13 @@ def initialize(variable, array) -> None:
     zeros and then assigning holds bert-base twice over (0.45 GB more peak memory)."""
     variable._initializer = lambda shape, dtype=None: array
     variable._deferred_initialize()
+    # Keras keeps deferred variables in a global list that the next stateless scope (any symbolic
+    # call, e.g. a later load_model) initializes: one already initialized here would raise there
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    if pending:
+        pending[:] = [v for v in pending if v is not variable]
 
 
 def variables_by_name(model: BertModel) -> dict:
