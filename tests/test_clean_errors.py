@@ -444,7 +444,7 @@ def test_tf2onnx_leftovers_are_named_as_tf2onnx_ops(target, tmp_path, capsys):
     _gelu_keras(tmp_path / "gelu.keras")  # Keras' exact gelu is erfc-based: tf2onnx leaves Erfc as a TF op
     out = tmp_path / "out"
     text = assert_clean_exit_2(
-        ["convert", tmp_path / "gelu.keras", "--from", "tf", "--to", target, "--out", out],
+        ["convert", tmp_path / "gelu.keras", "--from", "tf", "--to", target, "--route", "onnx", "--out", out],
         ["porter cannot convert this model yet: tf2onnx could not convert the TF ops Erfc x1",
          "Erfc: node '", "hint: these are tf2onnx's limits"], capsys, out=out)
     assert "ONNX->torch" not in text  # not blamed on porter's converter

@@ -29,7 +29,7 @@ def mobilenet(tmp_path_factory):
     src = work / "mobilenet_v2.keras"
     _apps().build("MobileNetV2", 96).save(str(src))
     out = work / "mobilenet_v2-torch"
-    result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-4, rtol=0.0)
+    result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-4, rtol=0.0, route="onnx")
     return src, out, result
 
 

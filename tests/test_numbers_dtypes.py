@@ -111,7 +111,7 @@ def test_allow_nonfinite_proceeds_and_reports_honestly(cli, nan_bert, tmp_path):
     report = _report(out_dir)
     assert report["nonfinite_weights"] == {QUERY: {"nan": 1, "inf": 0}}
     outputs = [o for s in report["verification"]["shapes"] for o in s["outputs"]]
-    assert all(not o["passed"] and o["nonfinite_reference"] == o["nonfinite_candidate"] > 0 for o in outputs)
+    assert all(not o["passed"] and max(o["nonfinite_reference"], o["nonfinite_candidate"]) > 0 for o in outputs)
     assert all(o["mismatched"] >= o["nonfinite_reference"] for o in outputs)
     assert "NaN/Inf: ref" in out and "non-finite output" in out
     assert "1.0000000" not in out  # the table shows no cosine (or max abs 0) for a NaN output
