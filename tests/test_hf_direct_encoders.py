@@ -19,6 +19,8 @@ TEXT = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_h
 VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 CONFIGS = {
     "distilbert": dict(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64),
+    "albert": dict(TEXT, embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2),
+    "electra": dict(TEXT, embedding_size=16),
 }
 # (family, head): head is None (the base model) or the transformers head class
 CASES = [(f, None) for f in CONFIGS] + [("distilbert", "DistilBertForSequenceClassification")]
@@ -88,6 +90,7 @@ def test_verified_at_four_shapes_within_tolerance(converted):
     assert report["status"] == "passed" and report["route"] == "direct" and report["model"] == family
     output, atol = _output(head)
     worst = report["verification"]["max_abs_error"]
+    print(f"\n{family}-{head or 'base'} max abs: {worst}")  # the numbers the issue asks to report (pytest -s)
     assert output in worst and all(0 < v <= (LOGITS_ATOL if k == "logits" else HIDDEN_ATOL) for k, v in worst.items())
     assert worst[output] <= atol
     shapes = report["verification"]["shapes"]

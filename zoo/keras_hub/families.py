@@ -212,6 +212,34 @@ def distilbert(config, head):
     return kwargs
 
 
+def _bert_like(config, family, activations):
+    _require(config, "hidden_act", activations, family)
+    _require(config, "layer_norm_eps", (1e-12,), family, f"keras-hub's {family} fixes it at 1e-12")
+    _require(config, "position_embedding_type", ("absolute", None), family)
+    return dict(num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
+                hidden_dim=config["hidden_size"], embedding_dim=config["embedding_size"],
+                intermediate_dim=config["intermediate_size"], dropout=0.0,
+                max_sequence_length=config["max_position_embeddings"], num_segments=config["type_vocab_size"])
+
+
+def albert(config, head):
+    f = "AlbertBackbone"
+    kwargs = _bert_like(config, f, ("gelu_new", "gelu_pytorch_tanh"))
+    groups, layers = config["num_hidden_groups"], config["num_hidden_layers"]
+    if layers % groups:
+        raise refuse(config, "num_hidden_groups", f"keras-hub's {f} needs num_hidden_layers ({layers}) divisible by it", f)
+    return dict(kwargs, vocabulary_size=config["vocab_size"], num_groups=groups,
+                num_inner_repetitions=config["inner_group_num"])
+
+
+def electra(config, head):
+    f = "ElectraBackbone"
+    kwargs = _bert_like(config, f, ("gelu", "gelu_new", "gelu_pytorch_tanh"))
+    # porter's ElectraBackbone (fixes.py) sets the exact GELU transformers' "gelu" means
+    act = "gelu" if config["hidden_act"] == "gelu" else "gelu_new"
+    return dict(kwargs, vocab_size=config["vocab_size"], feedforward_activation=act)
+
+
 def task_kwargs(config: dict, head: str | None) -> dict:
     """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
     if head and head.endswith("ForSequenceClassification"):
@@ -244,5 +272,16 @@ FAMILIES: dict[str, Family] = {
                      "classifier head (pre_classifier + ReLU + classifier on the first token) is keras-hub's "
                      "DistilBertTextClassifier (pooled_dense + logits), built without a preprocessor and dropout 0; "
                      "keras-hub's backbone exposes its token table twice (token_embedding/ is an alias, ignored by the rules)"),
+        Family("albert", "AlbertBackbone", "AlbertModel", albert, keras_inputs=_TEXT_SEGMENTS,
+               keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
+               notes="num_hidden_groups -> num_groups, inner_group_num -> num_inner_repetitions (layers shared per "
+                     "group as transformers does); embedding_size -> embedding_dim (the projection to hidden_dim); "
+                     "keras-hub fixes the tanh GELU (gelu_new, ALBERT's default) and layer_norm_eps 1e-12"),
+        Family("electra", "ElectraBackbone", "ElectraModel", electra, keras_inputs=_TEXT_SEGMENTS,
+               keras_outputs={"sequence_output": "last_hidden_state"},
+               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30's ElectraBackbone hard-codes the "
+                     "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
+                     "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
+                     "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
     )
 }

@@ -37,4 +37,24 @@ class LlamaBackbone(hub.models.LlamaBackbone):
         return {**super().get_config(), "tie_word_embeddings": self.tie_word_embeddings}
 
 
-BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone}
+@keras.saving.register_keras_serializable(package="porter")
+class ElectraBackbone(hub.models.ElectraBackbone):
+    """keras-hub 0.30's ElectraBackbone hard-codes the tanh-approximate GELU in its feed-forward;
+    transformers' ELECTRA configs say hidden_act="gelu" (exact erf GELU), a ~1e-3 difference in
+    hidden states. ``feedforward_activation`` (the transformers name: "gelu" exact, "gelu_new" tanh)
+    is set on each layer's intermediate Dense, which reads it when called, and kept in the config."""
+
+    def __init__(self, *args, feedforward_activation="gelu_new", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.feedforward_activation = feedforward_activation
+        if feedforward_activation == "gelu":
+            exact = keras.activations.get("gelu")  # approximate=False
+            for layer in self.transformer_layers:
+                layer.activation = exact
+                layer._feedforward_intermediate_dense.activation = exact
+
+    def get_config(self):
+        return {**super().get_config(), "feedforward_activation": self.feedforward_activation}
+
+
+BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone}
