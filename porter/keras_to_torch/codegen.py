@@ -12,6 +12,7 @@ from porter.errors import PorterError
 from porter.keras_to_torch import layers as L
 from porter.keras_to_torch import runtime
 from porter.keras_to_torch.graph import KerasGraph, read_graph
+from porter.onnx_to_torch.codegen import _LOADER  # one load() for every porter-written model.py
 
 # a helper and the helpers it needs, in the order they are written into model.py
 _NEEDS = {"KerasBatchNorm2d": ["keras_batch_norm"], "KerasBatchNorm1d": ["keras_batch_norm"],
@@ -37,19 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 '''
-
-_LOADER = '''
-
-def load(folder=None):
-    """The model with its weights from model.safetensors (next to this file by default)."""
-    from safetensors.torch import load_file
-
-    folder = folder or os.path.dirname(os.path.abspath(__file__))
-    model = Model()
-    model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
-    return model.eval()
-'''
-
 
 @dataclass
 class Plan:
