@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from porter import progress, zoo
@@ -12,24 +12,9 @@ from porter.artifacts import detect
 from porter.errors import PorterError
 from porter.outdir import check_out, staged_output
 from porter.path_errors import require_file, require_path
+from porter.result import REPORT, ConversionResult, finish as _finish, verify_written as _verify  # noqa: F401
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
-REPORT = "porter_report.json"
-
-
-@dataclass
-class ConversionResult:
-    out: Path
-    route: str
-    verification: object | None = None  # VerificationResult
-    report: dict = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.verification is None or bool(self.verification)
-
-    def __bool__(self) -> bool:
-        return self.passed
 
 
 @dataclass
@@ -253,38 +238,6 @@ def _check_latency_flag(latency: bool, verify: bool, recorded: bool) -> None:
     if latency and recorded:
         raise PorterError("--latency needs a source porter can run; a transformers 4.x TF checkpoint has only recorded outputs",
                           hint="leave --latency out")
-
-
-def _verify(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False, latency=False):
-    """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure."""
-    from porter.verifiers.api import verify
-
-    return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route,
-                  allow_nonfinite=allow_nonfinite, latency=latency)
-
-
-def _finish(tmp: Path, out: Path, report: dict, verification, console) -> None:
-    if verification is not None:
-        _name_final_path(verification, tmp, out)
-        report["status"] = verification.status
-        report["verification"] = verification.to_dict()
-        if verification.latency is not None:  # the written model's latency next to the source's
-            report["latency"] = verification.latency
-        from porter.verifiers.console import render
-
-        render(verification, console)
-    else:
-        report["status"] = "not verified"
-    # the verifier ran on the staged folder, which is gone once it is moved to out
-    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str).replace(str(tmp), str(out)))
-
-
-def _name_final_path(verification, tmp: Path, out: Path) -> None:
-    def final(text):
-        return text.replace(str(tmp), str(out)) if isinstance(text, str) else text
-
-    verification.candidate = final(verification.candidate)
-    verification.notes = [final(n) for n in verification.notes]
 
 
 def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,

@@ -40,7 +40,7 @@ def convert_legacy(path, out, *, force=False, verify=True, atol=None, rtol=None,
     from safetensors.numpy import save_file
 
     from porter.artifacts import read_config_json
-    from porter.conversion import REPORT, ConversionResult
+    from porter.result import REPORT, ConversionResult
     from porter.outdir import staged_output
     from porter.routes.legacy_tf import convert_checkpoint
 
@@ -71,7 +71,7 @@ def convert_legacy(path, out, *, force=False, verify=True, atol=None, rtol=None,
             "timings": {"load_and_map_s": t_map},
         }
         if verification is not None:
-            from porter.conversion import _name_final_path
+            from porter.result import name_final_path as _name_final_path
             from porter.verifiers.console import render
 
             _name_final_path(verification, tmp, out)

@@ -57,7 +57,7 @@ def _channel_inputs(model) -> list[str]:
 
 def convert_keras_layers(artifact, planned: Planned, *, out, force, verify, atol, rtol, layout, console, inputs=None,
                          latency=False):
-    from porter.conversion import ConversionResult, _finish
+    from porter.result import ConversionResult, finish as _finish
     from porter.keras_to_torch.codegen import write_folder
     from porter.outdir import staged_output
 

@@ -42,7 +42,7 @@ class Prepared:
 
 def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None,
                      static_shapes=False, route_reason=None, latency=False):
-    from porter.conversion import ConversionResult, _finish
+    from porter.result import ConversionResult, finish as _finish
 
     if layout is not None and layout not in LAYOUTS:
         raise PorterError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}")
