@@ -21,6 +21,8 @@ CONFIGS = {
     "distilbert": dict(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64),
     "albert": dict(TEXT, embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2),
     "electra": dict(TEXT, embedding_size=16),
+    "dinov2": dict({k: v for k, v in VISION.items() if k != "intermediate_size"}, image_size=28, patch_size=7, mlp_ratio=2,
+                   layerscale_value=0.5),
 }
 # (family, head): head is None (the base model) or the transformers head class
 CASES = [(f, None) for f in CONFIGS] + [("distilbert", "DistilBertForSequenceClassification")]

@@ -48,7 +48,9 @@ class HFTorchRunner(Runner):
             with torch.inference_mode():
                 out = self.model(**args, return_dict=True)
             return {k: tensor_to_numpy(out[k]) for k in self.output_names if out.get(k) is not None}
-        args = {k: torch.as_tensor(np.asarray(v, dtype=np.int64), device=self.device) for k, v in feeds.items()}
+        # token ids as int64; an image family's pixel_values keep their float dtype
+        args = {k: torch.as_tensor(np.asarray(v, dtype=np.float32 if k == "pixel_values" else np.int64), device=self.device)
+                for k, v in feeds.items()}
         with torch.inference_mode():
             out = self.model(**args)
         return {k: tensor_to_numpy(out[k]) for k in self.output_names if out.get(k) is not None}

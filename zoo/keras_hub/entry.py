@@ -238,13 +238,17 @@ def torch_model_class(config: dict):
 
 
 def torch_target_shapes(config: dict) -> dict:
-    """The torch model's state-dict shapes, built on the meta device (no memory, no init)."""
+    """The torch model's state-dict shapes, built on the meta device (no memory, no init), under
+    the names save_pretrained writes: transformers 5 renames some modules in memory (DINOv2's
+    attention.attention.query is attention.q_proj) and writes the checkpoint names back on save."""
     from porter.frameworks import torch
 
     cls = torch_model_class(config)
     with torch().device("meta"):
         model = cls(cls.config_class.from_dict(config))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    from transformers.core_model_loading import revert_weight_conversion
+
+    return {k: tuple(v.shape) for k, v in revert_weight_conversion(model, model.state_dict()).items()}
 
 
 def load_torch(folder: Path):

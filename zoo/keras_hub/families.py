@@ -240,6 +240,28 @@ def electra(config, head):
     return dict(kwargs, vocab_size=config["vocab_size"], feedforward_activation=act)
 
 
+def dinov2(config, head):
+    f = "DINOV2Backbone"
+    _require(config, "hidden_act", ("gelu",), f, "keras-hub's DINOv2 uses the exact GELU")
+    _require(config, "layer_norm_eps", (1e-6,), f, "keras-hub's DINOv2 fixes it at 1e-6")
+    _require(config, "qkv_bias", (True,), f)
+    _require(config, "use_swiglu_ffn", (False,), f, "only the plain MLP is translated here")
+    _require(config, "apply_layernorm", (True,), f)
+    _require(config, "num_channels", (3,), f)
+    if config.get("num_register_tokens"):
+        raise refuse(config, "num_register_tokens", "registers are DINOv2-with-registers, another model_type", f)
+    size = (config["image_size"], config["image_size"], 3)
+    # the position table at the configured size: transformers uses it as is there (no interpolation),
+    # keras-hub's interpolated copy equals it (position_embedding_shape = image_shape)
+    return dict(patch_size=config["patch_size"], num_layers=config["num_hidden_layers"], hidden_dim=config["hidden_size"],
+                num_heads=config["num_attention_heads"], intermediate_dim=int(config["hidden_size"] * config["mlp_ratio"]),
+                layer_scale_init_value=float(config["layerscale_value"]), use_mask_token=True, dropout_rate=0.0,
+                drop_path_rate=0.0, image_shape=size, position_embedding_shape=size, apply_layernorm=True,
+                # keras-hub names DINOv2's layers after the backbone (name=None builds "embeddings", a reloaded
+                # model.keras "dinov2_backbone_embeddings"): named, so variable paths stay stable
+                name="dinov2_backbone")
+
+
 def task_kwargs(config: dict, head: str | None) -> dict:
     """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
     if head and head.endswith("ForSequenceClassification"):
@@ -283,5 +305,11 @@ FAMILIES: dict[str, Family] = {
                      "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
                      "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
+        Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, keras_inputs={"pixel_values": "images"},
+               notes="image_shape = position_embedding_shape = image_size (dims kept: batch; the image size is fixed, "
+                     "as keras-hub builds its position table for one size); apply_layernorm=True (transformers' "
+                     "last_hidden_state is after the final norm); intermediate_dim = hidden_size x mlp_ratio; keras-hub's "
+                     "interpolated_position_embeddings is filled from the same table (tied_to); pixel_values served NCHW "
+                     "as transformers takes them, transposed to keras-hub's NHWC inside serving_default"),
     )
 }
