@@ -19,6 +19,8 @@ class Artifact:
 
     @property
     def config(self) -> dict | None:
+        if self.format == "keras_hub_preset":
+            return None  # its config.json is keras-hub's own; the transformers config is derived from it
         cfg = (self.path if self.path.is_dir() else self.path.parent) / "config.json"
         return read_config_json(cfg) if cfg.is_file() else None
 
@@ -88,6 +90,10 @@ def detect(path) -> Artifact:
             return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
         if has_config and ("tf_model.h5" in names or "tf_model.h5.index.json" in names):
             return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")
+        from porter.zoo.keras_hub.to_hf import is_preset_folder
+
+        if is_preset_folder(path, names):
+            return Artifact(path, "tf", "keras_hub_preset", "keras-hub preset folder (save_to_preset)")
     raise PorterError(
         f"cannot tell what {path} is",
         hint="porter reads HF folders (config.json + model.safetensors), SavedModel folders, .keras, .h5, "

@@ -42,8 +42,8 @@ def resolve(model: str, source: str, checkpoint) -> Source:
         raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model", hint=f"use --from {artifact.framework}")
     config = artifact.config
     if config is None:
-        if artifact.format == "keras":
-            return Source(None, path, artifact, {})  # the .keras file carries its own config
+        if artifact.format in ("keras", "keras_hub_preset"):
+            return Source(None, path, artifact, {})  # the .keras file (or preset) carries its own config
         raise PorterError(f"{path} has no config.json beside it", hint="porter's direct route reads the model's config.json")
     entry = zoo.for_config(config, f"{path if path.is_dir() else path.parent}/config.json")
     if str(model) in zoo.ENTRIES and zoo.get(str(model)).name != entry.name:
@@ -166,6 +166,8 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
         return "onnx"
     if artifact.config is not None and artifact.config.get("model_type") in zoo.ENTRIES:
         return "direct"
+    if artifact.format == "keras_hub_preset":
+        return "direct"  # a keras-hub family's rules, or a refusal naming the class
     keras_file = path / "model.keras" if artifact.format == "saved_model" else path
     return "direct" if artifact.format in ("keras", "saved_model") and _porter_keras(keras_file) else "onnx"
 
@@ -174,6 +176,10 @@ def _porter_keras(path: Path) -> bool:
     """Whether a .keras file holds one of porter's zoo models (its classes are registered as porter>...)."""
     import zipfile
 
+    from porter.zoo.keras_hub.to_hf import keras_hub_class_of_file
+
+    if keras_hub_class_of_file(path):
+        return True  # a keras-hub model: its family's rules (or a refusal naming the class)
     try:
         with zipfile.ZipFile(path) as z:
             return '"porter>' in z.read("config.json").decode(errors="replace")
@@ -244,6 +250,7 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=Non
                         latency=False) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
+    from porter.memory import peak_rss_mb
     from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
     from porter.routes.direct import torch_to_keras
 
@@ -259,16 +266,22 @@ def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=Non
     model, plan = torch_to_keras(entry, checkpoint.watched(scan.check), dict(src.config, _porter_dtype=dtypes["written"]))
     nonfinite = scan.finish(allow_nonfinite)
     t_map = time.perf_counter() - t0
+    peaks = {"load_and_map": peak_rss_mb()}  # peak so far after each step: where memory grows
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
         with progress.step(f"writing the SavedModel and model.keras of {out}"):
             entry.impl.export_saved_model(model, tmp)
+            t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
             save_keras(model, tmp / "model.keras")
+            peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
         verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
-        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
+                                                "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        if peaks["load_and_map"] is not None:
+            report["peak_rss_mb"] = peaks
         _finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 

@@ -82,6 +82,11 @@ def load_keras_artifact(artifact):
         check_integer_weights({k: dtype_name(a.dtype) for k, a in arrays.items()}, str(path / "tf_model.h5"))
         assign_by_name(entry.impl.keras_variables(model), arrays, str(path / "tf_model.h5"))
         return model, config
+    if fmt == "keras_hub_preset":
+        from porter.zoo.keras_hub.to_hf import hf_config, load_preset
+
+        model = load_preset(path)
+        return model, hf_config(model, path)
     if fmt == "saved_model":
         if not (path / "model.keras").is_file():
             raise PorterError(
@@ -99,4 +104,8 @@ def load_keras_artifact(artifact):
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
     config = getattr(model, "hf_config", None) or hf_config_beside(model, path)
+    if config is None:  # a user's keras-hub model: its transformers config is derived (an unknown family is refused)
+        from porter.zoo.keras_hub.to_hf import hf_config, is_keras_hub
+
+        config = hf_config(model, path) if is_keras_hub(model) else None
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)

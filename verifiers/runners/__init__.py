@@ -14,6 +14,7 @@ _BY_FORMAT = {
     "keras": "porter.verifiers.runners.tf_keras:KerasRunner",
     "h5": "porter.verifiers.runners.tf_keras:KerasRunner",
     "hf_tf_h5": "porter.verifiers.runners.tf_keras:KerasRunner",
+    "keras_hub_preset": "porter.verifiers.runners.tf_keras:KerasRunner",
     "onnx": "porter.verifiers.runners.onnx_runtime:OnnxRuntimeRunner",
     "tflite": "porter.verifiers.runners.tflite:TFLiteRunner",
     "pt2": "porter.verifiers.runners.torch_export:ExportedProgramRunner",

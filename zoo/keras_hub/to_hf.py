@@ -1,0 +1,236 @@
+"""keras-hub models back to Hugging Face: the family from the keras-hub class, the transformers config
+from the keras-hub config (each family's translator run backwards, then forwards again as the check).
+
+A user's keras-hub model (a ``.keras`` file or a ``save_to_preset`` folder) carries no transformers
+config.json. The family is found by class name in the families table (``LlamaBackbone`` -> llama base
+model, ``LlamaCausalLM`` -> ``LlamaForCausalLM``); ``INVERSES`` turns the backbone's ``get_config`` into
+transformers' keys. The result is accepted only when the family's forward translator, given it, gives
+back the model's own constructor arguments; every argument it does not produce must sit at the
+class's default. So an option transformers cannot express is refused, never dropped.
+
+Light: no framework is imported at module level.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+
+from porter.errors import PorterError, UnsupportedModelError
+from porter.zoo.keras_hub.families import FAMILIES, Family
+
+# keras-hub config keys that are Keras' own bookkeeping, or change training only (dropout)
+_NOT_MODEL = ("name", "trainable", "dtype")
+
+
+def _tied(cfg: dict, default: bool = True) -> bool:
+    return bool(cfg.get("tie_word_embeddings", default))
+
+
+def _gpt2(cfg, head):
+    return dict(vocab_size=cfg["vocabulary_size"], n_layer=cfg["num_layers"], n_head=cfg["num_heads"],
+                n_embd=cfg["hidden_dim"], n_inner=cfg["intermediate_dim"], n_positions=cfg["max_sequence_length"],
+                activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+                resid_pdrop=cfg.get("dropout", 0.0), embd_pdrop=cfg.get("dropout", 0.0), attn_pdrop=cfg.get("dropout", 0.0))
+
+
+def _decoder(cfg):
+    return dict(vocab_size=cfg["vocabulary_size"], num_hidden_layers=cfg["num_layers"],
+                num_attention_heads=cfg["num_query_heads"], num_key_value_heads=cfg["num_key_value_heads"],
+                hidden_size=cfg["hidden_dim"], intermediate_size=cfg["intermediate_dim"],
+                rms_norm_eps=cfg["layer_norm_epsilon"], hidden_act="silu", attention_dropout=cfg.get("dropout", 0.0))
+
+
+def _rope(theta, factor=1.0):
+    if factor in (None, 1.0):
+        return {"rope_type": "default", "rope_theta": float(theta)}
+    return {"rope_type": "linear", "rope_theta": float(theta), "factor": float(factor)}
+
+
+def _llama(cfg, head):
+    rope = _rope(cfg["rope_max_wavelength"])
+    if cfg.get("rope_frequency_adjustment_factor") is not None:
+        rope = {"rope_type": "llama3", "rope_theta": float(cfg["rope_max_wavelength"]),
+                "factor": float(cfg["rope_frequency_adjustment_factor"]), "low_freq_factor": float(cfg["rope_low_freq_factor"]),
+                "high_freq_factor": float(cfg["rope_high_freq_factor"]),
+                "original_max_position_embeddings": int(cfg["rope_pretraining_sequence_length"])}
+    return dict(_decoder(cfg), rope_parameters=rope, attention_bias=False, mlp_bias=False,
+                tie_word_embeddings=_tied(cfg, False))
+
+
+def _mistral(cfg, head):
+    head_dim = cfg.get("head_dim") or cfg["hidden_dim"] // cfg["num_query_heads"]
+    # keras-hub's Mistral keeps its own LM head (reverse embedding): untied
+    return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
+                head_dim=head_dim, sliding_window=cfg.get("sliding_window"), tie_word_embeddings=False)
+
+
+def _qwen2(cfg, head):
+    return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
+                use_sliding_window=False, tie_word_embeddings=_tied(cfg))
+
+
+def _qwen3(cfg, head):
+    return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
+                head_dim=cfg["head_dim"], attention_bias=False, use_sliding_window=False, tie_word_embeddings=_tied(cfg))
+
+
+def _gemma(cfg, head):
+    out = dict(_decoder(cfg), head_dim=cfg["head_dim"], intermediate_size=cfg["intermediate_dim"] // 2,
+               hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh", attention_bias=False,
+               rope_parameters=_rope(10000.0), tie_word_embeddings=True)
+    return out
+
+
+INVERSES = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma": _gemma}
+"""model_type -> keras-hub backbone config -> transformers config keys (the forward translators'
+inverses). A family of the table without one here is refused, named."""
+
+
+# ------------------------------------------------------------------ recognise
+def family_of_class(class_name: str, origin) -> tuple[Family, str | None]:
+    """(family, transformers head class or None) for a keras-hub class name, read from the table."""
+    for fam in FAMILIES.values():
+        if class_name == fam.backbone:
+            return fam, None
+        for hf_head, task in fam.task.items():
+            if class_name == task:
+                return fam, hf_head
+    known = sorted({fam.backbone for fam in FAMILIES.values()} | {t for fam in FAMILIES.values() for t in fam.task.values()})
+    raise UnsupportedModelError(
+        f"{origin} holds keras-hub's {class_name}, a family porter has no rules for; porter converts keras-hub "
+        f"{', '.join(known)} (families {', '.join(FAMILIES)})",
+        hint="models outside these families have no direct route to transformers: save one of these classes",
+    )
+
+
+def is_keras_hub(model) -> bool:
+    return any(c.__module__.startswith("keras_hub") for c in type(model).__mro__)
+
+
+# ------------------------------------------------------------------ the config
+def hf_config(model, origin) -> dict:
+    """The transformers config.json (architectures named) for a keras-hub backbone or task model."""
+    fam, head = family_of_class(type(model).__name__, origin)
+    inverse = INVERSES.get(fam.model_type)
+    if inverse is None:
+        raise UnsupportedModelError(
+            f"{origin} holds keras-hub's {type(model).__name__}: porter's {fam.model_type} family converts "
+            f"transformers -> keras-hub, but does not yet translate keras-hub's config back "
+            f"(it does for {', '.join(INVERSES)})",
+            hint="convert from the transformers checkpoint instead, or save one of those families",
+        )
+    backbone = getattr(model, "backbone", model)
+    cfg = backbone.get_config()
+    config = dict(inverse(cfg, head), model_type=fam.model_type, architectures=[head or fam.base])
+    task = model.get_config() if head else {}
+    if task.get("num_classes"):
+        config["num_labels"] = int(task["num_classes"])
+    check_round_trip(fam, head, config, cfg, type(backbone), origin)
+    return config
+
+
+def check_round_trip(fam: Family, head, config: dict, keras_config: dict, backbone_cls, origin) -> None:
+    """The family's forward translator, given ``config``, must give back the model's own arguments;
+    every argument it leaves out must be at the class's default. All differences listed at once."""
+    from porter.zoo.keras_hub.entry import full_config
+
+    full = full_config(config)
+    try:
+        forward = fam.translate(full, head)
+    except PorterError as exc:
+        raise UnsupportedModelError(f"{origin}: keras-hub's {backbone_cls.__name__} written back as transformers "
+                                    f"config is refused by porter's {fam.model_type} family: {exc.message}") from None
+    defaults = {k: p.default for k, p in inspect.signature(backbone_cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    problems = []
+    for key, value in keras_config.items():
+        if key in _NOT_MODEL or "dropout" in key or (key == "tie_word_embeddings" and not head):
+            continue  # dropout: training only; a base model has no LM head to tie
+        want = forward.get(key, defaults.get(key, _NO_DEFAULT))
+        if not _same(value, want):
+            problems.append(f"{key}={value!r} (transformers' {fam.model_type} config gives {want!r})"
+                            if want is not _NO_DEFAULT else f"{key}={value!r} has no transformers counterpart here")
+    if problems:
+        raise UnsupportedModelError(
+            f"{origin}: keras-hub's {backbone_cls.__name__} has options transformers' {fam.base} cannot express",
+            problems=problems, hint="set them to keras-hub's defaults, or keep the model in Keras")
+
+
+_NO_DEFAULT = object()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+# ------------------------------------------------------------------ loading
+def keras_hub_class_of_file(path: Path) -> str | None:
+    """The keras-hub class a .keras file's config names (no framework imported), else None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            top = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return _keras_hub_class(top)
+
+
+def _keras_hub_class(top) -> str | None:
+    if isinstance(top, dict) and str(top.get("module", "")).startswith("keras_hub"):
+        return str(top.get("class_name"))
+    return None
+
+
+def is_preset_folder(path: Path, names: set) -> bool:
+    """A keras-hub ``save_to_preset`` folder: config.json naming a keras_hub class + model.weights.h5."""
+    if not {"config.json", "metadata.json"} <= names or not names & {"model.weights.h5", "model.weights.json"}:
+        return False
+    try:
+        return _keras_hub_class(json.loads((path / "config.json").read_text())) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def load_preset(path: Path):
+    """A keras-hub preset folder, read locally: the task (task.json) if saved, else the backbone; classes
+    rebuilt with Keras' safe_mode deserialiser (never the network, never code), weights from the h5 files."""
+    from porter.zoo.keras_hub.entry import _keras_hub
+
+    _keras_hub()  # registers keras-hub's classes
+    import porter.zoo.keras_hub.fixes  # noqa: F401  porter's registered subclasses
+    import keras
+
+    spec_file = path / ("task.json" if (path / "task.json").is_file() else "config.json")
+    try:
+        spec = json.loads(spec_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise PorterError(f"{spec_file} is not readable JSON ({exc})") from None
+    class_name = _keras_hub_class(spec)
+    if class_name is None:
+        raise PorterError(f"{spec_file} does not name a keras_hub class", hint="save the model with keras-hub's save_to_preset")
+    family_of_class(class_name, spec_file)  # an unknown family is refused before anything is built
+    if (path / "model.weights.json").is_file() and not (path / "model.weights.h5").is_file():
+        raise PorterError(f"{path}: sharded keras-hub weights (model.weights.json) are not read yet",
+                          hint="save the preset with max_shard_size=None (one model.weights.h5)")
+    try:
+        with keras.saving.custom_object_scope({}):
+            model = keras.saving.deserialize_keras_object(spec, safe_mode=True)
+        backbone = getattr(model, "backbone", model)
+        backbone.load_weights(str(path / "model.weights.h5"))
+        if model is not backbone and (path / "task.weights.h5").is_file():
+            model.load_task_weights(str(path / "task.weights.h5"))
+    except PorterError:
+        raise
+    except Exception as exc:
+        raise PorterError(f"{path} could not be loaded as a keras-hub preset (safe_mode=True): {exc}") from None
+    return model
