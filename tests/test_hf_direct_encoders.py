@@ -32,7 +32,7 @@ HIDDEN_ATOL, LOGITS_ATOL = 1e-5, 1e-4
 
 def make_checkpoint(path, family: str, head: str | None = None, seed: int = 0, **override):
     """save_pretrained of a tiny model with informative weights: norms moved away from 1/0, biases
-    non-zero, embeddings at unit scale."""
+    non-zero, embeddings at unit scale, feed-forward inputs large enough that the activation's form counts."""
     import torch
     import transformers
 
@@ -46,6 +46,8 @@ def make_checkpoint(path, family: str, head: str | None = None, seed: int = 0, *
                 p.add_(torch.randn_like(p) * 0.2)
             elif "embeddings" in name and p.ndim == 2:
                 p.normal_(0, 0.5)
+            elif p.ndim == 2 and any(k in name for k in ("intermediate.dense", "ffn.lin1", ".ffn.", "fc1")):
+                p.normal_(0, 0.3)  # pre-activations of order 1, where GELU's tanh and erf forms differ by ~1e-4
     model.save_pretrained(path)
     return path
 
@@ -138,3 +140,50 @@ def test_round_trip_is_bit_exact(converted, tmp_path, cli):
     assert set(back) == set(original)
     for key, value in original.items():
         assert back[key].dtype == value.dtype and back[key].tobytes() == value.tobytes(), key
+
+
+# ---------------------------------------------------------------- negatives
+def test_perturbed_weight_fails_verify_and_is_localised(tmp_path, cli):
+    """An image family (pixel_values through the SavedModel) with one weight moved: exit 1, and
+    localisation names the layer."""
+    import shutil
+
+    from porter.frameworks import keras
+    from porter.zoo.keras_hub import entry
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    variable = "dinov2_backbone_encoder/layers_1/mlp/fc2/kernel"
+    src = make_checkpoint(tmp_path / "hf", "dinov2", seed=1)
+    code, _ = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
+    assert code == 0
+    register_if_keras_hub(tmp_path / "tf" / "model.keras")
+    model = keras().saving.load_model(str(tmp_path / "tf" / "model.keras"), safe_mode=True)
+    v = entry.keras_variables(model)[variable]
+    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype("float32"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(tmp_path / "tf" / "config.json", bad / "config.json")
+    model.save(str(bad / "model.keras"))
+    entry.export_saved_model(model, bad)
+    code, output = cli("verify", src, bad, "--report", tmp_path / "r.json")
+    assert code == 1, output
+    where = json.loads((tmp_path / "r.json").read_text())["localisation"]
+    assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
+
+
+def test_without_porters_electra_correction_keras_hub_misses(tmp_path, monkeypatch):
+    """Why porter>ElectraBackbone exists: keras-hub 0.30's own ElectraBackbone (tanh GELU) misses
+    transformers' ELECTRA (exact GELU) beyond 1e-5 (if keras-hub fixes it, this fails)."""
+    import porter
+    from porter.zoo.keras_hub import families, fixes
+
+    monkeypatch.delitem(fixes.BACKBONES, "ElectraBackbone")
+    import dataclasses
+
+    fam = families.FAMILIES["electra"]
+    monkeypatch.setitem(families.FAMILIES, "electra", dataclasses.replace(
+        fam, translate=lambda c, h: {k: v for k, v in fam.translate(c, h).items() if k != "feedforward_activation"}))
+    src = make_checkpoint(tmp_path / "hf", "electra")
+    result = porter.convert(str(src), source="torch", target="tf", out=tmp_path / "tf")
+    assert not result.passed
+    assert result.verification.to_dict()["max_abs_error"]["last_hidden_state"] > HIDDEN_ATOL

@@ -130,7 +130,9 @@ def _torch_activations(model, feed, pairs):
     device = next(model.parameters()).device
     try:
         with t.inference_mode():
-            model(**{k: t.as_tensor(np.asarray(v, dtype=np.int64), device=device) for k, v in feed.items()})
+            # token ids as int64; pixel_values keep their float dtype
+            model(**{k: t.as_tensor(np.asarray(v, dtype=np.float32 if k == "pixel_values" else np.int64), device=device)
+                     for k, v in feed.items()})
     finally:
         for h in handles:
             h.remove()
