@@ -104,6 +104,8 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     hub = _keras_hub()
     fam, head = family(config), head_class(config)
     kwargs = fam.translate(config, head)
+    if config.get("_porter_dtype"):  # the written dtype: a bf16 checkpoint stays bf16 (half the memory of float32)
+        kwargs["dtype"] = config["_porter_dtype"]
 
     from porter.zoo.keras_hub.fixes import BACKBONES  # porter's corrections, where keras-hub needs one
 
