@@ -29,7 +29,7 @@ def _tied(cfg: dict, default: bool = True) -> bool:
     return bool(cfg.get("tie_word_embeddings", default))
 
 
-def _gpt2(cfg, head):
+def _gpt2(cfg, head, backbone=None):
     return dict(vocab_size=cfg["vocabulary_size"], n_layer=cfg["num_layers"], n_head=cfg["num_heads"],
                 n_embd=cfg["hidden_dim"], n_inner=cfg["intermediate_dim"], n_positions=cfg["max_sequence_length"],
                 activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
@@ -49,7 +49,7 @@ def _rope(theta, factor=1.0):
     return {"rope_type": "linear", "rope_theta": float(theta), "factor": float(factor)}
 
 
-def _llama(cfg, head):
+def _llama(cfg, head, backbone=None):
     rope = _rope(cfg["rope_max_wavelength"])
     if cfg.get("rope_frequency_adjustment_factor") is not None:
         rope = {"rope_type": "llama3", "rope_theta": float(cfg["rope_max_wavelength"]),
@@ -60,24 +60,33 @@ def _llama(cfg, head):
                 tie_word_embeddings=_tied(cfg, False))
 
 
-def _mistral(cfg, head):
+def _mistral(cfg, head, backbone=None):
     head_dim = cfg.get("head_dim") or cfg["hidden_dim"] // cfg["num_query_heads"]
     # keras-hub's Mistral keeps its own LM head (reverse embedding): untied
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
                 head_dim=head_dim, sliding_window=cfg.get("sliding_window"), tie_word_embeddings=False)
 
 
-def _qwen2(cfg, head):
+def _qwen2(cfg, head, backbone=None):
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
                 use_sliding_window=False, tie_word_embeddings=_tied(cfg))
 
 
-def _qwen3(cfg, head):
+def _qwen3(cfg, head, backbone=None):
+    from porter.zoo.keras_hub.fixes import Qwen3Backbone
+
+    if backbone is not None and not isinstance(backbone, Qwen3Backbone) and cfg["layer_norm_epsilon"] != 1e-5:
+        # keras-hub 0.30 builds the per-head q/k norms with epsilon 1e-5 whatever layer_norm_epsilon says;
+        # transformers' Qwen3 uses rms_norm_eps for every norm: no config gives both (a ~1e-3 difference)
+        raise UnsupportedModelError(
+            f"keras-hub's Qwen3Backbone layer_norm_epsilon={cfg['layer_norm_epsilon']!r}: keras-hub 0.30 uses 1e-5 in "
+            "its q/k norms regardless, transformers' Qwen3 one rms_norm_eps everywhere, so no transformers config "
+            "reproduces this model", hint="a model built with layer_norm_epsilon=1e-5 (or written by porter) converts")
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
                 head_dim=cfg["head_dim"], attention_bias=False, use_sliding_window=False, tie_word_embeddings=_tied(cfg))
 
 
-def _gemma(cfg, head):
+def _gemma(cfg, head, backbone=None):
     out = dict(_decoder(cfg), head_dim=cfg["head_dim"], intermediate_size=cfg["intermediate_dim"] // 2,
                hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh", attention_bias=False,
                rope_parameters=_rope(10000.0), tie_word_embeddings=True)
@@ -90,17 +99,23 @@ inverses). A family of the table without one here is refused, named."""
 
 
 # ------------------------------------------------------------------ recognise
-def family_of_class(class_name: str, origin) -> tuple[Family, str | None]:
-    """(family, transformers head class or None) for a keras-hub class name, read from the table."""
+def family_of(model, origin) -> tuple[Family, str | None]:
+    """(family, transformers head class or None) for a keras-hub model, by its exact class: the table's
+    names resolved in keras_hub.models (keras-hub aliases some: Qwen2CausalLM is QwenCausalLM), and
+    porter's registered corrections of them."""
+    from porter.zoo.keras_hub.entry import _keras_hub
+    from porter.zoo.keras_hub.fixes import BACKBONES
+
+    models = _keras_hub().models
     for fam in FAMILIES.values():
-        if class_name == fam.backbone:
+        if type(model) in (getattr(models, fam.backbone, None), BACKBONES.get(fam.backbone)):
             return fam, None
         for hf_head, task in fam.task.items():
-            if class_name == task:
+            if type(model) is getattr(models, task, None):
                 return fam, hf_head
     known = sorted({fam.backbone for fam in FAMILIES.values()} | {t for fam in FAMILIES.values() for t in fam.task.values()})
     raise UnsupportedModelError(
-        f"{origin} holds keras-hub's {class_name}, a family porter has no rules for; porter converts keras-hub "
+        f"{origin} holds keras-hub's {type(model).__name__}, a family porter has no rules for; porter converts keras-hub "
         f"{', '.join(known)} (families {', '.join(FAMILIES)})",
         hint="models outside these families have no direct route to transformers: save one of these classes",
     )
@@ -113,7 +128,7 @@ def is_keras_hub(model) -> bool:
 # ------------------------------------------------------------------ the config
 def hf_config(model, origin) -> dict:
     """The transformers config.json (architectures named) for a keras-hub backbone or task model."""
-    fam, head = family_of_class(type(model).__name__, origin)
+    fam, head = family_of(model, origin)
     inverse = INVERSES.get(fam.model_type)
     if inverse is None:
         raise UnsupportedModelError(
@@ -124,7 +139,11 @@ def hf_config(model, origin) -> dict:
         )
     backbone = getattr(model, "backbone", model)
     cfg = backbone.get_config()
-    config = dict(inverse(cfg, head), model_type=fam.model_type, architectures=[head or fam.base])
+    try:
+        inverse_config = inverse(cfg, head, backbone)
+    except PorterError as exc:
+        raise type(exc)(f"{origin}: {exc.message}", hint=exc.hint) from None
+    config = dict(inverse_config, model_type=fam.model_type, architectures=[head or fam.base])
     task = model.get_config() if head else {}
     if task.get("num_classes"):
         config["num_labels"] = int(task["num_classes"])
@@ -149,6 +168,8 @@ def check_round_trip(fam: Family, head, config: dict, keras_config: dict, backbo
     for key, value in keras_config.items():
         if key in _NOT_MODEL or "dropout" in key or (key == "tie_word_embeddings" and not head):
             continue  # dropout: training only; a base model has no LM head to tie
+        if value is None and key in _DERIVED:
+            value = _DERIVED[key](keras_config)
         want = forward.get(key, defaults.get(key, _NO_DEFAULT))
         if not _same(value, want):
             problems.append(f"{key}={value!r} (transformers' {fam.model_type} config gives {want!r})"
@@ -160,6 +181,8 @@ def check_round_trip(fam: Family, head, config: dict, keras_config: dict, backbo
 
 
 _NO_DEFAULT = object()
+# keras-hub arguments whose None means a value derived from the others
+_DERIVED = {"head_dim": lambda c: c["hidden_dim"] // c["num_query_heads"]}
 
 
 def _same(a, b) -> bool:
@@ -218,7 +241,6 @@ def load_preset(path: Path):
     class_name = _keras_hub_class(spec)
     if class_name is None:
         raise PorterError(f"{spec_file} does not name a keras_hub class", hint="save the model with keras-hub's save_to_preset")
-    family_of_class(class_name, spec_file)  # an unknown family is refused before anything is built
     if (path / "model.weights.json").is_file() and not (path / "model.weights.h5").is_file():
         raise PorterError(f"{path}: sharded keras-hub weights (model.weights.json) are not read yet",
                           hint="save the preset with max_shard_size=None (one model.weights.h5)")
