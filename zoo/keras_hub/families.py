@@ -262,10 +262,29 @@ def dinov2(config, head):
                 name="dinov2_backbone")
 
 
+def vit(config, head):
+    f = "ViTBackbone"
+    if not head:
+        raise UnsupportedModelError(
+            "config.json names no architectures (or ViTModel): transformers' ViTModel has a pooler (dense + tanh) "
+            "that keras-hub's ViTBackbone lacks, so porter's vit direct route converts ViTForImageClassification only",
+            hint="convert it through transformers + ONNX instead: pass --route onnx")
+    _require(config, "hidden_act", ("gelu",), f, "keras-hub's ViT uses the exact GELU")
+    _require(config, "num_channels", (3,), f)
+    size = config["image_size"]
+    return dict(image_shape=(size, size, 3), patch_size=config["patch_size"], num_layers=config["num_hidden_layers"],
+                num_heads=config["num_attention_heads"], hidden_dim=config["hidden_size"],
+                mlp_dim=config["intermediate_size"], dropout_rate=0.0, attention_dropout=0.0,
+                layer_norm_epsilon=float(config["layer_norm_eps"]), use_mha_bias=bool(config["qkv_bias"]),
+                use_mlp_bias=True, use_class_token=True, use_patch_bias=True)
+
+
 def task_kwargs(config: dict, head: str | None) -> dict:
     """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
     if head and head.endswith("ForSequenceClassification"):
         return dict(num_classes=_num_labels(config), dropout=0.0)
+    if head and head.endswith("ForImageClassification"):  # a linear classifier on the class token
+        return dict(num_classes=_num_labels(config), pooling="token", intermediate_dim=None, dropout=0.0)
     return {}
 
 
@@ -305,6 +324,13 @@ FAMILIES: dict[str, Family] = {
                      "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
                      "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
+        Family("vit", "ViTBackbone", "ViTModel", vit, {"ViTForImageClassification": "ViTImageClassifier"},
+               keras_inputs={"pixel_values": "images"},
+               notes="ViTForImageClassification -> ViTImageClassifier (pooling='token', a linear head on the class "
+                     "token after the final norm); the base ViTModel is refused (its pooler has no keras-hub "
+                     "counterpart); image size fixed (learned position table), batch dynamic; one porter-own "
+                     "correction (zoo/keras_hub/fixes.py): keras-hub 0.30 numbers ViT's blocks from 1, porter>ViTBackbone "
+                     "renames them from 0 (names only) so one rule binds layer.{i} to transformer_block_{i}"),
         Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, keras_inputs={"pixel_values": "images"},
                notes="image_shape = position_embedding_shape = image_size (dims kept: batch; the image size is fixed, "
                      "as keras-hub builds its position table for one size); apply_layernorm=True (transformers' "

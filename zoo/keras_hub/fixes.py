@@ -57,4 +57,19 @@ class ElectraBackbone(hub.models.ElectraBackbone):
         return {**super().get_config(), "feedforward_activation": self.feedforward_activation}
 
 
-BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone}
+@keras.saving.register_keras_serializable(package="porter")
+class ViTBackbone(hub.models.ViTBackbone):
+    """keras-hub 0.30 names ViT's blocks from 1 (transformer_block_1 is transformers' layer.0), and
+    porter's rules bind one layer index on both sides: the blocks are renamed from 0. Names only:
+    the weights, the graph and the saved file's layout are keras-hub's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        encoder = next(layer for layer in self._layers if layer.name.endswith("encoder"))
+        blocks = [layer for layer in encoder._layers if layer.name.startswith("transformer_block_")]
+        for i, block in enumerate(blocks):
+            block.name = f"transformer_block_{i}"
+
+
+BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone,
+             "ViTBackbone": ViTBackbone}
