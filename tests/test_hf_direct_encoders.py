@@ -22,12 +22,14 @@ CONFIGS = {
     "albert": dict(TEXT, embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2),
     "electra": dict(TEXT, embedding_size=16),
     "vit": dict(VISION, layer_norm_eps=1e-12),
+    "deit": dict(VISION, layer_norm_eps=1e-12),
     "dinov2": dict({k: v for k, v in VISION.items() if k != "intermediate_size"}, image_size=28, patch_size=7, mlp_ratio=2,
                    layerscale_value=0.5),
 }
 # (family, head): head is None (the base model) or the transformers head class
-CASES = [(f, None) for f in CONFIGS if f != "vit"] + [("distilbert", "DistilBertForSequenceClassification"),
-                                                     ("vit", "ViTForImageClassification")]
+CASES = [(f, None) for f in CONFIGS if f not in ("vit", "deit")] + [
+    ("distilbert", "DistilBertForSequenceClassification"), ("vit", "ViTForImageClassification"),
+    ("deit", "DeiTForImageClassification")]
 IDS = [f + ("" if h is None else "-" + h) for f, h in CASES]
 HIDDEN_ATOL, LOGITS_ATOL = 1e-5, 1e-4
 
@@ -191,10 +193,11 @@ def test_without_porters_electra_correction_keras_hub_misses(tmp_path, monkeypat
     assert result.verification.to_dict()["max_abs_error"]["last_hidden_state"] > HIDDEN_ATOL
 
 
-def test_vit_base_model_exit_2(tmp_path, cli):
-    """transformers' ViTModel has a pooler keras-hub's ViTBackbone lacks: refused, naming the class that converts."""
-    src = make_checkpoint(tmp_path / "hf", "vit")
-    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
+@pytest.mark.parametrize("family,head", [("vit", "ViTForImageClassification"), ("deit", "DeiTForImageClassification")])
+def test_vision_base_model_with_pooler_exit_2(family, head, tmp_path, cli):
+    """transformers' ViTModel / DeiTModel have a pooler keras-hub's backbones lack: refused, naming the head that converts."""
+    src = make_checkpoint(tmp_path / "hf", family)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf", "--route", "direct")
     assert code == 2, output
-    assert "ViTForImageClassification" in output and "--route onnx" in output
+    assert head in output and "--route onnx" in output
     assert not (tmp_path / "tf").exists()

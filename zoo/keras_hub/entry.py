@@ -198,7 +198,14 @@ def keras_call(model, feed: dict) -> dict:
         args["attention_mask"] = np.ones_like(args["input_ids"])
     if "token_type_ids" in fam.keras_inputs and "token_type_ids" not in args:
         args["token_type_ids"] = np.zeros_like(args["input_ids"])  # transformers' default
-    return _named_outputs(model, model({fam.keras_inputs[k]: v for k, v in args.items()}), fam)
+    return _named_outputs(model, _call(model, {fam.keras_inputs[k]: v for k, v in args.items()}), fam)
+
+
+def _call(model, inputs: dict):
+    """keras-hub's image backbones take one tensor (DeiT's input is not even named 'images'), the others a dict."""
+    if len(inputs) == 1 and not isinstance(backbone_of(model).input, dict):
+        return model(next(iter(inputs.values())))
+    return model(inputs)
 
 
 def export_saved_model(model, path: Path) -> None:
@@ -215,7 +222,7 @@ def export_saved_model(model, path: Path) -> None:
         return tf.transpose(t, (0, 2, 3, 1)) if name == "pixel_values" else t
 
     def run(*tensors):
-        return _named_outputs(model, model({fam.keras_inputs[n]: keras_side(n, t) for n, t in zip(names, tensors)}), fam)
+        return _named_outputs(model, _call(model, {fam.keras_inputs[n]: keras_side(n, t) for n, t in zip(names, tensors)}), fam)
 
     def spec(name, ids_dtype):
         if name == "pixel_values":  # batch dynamic; the image size where the backbone fixes it (learned positions)

@@ -279,12 +279,29 @@ def vit(config, head):
                 use_mlp_bias=True, use_class_token=True, use_patch_bias=True)
 
 
+def deit(config, head):
+    f = "DeiTBackbone"
+    if not head:
+        raise UnsupportedModelError(
+            "config.json names no architectures (or DeiTModel): transformers' DeiTModel has a pooler (dense + tanh) "
+            "that keras-hub's DeiTBackbone lacks, so porter's deit direct route converts DeiTForImageClassification only",
+            hint="convert it through transformers + ONNX instead: pass --route onnx")
+    _require(config, "hidden_act", ("gelu",), f, "keras-hub's DeiT uses the exact GELU")
+    _require(config, "num_channels", (3,), f)
+    size = config["image_size"]
+    return dict(image_shape=(size, size, 3), patch_size=config["patch_size"], num_layers=config["num_hidden_layers"],
+                num_heads=config["num_attention_heads"], hidden_dim=config["hidden_size"],
+                intermediate_dim=config["intermediate_size"], dropout_rate=0.0, attention_dropout=0.0,
+                layer_norm_epsilon=float(config["layer_norm_eps"]), use_mha_bias=bool(config["qkv_bias"]))
+
+
 def task_kwargs(config: dict, head: str | None) -> dict:
     """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
     if head and head.endswith("ForSequenceClassification"):
         return dict(num_classes=_num_labels(config), dropout=0.0)
     if head and head.endswith("ForImageClassification"):  # a linear classifier on the class token
-        return dict(num_classes=_num_labels(config), pooling="token", intermediate_dim=None, dropout=0.0)
+        extra = {"intermediate_dim": None} if head.startswith("ViT") else {}
+        return dict(num_classes=_num_labels(config), pooling="token", dropout=0.0, **extra)
     return {}
 
 
@@ -331,6 +348,12 @@ FAMILIES: dict[str, Family] = {
                      "counterpart); image size fixed (learned position table), batch dynamic; one porter-own "
                      "correction (zoo/keras_hub/fixes.py): keras-hub 0.30 numbers ViT's blocks from 1, porter>ViTBackbone "
                      "renames them from 0 (names only) so one rule binds layer.{i} to transformer_block_{i}"),
+        Family("deit", "DeiTBackbone", "DeiTModel", deit, {"DeiTForImageClassification": "DeiTImageClassifier"},
+               keras_inputs={"pixel_values": "images"},
+               notes="DeiTForImageClassification -> DeiTImageClassifier (pooling='token': the class token, not the "
+                     "distillation token, as transformers' DeiTForImageClassification); DeiTForImageClassificationWithTeacher "
+                     "and the base DeiTModel (a pooler keras-hub lacks) are refused; image size fixed, batch dynamic; "
+                     "porter>DeiTBackbone numbers keras-hub's blocks from 0 (names only), as for ViT"),
         Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, keras_inputs={"pixel_values": "images"},
                notes="image_shape = position_embedding_shape = image_size (dims kept: batch; the image size is fixed, "
                      "as keras-hub builds its position table for one size); apply_layernorm=True (transformers' "

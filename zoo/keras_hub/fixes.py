@@ -57,19 +57,33 @@ class ElectraBackbone(hub.models.ElectraBackbone):
         return {**super().get_config(), "feedforward_activation": self.feedforward_activation}
 
 
+def _blocks_from_zero(backbone) -> None:
+    """keras-hub 0.30 names ViT's and DeiT's blocks from 1 (transformer_block_1 is transformers'
+    layer.0), and porter's rules bind one layer index on both sides: the blocks are renamed from 0.
+    Names only: the weights, the graph and the saved file's layout are keras-hub's."""
+    encoder = next(layer for layer in backbone._layers if layer.name.endswith("encoder"))
+    blocks = [layer for layer in encoder._layers if layer.name.startswith("transformer_block_")]
+    for i, block in enumerate(blocks):
+        block.name = f"transformer_block_{i}"
+
+
 @keras.saving.register_keras_serializable(package="porter")
 class ViTBackbone(hub.models.ViTBackbone):
-    """keras-hub 0.30 names ViT's blocks from 1 (transformer_block_1 is transformers' layer.0), and
-    porter's rules bind one layer index on both sides: the blocks are renamed from 0. Names only:
-    the weights, the graph and the saved file's layout are keras-hub's."""
+    """keras-hub's ViTBackbone with its blocks numbered from 0 (_blocks_from_zero)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        encoder = next(layer for layer in self._layers if layer.name.endswith("encoder"))
-        blocks = [layer for layer in encoder._layers if layer.name.startswith("transformer_block_")]
-        for i, block in enumerate(blocks):
-            block.name = f"transformer_block_{i}"
+        _blocks_from_zero(self)
+
+
+@keras.saving.register_keras_serializable(package="porter")
+class DeiTBackbone(hub.models.DeiTBackbone):
+    """keras-hub's DeiTBackbone with its blocks numbered from 0 (_blocks_from_zero)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _blocks_from_zero(self)
 
 
 BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone,
-             "ViTBackbone": ViTBackbone}
+             "ViTBackbone": ViTBackbone, "DeiTBackbone": DeiTBackbone}
