@@ -192,13 +192,19 @@ def _outside_zoo(config) -> bool:
     return isinstance(config, dict) and config.get("model_type") not in zoo.ENTRIES
 
 
+def _onnx_reads_with_transformers(config) -> bool:
+    """On the ONNX route, every HF folder is read by transformers (routes/hf_source.py) except porter's own
+    BERT/RoBERTa, whose zoo entry exports with eager attention and its own 4D mask."""
+    return _outside_zoo(config) or zoo.ENTRIES[config["model_type"]].module != "porter.zoo.bert"
+
+
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
                 static_shapes=False, asked="onnx", latency=False):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
     zoo_source = None
-    hf_outside = path.exists() and detect(path).format == "hf" and _outside_zoo(detect(path).config)
+    hf_outside = path.exists() and detect(path).format == "hf" and _onnx_reads_with_transformers(detect(path).config)
     if str(model) in zoo.ENTRIES and not checkpoint or (not hf_outside and path.exists() and detect(path).format in ("hf", "safetensors")):
         zoo_source = resolve(model, source, checkpoint)
         artifact = zoo_source.artifact

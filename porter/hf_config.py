@@ -19,6 +19,17 @@ NEVER_ZERO = (
 )
 
 
+def refuse_remote_code(config: dict, config_path) -> None:
+    """A config with auto_map names code that ships with the checkpoint: porter never runs it (no
+    trust_remote_code), on any route, and its model_type alone does not say what that code computes."""
+    if "auto_map" in config:
+        raise PorterError(
+            f"{config_path} has auto_map ({', '.join(sorted(config['auto_map']))}): the model's code ships with "
+            "the checkpoint, and porter never runs code from a model folder (no trust_remote_code)",
+            hint="use a model_type that transformers implements, or export the model yourself to a .pt2 "
+                 "(torch.export.save) and convert that")
+
+
 def size_problems(config: dict) -> list[str]:
     """One line per size key holding a non-positive integer."""
     problems = []

@@ -55,7 +55,8 @@ def distilbert_tf(folders, tmp_path_factory):
     from porter.cli import app
 
     src, out = folders("distilbert"), tmp_path_factory.mktemp("conv") / "distilbert-tf"
-    res = CliRunner().invoke(app, ["convert", str(src), "--from", "torch", "--to", "tf", "--out", str(out)])
+    # distilbert has a direct-route family now: this module is about the ONNX route
+    res = CliRunner().invoke(app, ["convert", str(src), "--from", "torch", "--to", "tf", "--out", str(out), "--route", "onnx"])
     return src, out, res.exit_code, res.output
 
 
@@ -66,8 +67,8 @@ def test_distilbert_keeps_batch_and_sequence(distilbert_tf):
     assert code == 0, text
     report = _report(out)
     assert report["route"] == "onnx" and report["architecture"] == "DistilBertModel"
-    assert report["route_reason"] == "model_type 'distilbert' has no direct-route family in porter's zoo"
-    assert "route: onnx - model_type 'distilbert'" in text
+    assert report["route_reason"] == "--route onnx"
+    assert "route: onnx - --route onnx" in text
     assert report["static_dims"] == [] and report["dynamic_dims_kept"]
     shapes = {tuple(s["input_ids"]) for s in _shapes(report)}
     assert {(1, 5), (3, 5), (1, 41), (3, 41)} <= shapes
@@ -210,7 +211,7 @@ def test_unknown_model_type_is_refused(folders, cli, tmp_path):
 
 def test_weights_that_do_not_fit_the_config_are_refused(folders, cli, tmp_path):
     src = _edit_config(folders("distilbert"), tmp_path, vocab_size=120)
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
     assert code == 2
     assert "do not fit its config.json" in text and "word_embeddings.weight: checkpoint (99, 32) vs model (120, 32)" in text
     assert not (tmp_path / "out").exists()
@@ -219,7 +220,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(folders, cli, tmp_path):
 def test_a_task_head_without_its_weights_is_refused(folders, cli, tmp_path):
     """architectures names a classifier, the checkpoint holds the base model: the head's tensors are named."""
     src = _edit_config(folders("distilbert"), tmp_path, architectures=["DistilBertForSequenceClassification"])
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
     assert code == 2
     assert "classifier.weight: missing from the checkpoint" in text
 
@@ -262,7 +263,7 @@ def test_a_model_torch_export_cannot_trace_is_refused(folders, cli, tmp_path, mo
         return original(self, input_ids=input_ids * 0, attention_mask=attention_mask, **kwargs)
 
     monkeypatch.setattr(transformers.DistilBertModel, "forward", branching)
-    code, text = cli("convert", folders("distilbert"), "--from", "torch", "--to", "tf", "--out", tmp_path / "out")
+    code, text = cli("convert", folders("distilbert"), "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
     assert code == 2, text
     assert "torch.export cannot trace DistilBertModel" in text and "data-dependent" in " ".join(text.split()).lower()
     assert not (tmp_path / "out").exists()

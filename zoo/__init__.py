@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from porter.errors import PorterError
-from porter.hf_config import check_sizes
+from porter.hf_config import check_sizes, refuse_remote_code
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ def for_config(config: dict, where: str = "config.json") -> ZooEntry:
     """The entry for a config.json's model_type, after the entry has checked the config's keys and types."""
     if not isinstance(config, dict):
         raise PorterError(f"{where} holds a JSON {type(config).__name__}, not an object of config keys")
+    refuse_remote_code(config, where)
     model_type = config.get("model_type")
     if model_type not in ENTRIES:
         raise PorterError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
+from porter.hf_config import refuse_remote_code
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SHORT_SEQ, LONG_SEQ = 5, 41  # verification lengths; the long one is bounded by the model's positions
@@ -58,12 +59,7 @@ def route_reason(config: dict) -> str:
 
 def check_config(config: dict, where: Path) -> None:
     """What is refused before transformers is imported: remote code, an unknown model_type."""
-    if "auto_map" in config:
-        raise PorterError(
-            f"{where}/config.json has auto_map ({', '.join(sorted(config['auto_map']))}): the model's code ships with "
-            "the checkpoint, and porter never runs code from a model folder (no trust_remote_code)",
-            hint="use a model_type that transformers implements, or export the model yourself to a .pt2 "
-                 "(torch.export.save) and convert that")
+    refuse_remote_code(config, f"{where}/config.json")
     import transformers
 
     model_type = config.get("model_type")
