@@ -429,7 +429,8 @@ def test_a_real_tf_keras_layer_error_is_named_by_its_cause():
             x = tf_keras.Input((2, 16, 2, 8), batch_size=2)
             tf_keras.Model(x, tf.reshape(x, [2, 8, 4]))(np.zeros((2, 2, 16, 2, 8), np.float32))
     assert info.value.message.startswith("onnx2tf on model.onnx failed: ValueError: Cannot reshape a tensor with 1024 elements to shape [2,8,4]")
-    assert info.value.problems == ["in layer 'tf.reshape'"]
+    # tf_keras numbers layer names per process (tf.reshape, tf.reshape_15 ...): the name is what counts
+    assert len(info.value.problems) == 1 and re.fullmatch(r"in layer 'tf\.reshape(_\d+)?'", info.value.problems[0])
 
 
 def _gelu_keras(path):
