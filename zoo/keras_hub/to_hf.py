@@ -93,7 +93,49 @@ def _gemma(cfg, head, backbone=None):
     return out
 
 
-INVERSES = {"gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma": _gemma}
+def _distilbert(cfg, head, backbone=None):
+    return dict(vocab_size=cfg["vocabulary_size"], n_layers=cfg["num_layers"], n_heads=cfg["num_heads"], dim=cfg["hidden_dim"],
+                hidden_dim=cfg["intermediate_dim"], max_position_embeddings=cfg["max_sequence_length"], activation="gelu",
+                sinusoidal_pos_embds=False, dropout=cfg.get("dropout", 0.0), attention_dropout=cfg.get("dropout", 0.0))
+
+
+def _bert_like(cfg, act):
+    return dict(num_hidden_layers=cfg["num_layers"], num_attention_heads=cfg["num_heads"], hidden_size=cfg["hidden_dim"],
+                embedding_size=cfg["embedding_dim"], intermediate_size=cfg["intermediate_dim"],
+                max_position_embeddings=cfg["max_sequence_length"], type_vocab_size=cfg["num_segments"], hidden_act=act,
+                layer_norm_eps=1e-12, position_embedding_type="absolute", hidden_dropout_prob=cfg.get("dropout", 0.0),
+                attention_probs_dropout_prob=cfg.get("dropout", 0.0))
+
+
+def _albert(cfg, head, backbone=None):
+    return dict(_bert_like(cfg, "gelu_new"), vocab_size=cfg["vocabulary_size"], num_hidden_groups=cfg["num_groups"],
+                inner_group_num=cfg["num_inner_repetitions"])
+
+
+def _electra(cfg, head, backbone=None):
+    # keras-hub's own ElectraBackbone hard-codes the tanh GELU; porter's subclass names its activation
+    return dict(_bert_like(cfg, cfg.get("feedforward_activation", "gelu_new")), vocab_size=cfg["vocab_size"])
+
+
+def _mlp_ratio(cfg) -> int:
+    if cfg["intermediate_dim"] % cfg["hidden_dim"]:  # transformers 5's Dinov2Config takes an integer ratio
+        raise UnsupportedModelError(f"keras-hub's DINOV2Backbone intermediate_dim={cfg['intermediate_dim']}: transformers' "
+                                    f"Dinov2 config gives it as an integer mlp_ratio x hidden_dim ({cfg['hidden_dim']})")
+    return cfg["intermediate_dim"] // cfg["hidden_dim"]
+
+
+def _dinov2(cfg, head, backbone=None):
+    height, width, channels = cfg["image_shape"]
+    if height != width:
+        raise UnsupportedModelError(f"keras-hub's DINOV2Backbone image_shape={cfg['image_shape']!r}: transformers' "
+                                    "Dinov2 config has one square image_size")
+    return dict(patch_size=cfg["patch_size"], num_hidden_layers=cfg["num_layers"], hidden_size=cfg["hidden_dim"],
+                num_attention_heads=cfg["num_heads"], mlp_ratio=_mlp_ratio(cfg),
+                layerscale_value=float(cfg["layer_scale_init_value"]), image_size=height, num_channels=channels,
+                hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True, use_swiglu_ffn=False, apply_layernorm=True)
+
+
+INVERSES = {"distilbert": _distilbert, "albert": _albert, "electra": _electra, "dinov2": _dinov2, "gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma": _gemma}
 """model_type -> keras-hub backbone config -> transformers config keys (the forward translators'
 inverses). A family of the table without one here is refused, named."""
 
@@ -148,6 +190,8 @@ def hf_config(model, origin) -> dict:
     if task.get("num_classes"):
         config["num_labels"] = int(task["num_classes"])
     check_round_trip(fam, head, config, cfg, type(backbone), origin)
+    if head:
+        check_task_round_trip(fam, head, config, model, origin)
     return config
 
 
@@ -156,7 +200,11 @@ def check_round_trip(fam: Family, head, config: dict, keras_config: dict, backbo
     every argument it leaves out must be at the class's default. All differences listed at once."""
     from porter.zoo.keras_hub.entry import full_config
 
-    full = full_config(config)
+    try:
+        full = full_config(config)
+    except Exception as exc:  # transformers' own config validation
+        raise UnsupportedModelError(f"{origin}: keras-hub's {backbone_cls.__name__} written back as a transformers "
+                                    f"{fam.model_type} config is refused by transformers: {exc}") from None
     try:
         forward = fam.translate(full, head)
     except PorterError as exc:
@@ -178,6 +226,23 @@ def check_round_trip(fam: Family, head, config: dict, keras_config: dict, backbo
         raise UnsupportedModelError(
             f"{origin}: keras-hub's {backbone_cls.__name__} has options transformers' {fam.base} cannot express",
             problems=problems, hint="set them to keras-hub's defaults, or keep the model in Keras")
+
+
+def check_task_round_trip(fam: Family, head: str, config: dict, model, origin) -> None:
+    """A task model's own arguments (num_classes, a classifier's activation...) are those of the task model
+    porter builds for ``config`` (families.task_kwargs) on the same backbone (its get_config resolves
+    defaults such as hidden_dim=None the same way)."""
+    from porter.zoo.keras_hub.entry import full_config
+    from porter.zoo.keras_hub.families import task_kwargs
+
+    task_cls = type(model)
+    built = task_cls(backbone=model.backbone, preprocessor=None, **task_kwargs(full_config(config), head)).get_config()
+    problems = [f"{key}={value!r} (porter builds {built.get(key)!r})" for key, value in model.get_config().items()
+                if key not in (*_NOT_MODEL, "backbone", "preprocessor") and "dropout" not in key
+                and not _same(value, built.get(key, _NO_DEFAULT))]
+    if problems:
+        raise UnsupportedModelError(f"{origin}: keras-hub's {task_cls.__name__} has options transformers' {head} "
+                                    "cannot express", problems=problems, hint="set them to keras-hub's defaults")
 
 
 _NO_DEFAULT = object()
