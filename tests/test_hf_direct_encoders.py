@@ -117,6 +117,9 @@ def test_serving_default_direct_at_two_more_shapes(converted):
     config = json.loads((src / "config.json").read_text())
     fn = tf.saved_model.load(str(out)).signatures["serving_default"]
     _, specs = fn.structured_input_signature
+    for name, spec in specs.items():  # batch dynamic; text: sequence too; images: NCHW at the configured size
+        want = [None, 3, config["image_size"], config["image_size"]] if name == "pixel_values" else [None, None]
+        assert spec.shape.as_list() == want, name
     output, atol = _output(head)
     assert output in fn.structured_outputs
     for batch, seq in ((2, 17), (5, 33)):
@@ -201,3 +204,15 @@ def test_vision_base_model_with_pooler_exit_2(family, head, tmp_path, cli):
     assert code == 2, output
     assert head in output and "--route onnx" in output
     assert not (tmp_path / "tf").exists()
+
+
+def test_zoo_list_and_show(cli):
+    code, output = cli("zoo", "list")
+    assert code == 0
+    for family, cls in (("distilbert", "DistilBertBackbone"), ("albert", "AlbertBackbone"), ("electra", "ElectraBackbone"),
+                        ("vit", "ViTBackbone"), ("deit", "DeiTBackbone"), ("dinov2", "DINOV2Backbone")):
+        line = next(ln for ln in output.splitlines() if ln.startswith(family + " "))
+        assert "direct" in line and f"keras_hub.models.{cls}" in line
+    code, output = cli("zoo", "show", "vit")
+    assert code == 0
+    assert "{prefix}encoder.layer.{i}.attention.attention.query.weight -> vit_encoder/transformer_block_{i}/mha/query/kernel" in output
