@@ -79,7 +79,9 @@ def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED)
         feeds = info.entry.impl.input_sets(info.config, seed=seed, **kwargs)
         names = set(runner.input_names) or set(feeds[0])
         feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
-        return InputSets(feeds, [f"inputs: {info.entry.name} sample inputs (token ids inside the vocabulary of {info.config.get('vocab_size')}, padded masks)"])
+        what = ("pixel_values NCHW at the configured image size, standard-normal pixels" if "pixel_values" in feeds[0]
+                else f"token ids inside the vocabulary of {info.config.get('vocab_size')}, padded masks")
+        return InputSets(feeds, [f"inputs: {info.entry.name} sample inputs ({what})"])
     specs = specs_of(runner, info)
     if not specs:
         raise PorterError(
