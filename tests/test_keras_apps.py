@@ -51,7 +51,7 @@ def test_resnet50_nchw_layout(cli, tmp_path):
     _apps().build("ResNet50", 64).save(str(src))
     out = tmp_path / "resnet50-torch"
     code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--layout", "nchw", "--atol", "1e-4",
-                       "--rtol", "0", "--out", out)
+                       "--rtol", "0", "--route", "onnx", "--out", out)
     assert code == 0, output
     report = json.loads((out / "porter_report.json").read_text())
     assert list(report["layout"]["inputs"].values()) == ["nhwc"] and report["layout"]["candidate"] == "nchw"
