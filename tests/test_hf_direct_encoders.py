@@ -19,6 +19,7 @@ TEXT = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_h
 VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
 CONFIGS = {
     "distilbert": dict(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64),
+    "xlm-roberta": dict(TEXT, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1),
     "albert": dict(TEXT, embedding_size=16, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2),
     "electra": dict(TEXT, embedding_size=16),
     "vit": dict(VISION, layer_norm_eps=1e-12),
@@ -139,6 +140,25 @@ def test_serving_default_direct_at_two_more_shapes(converted):
             assert err <= (LOGITS_ATOL if name == "logits" else HIDDEN_ATOL), (name, err)
 
 
+def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
+    import keras_hub
+
+    from porter.frameworks import keras
+    from porter.zoo.keras_hub import families
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    (family, head), _, out = converted
+    register_if_keras_hub(out / "model.keras")
+    model = keras().saving.load_model(str(out / "model.keras"), safe_mode=True)
+    fam = families.FAMILIES[family]
+    backbone_cls = getattr(keras_hub.models, fam.backbone)
+    if head:
+        assert type(model) is getattr(keras_hub.models, fam.task[head])
+        assert isinstance(model.backbone, backbone_cls)
+    else:
+        assert isinstance(model, backbone_cls)
+
+
 def test_round_trip_is_bit_exact(converted, tmp_path, cli):
     _, src, out = converted
     code, output = cli("convert", out, "--from", "tf", "--to", "torch", "--out", tmp_path / "back")
@@ -209,7 +229,7 @@ def test_vision_base_model_with_pooler_exit_2(family, head, tmp_path, cli):
 def test_zoo_list_and_show(cli):
     code, output = cli("zoo", "list")
     assert code == 0
-    for family, cls in (("distilbert", "DistilBertBackbone"), ("albert", "AlbertBackbone"), ("electra", "ElectraBackbone"),
+    for family, cls in (("distilbert", "DistilBertBackbone"), ("xlm-roberta", "XLMRobertaBackbone"), ("albert", "AlbertBackbone"), ("electra", "ElectraBackbone"),
                         ("vit", "ViTBackbone"), ("deit", "DeiTBackbone"), ("dinov2", "DINOV2Backbone")):
         line = next(ln for ln in output.splitlines() if ln.startswith(family + " "))
         assert "direct" in line and f"keras_hub.models.{cls}" in line

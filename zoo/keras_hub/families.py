@@ -295,6 +295,20 @@ def deit(config, head):
                 layer_norm_epsilon=float(config["layer_norm_eps"]), use_mha_bias=bool(config["qkv_bias"]))
 
 
+def xlm_roberta(config, head):
+    f = "XLMRobertaBackbone"
+    _require(config, "hidden_act", ("gelu",), f, "keras-hub's encoder layers use the exact GELU")
+    _require(config, "position_embedding_type", ("absolute", None), f)
+    _require(config, "is_decoder", (False, None), f)
+    _require(config, "type_vocab_size", (1,), f, "porter's XLM-RoBERTa serves no token_type_ids (XLM-R checkpoints have one type)")
+    # porter's XLMRobertaBackbone (fixes.py) holds transformers' embedding and pooler
+    return dict(vocabulary_size=config["vocab_size"], num_layers=config["num_hidden_layers"],
+                num_heads=config["num_attention_heads"], hidden_dim=config["hidden_size"],
+                intermediate_dim=config["intermediate_size"], dropout=0.0,
+                max_sequence_length=config["max_position_embeddings"], pad_token_id=config["pad_token_id"],
+                type_vocab_size=config["type_vocab_size"], layer_norm_epsilon=float(config["layer_norm_eps"]))
+
+
 def task_kwargs(config: dict, head: str | None) -> dict:
     """A sequence-classification task model's own kwargs (num_classes, no dropout at inference)."""
     if head and head.endswith("ForSequenceClassification"):
@@ -330,6 +344,14 @@ FAMILIES: dict[str, Family] = {
                      "classifier head (pre_classifier + ReLU + classifier on the first token) is keras-hub's "
                      "DistilBertTextClassifier (pooled_dense + logits), built without a preprocessor and dropout 0; "
                      "keras-hub's backbone exposes its token table twice (token_embedding/ is an alias, ignored by the rules)"),
+        Family("xlm-roberta", "XLMRobertaBackbone", "XLMRobertaModel", xlm_roberta, keras_inputs=_TEXT,
+               keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
+               notes="one layer of porter's own (zoo/keras_hub/fixes.py, porter>XLMRobertaBackbone, a keras_hub "
+                     "XLMRobertaBackbone subclass with keras-hub's TransformerEncoder layers): keras-hub 0.30's embedding "
+                     "counts positions from 0 where transformers counts from padding_idx + 1 over non-pad tokens (the "
+                     "table's first rows would be lost: no bit-exact way back), has no token-type row (transformers "
+                     "adds token_type_embeddings[0] to every token) and no pooler; layer_norm_eps passed through. Base "
+                     "model only (its outputs are a dict; keras-hub's XLMRobertaTextClassifier wants one tensor)"),
         Family("albert", "AlbertBackbone", "AlbertModel", albert, keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
                notes="num_hidden_groups -> num_groups, inner_group_num -> num_inner_repetitions (layers shared per "

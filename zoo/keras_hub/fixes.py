@@ -85,5 +85,55 @@ class DeiTBackbone(hub.models.DeiTBackbone):
         _blocks_from_zero(self)
 
 
-BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone,
+@keras.saving.register_keras_serializable(package="porter")
+class XLMRobertaBackbone(hub.models.XLMRobertaBackbone):
+    """transformers' XLM-RoBERTa embedding, which keras-hub 0.30's XLMRobertaBackbone does not
+    reproduce: positions counted from padding_idx + 1 over non-pad tokens (keras-hub counts from 0,
+    so rows 0..pad of the checkpoint's table would have nowhere to go), a token-type row added to
+    every token (keras-hub has none) and the pooler (dense + tanh on <s>). The encoder layers are
+    keras-hub's TransformerEncoder as XLMRobertaBackbone builds them; the graph is built here, so
+    the constructor of the keras-hub class is not run (its own embedding would be unused)."""
+
+    def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim, dropout=0.0,
+                 max_sequence_length=514, pad_token_id=1, type_vocab_size=1, layer_norm_epsilon=1e-5, dtype=None, **kwargs):
+        from keras import ops
+
+        from keras_hub.src.layers.modeling.reversible_embedding import ReversibleEmbedding
+        from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
+
+        self.token_embedding = ReversibleEmbedding(vocabulary_size, hidden_dim, dtype=dtype, name="token_embedding")
+        self.position_embedding = keras.layers.Embedding(max_sequence_length, hidden_dim, dtype=dtype, name="position_embedding")
+        self.token_type_embedding = keras.layers.Embedding(type_vocab_size, hidden_dim, dtype=dtype, name="token_type_embedding")
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm")
+        self.transformer_layers = [
+            TransformerEncoder(num_heads=num_heads, intermediate_dim=intermediate_dim, activation="gelu", dropout=dropout,
+                               layer_norm_epsilon=layer_norm_epsilon, dtype=dtype, name=f"transformer_layer_{i}")
+            for i in range(num_layers)]
+        self.pooled_dense = keras.layers.Dense(hidden_dim, activation="tanh", dtype=dtype, name="pooled_dense")
+
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        # transformers' create_position_ids_from_input_ids: pad + running count of non-pad tokens
+        not_pad = ops.cast(ops.not_equal(token_ids, pad_token_id), "int32")
+        positions = ops.cumsum(not_pad, axis=1) * not_pad + pad_token_id
+        x = self.token_embedding(token_ids) + self.position_embedding(positions)
+        x = x + self.token_type_embedding(ops.zeros_like(token_ids))  # token_type_ids default to 0
+        x = self.embeddings_layer_norm(x)
+        for layer in self.transformer_layers:
+            x = layer(x, padding_mask=padding_mask)
+        pooled = self.pooled_dense(x[:, 0, :])
+        hub.models.Backbone.__init__(self, inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+                                     outputs={"sequence_output": x, "pooled_output": pooled}, dtype=dtype, **kwargs)
+        self.vocabulary_size, self.num_layers, self.num_heads = vocabulary_size, num_layers, num_heads
+        self.hidden_dim, self.intermediate_dim, self.dropout = hidden_dim, intermediate_dim, dropout
+        self.max_sequence_length, self.pad_token_id, self.type_vocab_size = max_sequence_length, pad_token_id, type_vocab_size
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.start_token_index = 0
+
+    def get_config(self):
+        return {**super().get_config(), "pad_token_id": self.pad_token_id, "type_vocab_size": self.type_vocab_size,
+                "layer_norm_epsilon": self.layer_norm_epsilon}
+
+
+BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "XLMRobertaBackbone": XLMRobertaBackbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone,
              "ViTBackbone": ViTBackbone, "DeiTBackbone": DeiTBackbone}
