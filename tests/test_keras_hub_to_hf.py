@@ -119,7 +119,8 @@ def cli():
 def converted(request, tmp_path_factory, cli):
     family, head, fmt = request.param
     root = tmp_path_factory.mktemp(IDS[CASES.index(request.param)])
-    model = build(family, head)
+    # a base model: Llama built tied (keras-hub's default keeps an LM head, converted as the causal LM: tested below)
+    model = build(family, head, **({"tie_word_embeddings": True} if (family, head) == ("llama", "backbone") else {}))
     src = save(model, root / "model", fmt)
     code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", root / "hf")
     assert code == 0, output
@@ -274,3 +275,45 @@ def test_qwen3_epsilon_keras_hub_ignores_is_refused(cli, tmp_path):
     assert code == 2, output
     assert "layer_norm_epsilon=1e-06" in " ".join(output.split()), output
     assert _no_output(tmp_path / "out")
+
+
+def test_backbone_with_untied_head_converts_as_causal_lm(cli, tmp_path):
+    """keras-hub's LlamaBackbone (and every MistralBackbone) keeps its own LM head: LlamaModel has no place
+    for it, so it is written as LlamaForCausalLM, the head bit-exact, logits verified."""
+    from safetensors.numpy import load_file
+
+    model = build("llama", "backbone")  # keras-hub's default: tie_word_embeddings=False
+    head = model.token_embedding.reverse_embeddings.numpy()
+    src = save(model, tmp_path / "llama", "preset")
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "hf")
+    assert code == 0, output
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is False
+    np.testing.assert_array_equal(load_file(tmp_path / "hf" / "model.safetensors")["lm_head.weight"], head.T)
+    report = json.loads((tmp_path / "hf" / "porter_report.json").read_text())
+    assert report["mapping"]["ignored"] == [] and report["verification"]["status"] == "passed"
+    assert set(report["verification"]["max_abs_error"]) == {"logits"}
+
+
+def test_family_without_inverse_is_refused(monkeypatch):
+    """A family of the table whose config porter cannot yet write back is named, with those it can."""
+    from porter.errors import UnsupportedModelError
+    from porter.zoo.keras_hub import to_hf
+
+    monkeypatch.delitem(to_hf.INVERSES, "gpt2")
+    with pytest.raises(UnsupportedModelError) as err:
+        to_hf.hf_config(build("gpt2", "backbone"), "model.keras")
+    assert "GPT2Backbone" in err.value.message and "gpt2 family" in err.value.message and "llama" in err.value.message
+
+
+def test_tied_llama_keras_file_reloads_tied(cli, tmp_path):
+    """keras-hub 0.30 leaves tie_word_embeddings out of LlamaBackbone's config: its own load_model fails on a
+    tied Llama's .keras; porter loads it again tied, and the written folder is a tied LlamaForCausalLM."""
+    model = build("llama", "causal", tie_word_embeddings=True)
+    src = save(model, tmp_path / "llama", "keras")
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "hf")
+    assert code == 0, output
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
+    report = json.loads((tmp_path / "hf" / "porter_report.json").read_text())
+    assert report["verification"]["status"] == "passed" and report["verification"]["max_abs_error"]["logits"] <= LOGITS_ATOL

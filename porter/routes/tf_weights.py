@@ -83,10 +83,9 @@ def load_keras_artifact(artifact):
         assign_by_name(entry.impl.keras_variables(model), arrays, str(path / "tf_model.h5"))
         return model, config
     if fmt == "keras_hub_preset":
-        from porter.zoo.keras_hub.to_hf import hf_config, load_preset
+        from porter.zoo.keras_hub.to_hf import load_preset, user_model
 
-        model = load_preset(path)
-        return model, hf_config(model, path)
+        return user_model(load_preset(path), path)
     if fmt == "saved_model":
         if not (path / "model.keras").is_file():
             raise PorterError(
@@ -99,13 +98,21 @@ def load_keras_artifact(artifact):
 
     register_if_keras_hub(path)  # keras-hub's classes, for a keras-hub family's model.keras
 
+    from porter.zoo.keras_hub.to_hf import keras_hub_class_of_file, load_keras_file
+
     try:
-        model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
+        if keras_hub_class_of_file(path):  # a user's keras-hub model (a tied Llama included)
+            model = load_keras_file(path)
+        else:
+            model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
+    except PorterError:
+        raise
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
     config = getattr(model, "hf_config", None) or hf_config_beside(model, path)
     if config is None:  # a user's keras-hub model: its transformers config is derived (an unknown family is refused)
-        from porter.zoo.keras_hub.to_hf import hf_config, is_keras_hub
+        from porter.zoo.keras_hub.to_hf import is_keras_hub, user_model
 
-        config = hf_config(model, path) if is_keras_hub(model) else None
+        if is_keras_hub(model):
+            model, config = user_model(model, path)
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)

@@ -25,8 +25,9 @@ from porter.zoo.keras_hub.families import FAMILIES, Family
 _NOT_MODEL = ("name", "trainable", "dtype")
 
 
-def _tied(cfg: dict, default: bool = True) -> bool:
-    return bool(cfg.get("tie_word_embeddings", default))
+def _tied(cfg: dict, backbone, default: bool = True) -> bool:
+    # the attribute first: keras-hub 0.30's LlamaBackbone.get_config leaves tie_word_embeddings out
+    return bool(getattr(backbone, "tie_word_embeddings", cfg.get("tie_word_embeddings", default)))
 
 
 def _gpt2(cfg, head, backbone=None):
@@ -57,7 +58,7 @@ def _llama(cfg, head, backbone=None):
                 "high_freq_factor": float(cfg["rope_high_freq_factor"]),
                 "original_max_position_embeddings": int(cfg["rope_pretraining_sequence_length"])}
     return dict(_decoder(cfg), rope_parameters=rope, attention_bias=False, mlp_bias=False,
-                tie_word_embeddings=_tied(cfg, False))
+                tie_word_embeddings=_tied(cfg, backbone, False))
 
 
 def _mistral(cfg, head, backbone=None):
@@ -69,7 +70,7 @@ def _mistral(cfg, head, backbone=None):
 
 def _qwen2(cfg, head, backbone=None):
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
-                use_sliding_window=False, tie_word_embeddings=_tied(cfg))
+                use_sliding_window=False, tie_word_embeddings=_tied(cfg, backbone))
 
 
 def _qwen3(cfg, head, backbone=None):
@@ -83,7 +84,7 @@ def _qwen3(cfg, head, backbone=None):
             "its q/k norms regardless, transformers' Qwen3 one rms_norm_eps everywhere, so no transformers config "
             "reproduces this model", hint="a model built with layer_norm_epsilon=1e-5 (or written by porter) converts")
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
-                head_dim=cfg["head_dim"], attention_bias=False, use_sliding_window=False, tie_word_embeddings=_tied(cfg))
+                head_dim=cfg["head_dim"], attention_bias=False, use_sliding_window=False, tie_word_embeddings=_tied(cfg, backbone))
 
 
 def _gemma(cfg, head, backbone=None):
@@ -165,6 +166,26 @@ def family_of(model, origin) -> tuple[Family, str | None]:
 
 def is_keras_hub(model) -> bool:
     return any(c.__module__.startswith("keras_hub") for c in type(model).__mro__)
+
+
+def keep_lm_head(model, origin):
+    """A backbone holding an untied LM head (keras-hub's reverse embedding, a trained weight transformers'
+    base model has no place for: LlamaBackbone's default, every MistralBackbone) is converted as its
+    family's causal LM, so the head is kept, not dropped; verification then compares logits."""
+    fam, head = family_of(model, origin)
+    embedding = getattr(model, "token_embedding", None)
+    causal = [t for h, t in fam.task.items() if h.endswith("ForCausalLM")]
+    if head or not causal or embedding is None or getattr(embedding, "tie_weights", True):
+        return model
+    from porter.zoo.keras_hub.entry import _keras_hub
+
+    return getattr(_keras_hub().models, causal[0])(backbone=model, preprocessor=None)
+
+
+def user_model(model, origin):
+    """(model to convert, its transformers config) for a user's keras-hub model."""
+    model = keep_lm_head(model, origin)
+    return model, hf_config(model, origin)
 
 
 # ------------------------------------------------------------------ the config
@@ -309,15 +330,59 @@ def load_preset(path: Path):
     if (path / "model.weights.json").is_file() and not (path / "model.weights.h5").is_file():
         raise PorterError(f"{path}: sharded keras-hub weights (model.weights.json) are not read yet",
                           hint="save the preset with max_shard_size=None (one model.weights.h5)")
-    try:
-        with keras.saving.custom_object_scope({}):
-            model = keras.saving.deserialize_keras_object(spec, safe_mode=True)
+    def load(spec):
+        model = keras.saving.deserialize_keras_object(spec, safe_mode=True)
         backbone = getattr(model, "backbone", model)
         backbone.load_weights(str(path / "model.weights.h5"))
         if model is not backbone and (path / "task.weights.h5").is_file():
             model.load_task_weights(str(path / "task.weights.h5"))
-    except PorterError:
-        raise
-    except Exception as exc:
-        raise PorterError(f"{path} could not be loaded as a keras-hub preset (safe_mode=True): {exc}") from None
-    return model
+        return model
+
+    return _load_tied_llama_too(load, spec, path, "a keras-hub preset")
+
+
+def load_keras_file(path: Path):
+    """A .keras file holding a keras-hub model (safe_mode), a tied Llama included (see below)."""
+    import keras
+
+    def load(spec):
+        if spec is None:
+            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        model = keras.saving.deserialize_keras_object(spec, safe_mode=True)
+        model.load_weights(str(path))
+        return model
+
+    return _load_tied_llama_too(load, None, path, "a .keras file")
+
+
+def _load_tied_llama_too(load, spec, path: Path, what: str):
+    """keras-hub 0.30's LlamaBackbone.get_config leaves out tie_word_embeddings, so a tied Llama's file
+    (no separate LM head stored) does not reload in keras-hub itself; loaded again tied when that is why."""
+    try:
+        return load(spec)
+    except Exception as exc:  # Keras raises plain ValueErrors for files that do not fit
+        first = exc
+    if spec is None:
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                spec = json.loads(z.read("config.json"))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            spec = None
+    node = _llama_backbone_node(spec)
+    if node is not None and "tie_word_embeddings" not in node["config"] and "reverse_embeddings" in str(first):
+        node["config"]["tie_word_embeddings"] = True
+        try:
+            return load(spec)
+        except Exception:
+            pass
+    raise PorterError(f"{path} could not be loaded as {what} (safe_mode=True): {first}") from None
+
+
+def _llama_backbone_node(spec):
+    if not isinstance(spec, dict):
+        return None
+    if spec.get("class_name") == "LlamaBackbone" and str(spec.get("module", "")).startswith("keras_hub"):
+        return spec
+    return _llama_backbone_node((spec.get("config") or {}).get("backbone"))
