@@ -236,3 +236,17 @@ def test_zoo_list_and_show(cli):
     code, output = cli("zoo", "show", "vit")
     assert code == 0
     assert "{prefix}encoder.layer.{i}.attention.attention.query.weight -> vit_encoder/transformer_block_{i}/mha/query/kernel" in output
+
+
+@pytest.mark.parametrize("family,override,key", [
+    ("xlm-roberta", {"type_vocab_size": 2}, "type_vocab_size"),
+    ("albert", {"num_hidden_groups": 3}, "num_hidden_groups"),
+    ("distilbert", {"sinusoidal_pos_embds": True}, "sinusoidal_pos_embds"),
+    ("dinov2", {"use_swiglu_ffn": True}, "use_swiglu_ffn"),
+])
+def test_options_keras_hub_cannot_reproduce_exit_2(family, override, key, tmp_path, cli):
+    src = make_checkpoint(tmp_path / "hf", family, **override)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf", "--route", "direct")
+    assert code == 2, output
+    assert key in output and "--route onnx" in output
+    assert not (tmp_path / "tf").exists()
