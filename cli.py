@@ -308,7 +308,9 @@ def inspect(path: Path = typer.Argument(..., metavar="PATH", help="a model file 
             entry = zoo.for_config(config, f"{path}/config.json")
             typer.echo(f"zoo entry: {entry.name}; mapping: mappings/{entry.family}.toml; route: direct")
         else:
-            typer.echo("zoo entry: none; route: onnx")
+            from porter.zoo.keras_hub.to_hf import describe_source
+
+            typer.echo(describe_source(artifact) or "zoo entry: none; route: onnx")
         from porter.inspection import render, signature
 
         for line in render(*signature(artifact)):

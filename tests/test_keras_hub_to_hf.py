@@ -317,3 +317,11 @@ def test_tied_llama_keras_file_reloads_tied(cli, tmp_path):
     assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
     report = json.loads((tmp_path / "hf" / "porter_report.json").read_text())
     assert report["verification"]["status"] == "passed" and report["verification"]["max_abs_error"]["logits"] <= LOGITS_ATOL
+
+
+def test_inspect_names_the_keras_hub_family(cli, tmp_path):
+    src = save(build("gpt2", "backbone"), tmp_path / "gpt2", "preset")
+    code, output = cli("inspect", src)
+    text = " ".join(output.split())
+    assert code == 0, output
+    assert "keras-hub preset folder" in text and "keras-hub GPT2Backbone (family gpt2; mapping: mappings/gpt2.toml); route: direct" in text

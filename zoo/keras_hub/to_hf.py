@@ -294,6 +294,26 @@ def keras_hub_class_of_file(path: Path) -> str | None:
     return _keras_hub_class(top)
 
 
+def describe_source(artifact) -> str | None:
+    """`porter inspect`'s line for a keras-hub .keras file or preset folder (None for anything else)."""
+    path = Path(artifact.path)
+    if artifact.format == "keras":
+        name = keras_hub_class_of_file(path)
+    elif artifact.format == "keras_hub_preset":
+        spec = path / ("task.json" if (path / "task.json").is_file() else "config.json")
+        try:
+            name = _keras_hub_class(json.loads(spec.read_text()))
+        except (OSError, ValueError):
+            name = None
+    else:
+        return None
+    if name is None:
+        return None
+    fam = next((f for f in FAMILIES.values() if name in (f.backbone, *f.task.values())), None)
+    family = f"family {fam.model_type}; mapping: mappings/{fam.mapping_file}.toml" if fam else "family checked when loaded"
+    return f"keras-hub {name} ({family}); route: direct, --from tf --to torch writes an HF folder"
+
+
 def _keras_hub_class(top) -> str | None:
     if isinstance(top, dict) and str(top.get("module", "")).startswith("keras_hub"):
         return str(top.get("class_name"))
