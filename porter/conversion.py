@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter import progress, zoo
+from porter import zoo
 from porter.artifacts import detect
 from porter.errors import PorterError
-from porter.outdir import check_out, staged_output
+from porter.outdir import check_out
 from porter.path_errors import require_file, require_path
-from porter.result import REPORT, ConversionResult, finish as _finish, verify_written as _verify  # noqa: F401
+from porter.result import ConversionResult
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
 
@@ -119,11 +117,13 @@ def convert(
                               hint="repair the weights, or convert a zoo model with --route direct")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
                            static_shapes=static_shapes, asked=route, latency=latency)
+    from porter.routes import direct
+
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
+        return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     if (source, target) == ("tf", "torch"):
-        return _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
+        return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
 
 
@@ -250,94 +250,3 @@ def _check_latency_flag(latency: bool, verify: bool, recorded: bool) -> None:
     if latency and recorded:
         raise PorterError("--latency needs a source porter can run; a transformers 4.x TF checkpoint has only recorded outputs",
                           hint="leave --latency out")
-
-
-def _direct_torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False) -> ConversionResult:
-    from porter.checkpoints import open_torch_checkpoint
-    from porter.frameworks import save_keras
-    from porter.memory import peak_rss_mb
-    from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
-    from porter.routes.direct import torch_to_keras
-
-    entry = src.entry
-    t0 = time.perf_counter()
-    checkpoint = open_torch_checkpoint(src.path)
-    check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
-    dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
-    dtypes["written"] = dtype or dtypes["source"]
-    # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
-    src = Source(entry, src.path, src.artifact, dict(src.config, dtype=dtypes["written"]))
-    scan = NonFiniteScan(checkpoint.origin, checkpoint.file_of)
-    model, plan = torch_to_keras(entry, checkpoint.watched(scan.check), dict(src.config, _porter_dtype=dtypes["written"]))
-    nonfinite = scan.finish(allow_nonfinite)
-    t_map = time.perf_counter() - t0
-    peaks = {"load_and_map": peak_rss_mb()}  # peak so far after each step: where memory grows
-    with staged_output(out, force) as tmp:
-        t0 = time.perf_counter()
-        with progress.step(f"writing the SavedModel and model.keras of {out}"):
-            entry.impl.export_saved_model(model, tmp)
-            t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
-            save_keras(model, tmp / "model.keras")
-            peaks["keras_save"] = peak_rss_mb()
-        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
-        t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
-        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
-                                                "keras_save_s": t_save - t_export})
-        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
-        if peaks["load_and_map"] is not None:
-            report["peak_rss_mb"] = peaks
-        _finish(tmp, out, report, verification, console)
-    return ConversionResult(out, "direct", verification, report)
-
-
-def _direct_tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False) -> ConversionResult:
-    from safetensors.numpy import save_file
-
-    from porter.numerics import cast_floats
-    from porter.routes.direct import keras_to_torch
-    from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
-
-    t0 = time.perf_counter()
-    with progress.step(f"loading {src.path}"):
-        model, config = load_keras_artifact(src.artifact)
-    if config is None:
-        raise PorterError(f"{src.path} is not one of porter's zoo models", hint="models outside the zoo go through ONNX: pass --route onnx")
-    entry = src.entry or zoo.for_config(config, str(src.path))
-    nonfinite = scan_keras_weights(model, src.path, allow_nonfinite)
-    dtypes = {"source": keras_weights_dtype(model)}
-    dtypes["written"] = dtype or dtypes["source"]
-    # config.json's dtype is what transformers loads the weights as (dtype="auto")
-    src = Source(entry, src.path, src.artifact, dict(entry.impl.full_config(config), dtype=dtypes["written"]))
-    state, plan = keras_to_torch(entry, model, src.config)
-    state = cast_floats(state, dtypes["written"])
-    t_map = time.perf_counter() - t0
-    with staged_output(out, force) as tmp:
-        t0 = time.perf_counter()
-        with progress.step(f"writing model.safetensors of {out}"):
-            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
-        t_save = time.perf_counter() - t0
-        verification = _verify(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
-        report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
-        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
-        _finish(tmp, out, report, verification, console)
-    return ConversionResult(out, "direct", verification, report)
-
-
-def _report(src, out, target, plan, timings) -> dict:
-    from porter import __version__
-
-    return {
-        "porter": __version__,
-        "model": src.entry.name,
-        "source": str(src.path),
-        "from": src.artifact.framework,
-        "to": target,
-        "route": "direct",
-        "mapping": {"family": src.entry.family, "tensors": len(plan.steps), "ignored": plan.ignored},
-        "out": str(out),
-        "timings": timings,
-    }

@@ -1,11 +1,24 @@
-"""The direct route: a zoo entry on both sides, weights moved by the rules in mappings/<family>.toml."""
+"""The direct route: a zoo entry on both sides, weights moved by the rules in mappings/<family>.toml.
+
+    torch checkpoint --read shapes, plan, stream tensors--> Keras model --> SavedModel + model.keras + config.json
+    porter's / keras-hub Keras model --same rules backwards--> state dict --> model.safetensors + config.json
+
+``porter.conversion`` resolves the source and picks this route; what is written is staged, verified and
+reported here (``torch_to_tf`` / ``tf_to_torch``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+
 import numpy as np
 
-from porter import progress
+from porter import progress, zoo
+from porter.errors import PorterError
 from porter.mapping import Plan, RuleSet
+from porter.outdir import staged_output
+from porter.result import ConversionResult, finish, verify_written
 
 
 def rules_for(entry, config: dict, source: str) -> RuleSet:
@@ -38,3 +51,92 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
     plan = rules.plan({k: tuple(v.shape) for k, v in variables.items()}, impl.torch_target_shapes(config))
     with progress.step(f"mapping {len(plan.steps)} tensors"):
         return dict(plan.run(lambda k: np.asarray(variables[k].numpy()))), plan
+
+
+def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
+                        latency=False) -> ConversionResult:
+    from porter.checkpoints import open_torch_checkpoint
+    from porter.frameworks import save_keras
+    from porter.memory import peak_rss_mb
+    from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
+
+    entry = src.entry
+    t0 = time.perf_counter()
+    checkpoint = open_torch_checkpoint(src.path)
+    check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
+    dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
+    dtypes["written"] = dtype or dtypes["source"]
+    # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
+    src = dataclasses.replace(src, config=dict(src.config, dtype=dtypes["written"]))
+    scan = NonFiniteScan(checkpoint.origin, checkpoint.file_of)
+    model, plan = torch_to_keras(entry, checkpoint.watched(scan.check), dict(src.config, _porter_dtype=dtypes["written"]))
+    nonfinite = scan.finish(allow_nonfinite)
+    t_map = time.perf_counter() - t0
+    peaks = {"load_and_map": peak_rss_mb()}  # peak so far after each step: where memory grows
+    with staged_output(out, force) as tmp:
+        t0 = time.perf_counter()
+        with progress.step(f"writing the SavedModel and model.keras of {out}"):
+            entry.impl.export_saved_model(model, tmp)
+            t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
+            save_keras(model, tmp / "model.keras")
+            peaks["keras_save"] = peak_rss_mb()
+        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
+        t_save = time.perf_counter() - t0
+        verification = verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
+        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
+                                                "keras_save_s": t_save - t_export})
+        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        if peaks["load_and_map"] is not None:
+            report["peak_rss_mb"] = peaks
+        finish(tmp, out, report, verification, console)
+    return ConversionResult(out, "direct", verification, report)
+
+
+def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
+                        latency=False) -> ConversionResult:
+    from safetensors.numpy import save_file
+
+    from porter.numerics import cast_floats
+    from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
+
+    t0 = time.perf_counter()
+    with progress.step(f"loading {src.path}"):
+        model, config = load_keras_artifact(src.artifact)
+    if config is None:
+        raise PorterError(f"{src.path} is not one of porter's zoo models", hint="models outside the zoo go through ONNX: pass --route onnx")
+    entry = src.entry or zoo.for_config(config, str(src.path))
+    nonfinite = scan_keras_weights(model, src.path, allow_nonfinite)
+    dtypes = {"source": keras_weights_dtype(model)}
+    dtypes["written"] = dtype or dtypes["source"]
+    # config.json's dtype is what transformers loads the weights as (dtype="auto")
+    src = dataclasses.replace(src, entry=entry, config=dict(entry.impl.full_config(config), dtype=dtypes["written"]))
+    state, plan = keras_to_torch(entry, model, src.config)
+    state = cast_floats(state, dtypes["written"])
+    t_map = time.perf_counter() - t0
+    with staged_output(out, force) as tmp:
+        t0 = time.perf_counter()
+        with progress.step(f"writing model.safetensors of {out}"):
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
+        t_save = time.perf_counter() - t0
+        verification = verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
+        report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        finish(tmp, out, report, verification, console)
+    return ConversionResult(out, "direct", verification, report)
+
+
+def _report(src, out, target, plan, timings) -> dict:
+    from porter import __version__
+
+    return {
+        "porter": __version__,
+        "model": src.entry.name,
+        "source": str(src.path),
+        "from": src.artifact.framework,
+        "to": target,
+        "route": "direct",
+        "mapping": {"family": src.entry.family, "tensors": len(plan.steps), "ignored": plan.ignored},
+        "out": str(out),
+        "timings": timings,
+    }
