@@ -395,7 +395,7 @@ def test_a_keras_call_error_is_shown_by_its_message_not_its_argument_dump():
     import numpy as np
 
     from porter.errors import CannotConvertYet
-    from porter.routes.onnx_export import captured_output
+    from porter.routes.to_onnx import captured_output
 
     dump = "\n".join(f"   [{' '.join(str(v) for v in row)}]" for row in np.arange(24).reshape(4, 6))
     inner = ValueError(
@@ -422,7 +422,7 @@ def test_a_real_tf_keras_layer_error_is_named_by_its_cause():
     import tf_keras
 
     from porter.errors import CannotConvertYet
-    from porter.routes.onnx_export import captured_output
+    from porter.routes.to_onnx import captured_output
 
     with pytest.raises(CannotConvertYet) as info:
         with captured_output("onnx2tf on model.onnx"):

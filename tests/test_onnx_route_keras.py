@@ -64,7 +64,7 @@ def test_tf2onnx_export_keeps_only_the_model_inputs(keras_src, tmp_path):
     import onnx
 
     from porter.frameworks import keras
-    from porter.routes.onnx_export import keras_to_onnx
+    from porter.routes.to_onnx import keras_to_onnx
 
     model = keras().models.load_model(str(keras_src))
     keras_to_onnx(model, tmp_path / "m.onnx")

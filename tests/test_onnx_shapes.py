@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from porter.routes.onnx_shapes import fold_shape_computations, prepare_for_onnx2tf
-from porter.routes.onnx_route import onnx_io
+from porter.routes.onnx_fix_shapes import fold_shape_computations, prepare_for_onnx2tf
+from porter.routes.onnx_graph import onnx_io
 
 
 def _model(nodes, inputs, outputs, initializers=()):
@@ -98,7 +98,7 @@ def test_multi_axis_unsqueeze_is_split_into_single_axes(axes):
 
 
 def test_index_bounds_follow_casts_into_embedding_tables():
-    from porter.routes.onnx_route import index_bounds
+    from porter.routes.onnx_graph import index_bounds
     from porter.verifiers.inputs import from_specs
 
     ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])

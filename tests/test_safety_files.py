@@ -185,7 +185,7 @@ def test_hf_model_pt2_loads_and_verifies(family, tmp_path, cli):
             n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=32, use_cache=False))
     ids = torch.randint(0, 50, (2, 8))
     torch.export.save(torch.export.export(model.eval(), (ids,)), str(tmp_path / "hf.pt2"))
-    from porter.routes.onnx_export import exported_program_io, load_exported_program
+    from porter.routes.to_onnx import exported_program_io, load_exported_program
 
     program = load_exported_program(tmp_path / "hf.pt2")
     _, outputs, _ = exported_program_io(program)
@@ -343,7 +343,7 @@ class ShapeArithmetic(torch.nn.Module):
 
 def test_pt2_with_shape_expressions_still_loads(tmp_path):
     """Every sympy expression torch.export writes for dynamic dims passes porter's check."""
-    from porter.routes.onnx_export import load_exported_program
+    from porter.routes.to_onnx import load_exported_program
     from porter.safe_pt2 import _values_of
 
     path = tmp_path / "dyn.pt2"

@@ -46,7 +46,7 @@ def onnx_reshape(x, shape, allowzero):
     return x.reshape(shape)
 
 
-def onnx_expand(x, shape):
+def onnx_fix_expand(x, shape):
     """ONNX Expand broadcasts both ways: a 1 in ``shape`` keeps the input's size."""
     return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))
 

@@ -323,7 +323,7 @@ def _fix_image_size(hf: HFModel, why: str) -> None:
 
 def _export(model, hf: HFModel, onnx_path: Path):
     from porter.frameworks import torch
-    from porter.routes import onnx_export
+    from porter.routes import to_onnx
 
     torch = torch()
     name, names, outputs = hf.architecture, hf.input_names, hf.output_names
@@ -352,8 +352,8 @@ def _export(model, hf: HFModel, onnx_path: Path):
     args = tuple(torch.from_numpy(example[n]) for n in names)
     with plain_padding_masks(model):
         program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
-    onnx_export.torch_to_onnx(program, args, names, outputs, onnx_path)
-    return onnx_export.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
+    to_onnx.torch_to_onnx(program, args, names, outputs, onnx_path)
+    return to_onnx.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
 
 
 @contextlib.contextmanager
@@ -403,7 +403,7 @@ def plain_padding_masks(model):
 def trace(module, args: tuple, dynamic_shapes, name: str):
     """torch.export.export; a model it cannot trace is bad input, with torch's own reason."""
     from porter.frameworks import torch
-    from porter.routes.onnx_export import captured_output
+    from porter.routes.to_onnx import captured_output
 
     torch = torch()
     try:

@@ -4,6 +4,15 @@
     tf (.keras, .h5, SavedModel)                   --tf2onnx-------------------> ONNX --porter---> model.py + model.safetensors + model.pt2
     onnx                                           --------------------------------> either of the above
     --to onnx writes the ONNX file itself (checked against onnxruntime); --to tflite goes on from the SavedModel.
+
+One module per leg, named by its role:
+    source -> ONNX      to_onnx.py (torch.onnx.export, tf2onnx), to_onnx_leftovers.py (ops tf2onnx left as TF ops),
+                        hf_source.py (an HF folder read by transformers, with its inputs and dynamic dims)
+    ONNX graph fixes    onnx_fix_shapes.py (shape arithmetic folded, so onnx2tf keeps dims dynamic),
+                        onnx_fix_expand.py (class-token broadcast)
+    ONNX -> TF          onnx_to_tf.py (onnx2tf, agreement probes, static fallback, TFLite)
+    ONNX -> torch       onnx_to_torch_folder.py (porter's converter: model.py + model.safetensors + model.pt2)
+    shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts)
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from porter import progress
 from porter.errors import PorterError
 from porter.hf_load import load_zoo_torch
 from porter.model_code import model_code_record
-from porter.routes import onnx_export, onnx_route
+from porter.routes import onnx_graph, onnx_to_tf, onnx_to_torch_folder, to_onnx
 
 LAYOUTS = ("nhwc", "nchw")
 
@@ -30,7 +39,7 @@ class Prepared:
     """The source, exported to ONNX: what to compare against and with which inputs."""
 
     reference: Path  # the artifact the reference runner opens
-    export: onnx_export.OnnxExport
+    export: to_onnx.OnnxExport
     feeds: list[dict]
     model_name: str
     zoo_entry: object = None
@@ -85,45 +94,45 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
     onnx_path = work / "model.onnx"
     fmt = artifact.format
     if artifact.framework == "onnx":
-        model = onnx_route.load_onnx(artifact.path)
-        inputs, outputs, specs = onnx_route.onnx_io(model)
+        model = onnx_graph.load_onnx(artifact.path)
+        inputs, outputs, specs = onnx_graph.onnx_io(model)
         if target == "torch":
             from porter.onnx_to_torch.converter import _opsets, check_model
 
             check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
         shutil.copyfile(artifact.path, onnx_path)
-        export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_route.index_bounds(model)))
+        export = to_onnx.OnnxExport(onnx_path, inputs, outputs, specs)
+        return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_graph.index_bounds(model)))
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path)
     if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
         return _prepare_hf(artifact, onnx_path)
     if fmt == "pt2":
         with progress.step(f"loading {artifact.path}"):
-            program = onnx_export.load_exported_program(artifact.path)
-        inputs, outputs, specs = onnx_export.exported_program_io(program)
+            program = to_onnx.load_exported_program(artifact.path)
+        inputs, outputs, specs = to_onnx.exported_program_io(program)
         import torch
 
-        example = tuple(torch.from_numpy(_generated(specs, None, onnx_export.exported_program_ranges(program))["feeds"][0][n])
+        example = tuple(torch.from_numpy(_generated(specs, None, to_onnx.exported_program_ranges(program))["feeds"][0][n])
                         for n in inputs)  # shapes and dtypes only
-        onnx_export.torch_to_onnx(program, example, inputs, outputs, onnx_path)
-        export = onnx_export.OnnxExport(onnx_path, inputs, outputs, specs)
-        ranges = onnx_export.exported_program_ranges(program)
+        to_onnx.torch_to_onnx(program, example, inputs, outputs, onnx_path)
+        export = to_onnx.OnnxExport(onnx_path, inputs, outputs, specs)
+        ranges = to_onnx.exported_program_ranges(program)
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path), ranges))
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"
         if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
-            export = onnx_export.saved_model_to_onnx(artifact.path, onnx_path)
+            export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path)
             if nchw:
-                export = onnx_export.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
+                export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
             reference = artifact.path
         else:
             from porter.routes.tf_weights import load_keras_artifact
 
             with progress.step(f"loading {artifact.path}"):
                 model, _ = load_keras_artifact(artifact)
-            _, _, specs = onnx_export.keras_io(model)
-            export = onnx_export.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
+            _, _, specs = to_onnx.keras_io(model)
+            export = to_onnx.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
         return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc",
                         **_generated(export.input_specs, _bounds_of(onnx_path)))
@@ -144,7 +153,7 @@ def _generated(specs: dict, index_bounds: dict | None = None, ranges: dict | Non
 def _bounds_of(onnx_path: Path) -> dict:
     import onnx
 
-    return onnx_route.index_bounds(onnx.load(str(onnx_path), load_external_data=False))
+    return onnx_graph.index_bounds(onnx.load(str(onnx_path), load_external_data=False))
 
 
 def _channel_inputs(specs: dict) -> list[str]:
@@ -181,13 +190,13 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
     example = tuple(torch.as_tensor(np.asarray(feeds[-1][n], dtype=np.int64)) for n in names)
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("sequence", min=2, max=512)
     dynamic = {n: {0: batch, 1: seq} for n in names}
-    onnx_export.torch_to_onnx(Outputs(hf).eval(), example, names, outputs, onnx_path, dynamic_shapes=dynamic)
+    to_onnx.torch_to_onnx(Outputs(hf).eval(), example, names, outputs, onnx_path, dynamic_shapes=dynamic)
     specs = {n: ("int64", (None, None)) for n in names}
     feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds]
     # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
     feeds = feeds[-1:] + feeds[:-1]
     notes = [f"inputs: {entry.name} sample inputs (real sentences where the checkpoint ships a tokenizer, padded masks)"]
-    return Prepared(src.path, onnx_export.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry,
+    return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry,
                     input_notes=notes)
 
 
@@ -198,22 +207,22 @@ def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) ->
     onnx_path = prep.export.path
     if target == "onnx":
         shutil.copyfile(onnx_path, tmp / "model.onnx")
-        _, _, specs = onnx_route.onnx_io(onnx_route.load_onnx(onnx_path))
+        _, _, specs = onnx_graph.onnx_io(onnx_graph.load_onnx(onnx_path))
         return tmp / "model.onnx", {"static_dims": _static_vs(prep.export.input_specs, specs), "inputs": specs,
                                     "layout": _layout_info(prep, None)}
     if target in ("tf", "tflite"):
         saved = tmp if target == "tf" else work / "saved_model"
         tf_layout = "nhwc" if layout == "nhwc" else "keep"
-        info = onnx_route.onnx_to_saved_model(onnx_path, saved, layout=tf_layout, example=prep.feeds[0])
+        info = onnx_to_tf.onnx_to_saved_model(onnx_path, saved, layout=tf_layout, example=prep.feeds[0])
         info["layout"] = _layout_info(prep, "nhwc" if tf_layout == "nhwc" else None)
         if target == "tf":
             return tmp, info
-        onnx_route.saved_model_to_tflite(saved, tmp / "model.tflite")
+        onnx_to_tf.saved_model_to_tflite(saved, tmp / "model.tflite")
         return tmp / "model.tflite", info
     if target == "torch":
         # torch.export specialises a dim traced at size 1: the example is a feed with a batch above 1
         example = next((f for f in prep.feeds if all(np.ndim(v) == 0 or np.shape(v)[0] != 1 for v in f.values())), prep.feeds[0])
-        info = onnx_route.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(example, prep, layout))
+        info = onnx_to_torch_folder.onnx_to_torch_folder(onnx_path, tmp, _candidate_feed(example, prep, layout))
         info["inputs"] = {n: (d, list(s)) for n, (d, s) in info["inputs"].items()}
         info["layout"] = _layout_info(prep, layout)
         return tmp, info
@@ -239,7 +248,7 @@ def _layout_info(prep: Prepared, layout) -> dict:
 def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
     if layout == "nchw" and prep.source_layout == "nhwc":
         channel = set(_channel_inputs(prep.export.input_specs))
-        return {k: np.transpose(v, onnx_route.NHWC_TO_NCHW[v.ndim]) if k in channel else v for k, v in feed.items()}
+        return {k: np.transpose(v, onnx_graph.NHWC_TO_NCHW[v.ndim]) if k in channel else v for k, v in feed.items()}
     return feed
 
 
@@ -284,12 +293,12 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs
     channel = _channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
     if info["layout"]["candidate"] != source and channel:  # the candidate's static dims, in the source's layout
-        perm = onnx_route.NCHW_TO_NHWC if source == "nhwc" else onnx_route.NHWC_TO_NCHW
+        perm = onnx_graph.NCHW_TO_NHWC if source == "nhwc" else onnx_graph.NHWC_TO_NCHW
         written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
                    for n, (d, s) in written.items()}
     from porter.verifiers.inputs import InputSets
 
-    feeds = [f for f in prep.feeds if onnx_route.fits(f, written)]
+    feeds = [f for f in prep.feeds if onnx_graph.fits(f, written)]
     if not feeds:
         raise PorterError("none of the verification inputs fits the converted model's static input shapes",
                           problems=[f"{n}: {s}" for n, (_, s) in written.items()])
@@ -313,7 +322,7 @@ def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dic
         "to": target,
         "route": "onnx",
         **({"architecture": prep.architecture} if prep.architecture else {}),
-        "onnx": {"opset": onnx_export.OPSET if artifact.framework != "onnx" else None,
+        "onnx": {"opset": to_onnx.OPSET if artifact.framework != "onnx" else None,
                  "inputs": prep.export.input_names, "outputs": prep.export.output_names},
         "inputs": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in info.get("inputs", {}).items()},
         "outputs": info.get("outputs", prep.export.output_names),

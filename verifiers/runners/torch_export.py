@@ -13,7 +13,7 @@ class ExportedProgramRunner(Runner):
 
     def activate(self):
         from porter.frameworks import torch
-        from porter.routes.onnx_export import exported_program_io, exported_program_ranges, load_exported_program
+        from porter.routes.to_onnx import exported_program_io, exported_program_ranges, load_exported_program
 
         self.torch = torch()
         program = load_exported_program(self.artifact.path)

@@ -155,7 +155,7 @@ def _slice(data, starts, ends, axes, steps):
 def Expand(input, shape):
     sizes = ints(shape)
     if is_proxy(sizes):
-        return emit(runtime.onnx_expand, input, sizes)
+        return emit(runtime.onnx_fix_expand, input, sizes)
     r, n = rank(input), len(sizes)
     full = [1] * (r - n) + list(sizes)
     # ONNX broadcasts both ways: a 1 in `shape` keeps the input's size, which torch spells -1.

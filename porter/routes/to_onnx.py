@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from porter.errors import CannotConvertYet, PorterError
-from porter.routes.onnx_leftovers import check_tf2onnx_output
+from porter.routes.to_onnx_leftovers import check_tf2onnx_output
 
 OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
 

@@ -1,10 +1,5 @@
-"""The second leg of the ONNX route: ONNX -> TF (onnx2tf, names restored) and ONNX -> torch
-(porter's own converter, written as model.py + model.safetensors + model.pt2).
-
-Also the small pieces the route needs around them: reading an ONNX file as bad input
-(corrupt, unsupported ops), feeds for models outside the zoo, and a runner adapter that
-transposes NHWC feeds for a candidate that takes NCHW.
-"""
+"""ONNX -> TF: onnx2tf writes the SavedModel (dims kept dynamic where it can, names restored, checked
+against onnxruntime at other sizes, else retried with dims fixed and listed); --to tflite goes on from it."""
 
 from __future__ import annotations
 
@@ -16,64 +11,8 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError, UnsupportedModelError
-from porter.routes.onnx_export import captured_output
-
-NHWC_TO_NCHW = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
-NCHW_TO_NHWC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
-                11: "float64", 16: "bfloat16"}
-
-
-# -- reading ONNX ---------------------------------------------------------------------------
-
-
-def load_onnx(path: Path):
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises several types for a damaged file
-        raise PorterError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
-                          hint="the file is corrupt or truncated: export it again") from None
-    if not model.graph.node or not model.graph.output:
-        raise PorterError(f"{path} is not a readable ONNX model: its graph has no nodes or no outputs",
-                          hint="the file is corrupt or truncated: export it again")
-    return model
-
-
-def onnx_io(model) -> tuple[list[str], list[str], dict]:
-    """(input names, output names, input specs name -> (dtype, shape with None for dynamic dims))."""
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    specs = {}
-    for value in inputs:
-        t = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        specs[value.name] = (_ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"), shape)
-    return [i.name for i in inputs], [o.name for o in model.graph.output], specs
-
-
-def index_bounds(model) -> dict:
-    """Integer graph inputs used (through Casts) as Gather indices into a constant table, with the
-    table's size on that axis: the ids a generated input may take (an embedding's vocabulary)."""
-    inputs = {i.name for i in model.graph.input}
-    tables = {i.name: list(i.dims) for i in model.graph.initializer}
-    source = {n: n for n in inputs}  # tensor -> the graph input it is a cast of
-    bounds: dict = {}
-    for node in model.graph.node:
-        if node.op_type == "Cast" and node.input[0] in source:
-            source[node.output[0]] = source[node.input[0]]
-        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in source and node.input[0] in tables:
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-            dims = tables[node.input[0]]
-            name = source[node.input[1]]
-            bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
-    return bounds
-
-
-def opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
+from porter.routes.onnx_graph import NCHW_TO_NHWC, NHWC_TO_NCHW, load_onnx, onnx_io, opset
+from porter.routes.to_onnx import captured_output
 
 def check_onnx2tf_ops(model) -> None:
     """Every op onnx2tf has no converter for, with counts, at once (before the slow conversion)."""
@@ -90,16 +29,6 @@ def check_onnx2tf_ops(model) -> None:
         listed = ", ".join(f"{op} x{count}" for op, count in sorted(missing.items()))
         raise UnsupportedModelError(f"ops not supported by onnx2tf (opset {opset(model)}): {listed}",
                                     hint="export the model with these ops decomposed")
-
-
-def fits(feed: dict, specs: dict) -> bool:
-    """Whether every array matches the static dims of ``specs`` (name -> (dtype, shape))."""
-    for name, (_, shape) in specs.items():
-        if name in feed:
-            got = np.shape(feed[name])
-            if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
-                return False
-    return True
 
 
 # -- ONNX -> TF ---------------------------------------------------------------------------------
@@ -120,7 +49,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     channel_inputs = [n for n in inputs if len(specs[n][1]) in (3, 4, 5)]
     keep = channel_inputs if layout == "keep" else []
     notes, static_dims = [], []
-    from porter.routes.onnx_shapes import dynamic_symbols
+    from porter.routes.onnx_fix_shapes import dynamic_symbols
 
     symbols = dynamic_symbols(model, specs)
     del model
@@ -191,7 +120,7 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
     as the all-dynamic attempt is. (keras model, notes), or (None, []) when that fails too."""
     import onnx
 
-    from porter.routes.onnx_shapes import dynamic_symbols
+    from porter.routes.onnx_fix_shapes import dynamic_symbols
 
     fixed = {n: {a: int(np.shape(example[n])[a]) for a, d in enumerate(shape) if d is None and a > 0}
              for n, (_, shape) in specs.items()}
@@ -242,7 +171,7 @@ def _agrees_at_other_sizes(keras_model, onnx_path: Path, specs: dict, symbols, k
     the dims fixed. A coarse check for wrong structure; the verification that follows is the strict one."""
     import onnxruntime as ort
 
-    from porter.routes.onnx_shapes import probe_feeds
+    from porter.routes.onnx_fix_shapes import probe_feeds
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for which in (0, 1):
@@ -274,7 +203,7 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
 
     import onnx
 
-    from porter.routes.onnx_shapes import prepare_for_onnx2tf
+    from porter.routes.onnx_fix_shapes import prepare_for_onnx2tf
 
     notes = []
     simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
@@ -333,42 +262,3 @@ def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
         path.write_bytes(converter.convert())
-
-
-# -- ONNX -> torch ------------------------------------------------------------------------------
-
-
-def onnx_to_torch_folder(onnx_path: Path, folder: Path, example: dict) -> dict:
-    """model.py + model.safetensors (porter's codegen) and model.pt2 (dynamic batch where the
-    graph allows; else static, and listed)."""
-    from porter.frameworks import torch
-    from porter.onnx_to_torch import onnx_to_torch, write_exported_program, write_torch_package
-
-    torch = torch()
-    model = load_onnx(onnx_path)
-    inputs, outputs, specs = onnx_io(model)
-    with progress.step(f"converting {onnx_path.name} to torch (model.py + model.safetensors)"):
-        gm = onnx_to_torch(model)
-        write_torch_package(gm, folder)
-    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in inputs)
-    static_dims, notes = [], []
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} if specs[n][1] and specs[n][1][0] is None else None for n in inputs)
-    try:
-        with captured_output("torch.export of the converted module"):
-            write_exported_program(gm, args, folder / "model.pt2", dynamic_shapes=dynamic if any(dynamic) else None)
-    except PorterError as exc:
-        try:
-            with captured_output("torch.export of the converted module"):
-                write_exported_program(gm, args, folder / "model.pt2")
-        except PorterError as again:
-            # model.py and model.safetensors are the conversion; model.pt2 is a convenience that
-            # torch.export cannot always give (data-dependent control flow): say so, keep the rest
-            (folder / "model.pt2").unlink(missing_ok=True)
-            notes.append(f"model.pt2 not written: torch.export failed with a dynamic batch ({exc.message}) "
-                         f"and with a static one ({again.message}); model.py runs the model")
-            return {"static_dims": [], "notes": notes, "inputs": specs, "outputs": outputs, "exported_program": False}
-        static_dims = [{"artifact": "model.pt2", "input": n, "axis": 0, "size": int(np.shape(example[n])[0])}
-                       for n, d in zip(inputs, dynamic) if d]
-        notes.append(f"model.pt2 has a static batch: torch.export with a dynamic batch failed ({exc.message})")
-    return {"static_dims": static_dims, "notes": notes, "inputs": specs, "outputs": outputs}

@@ -29,7 +29,7 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
 def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
     """The graph rewritten so that onnx2tf keeps dynamic dims: multi-axis Unsqueezes split, shape
     arithmetic folded. (a model, notes); the model itself when nothing needed rewriting."""
-    from porter.routes.onnx_expand import class_tokens_by_broadcast
+    from porter.routes.onnx_fix_expand import class_tokens_by_broadcast
 
     model, notes = _split_unsqueezes(model)
     model, tokens = class_tokens_by_broadcast(model)

@@ -1,0 +1,73 @@
+"""Reading an ONNX graph, for every leg of the ONNX route: the file as bad input (corrupt, empty),
+its inputs and outputs, the id ranges its embeddings take, and the NHWC/NCHW permutations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+
+NHWC_TO_NCHW = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
+NCHW_TO_NHWC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+                11: "float64", 16: "bfloat16"}
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a damaged file
+        raise PorterError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
+                          hint="the file is corrupt or truncated: export it again") from None
+    if not model.graph.node or not model.graph.output:
+        raise PorterError(f"{path} is not a readable ONNX model: its graph has no nodes or no outputs",
+                          hint="the file is corrupt or truncated: export it again")
+    return model
+
+
+def onnx_io(model) -> tuple[list[str], list[str], dict]:
+    """(input names, output names, input specs name -> (dtype, shape with None for dynamic dims))."""
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    specs = {}
+    for value in inputs:
+        t = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        specs[value.name] = (_ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"), shape)
+    return [i.name for i in inputs], [o.name for o in model.graph.output], specs
+
+
+def index_bounds(model) -> dict:
+    """Integer graph inputs used (through Casts) as Gather indices into a constant table, with the
+    table's size on that axis: the ids a generated input may take (an embedding's vocabulary)."""
+    inputs = {i.name for i in model.graph.input}
+    tables = {i.name: list(i.dims) for i in model.graph.initializer}
+    source = {n: n for n in inputs}  # tensor -> the graph input it is a cast of
+    bounds: dict = {}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in source:
+            source[node.output[0]] = source[node.input[0]]
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in source and node.input[0] in tables:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            dims = tables[node.input[0]]
+            name = source[node.input[1]]
+            bounds[name] = min(bounds.get(name, dims[axis]), dims[axis])
+    return bounds
+
+
+def opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def fits(feed: dict, specs: dict) -> bool:
+    """Whether every array matches the static dims of ``specs`` (name -> (dtype, shape))."""
+    for name, (_, shape) in specs.items():
+        if name in feed:
+            got = np.shape(feed[name])
+            if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
+                return False
+    return True
