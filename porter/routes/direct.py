@@ -136,6 +136,8 @@ def _report(src, out, target, plan, timings) -> dict:
         "from": src.artifact.framework,
         "to": target,
         "route": "direct",
+        "route_reason": f"porter's zoo has {src.entry.name!r} on both sides ({src.entry.torch_class} <-> {src.entry.keras_class}), "
+                        f"weights moved by mappings/{src.entry.family}.toml",
         "mapping": {"family": src.entry.family, "tensors": len(plan.steps), "ignored": plan.ignored},
         "out": str(out),
         "timings": timings,
