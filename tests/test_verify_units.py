@@ -101,3 +101,16 @@ def test_check_file_format(tmp_path):
     with pytest.raises(PorterError) as info:
         load(tmp_path / "porter.toml")
     assert "unknown key 'speed'" in str(info.value) and "missing 'candidate'" in str(info.value)
+
+
+def test_fp32_logits_default_to_1e4_and_hidden_states_to_1e5():
+    """porter's fp32 standard: 1e-5 on hidden states, 1e-4 on logits (stated in the comparison)."""
+    from porter.verifiers.compare import compare
+
+    ref = np.linspace(-3, 3, 64, dtype=np.float32).reshape(2, 32)
+    small = ref + np.float32(5e-5)
+    assert compare("logits", ref, small).passed
+    assert not compare("last_hidden_state", ref, small).passed
+    assert not compare("logits", ref, ref + np.float32(2e-4)).passed
+    assert not compare("logits", ref, small, atol=1e-5).passed  # a given atol is never raised
+    assert "logits: atol 0.0001" in compare("logits", ref, small).tolerance_from
