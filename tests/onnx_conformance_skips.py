@@ -35,9 +35,6 @@ KNOWN_GAPS: dict[str, list[str]] = {
         r"test_resize_.*_not_(larger|smaller)", r"test_resize_.*cubic_A_n0p5_exclude_outside",
         r"test_resize_upsample_scales_cubic_asymmetric", r"test_resize_downsample_sizes_linear_pytorch_half_pixel",
     ],
-    "average/Lp pooling with dilations (torch's pooling layers have none)": [
-        r"test_averagepool_.*dilations.*", r"test_lppool_2d_dilations",
-    ],
     "AffineGrid's expanded form: shape inference leaves its ConstantOfShape ranks unknown": [
         r"test_affine_grid_.*_expanded",
     ],

@@ -161,6 +161,43 @@ def maxpool_indices(x, indices, column_major=False):
 
 
 
+def pool_windows(x, kind, kernel, strides, dilations, pads, ceil_mode, count_include_pad, p=2):
+    """ONNX AveragePool/LpPool with any dilations, window by window (onnx.reference's pool):
+    ``pads`` ([begins..., ends...], or "SAME_UPPER"/"SAME_LOWER") count as zeros only with
+    count_include_pad; the tail ceil_mode adds never counts; a ceil_mode window starts inside."""
+    n = len(kernel)
+    sizes = list(x.shape[2:])
+    if isinstance(pads, str):
+        pads = same_pads(sizes, kernel, strides, dilations, pads == "SAME_UPPER")
+    counted = torch.ones([1, 1] + sizes, dtype=x.dtype)
+    if kind == "lp":
+        x = torch.abs(x) ** p
+    x = torch.nn.functional.pad(x, onnx_pads_to_torch([0, 0] + pads[:n] + [0, 0] + pads[n:]))
+    counted = torch.nn.functional.pad(counted, onnx_pads_to_torch([0, 0] + pads[:n] + [0, 0] + pads[n:]),
+                                      value=1.0 if count_include_pad else 0.0)
+    tails = []
+    for i in range(n):
+        span = dilations[i] * (kernel[i] - 1) + 1
+        length = sizes[i] + pads[i] + pads[n + i]
+        out = (length - span) // strides[i] + 1
+        if ceil_mode:
+            out = -(-(length - span) // strides[i]) + 1
+            if (out - 1) * strides[i] >= sizes[i] + pads[i]:
+                out -= 1
+        tails.append(max((out - 1) * strides[i] + span - length, 0))
+    x = torch.nn.functional.pad(x, onnx_pads_to_torch([0, 0] + [0] * n + [0, 0] + tails))
+    counted = torch.nn.functional.pad(counted, onnx_pads_to_torch([0, 0] + [0] * n + [0, 0] + tails))
+    for i in range(n):
+        span = dilations[i] * (kernel[i] - 1) + 1
+        x = x.unfold(2 + i, span, strides[i])[..., ::dilations[i]]
+        counted = counted.unfold(2 + i, span, strides[i])[..., ::dilations[i]]
+    window = tuple(range(-n, 0))
+    total = x.sum(dim=window)
+    if kind == "lp":
+        return total ** (1.0 / p)
+    return total / counted.sum(dim=window)
+
+
 def reduce_prod(x, dims, keepdim):
     """torch.prod reduces one dim at a time."""
     for d in sorted((d % x.dim() for d in dims), reverse=True):

@@ -1,4 +1,5 @@
-"""Pooling: nn.MaxPoolNd / nn.AvgPoolNd / nn.AdaptiveAvgPoolNd(1) for the global variants."""
+"""Pooling: nn.MaxPoolNd / nn.AvgPoolNd / nn.AdaptiveAvgPoolNd(1) for the global variants;
+dilated average/Lp pooling gathers its windows (runtime.pool_windows)."""
 
 from __future__ import annotations
 
@@ -44,15 +45,25 @@ def _avg_pool(x, kernel, strides, padding, ceil_mode, count_include_pad):
                                     count_include_pad=bool(count_include_pad)), x)
 
 
-def _no_dilation(dilations):
-    return all(d == 1 for d in dilations)
+def _pool_windows(X, kind, auto_pad, ceil_mode, count_include_pad, dilations, kernel, pads, strides, p=2):
+    """torch's pooling layers take no dilations: gather the dilated windows (runtime.pool_windows)."""
+    n = len(kernel)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = auto_pad
+    else:
+        pads = [0] * (2 * n) if auto_pad == "VALID" else list(pads or [0] * (2 * n))
+    return emit(runtime.pool_windows, X, kind, list(kernel), strides, dilations, pads, bool(ceil_mode),
+                bool(count_include_pad), p)
 
 
-@register("AveragePool", since=7, allowed={"auto_pad": AUTO_PADS, "dilations": _no_dilation})
+@register("AveragePool", since=7, allowed={"auto_pad": AUTO_PADS})
 def AveragePool(X, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None, kernel_shape,
                 pads=None, strides=None):
     n = len(kernel_shape)
     strides, dilations = defaults(n, strides, dilations)
+    if any(d != 1 for d in dilations):
+        return _pool_windows(X, "avg", auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
+                             strides)
     fits = _half_kernel(kernel_shape)
     padded, padding = pad_input(X, auto_pad, pads, kernel_shape, strides, dilations, 0.0, fits=fits)
     if not explicitly_padded(X, auto_pad, pads, kernel_shape, strides, dilations, fits) or count_include_pad:
@@ -73,10 +84,12 @@ def GlobalMaxPool(X):
     return module(_ADAPTIVE_MAX[rank(X) - 2](1), X)
 
 
-@register("LpPool", since=11, allowed={"auto_pad": AUTO_PADS, "dilations": _no_dilation})
+@register("LpPool", since=11, allowed={"auto_pad": AUTO_PADS})
 def LpPool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, p=2, pads=None, strides=None):
     n = len(kernel_shape)
     strides, dilations = defaults(n, strides, dilations)
+    if any(d != 1 for d in dilations):
+        return _pool_windows(X, "lp", auto_pad, ceil_mode, 0, dilations, kernel_shape, pads, strides, p)
     powered, padding = pad_input(torch.abs(X) ** p, auto_pad, pads, kernel_shape, strides, dilations, 0.0,
                                  fits=_half_kernel(kernel_shape), like=X)
     mean = _avg_pool(powered, kernel_shape, strides, padding, ceil_mode, True)
