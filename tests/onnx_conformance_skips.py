@@ -29,12 +29,6 @@ SKIPPED: dict[str, list[str]] = {
 }
 
 KNOWN_GAPS: dict[str, list[str]] = {
-    "Resize modes torch has no equivalent for (antialias, tf_crop_and_resize, half_pixel_symmetric, "
-    "aspect-ratio policies, cubic with A != -0.75 or asymmetric, pytorch_half_pixel to size 1)": [
-        r"test_resize_.*antialias", r"test_resize_.*half_pixel_symmetric", r"test_resize_tf_crop_and_resize.*",
-        r"test_resize_.*_not_(larger|smaller)", r"test_resize_.*cubic_A_n0p5_exclude_outside",
-        r"test_resize_upsample_scales_cubic_asymmetric", r"test_resize_downsample_sizes_linear_pytorch_half_pixel",
-    ],
     "AffineGrid's expanded form: shape inference leaves its ConstantOfShape ranks unknown": [
         r"test_affine_grid_.*_expanded",
     ],

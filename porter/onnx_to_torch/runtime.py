@@ -236,6 +236,128 @@ def onnx_resize(x, scales, sizes, axes, mode, coordinates, rounding):
     return torch.nn.functional.interpolate(x, scale_factor=out_scales[2:], mode=torch_mode, align_corners=align)
 
 
+def resize_source_coordinates(in_size, out_size, scale, mode, roi_start=0.0, roi_end=1.0):
+    """Where each output position of one axis samples the input (ONNX Resize's coordinate_transformation_mode)."""
+    x = torch.arange(out_size, dtype=torch.float64)
+    length = scale * in_size  # the spec's output_width: not rounded
+    if mode == "align_corners":
+        return x * 0 if length == 1 else x * (in_size - 1) / (length - 1)
+    if mode == "asymmetric":
+        return x / scale
+    if mode == "tf_crop_and_resize":
+        if length == 1:
+            return x * 0 + (roi_end - roi_start) * (in_size - 1) / 2 + roi_start * (in_size - 1)
+        return x * (roi_end - roi_start) * (in_size - 1) / (length - 1) + roi_start * (in_size - 1)
+    if mode == "pytorch_half_pixel":
+        return x * 0 - 0.5 if length == 1 else (x + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        return in_size / 2 * (1 - out_size / length) + (x + 0.5) / scale - 0.5
+    return (x + 0.5) / scale - 0.5  # half_pixel
+
+
+def resize_weights(in_size, out_size, scale, mode, coordinates, rounding, cubic_a, exclude_outside, antialias,
+                   roi_start=0.0, roi_end=1.0):
+    """The [out, in] matrix of ONNX Resize along one axis (onnx.reference's _interpolate_1d_with_x):
+    n neighbours of each source coordinate, the input's edge repeated beyond its ends, and
+    a mask of the outputs that sample outside the input (tf_crop_and_resize extrapolates there)."""
+    src = resize_source_coordinates(in_size, out_size, scale, coordinates, roi_start, roi_end)
+    whole = src == torch.floor(src)
+    base = torch.floor(src) - whole.double()  # an exact source position is the ratio-1 end of its left pair
+    ratio = torch.where(whole, torch.ones_like(src), src - torch.floor(src))
+    if mode == "nearest":
+        first = 0
+        if rounding == "round_prefer_floor":
+            right = ratio > 0.5
+        elif rounding == "round_prefer_ceil":
+            right = ratio >= 0.5
+        else:
+            right = torch.full_like(ratio, rounding == "ceil", dtype=torch.bool)
+        right = right | whole
+        coeffs = torch.stack([~right, right], 1).double()
+    else:
+        stretch = min(scale, 1.0) if antialias else 1.0  # antialias widens the filter by 1/scale
+        reach = 1 if mode == "linear" else 2
+        first = int(torch.floor(torch.tensor(-reach / stretch)).item()) + 1 if antialias else 1 - reach
+        offsets = torch.arange(first, 2 - first, dtype=torch.float64)
+        t = (torch.abs(offsets[None, :] - ratio[:, None]) * stretch)
+        if mode == "linear":
+            coeffs = torch.clamp(1 - t, 0, 1)
+        else:
+            a = cubic_a
+            near = ((a + 2) * t - (a + 3)) * t * t + 1
+            far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+            coeffs = torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+        if antialias:
+            coeffs = coeffs / coeffs.sum(1, keepdim=True)
+    index = base[:, None].long() + first + torch.arange(coeffs.shape[1])[None, :]
+    if exclude_outside:
+        coeffs = torch.where((index < 0) | (index >= in_size), torch.zeros_like(coeffs), coeffs)
+        coeffs = coeffs / coeffs.sum(1, keepdim=True)
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    weights.scatter_add_(1, index.clamp(0, in_size - 1), coeffs)
+    outside = (src < 0) | (src > in_size - 1) if coordinates == "tf_crop_and_resize" else torch.zeros_like(whole)
+    return weights, outside
+
+
+def resize_reference(x, out_sizes, scales, mode, coordinates, rounding, cubic_a, exclude_outside, antialias,
+                     roi, extrapolation_value):
+    """ONNX Resize exactly as its reference defines it, one axis at a time (linear maps commute),
+    for the modes F.interpolate has no equal of; ``roi`` is [starts..., ends...] over every axis."""
+    dtype = x.dtype
+    y = x.double()
+    outside = torch.zeros(out_sizes, dtype=torch.bool)
+    r = x.dim()
+    for axis in range(r):
+        in_size, out_size = x.shape[axis], out_sizes[axis]
+        if in_size == out_size and scales[axis] == 1.0 and coordinates != "tf_crop_and_resize":
+            continue
+        weights, out_axis = resize_weights(in_size, out_size, scales[axis], mode, coordinates, rounding, cubic_a,
+                                           exclude_outside, antialias, roi[axis], roi[r + axis])
+        if mode == "nearest":
+            y = y.index_select(axis, weights.argmax(1))
+        else:
+            y = torch.movedim(torch.movedim(y, axis, -1) @ weights.T, -1, axis)
+        shape = [1] * r
+        shape[axis] = out_size
+        outside = outside | out_axis.reshape(shape)
+    y = torch.where(outside, torch.full_like(y, extrapolation_value), y)
+    if dtype.is_floating_point:
+        return y.to(dtype)
+    info = torch.iinfo(dtype)
+    return torch.round(y).clamp(info.min, info.max).to(dtype)
+
+
+def resize_policy_targets(shape, sizes, axes, policy):
+    """Output sizes and scales for Resize(sizes, keep_aspect_ratio_policy=not_larger/not_smaller):
+    one scale for every listed axis, the sizes rounded half up."""
+    r = len(shape)
+    axes = [a % r for a in axes] if axes is not None else list(range(r))
+    ratios = [size / shape[axis] for axis, size in zip(axes, sizes)]
+    scale = min(ratios) if policy == "not_larger" else max(ratios)
+    out_sizes, out_scales = list(shape), [1.0] * r
+    for axis in axes:
+        out_sizes[axis], out_scales[axis] = int(scale * shape[axis] + 0.5), scale
+    return out_sizes, out_scales
+
+
+def onnx_resize_reference(x, roi, scales, sizes, axes, policy, mode, coordinates, rounding, cubic_a,
+                          exclude_outside, antialias, extrapolation_value):
+    """ONNX Resize by its reference sampling with scales/sizes/roi given as lists (known at run time);
+    ``roi`` lists starts then ends for ``axes`` (every axis when None)."""
+    shape, r = list(x.shape), x.dim()
+    if sizes is not None and len(sizes) and policy != "stretch":
+        out_sizes, out_scales = resize_policy_targets(shape, sizes, axes, policy)
+    else:
+        out_sizes, out_scales = resize_targets(shape, scales, sizes, axes)
+    full_roi = [0.0] * r + [1.0] * r
+    if coordinates == "tf_crop_and_resize":
+        listed = [a % r for a in axes] if axes is not None else list(range(r))
+        for i, axis in enumerate(listed):
+            full_roi[axis], full_roi[r + axis] = float(roi[i]), float(roi[len(listed) + i])
+    return resize_reference(x, out_sizes, out_scales, mode, coordinates, rounding, cubic_a, exclude_outside,
+                            antialias, full_roi, extrapolation_value)
+
+
 def onnx_pad(x, pads, value, mode, axes):
     """ONNX Pad with pads known only at run time."""
     modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}

@@ -1,4 +1,5 @@
-"""Resize/Upsample: F.interpolate where torch's sampling matches ONNX's, index gathering for nearest."""
+"""Resize/Upsample: F.interpolate where torch's sampling matches ONNX's, index gathering for nearest,
+and the spec's own per-axis sampling matrices (runtime.resize_reference) for every other mode."""
 
 from __future__ import annotations
 
@@ -21,19 +22,31 @@ def _given(v):
     return v.reshape(-1).tolist() if is_const(v) else method(v, "tolist")
 
 
-def _check_torch_can(X, mode, coordinates, cubic_a, exclude_outside):
-    spatial = rank(X) - 2
+def _torch_can(X, mode, coordinates, cubic_a, exclude_outside):
+    """Whether F.interpolate (or nearest's index gathering) samples exactly where ONNX does
+    (align_corners is not: ONNX spaces samples over in*scale, torch over the rounded size)."""
     if mode == "nearest":
-        return
-    if (_TORCH_MODES.get((mode, spatial)) is None or coordinates not in ("half_pixel", "align_corners")
-            or (mode == "cubic" and (cubic_a != -0.75 or exclude_outside))):
+        return coordinates in _COORDINATES
+    return (_TORCH_MODES.get((mode, rank(X) - 2)) is not None and coordinates == "half_pixel"
+            and not (mode == "cubic" and (cubic_a != -0.75 or exclude_outside)))
+
+
+def _reference(X, scales, sizes, axes, mode, coordinates, rounding, cubic_a, exclude_outside, antialias,
+               policy, roi, extrapolation_value):
+    """runtime.onnx_resize_reference: the spec's own sampling, when F.interpolate has no equal."""
+    if coordinates == "tf_crop_and_resize" and roi is None:
         raise UnsupportedModelError(
-            f"node {current().node_label!r} (Resize): mode={mode!r} with coordinate_transformation_mode="
-            f"{coordinates!r}, cubic_coeff_a={cubic_a} on a rank-{rank(X)} input has no torch equivalent")
+            f"node {current().node_label!r} (Resize): coordinate_transformation_mode='tf_crop_and_resize' "
+            "needs the roi input")
+    return emit(runtime.onnx_resize_reference, X, roi, scales, sizes, axes, policy, mode, coordinates, rounding,
+                float(cubic_a), bool(exclude_outside), bool(antialias), float(extrapolation_value))
 
 
-def _resize(X, scales, sizes, axes, mode, coordinates, rounding, cubic_a=-0.75, exclude_outside=0):
-    _check_torch_can(X, mode, coordinates, cubic_a, exclude_outside)
+def _resize(X, scales, sizes, axes, mode, coordinates, rounding, cubic_a=-0.75, exclude_outside=0, antialias=0,
+            policy="stretch", roi=None, extrapolation_value=0.0):
+    if antialias or policy != "stretch" or not _torch_can(X, mode, coordinates, cubic_a, exclude_outside):
+        return _reference(X, scales, sizes, axes, mode, coordinates, rounding, cubic_a, exclude_outside, antialias,
+                          policy, roi, extrapolation_value)
     shape = static_shape(X)
     if None in shape or (scales is not None and not isinstance(scales, list)) or (
             sizes is not None and not isinstance(sizes, list)):
@@ -51,14 +64,19 @@ def _resize(X, scales, sizes, axes, mode, coordinates, rounding, cubic_a=-0.75, 
 
 
 @register("Resize", since=11, allowed={
-    "coordinate_transformation_mode": _COORDINATES, "nearest_mode": _ROUNDING, "antialias": (0,),
-    "mode": ("nearest", "linear", "cubic"), "keep_aspect_ratio_policy": ("stretch",)})
+    "coordinate_transformation_mode": _COORDINATES + ("half_pixel_symmetric", "tf_crop_and_resize"),
+    "nearest_mode": _ROUNDING, "antialias": (0, 1), "mode": ("nearest", "linear", "cubic"),
+    "keep_aspect_ratio_policy": ("stretch", "not_larger", "not_smaller")})
 def Resize(X, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
            coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75, exclude_outside=0,
            extrapolation_value=0.0, keep_aspect_ratio_policy="stretch", mode="nearest",
            nearest_mode="round_prefer_floor"):
+    if antialias and mode == "nearest":
+        raise UnsupportedModelError(f"node {current().node_label!r} (Resize): antialias=1 is defined for "
+                                    "linear and cubic modes only, not mode='nearest'")
     return _resize(X, _given(scales), _given(sizes), axes, mode, coordinate_transformation_mode,
-                   nearest_mode, cubic_coeff_a, exclude_outside)
+                   nearest_mode, cubic_coeff_a, exclude_outside, antialias, keep_aspect_ratio_policy, _given(roi),
+                   extrapolation_value)
 
 
 @register("Resize", since=10, until=10, allowed={"mode": ("nearest",)})
