@@ -68,7 +68,11 @@ def full_config(config: dict) -> dict:
 
 
 def output_names(config: dict) -> list[str]:
-    return ["logits"] if head_class(config) else list(family(config).keras_outputs.values())
+    if head_class(config):
+        return ["logits"]
+    # a pooler written as a placeholder (keras-hub's own XLM-R has none, plain.py) is not compared
+    return [n for n in family(config).keras_outputs.values()
+            if not (n == "pooler_output" and config.get("porter_pooler_placeholder"))]
 
 
 def mapping_params(config: dict) -> dict:
@@ -159,7 +163,9 @@ def keras_variables(model) -> dict:
         for sub in model._layers:
             if sub is not root and sub is not getattr(model, "preprocessor", None):
                 walk(sub, f"{sub.name}/")
-    return out
+    from porter.zoo.keras_hub.plain import porter_names
+
+    return porter_names(model, out)  # keras-hub's own ViT/DeiT/XLM-R under porter's subclass names (plain.py)
 
 
 def _keras_array(name: str, value):
@@ -176,7 +182,8 @@ def _named_outputs(model, out, fam: Family) -> dict:
         return {"logits": out}
     if isinstance(out, dict):
         return {hf: out[k] for k, hf in fam.keras_outputs.items()}
-    return {fam.keras_outputs[""]: out}
+    # one tensor: keras-hub's own XLMRobertaBackbone returns the sequence output alone (no pooler)
+    return {fam.keras_outputs.get("", "last_hidden_state"): out}
 
 
 def _family_of(model) -> Family:
@@ -290,6 +297,8 @@ def input_sets(config: dict, shapes=SHAPES, seed: int = 0, checkpoint=None):
         lengths = [seq] + list(rng.integers(max(1, seq // 3), seq + 1, size=batch - 1))
         mask = (np.arange(seq)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
         ids = np.where(mask == 1, rng.integers(0, vocab, size=(batch, seq)), pad).astype(np.int64)
+        if family(config).model_type in _POSITIONS_SKIP_PAD:  # text holds the pad id only as padding
+            ids = np.where((mask == 1) & (ids == pad), (pad + 1) % vocab, ids)
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in family(config).keras_inputs and config.get("type_vocab_size", 1) > 1:
             # a sentence pair: segment 1 from a random point on, so the segment embedding really counts
@@ -297,6 +306,11 @@ def input_sets(config: dict, shapes=SHAPES, seed: int = 0, checkpoint=None):
             feed["token_type_ids"] = (np.arange(seq)[None, :] >= start).astype(np.int64)
         feeds.append(feed)
     return feeds
+
+
+# transformers counts these families' positions over non-pad tokens: a pad id inside the text (which
+# tokenizers never produce) would shift them, where keras-hub's own XLMRobertaBackbone counts every token
+_POSITIONS_SKIP_PAD = ("xlm-roberta",)
 
 
 def image_sets(config: dict, shapes, rng):

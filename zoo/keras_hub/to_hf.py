@@ -136,7 +136,48 @@ def _dinov2(cfg, head, backbone=None):
                 hidden_act="gelu", layer_norm_eps=1e-6, qkv_bias=True, use_swiglu_ffn=False, apply_layernorm=True)
 
 
-INVERSES = {"distilbert": _distilbert, "albert": _albert, "electra": _electra, "dinov2": _dinov2, "gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma": _gemma}
+def _square(cfg, key, backbone):
+    value = cfg[key]
+    sides = list(value[:2]) if isinstance(value, (list, tuple)) else [value, value]
+    if sides[0] != sides[1]:
+        raise UnsupportedModelError(f"keras-hub's {type(backbone).__name__} {key}={value!r}: transformers' config has one "
+                                    "square size", hint="only square images and patches convert")
+    return int(sides[0])
+
+
+def _vision_transformer(cfg, head, backbone, what):
+    if head is None:  # transformers' ViTModel/DeiTModel always build a pooler keras-hub has no weights for
+        raise UnsupportedModelError(
+            f"keras-hub's {type(backbone).__name__} alone: transformers' {what}Model always has a pooler (dense + tanh) "
+            f"that keras-hub's backbone lacks, so porter writes {what}ForImageClassification only",
+            hint=f"save the {what}ImageClassifier built on this backbone")
+    height, width, channels = cfg["image_shape"]
+    return dict(image_size=_square({"image_shape": (height, width)}, "image_shape", backbone),
+                patch_size=_square(cfg, "patch_size", backbone), num_channels=channels,
+                num_hidden_layers=cfg["num_layers"], num_attention_heads=cfg["num_heads"], hidden_size=cfg["hidden_dim"],
+                layer_norm_eps=float(cfg["layer_norm_epsilon"]), qkv_bias=bool(cfg.get("use_mha_bias", True)),
+                hidden_act="gelu", hidden_dropout_prob=cfg.get("dropout_rate", 0.0),
+                attention_probs_dropout_prob=cfg.get("attention_dropout", 0.0))
+
+
+def _vit(cfg, head, backbone=None):
+    return dict(_vision_transformer(cfg, head, backbone, "ViT"), intermediate_size=cfg["mlp_dim"])
+
+
+def _deit(cfg, head, backbone=None):  # the distillation token: DeiTForImageClassification always has one
+    return dict(_vision_transformer(cfg, head, backbone, "DeiT"), intermediate_size=cfg["intermediate_dim"])
+
+
+def _xlm_roberta(cfg, head, backbone=None):
+    """``cfg`` as porter's XLMRobertaBackbone holds it (keras-hub's own is read so by plain.porter_config)."""
+    return dict(vocab_size=cfg["vocabulary_size"], num_hidden_layers=cfg["num_layers"], num_attention_heads=cfg["num_heads"],
+                hidden_size=cfg["hidden_dim"], intermediate_size=cfg["intermediate_dim"],
+                max_position_embeddings=cfg["max_sequence_length"], pad_token_id=cfg["pad_token_id"],
+                type_vocab_size=cfg["type_vocab_size"], layer_norm_eps=float(cfg["layer_norm_epsilon"]), hidden_act="gelu",
+                hidden_dropout_prob=cfg.get("dropout", 0.0), attention_probs_dropout_prob=cfg.get("dropout", 0.0))
+
+
+INVERSES = {"vit": _vit, "deit": _deit, "xlm-roberta": _xlm_roberta, "distilbert": _distilbert, "albert": _albert, "electra": _electra, "dinov2": _dinov2, "gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma": _gemma}
 """model_type -> keras-hub backbone config -> transformers config keys (the forward translators'
 inverses). A family of the table without one here is refused, named."""
 
@@ -200,17 +241,21 @@ def hf_config(model, origin) -> dict:
             f"(it does for {', '.join(INVERSES)})",
             hint="convert from the transformers checkpoint instead, or save one of those families",
         )
+    from porter.zoo.keras_hub.plain import plain_class, porter_config
+
     backbone = getattr(model, "backbone", model)
-    cfg = backbone.get_config()
+    cfg, backbone_cls = porter_config(backbone, backbone.get_config())
     try:
         inverse_config = inverse(cfg, head, backbone)
     except PorterError as exc:
         raise type(exc)(f"{origin}: {exc.message}", hint=exc.hint) from None
     config = dict(inverse_config, model_type=fam.model_type, architectures=[head or fam.base])
+    if plain_class(backbone) == "XLMRobertaBackbone":
+        config["porter_pooler_placeholder"] = True  # zeros: keras-hub's XLM-R has no pooler (plain.py)
     task = model.get_config() if head else {}
     if task.get("num_classes"):
         config["num_labels"] = int(task["num_classes"])
-    check_round_trip(fam, head, config, cfg, type(backbone), origin)
+    check_round_trip(fam, head, config, cfg, backbone_cls, origin)
     if head:
         check_task_round_trip(fam, head, config, model, origin)
     return config
