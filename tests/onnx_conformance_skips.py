@@ -32,10 +32,6 @@ KNOWN_GAPS: dict[str, list[str]] = {
     "AffineGrid's expanded form: shape inference leaves its ConstantOfShape ranks unknown": [
         r"test_affine_grid_.*_expanded",
     ],
-    "reductions over an empty set (torch.amax/amin reject zero-size dims)": [r"test_reduce_(max|min)_empty_set"],
-    "ConvTranspose with output_shape larger than the natural output (needs extra output padding)": [
-        r"test_convtranspose_output_shape",
-    ],
 }
 
 

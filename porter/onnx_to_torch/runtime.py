@@ -205,6 +205,22 @@ def reduce_prod(x, dims, keepdim):
     return x
 
 
+def reduce_extreme(x, dims, keepdim, largest):
+    """ReduceMax/ReduceMin; over an empty set ONNX gives the identity (-inf/+inf, the dtype's min/max),
+    where torch.amax/amin raise."""
+    dims = sorted(d % x.dim() for d in dims)
+    if all(x.shape[d] for d in dims):
+        return torch.amax(x, dim=dims, keepdim=keepdim) if largest else torch.amin(x, dim=dims, keepdim=keepdim)
+    shape = [1 if d in dims else size for d, size in enumerate(x.shape) if keepdim or d not in dims]
+    if x.dtype.is_floating_point:
+        fill = -float("inf") if largest else float("inf")
+    elif x.dtype == torch.bool:
+        fill = not largest
+    else:
+        fill = torch.iinfo(x.dtype).min if largest else torch.iinfo(x.dtype).max
+    return torch.full(shape, fill, dtype=x.dtype)
+
+
 def reduction_axes(axes, rank):
     """Run-time ONNX reduce axes: an empty list means every axis."""
     return list(axes) if len(axes) else list(range(rank))

@@ -47,8 +47,9 @@ def _transpose_pads(X, auto_pad, pads, kernel, strides, dilations, output_paddin
     for size, want, k, s, d, extra in zip(sizes, wanted, kernel, strides, dilations, output_padding):
         total = s * (size - 1) + extra + (k - 1) * d + 1 - want
         small = total // 2
-        begins.append(total - small if auto_pad == "SAME_LOWER" else small)
-        ends.append(small if auto_pad == "SAME_LOWER" else total - small)
+        # the spec (and onnxruntime): only SAME_UPPER puts the smaller half first; NOTSET splits as SAME_LOWER
+        begins.append(small if auto_pad == "SAME_UPPER" else total - small)
+        ends.append(total - small if auto_pad == "SAME_UPPER" else small)
     return begins + ends
 
 
@@ -61,6 +62,14 @@ def ConvTranspose(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, k
     output_padding = list(output_padding or [0] * n)
     pads = _transpose_pads(X, auto_pad, pads, kernel, strides, dilations, output_padding, output_shape)
     begins, ends = pads[:n], pads[n:]
+    # An output_shape beyond the natural output gives negative end pads: more output_padding (torch's limit).
+    for i, end in enumerate(ends):
+        if end < 0:
+            output_padding[i], ends[i] = output_padding[i] - end, 0
+    if min(begins) < 0 or any(p >= max(s, d) for p, s, d in zip(output_padding, strides, dilations)):
+        raise UnsupportedModelError(
+            f"ConvTranspose: output_shape={output_shape} lies too far beyond the natural output for torch "
+            f"(pads {begins + ends}, output_padding {output_padding} must stay below the stride or dilation)")
     symmetric = begins == ends
     padding = begins if symmetric else [0] * n
     if is_const(W) and (B is None or is_const(B)):

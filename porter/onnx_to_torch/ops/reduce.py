@@ -16,11 +16,19 @@ from porter.onnx_to_torch.context import (
 from porter.onnx_to_torch.registry import register
 
 
+def _extreme(x, dims, keepdim, largest):
+    """torch.amax/amin where every reduced dim is statically non-empty, else runtime.reduce_extreme."""
+    shape = static_shape(x)
+    if not is_proxy(dims) and all(shape[d % len(shape)] for d in dims):  # None (unknown) or 0 -> the helper
+        return (torch.amax if largest else torch.amin)(x, dim=dims, keepdim=keepdim)
+    return emit(runtime.reduce_extreme, x, dims, keepdim, largest)
+
+
 _KERNELS = {
     "ReduceSum": lambda x, d, k: torch.sum(x, dim=d, keepdim=k),
     "ReduceMean": lambda x, d, k: torch.mean(x, dim=d, keepdim=k),
-    "ReduceMax": lambda x, d, k: torch.amax(x, dim=d, keepdim=k),
-    "ReduceMin": lambda x, d, k: torch.amin(x, dim=d, keepdim=k),
+    "ReduceMax": lambda x, d, k: _extreme(x, d, k, True),
+    "ReduceMin": lambda x, d, k: _extreme(x, d, k, False),
     "ReduceProd": lambda x, d, k: emit(runtime.reduce_prod, x, d, k),
     "ReduceL1": lambda x, d, k: torch.sum(torch.abs(x), dim=d, keepdim=k),
     "ReduceL2": lambda x, d, k: torch.sqrt(torch.sum(x * x, dim=d, keepdim=k)),
