@@ -7,6 +7,7 @@ transformers cannot express are refused (exit 2, nothing written)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -33,15 +34,25 @@ BACKBONES = {  # keras-hub constructor kwargs per family, tiny
     "dinov2": ("DINOV2Backbone", dict(patch_size=4, num_layers=2, hidden_dim=32, num_heads=4, intermediate_dim=64,
                                       layer_scale_init_value=0.5, image_shape=(16, 16, 3),
                                       position_embedding_shape=(16, 16, 3), apply_layernorm=True)),
+    # keras-hub's own classes where porter's direct route uses a subclass (blocks from 1; XLM-R positions from 0)
+    "vit": ("ViTBackbone", dict(image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=48,
+                                layer_norm_epsilon=1e-6)),
+    "deit": ("DeiTBackbone", dict(image_shape=(16, 16, 3), patch_size=4, num_layers=3, num_heads=4, hidden_dim=32,
+                                  intermediate_dim=48, layer_norm_epsilon=1e-5)),
+    "xlm-roberta": ("XLMRobertaBackbone", dict(vocabulary_size=96, num_layers=2, num_heads=4, hidden_dim=32,
+                                               intermediate_dim=48, max_sequence_length=64)),
 }
 TASKS = {"gpt2": "GPT2CausalLM", "llama": "LlamaCausalLM", "mistral": "MistralCausalLM", "qwen2": "Qwen2CausalLM",
-         "qwen3": "Qwen3CausalLM", "gemma": "GemmaCausalLM", "distilbert": ("DistilBertTextClassifier", {"num_classes": 3})}
+         "qwen3": "Qwen3CausalLM", "gemma": "GemmaCausalLM", "distilbert": ("DistilBertTextClassifier", {"num_classes": 3}),
+         "vit": ("ViTImageClassifier", {"num_classes": 3}), "deit": ("DeiTImageClassifier", {"num_classes": 4})}
 # (family, backbone | causal, .keras | preset); "causal" is the family's task model (DistilBERT's is a classifier)
 CASES = [("gpt2", "backbone", "keras"), ("gpt2", "causal", "preset"), ("llama", "causal", "keras"),
          ("llama", "causal", "preset"), ("llama", "backbone", "preset"), ("mistral", "causal", "keras"),
          ("qwen2", "causal", "preset"), ("qwen3", "causal", "keras"), ("gemma", "causal", "keras"),
          ("gemma", "backbone", "preset"), ("distilbert", "backbone", "keras"), ("distilbert", "causal", "preset"),
-         ("albert", "backbone", "preset"), ("electra", "backbone", "keras"), ("dinov2", "backbone", "keras")]
+         ("albert", "backbone", "preset"), ("electra", "backbone", "keras"), ("dinov2", "backbone", "keras"),
+         ("vit", "causal", "keras"), ("deit", "causal", "preset"), ("xlm-roberta", "backbone", "keras"),
+         ("xlm-roberta", "backbone", "preset")]
 IDS = ["-".join(c) for c in CASES]
 MAX_ABS: dict[str, float] = {}
 
@@ -69,7 +80,7 @@ def build(family: str, head: str, seed: int = 0, **override):
     for v in model.weights:
         if id(v) not in backbone_ids:  # a classifier head: logits of order 1
             v.assign(rng.normal(0, 0.5, v.shape).astype("float32"))
-        elif "norm" in v.path:
+        elif "norm" in v.path or re.search(r"/ln(_\d)?/", v.path):  # ViT/DeiT name their norms ln_1, ln_2, ln
             v.assign(v.numpy() + rng.normal(0, 0.2, v.shape).astype("float32"))
         elif "embedding" in v.path and not (family == "dinov2" and "position" in v.path):
             # (DINOv2 derives an interpolated copy of its position table when built: left as built)
@@ -95,6 +106,8 @@ def feed(family, seed=7, batch=2, seq=9, vocab=96):
     ids = rng.integers(0, vocab, size=(batch, seq))
     mask = np.ones((batch, seq), dtype=np.int64)
     mask[1, seq - 3:] = 0  # right padding, as a causal LM is fed
+    if family == "xlm-roberta":  # real text: XLM-R's pad id (1) only as padding (transformers' positions skip it)
+        ids = np.where(mask == 1, np.where(ids == 1, 2, ids), 1)
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -178,12 +191,12 @@ def test_perturbed_written_weight_fails_verify(converted, cli, tmp_path):
     from safetensors.numpy import load_file, save_file
 
     (family, head, _), _, src, out = converted
-    if (family, head) not in (("llama", "causal"), ("gpt2", "backbone")):
+    if (family, head) not in (("llama", "causal"), ("gpt2", "backbone"), ("vit", "causal"), ("xlm-roberta", "backbone")):
         pytest.skip("one negative per rule file is enough")
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     state = load_file(bad / "model.safetensors")
-    key = next(k for k in state if "norm" in k or "ln_" in k)
+    key = next(k for k in state if "norm" in k.lower() or "ln_" in k)
     state[key] = state[key] + 0.05
     save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
     code, output = cli("verify", src, bad)
@@ -325,3 +338,78 @@ def test_inspect_names_the_keras_hub_family(cli, tmp_path):
     text = " ".join(output.split())
     assert code == 0, output
     assert "keras-hub preset folder" in text and "keras-hub GPT2Backbone (family gpt2; mapping: mappings/gpt2.toml); route: direct" in text
+
+
+def test_plain_xlm_roberta_positions_shifted_and_pooler_placeholder(cli, tmp_path):
+    """keras-hub's own XLMRobertaBackbone counts positions from 0 and has no token-type row or pooler: its table
+    is written padding_idx + 1 = 2 rows down (rows 0..1 zeros), the token-type row and the pooler are zeros, the
+    config says the pooler is a placeholder, and only last_hidden_state is compared."""
+    from safetensors.numpy import load_file
+
+    model = build("xlm-roberta", "backbone")
+    table = model.embeddings.position_embedding.position_embeddings.numpy()
+    src = save(model, tmp_path / "xlmr", "keras")
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "hf")
+    assert code == 0, output
+    state = load_file(tmp_path / "hf" / "model.safetensors")
+    positions = state["embeddings.position_embeddings.weight"]
+    assert positions.shape == (64 + 2, 32) and not positions[:2].any()
+    np.testing.assert_array_equal(positions[2:], table)
+    assert not state["embeddings.token_type_embeddings.weight"].any()
+    assert not state["pooler.dense.weight"].any() and not state["pooler.dense.bias"].any()
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["max_position_embeddings"], config["pad_token_id"], config["type_vocab_size"]) == (66, 1, 1)
+    assert config["porter_pooler_placeholder"] is True and config["layer_norm_eps"] == 1e-5
+    report = json.loads((tmp_path / "hf" / "porter_report.json").read_text())
+    assert set(report["verification"]["max_abs_error"]) == {"last_hidden_state"}
+
+
+def test_plain_vit_blocks_from_one_map_in_order(tmp_path):
+    """keras-hub's own ViT names its blocks transformer_block_1..N: block n is written as transformers' layer n-1
+    (a swap of two blocks' names would still fill every target: checked tensor by tensor)."""
+    from porter.zoo.keras_hub.entry import keras_variables
+
+    model = build("vit", "causal")
+    plain = {v.path: v.numpy() for v in model.backbone.weights}
+    names = keras_variables(model)
+    assert "vit_encoder/transformer_block_0/ln_1/gamma" in names and not any("transformer_block_2" in k for k in names)
+    for n in (1, 2):
+        want = next(a for p, a in plain.items() if f"transformer_block_{n}/" in p and p.endswith("ln_1/gamma"))
+        np.testing.assert_array_equal(names[f"vit_encoder/transformer_block_{n - 1}/ln_1/gamma"].numpy(), want)
+
+
+@pytest.mark.parametrize("family", ["vit", "deit"])
+def test_plain_vision_backbone_alone_is_refused(family, cli, tmp_path):
+    """transformers' ViTModel/DeiTModel always build a pooler keras-hub's backbone has no weights for: the
+    backbone alone is refused (exit 2, nothing written), naming the image classifier that converts."""
+    src = save(build(family, "backbone"), tmp_path / family, "keras")
+    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "out")
+    text = " ".join(output.split())
+    assert code == 2, output
+    assert "pooler" in text and "ImageClassifier" in text and "Traceback" not in output
+    assert _no_output(tmp_path / "out")
+
+
+def test_vision_and_xlmr_config_round_trips():
+    """transformers config -> porter's keras-hub kwargs -> transformers config: the same kwargs and fields."""
+    from porter.zoo.keras_hub.entry import full_config
+    from porter.zoo.keras_hub.families import FAMILIES
+    from porter.zoo.keras_hub.to_hf import INVERSES
+
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=40, layer_norm_eps=1e-5, qkv_bias=False)
+    cases = [("vit", vision), ("deit", vision),
+             ("xlm-roberta", dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=70, layer_norm_eps=1e-6, pad_token_id=3,
+                                  type_vocab_size=1))]
+    fields = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "layer_norm_eps", "qkv_bias", "vocab_size", "max_position_embeddings", "pad_token_id", "type_vocab_size")
+    for family, kwargs in cases:
+        fam = FAMILIES[family]
+        head = next(iter(fam.task), None)
+        hf = full_config(dict(kwargs, model_type=family, architectures=[head or fam.base]))
+        keras_kwargs = fam.translate(hf, head)
+        back = full_config(dict(INVERSES[family](keras_kwargs, head), model_type=family, architectures=[head or fam.base]))
+        assert fam.translate(back, head) == keras_kwargs, family
+        differ = {f: (hf.get(f), back.get(f)) for f in fields if f in hf and hf.get(f) != back.get(f)}
+        assert not differ, (family, differ)
