@@ -205,6 +205,18 @@ def reduce_prod(x, dims, keepdim):
     return x
 
 
+def batch_norm_training(x, scale, bias, mean, var, epsilon, momentum):
+    """ONNX BatchNormalization(training_mode=1): normalise by the batch's mean and biased variance;
+    also return the running statistics blended as running * momentum + batch * (1 - momentum)."""
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    batch_mean = x.mean(dim=dims)
+    batch_var = x.var(dim=dims, unbiased=False)
+    y = (x - batch_mean.reshape(shape)) / torch.sqrt(batch_var.reshape(shape) + epsilon)
+    y = y * scale.reshape(shape) + bias.reshape(shape)
+    return y, mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 - momentum)
+
+
 def reduce_extreme(x, dims, keepdim, largest):
     """ReduceMax/ReduceMin; over an empty set ONNX gives the identity (-inf/+inf, the dtype's min/max),
     where torch.amax/amin raise."""

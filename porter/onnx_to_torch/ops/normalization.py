@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from porter.onnx_to_torch.context import is_const, module, rank
+from porter.onnx_to_torch import runtime
+from porter.onnx_to_torch.context import emit, is_const, module, output_count, rank
 from porter.onnx_to_torch.registry import register
 
 _BATCH_NORM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -17,8 +18,11 @@ def _all_const(*tensors) -> bool:
     return all(t is None or is_const(t) for t in tensors)
 
 
-@register("BatchNormalization", since=9, allowed={"training_mode": (0,)})
+@register("BatchNormalization", since=9, allowed={"training_mode": (0, 1)})
 def BatchNormalization(X, scale, B, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training_mode=0):
+    if training_mode:  # batch statistics, and the updated running ones as extra outputs
+        result = emit(runtime.batch_norm_training, X, scale, B, input_mean, input_var, epsilon, momentum)
+        return [result[i] for i in range(output_count())]
     if not (_all_const(scale, B, input_mean, input_var) and rank(X) in _BATCH_NORM):
         return F.batch_norm(X, input_mean, input_var, scale, B, False, 0.0, epsilon)
     layer = _BATCH_NORM[rank(X)](scale.shape[0], eps=epsilon, momentum=1 - momentum)
