@@ -110,6 +110,8 @@ def verify(
         moved = {k: pair for k, pair in declared.items() if pair[0] != pair[1]}
         if moved:
             result.notes.append(f"layout: {layouts.describe(moved)} (the candidate's inputs are transposed)")
+        if info is not None and info.config.get("porter_pooler_placeholder"):  # zoo/keras_hub/plain.py
+            result.notes.append("pooler_output: not compared (a zero placeholder: keras-hub's XLMRobertaBackbone has no pooler)")
         if localise and not result.equivalent and info is not None:
             _localise(result, ref, cand, feeds, info)
         if latency:
