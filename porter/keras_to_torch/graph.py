@@ -18,6 +18,7 @@ class LayerCall:
     inputs: list[str] = field(default_factory=list)  # variables of its input tensors
     in_shapes: list[tuple] = field(default_factory=list)
     out_shape: tuple = ()
+    args: tuple = ()  # a keras.ops call's positional arguments, None where a tensor goes (x + 3.0: (None, 3.0))
 
 
 @dataclass
@@ -46,6 +47,19 @@ def _history(tensor):
     return h.operation, h.node_index, h.tensor_index
 
 
+def _inlined(op, k) -> list | None:
+    """The layers of a Sequential called once on one tensor (ConvNeXt's stem and downsampling blocks), written
+    inline as a chain under their own Keras names; None for any other operation. (After loading, the
+    Sequential's layers carry extra nodes of their own, so the chain is read from ``layers``, not nodes.)"""
+    nodes = getattr(op, "_inbound_nodes", [])
+    if not isinstance(op, k.Sequential) or len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    layers = [layer for layer in op.layers if not isinstance(layer, k.layers.InputLayer)]
+    if any(isinstance(layer, k.Model) for layer in layers):
+        return None
+    return layers
+
+
 def read_graph(model) -> KerasGraph:
     from porter.frameworks import keras
 
@@ -59,10 +73,10 @@ def read_graph(model) -> KerasGraph:
         tensor_var[(op.name, node_index, tensor_index)] = var
         inputs.append((t.name.split(":")[0], var, tuple(t.shape), getattr(t.dtype, "name", None) or str(t.dtype)))
     pending = []
-    for layer in model.layers:
+    for layer in model.operations:  # layers and keras.ops calls (x + 3.0 is an op, not a layer)
         if isinstance(layer, k.layers.InputLayer):
             continue
-        if isinstance(layer, k.Model):
+        if isinstance(layer, k.Model) and _inlined(layer, k) is None:
             problems.append(f"layer {layer.name!r} ({type(layer).__name__}) is a nested model")
             continue
         nodes = layer._inbound_nodes
@@ -83,11 +97,23 @@ def read_graph(model) -> KerasGraph:
         if len(node.output_tensors) != 1:
             problems.append(f"layer {layer.name!r} ({type(layer).__name__}) has {len(node.output_tensors)} outputs")
             continue
+        chain = _inlined(layer, k)
+        if chain is not None:
+            (source,), shape = [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys], tuple(node.input_tensors[0].shape)
+            for inner in chain:
+                out_shape = tuple(inner.compute_output_shape(shape))
+                calls.append(LayerCall(inner, type(inner).__name__, inner.name, python_name(inner.name, taken),
+                                       [source], [shape], out_shape))
+                source, shape = calls[-1].var, out_shape
+            tensor_var[(layer.name, node_index, 0)] = source
+            continue
         var = python_name(layer.name, taken)
         tensor_var[(layer.name, node_index, 0)] = var
-        calls.append(LayerCall(layer, type(layer).__name__, layer.name, var,
+        is_op = not isinstance(layer, k.layers.Layer)
+        args = tuple(None if isinstance(a, k.KerasTensor) else a for a in node.arguments.args) if is_op else ()
+        calls.append(LayerCall(layer, ("op." if is_op else "") + type(layer).__name__, layer.name, var,
                                [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys],
-                               [tuple(t.shape) for t in node.input_tensors], tuple(node.output_tensors[0].shape)))
+                               [tuple(t.shape) for t in node.input_tensors], tuple(node.output_tensors[0].shape), args))
     outputs = []
     for t in model.outputs:
         op, ni, ti = _history(t)

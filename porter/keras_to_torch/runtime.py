@@ -130,3 +130,14 @@ class KerasNormalization(nn.Module):
 
     def forward(self, x):
         return (x - self.mean) / torch.clamp(torch.sqrt(self.variance), min=1e-7)
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's LayerScale: x * gamma, one trained scale per channel (the last axis, as Keras)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * self.gamma

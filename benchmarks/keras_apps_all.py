@@ -1,0 +1,176 @@
+"""Every model in keras.applications (weights=None, batch norms calibrated then perturbed), converted
+TF -> torch by `porter convert --route auto` in a subprocess per model; prints per model the route taken,
+the verified max abs on the logits (target <= 1e-4), the seconds and the peak RSS of the conversion.
+
+    python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--out DIR]
+
+Models run smallest first (parameter count), so a slow giant at the end costs only its own timeout.
+A model past --timeout is killed and reported as such; its row says "timeout".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ATOL = 1e-4
+MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
+
+
+def app_names() -> list[str]:
+    from porter.frameworks import keras
+
+    apps = keras().applications
+    return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
+
+
+def build(name: str, size: int, seed: int = 0):
+    """``keras.applications.<name>``, random weights, logits out (no softmax). gamma/beta are perturbed
+    first; then one training-mode pass over a batch of 4 random images sets every batch norm's moving
+    statistics (momentum 0), so activations stay in range and the logits depend on the input (a random-init
+    EfficientNet/MobileNetV3 otherwise gives nearly the same logits for any input); then the moving
+    statistics are perturbed so they are no plain re-normalisation. Perturbing beta after calibrating
+    instead revives channels a later norm measured as constant (~30x gain) and float32 rounding alone then
+    moves EfficientNet's logits by ~0.04. The head is scaled so the logits' std is about 2."""
+    from porter.frameworks import keras
+
+    k = keras()
+    k.utils.set_random_seed(seed)
+    model = getattr(k.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    norms = [layer for layer in model.layers if isinstance(layer, k.layers.BatchNormalization)]
+    rng = np.random.default_rng(seed)
+    for layer in norms:
+        for w in layer.weights:
+            key = w.path.split("/")[-1]
+            if key == "gamma":
+                w.assign((w.numpy() * (1 + 0.2 * rng.standard_normal(w.shape))).astype("float32"))
+            elif key == "beta":
+                w.assign((w.numpy() + 0.2 * rng.standard_normal(w.shape)).astype("float32"))
+    momentum = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(rng.standard_normal((4, size, size, 3)).astype("float32"), training=True)
+    for layer, m in zip(norms, momentum):
+        layer.momentum = m
+        for w in layer.weights:
+            key = w.path.split("/")[-1]
+            if key == "moving_mean":
+                var = next(v for v in layer.weights if v.path.endswith("moving_variance")).numpy()
+                w.assign((w.numpy() + 0.1 * np.sqrt(var) * rng.standard_normal(w.shape)).astype("float32"))
+            elif key == "moving_variance":
+                w.assign((w.numpy() * rng.uniform(0.8, 1.25, w.shape)).astype("float32"))
+    head = [layer for layer in model.layers if any(w.path.endswith("kernel") for w in layer.weights)][-1]
+    spread = float(np.std(np.asarray(model(rng.standard_normal((4, size, size, 3)).astype("float32")))))
+    head.set_weights([w * (2.0 / spread) for w in head.get_weights()])
+    return model
+
+
+def _max_abs(report: dict) -> float:
+    outs = [o for s in report.get("verification", {}).get("shapes", []) for o in s.get("outputs", [])]
+    return max((float(o["max_abs"]) for o in outs), default=float("nan"))
+
+
+def _child(cmd: list[str], timeout: float, log: Path) -> tuple[int | str, float, float]:
+    """Run ``cmd`` (own process group, killed at ``timeout``); its exit code, seconds and peak RSS (GB)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1e6
+            if time.perf_counter() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, _, usage = os.wait4(proc.pid, 0)
+                return "timeout", time.perf_counter() - t0, usage.ru_maxrss / 1e6
+            time.sleep(0.2)
+
+
+def run(name: str, size: int, work: Path, timeout: float) -> dict:
+    src, out = work / f"{name}.keras", work / f"{name}-torch"
+    row = {"model": name, "size": size, "route": "-", "max_abs": float("nan"), "seconds": float("nan"),
+           "rss_gb": float("nan"), "status": ""}
+    rc, _, _ = _child([sys.executable, __file__, "--build", name, "--size", str(size), "--out", str(work)],
+                      timeout, work / f"{name}.build.log")
+    if rc != 0:
+        row["status"] = f"build failed ({rc}): {_tail(work / f'{name}.build.log')}"
+        return row
+    cmd = [sys.executable, "-m", "porter.cli", "convert", str(src), "--from", "tf", "--to", "torch",
+           "--out", str(out), "--force", "--atol", str(ATOL), "--rtol", "0"]
+    rc, row["seconds"], row["rss_gb"] = _child(cmd, timeout, work / f"{name}.convert.log")
+    report_path = out / "porter_report.json"
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+        row["route"], row["max_abs"] = report.get("route", "?"), _max_abs(report)
+    row["status"] = ("pass" if rc == 0 and row["max_abs"] <= ATOL else
+                     "timeout" if rc == "timeout" else f"FAIL ({rc}): {_tail(work / f'{name}.convert.log')}")
+    shutil.rmtree(out, ignore_errors=True)
+    src.unlink(missing_ok=True)
+    return row
+
+
+def _tail(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(lines[-2:])[:300]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--models", default=None, help="comma-separated (default: all of keras.applications)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model, build and convert each")
+    parser.add_argument("--out", default=None, help="keep logs here (default: a temporary folder)")
+    parser.add_argument("--build", default=None, help=argparse.SUPPRESS)  # child: build and save one model
+    args = parser.parse_args(argv)
+    if args.build:
+        build(args.build, args.size).save(str(Path(args.out) / f"{args.build}.keras"))
+        return 0
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="porter-keras-apps-all-"))
+    work.mkdir(parents=True, exist_ok=True)
+    names = args.models.split(",") if args.models else app_names()
+    names = sorted(names, key=_size_rank)
+    print(f"{'model':18s} {'px':>4s} {'route':12s} {'max abs':>9s} {'s':>7s} {'RSS GB':>6s}  status", flush=True)
+    rows = []
+    for name in names:
+        row = run(name, max(args.size, MIN_SIZE.get(name, 32)), work, args.timeout)
+        rows.append(row)
+        print(f"{row['model']:18s} {row['size']:4d} {row['route']:12s} {row['max_abs']:9.2e} {row['seconds']:7.1f} "
+              f"{row['rss_gb']:6.2f}  {row['status']}", flush=True)
+    if not args.out:
+        shutil.rmtree(work, ignore_errors=True)
+    passed = sum(r["status"] == "pass" for r in rows)
+    print(f"{passed}/{len(rows)} at max abs <= {ATOL:g}")
+    return 0 if passed == len(rows) else 1
+
+
+# rough parameter counts (millions) so the giants run last; unknown names go last
+_PARAMS = {"MobileNetV3Small": 2.5, "MobileNetV2": 3.5, "MobileNet": 4.3, "NASNetMobile": 5.3, "EfficientNetB0": 5.3,
+           "MobileNetV3Large": 5.4, "EfficientNetV2B0": 7.2, "EfficientNetB1": 7.9, "DenseNet121": 8.1,
+           "EfficientNetV2B1": 8.2, "EfficientNetB2": 9.2, "EfficientNetV2B2": 10.2, "EfficientNetB3": 12.3,
+           "DenseNet169": 14.3, "EfficientNetV2B3": 14.5, "EfficientNetB4": 19.5, "DenseNet201": 20.2,
+           "Xception": 22.9, "InceptionV3": 23.9, "ResNet50V2": 25.6, "ResNet50": 25.6, "ConvNeXtTiny": 28.6,
+           "EfficientNetB5": 30.6, "EfficientNetB6": 43.3, "ResNet101V2": 44.7, "ResNet101": 44.7,
+           "ConvNeXtSmall": 50.2, "InceptionResNetV2": 55.9, "ResNet152V2": 60.4, "ResNet152": 60.4,
+           "EfficientNetB7": 66.7, "EfficientNetV2S": 21.6, "EfficientNetV2M": 54.4, "ConvNeXtBase": 88.6,
+           "NASNetLarge": 88.9, "EfficientNetV2L": 119.0, "VGG16": 138.4, "VGG19": 143.7, "ConvNeXtLarge": 197.8,
+           "ConvNeXtXLarge": 350.0}
+
+
+def _size_rank(name: str) -> float:
+    return _PARAMS.get(name, 1e9)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
