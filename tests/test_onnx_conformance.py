@@ -23,7 +23,7 @@ skips = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(skips)
 
 TESTS = conformance.node_tests()
-REQUIRED_RATIO = 0.95  # measured 1217/1276 (95.4%) with onnxruntime 1.23 and onnx 1.19.1
+REQUIRED_RATIO = 0.977  # measured 1247/1276 (97.7%) with onnxruntime 1.23 and onnx 1.19.1
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +56,7 @@ def test_node(test):
     pytest.fail(failure)
 
 
-def test_porter_passes_95_percent_of_what_onnxruntime_passes():
+def test_porter_passes_97_percent_of_what_onnxruntime_passes():
     cover = conformance.coverage({t.name: porter_failure(t) for t in TESTS},
                                  {t.name: onnxruntime_failure(t) for t in TESTS})
     assert cover.ratio >= REQUIRED_RATIO, (
