@@ -195,7 +195,10 @@ def _outside_zoo(config) -> bool:
 def _onnx_reads_with_transformers(config) -> bool:
     """On the ONNX route, every HF folder is read by transformers (routes/hf_source.py) except porter's own
     BERT/RoBERTa, whose zoo entry exports with eager attention and its own 4D mask."""
-    return _outside_zoo(config) or zoo.ENTRIES[config["model_type"]].module != "porter.zoo.bert"
+    if _outside_zoo(config) or not zoo.ENTRIES[config["model_type"]].module.startswith("porter.zoo.bert"):
+        return True
+    # porter's BERT/RoBERTa is the bare encoder: a folder with a head (BertForMaskedLM...) keeps it via transformers
+    return any(not a.endswith(("BertModel", "RobertaModel")) for a in config.get("architectures") or [])
 
 
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,

@@ -271,17 +271,14 @@ def test_every_unsupported_op_is_listed_at_once_with_counts_and_opset():
 
 
 def test_unsupported_attribute_names_node_op_and_attribute():
-    nodes = [helper.make_node("AveragePool", ["x"], ["y"], name="pool7", kernel_shape=[2, 2], dilations=[2, 2]),
-             helper.make_node("Resize", ["y", "", "scales"], ["z"], name="up1", mode="linear",
-                              coordinate_transformation_mode="tf_crop_and_resize")]
-    model = _model(nodes, [_value("x", [1, 1, 4, 4])], [_value("z", None)],
-                   [_init("scales", np.array([1, 1, 2, 2], np.float32))])
+    nodes = [helper.make_node("Cast", ["x"], ["y"], name="cast7", to=TensorProto.STRING),
+             helper.make_node("Cast", ["x"], ["z"], name="cast8", to=TensorProto.FLOAT16, saturate=0)]
+    model = _model(nodes, [_value("x", [1, 1, 4, 4])], [_value("y", None), _value("z", None)], opset=19)
     with pytest.raises(UnsupportedModelError) as info:
         onnx_to_torch(model)
     problems = info.value.problems
-    assert "node 'pool7' (AveragePool): attribute dilations=[2, 2] is not supported" in problems
-    assert ("node 'up1' (Resize): attribute coordinate_transformation_mode='tf_crop_and_resize' "
-            "is not supported") in problems
+    assert f"node 'cast7' (Cast): attribute to={TensorProto.STRING} is not supported" in problems
+    assert "node 'cast8' (Cast): attribute saturate=0 is not supported" in problems
 
 
 def test_corrupt_file_names_the_file(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter.errors import PorterError
+from porter.errors import PorterError, UnsupportedModelError
 from porter.path_errors import require_file
 
 BATCHES = (1, 3)
@@ -54,10 +54,13 @@ def zoo_of(runner) -> ZooInfo | None:
     config = getattr(artifact, "config", None)
     if not config:
         config = getattr(getattr(runner, "model", None), "hf_config", None)
-    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES:
+    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES or getattr(runner, "outside_zoo", False):
         return None
-    entry = zoo.for_config(config)
-    config = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
+    try:
+        entry = zoo.for_config(config)
+        config = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
+    except UnsupportedModelError:
+        return None  # a variant the zoo refuses (ViTModel): run as transformers runs it, inputs from its signature
     path = Path(getattr(artifact, "path", "."))
     return ZooInfo(entry, config, path if path.is_dir() else None)
 

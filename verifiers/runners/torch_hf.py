@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from porter import zoo
+from porter.errors import UnsupportedModelError
 from porter.hf_load import load_zoo_torch
 from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
@@ -19,9 +20,15 @@ class HFTorchRunner(Runner):
         self.torch = torch()
         if (self.artifact.config or {}).get("model_type") not in zoo.ENTRIES:
             return self._activate_outside_zoo()
-        entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
-        _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
-        self.model = load_zoo_torch(entry, self.artifact.path).to(self.device)
+        try:
+            entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
+            _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
+            model = load_zoo_torch(entry, self.artifact.path)
+        except UnsupportedModelError:
+            # a variant porter's direct route refuses (ViTModel without its head) is still a model
+            # transformers runs: the reference of an ONNX-route conversion
+            return self._activate_outside_zoo()
+        self.model = model.to(self.device)
         self.input_names = list(entry.inputs)
         # a family with heads names the outputs of the class config.json describes (logits for a causal LM)
         outputs = getattr(entry.impl, "output_names", None)
