@@ -26,7 +26,7 @@ class TensorSource:
         self.shapes = shapes
         self._get = getter
         self.origin = origin
-        self.dtypes: dict[str, str] = dtypes or {}  # as stored: 'bfloat16' even where get() widens it to float32
+        self.dtypes: dict[str, str] = dtypes or {}  # as stored: 'bfloat16' even where get() widens it (pytorch_model.bin)
         self._files: dict[str, str] = files or {}
 
     def file_of(self, key: str) -> str:
@@ -61,34 +61,25 @@ def _open_safetensors(path: Path):
         ) from None
 
 
-def _read_np(path: Path, key: str) -> np.ndarray:
-    # Open the file for each tensor: safetensors memory-maps it, and every page a long-lived
-    # handle has touched stays in this process's RSS (a whole bert-base, 420 MB, by the end).
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as handle:
-        try:
-            return handle.get_tensor(key)
-        except TypeError:
-            pass  # numpy has no bfloat16: read through torch and widen to float32
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.get_tensor(key).float().numpy()
-
-
 def read_safetensors(files: list[Path]) -> TensorSource:
     from porter.numerics import SAFETENSORS_DTYPES
+    from porter.safetensors_raw import header as raw_header
+    from porter.safetensors_raw import read_tensor
 
-    shapes, where, dtypes = {}, {}, {}
+    shapes, where, dtypes, raw = {}, {}, {}, {}
     for path in files:
         if not path.is_file():
             raise PorterError(f"checkpoint shard {path} is missing")
-        with _open_safetensors(path) as handle:
+        with _open_safetensors(path) as handle:  # safetensors checks the header; porter reads the data itself
+            raw[path] = raw_header(path)
             for key in handle.keys():
                 header = handle.get_slice(key)
                 shapes[key] = tuple(header.get_shape())
                 dtypes[key] = SAFETENSORS_DTYPES.get(header.get_dtype(), header.get_dtype().lower())
                 where[key] = path
-    return TensorSource(shapes, lambda k: _read_np(where[k], k), origin=str(files[0].parent), dtypes=dtypes,
+    # one tensor at a time, in its stored dtype (bf16 as ml_dtypes' bfloat16, never widened)
+    get = lambda k: read_tensor(where[k], raw[where[k]][0], raw[where[k]][1][k], k)  # noqa: E731
+    return TensorSource(shapes, get, origin=str(files[0].parent), dtypes=dtypes,
                         files={k: str(p) for k, p in where.items()})
 
 

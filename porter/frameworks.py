@@ -116,5 +116,9 @@ def save_keras(model, path) -> None:
     keras()
     from keras.src.saving import saving_lib
 
-    with mock.patch.object(saving_lib, "is_memory_sufficient", lambda model: False):
+    from porter.keras_h5_streaming import sliced_setitem
+
+    store = saving_lib.H5IOStore
+    with mock.patch.object(saving_lib, "is_memory_sufficient", lambda model: False), \
+            mock.patch.object(store, "__setitem__", sliced_setitem(store.__setitem__)):  # no numpy copy per variable
         model.save(str(path))

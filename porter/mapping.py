@@ -343,8 +343,8 @@ class Plan:
             stored, targets = _names(step.stored_as), _names(step.target)
             shapes = [step.target_shape] if isinstance(step.target, str) else list(step.target_shape)
             arrays = run_ops(step.ops, [get(k) for k in stored], shapes)
-            for target, array in zip(targets, arrays):
-                yield target, np.ascontiguousarray(array)
+            for target in targets:  # hand each array over and drop it here: at most one copy (a transpose's) beside
+                yield target, np.ascontiguousarray(arrays.pop(0))  # the source, none left when the next one is read
 
 
 def _shape_through(ops, shape, target_shape):

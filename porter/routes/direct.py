@@ -31,6 +31,8 @@ def rules_for(entry, config: dict, source: str) -> RuleSet:
 def torch_to_keras(entry, source, config: dict):
     """Build porter's Keras model from ``config`` and fill it from a torch TensorSource.
     Returns (model, plan)."""
+    from porter.numerics import numpy_dtype
+
     impl = entry.impl
     with progress.step(f"building porter's Keras {entry.name}"):
         model = impl.build_keras(config, deferred=True)  # variables get memory only when their weight arrives
@@ -39,7 +41,11 @@ def torch_to_keras(entry, source, config: dict):
     plan = rules.plan(source.shapes, {k: tuple(v.shape) for k, v in variables.items()})
     with progress.step(f"mapping {len(plan.steps)} tensors"):
         for target, array in plan.run(source.get):
-            impl.initialize_variable(variables[target], array)
+            variable = variables[target]
+            if array.dtype != numpy_dtype(variable.dtype):  # e.g. a bf16 checkpoint written as float32 (--dtype)
+                array = array.astype(numpy_dtype(variable.dtype))
+            impl.initialize_variable(variable, array)
+            del array  # not held while the next tensor is read
     return model, plan
 
 
