@@ -217,6 +217,13 @@ def batch_norm_training(x, scale, bias, mean, var, epsilon, momentum):
     return y, mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 - momentum)
 
 
+def array_feature_extractor(x, indices):
+    """ai.onnx.ml ArrayFeatureExtractor: pick entries of the last axis; a 1-D input gives one row
+    (as onnxruntime and onnx.reference do)."""
+    picked = x.index_select(x.dim() - 1, indices.reshape(-1).long())
+    return picked.reshape(1, -1) if x.dim() == 1 else picked
+
+
 def reduce_extreme(x, dims, keepdim, largest):
     """ReduceMax/ReduceMin; over an empty set ONNX gives the identity (-inf/+inf, the dtype's min/max),
     where torch.amax/amin raise."""

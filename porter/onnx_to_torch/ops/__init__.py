@@ -11,6 +11,7 @@ from porter.onnx_to_torch.ops import (  # noqa: F401
     indexing,
     loss,
     matmul,
+    ml,
     normalization,
     pooling,
     quantize,
