@@ -171,8 +171,17 @@ def softmax(call, x: Inputs, cfg):
 
 @translator("Dropout")
 def dropout(call, x: Inputs, cfg):
-    _check(call, cfg.get("noise_shape") is None, "noise_shape has no nn.Dropout counterpart")
-    return Emit(f"nn.Dropout(p={float(cfg['rate'])!r})", f"self.{call.var}({x.get(0, 'any')})", x.layout(0))
+    noise = cfg.get("noise_shape")
+    if noise is None:
+        return Emit(f"nn.Dropout(p={float(cfg['rate'])!r})", f"self.{call.var}({x.get(0, 'any')})", x.layout(0))
+    # one mask broadcast over the axes noise_shape sets to 1 (EfficientNet's per-sample drop: (None, 1, 1, 1))
+    rank, layout = len(x.shapes[0]), x.layout(0)
+    _check(call, len(noise) == rank, f"noise_shape {tuple(noise)} for a rank-{rank} input")
+    noise = [None if d is None else int(d) for d in noise]
+    if layout == "cf" and rank >= 3:  # the mask's axes in the order the tensor has here
+        noise = [noise[0], noise[-1], *noise[1:-1]]
+    return Emit(f"KerasDropout({float(cfg['rate'])!r}, {tuple(noise)!r})", f"self.{call.var}({x.get(0, 'any')})",
+                layout, helpers={"KerasDropout"})
 
 
 # -- convolutions and dense --------------------------------------------------------------------
@@ -376,6 +385,17 @@ def zero_padding(call, x: Inputs, cfg):
     flat = tuple(int(v) for pair in reversed(pairs) for v in pair)  # F.pad order: last dim first
     module = f"nn.ZeroPad{spatial}d({flat})" if spatial == 2 else f"nn.ConstantPad1d({flat}, 0.0)"
     return Emit(module, f"self.{call.var}({x.get(0, 'cf')})", "cf")
+
+
+@translator("Cropping1D", "Cropping2D", "Cropping3D")
+def cropping(call, x: Inputs, cfg):
+    _check(call, cfg.get("data_format", "channels_last") == "channels_last", "data_format='channels_first'")
+    spatial = len(x.shapes[0]) - 2
+    crops = cfg["cropping"]
+    pairs = [tuple(crops)] if spatial == 1 else [tuple(p) for p in crops]
+    _check(call, len(pairs) == spatial and all(len(p) == 2 for p in pairs), f"cropping={crops!r}")
+    cuts = ", ".join(f"{int(a)}:{-int(b) if int(b) else ''}" for a, b in pairs)
+    return Emit(None, f"{x.get(0, 'cf')}[:, :, {cuts}]", "cf")
 
 
 @translator("Flatten")

@@ -41,3 +41,14 @@ def layer_scale(call, x: Inputs, cfg):
     _check(call, len(w) == 1 and tuple(w[0].shape) == (x.shapes[0][-1],), "weights other than one gamma per channel")
     return Emit(f"LayerScale({int(w[0].shape[0])})", f"self.{call.var}({x.get(0, 'cl')})", "cl",
                 [_w(call, "gamma", w[0], "same")], helpers={"LayerScale"})
+
+
+@translator("CustomScaleLayer")
+def custom_scale(call, x: Inputs, cfg):
+    """InceptionResNetV2's residual: inputs[0] + inputs[1] * scale (a Python number)."""
+    scale = cfg["scale"]
+    _check(call, len(x.vars) == 2 and isinstance(scale, (int, float)) and not isinstance(scale, bool),
+           f"{len(x.vars)} inputs, scale {scale!r} (two inputs and a number)")
+    same = len({tuple(s) for s in x.shapes}) == 1
+    layout = "cf" if same and len(x.shapes[0]) >= 3 and "cf" in x.layouts else "cl"
+    return Emit(None, f"({x.get(0, layout)} + {x.get(1, layout)} * {float(scale)!r})", layout)

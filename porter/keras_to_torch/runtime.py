@@ -141,3 +141,20 @@ class LayerScale(nn.Module):
 
     def forward(self, x):
         return x * self.gamma
+
+
+class KerasDropout(nn.Dropout):
+    """Keras Dropout with noise_shape: one keep/drop mask of ``noise_shape`` (None: the input's size on that
+    axis) broadcast over the others, kept values scaled by 1 / (1 - p); identity in eval(). An nn.Dropout, so
+    whatever sets dropout rates (verify --train sets them to 0) finds it."""
+
+    def __init__(self, p, noise_shape):
+        super().__init__(p)
+        self.noise_shape = noise_shape
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        shape = [n if d is None else d for n, d in zip(x.shape, self.noise_shape)]
+        keep = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
