@@ -158,7 +158,7 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
     if path is None or not path.exists():
         return "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
-    if artifact.format == "hf" and _outside_zoo(artifact.config):
+    if artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)):
         return "onnx"  # transformers builds it, torch.export -> onnx2tf converts it
     if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
         return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
@@ -195,10 +195,8 @@ def _outside_zoo(config) -> bool:
 def _onnx_reads_with_transformers(config) -> bool:
     """On the ONNX route, every HF folder is read by transformers (routes/hf_source.py) except porter's own
     BERT/RoBERTa, whose zoo entry exports with eager attention and its own 4D mask."""
-    if _outside_zoo(config) or not zoo.ENTRIES[config["model_type"]].module.startswith("porter.zoo.bert"):
-        return True
-    # porter's BERT/RoBERTa is the bare encoder: a folder with a head (BertForMaskedLM...) keeps it via transformers
-    return any(not a.endswith(("BertModel", "RobertaModel")) for a in config.get("architectures") or [])
+    return _outside_zoo(config) or not zoo.ENTRIES[config["model_type"]].module.startswith("porter.zoo.bert") \
+        or zoo.drops_head(config)
 
 
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
@@ -241,8 +239,10 @@ def _onnx_reason(asked: str, artifact) -> str:
         from porter.routes.hf_source import route_reason
 
         return route_reason(artifact.config)
+    if artifact.format == "hf" and zoo.drops_head(artifact.config):
+        heads = ", ".join(artifact.config["architectures"])
+        return f"config.json names {heads}: porter's direct {artifact.config['model_type']} is the bare encoder, so transformers + ONNX keeps the head"
     return f"the direct route does not convert a {artifact.description} to this target"
-
 
 
 def _check_latency_flag(latency: bool, verify: bool, recorded: bool) -> None:

@@ -363,6 +363,10 @@ def staged_output(out, force: bool, protected=()):
         failure = write_failed(exc, out, "--out")
         if failure is not None:
             raise failure from None
+        if isinstance(exc, PorterError):  # a message about the staged model names the --out it was for
+            exc.message, exc.hint = shown(exc.message), exc.hint and shown(exc.hint)
+            exc.problems = [shown(p) for p in exc.problems]
+            exc.args = (exc.render(),)
         raise
     finally:
         _staged.pop(str(tmp), None)

@@ -27,6 +27,9 @@ TINY = {
                                           num_heads=4, relative_attention_num_buckets=8)),
     "clip-vision": ("CLIPVisionModel", dict(model_type="clip_vision_model", image_size=32, patch_size=8, hidden_size=32,
                                             num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)),
+    "bert-cls": ("BertForSequenceClassification", dict(model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
+                                                       num_labels=3)),
     "gpt2": ("GPT2Model", dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)),
 }
 

@@ -67,5 +67,16 @@ def for_config(config: dict, where: str = "config.json") -> ZooEntry:
     return entry
 
 
+def drops_head(config) -> bool:
+    """Whether porter's zoo model for ``config`` would lose the head config.json names: porter's BERT/RoBERTa
+    is the bare encoder, so BertForMaskedLM or RobertaForSequenceClassification go through transformers."""
+    entry = ENTRIES.get(config.get("model_type")) if isinstance(config, dict) else None
+    if entry is None or not entry.module.startswith("porter.zoo.bert"):
+        return False  # the keras-hub families read the head from architectures themselves
+    architectures = config.get("architectures") or []
+    return isinstance(architectures, list) and any(
+        isinstance(a, str) and not a.endswith(("BertModel", "RobertaModel")) for a in architectures)
+
+
 importlib.import_module("porter.zoo.bert")
 importlib.import_module("porter.zoo.keras_hub")

@@ -18,7 +18,8 @@ class HFTorchRunner(Runner):
         from porter.frameworks import torch
 
         self.torch = torch()
-        if (self.artifact.config or {}).get("model_type") not in zoo.ENTRIES:
+        config = self.artifact.config or {}
+        if config.get("model_type") not in zoo.ENTRIES or zoo.drops_head(config):
             return self._activate_outside_zoo()
         try:
             entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter.errors import PorterError
+from porter.errors import PorterError, UnsupportedModelError
 from porter.hf_config import transformers_config_errors
 from porter.zoo.bert.inputs import random_batch, tokenized
 
@@ -37,6 +37,13 @@ def check_config(config: dict, where: str) -> None:
         raise PorterError(f"{where} has invalid values", problems=problems, hint=f"fix {where}")
     if config.get("position_embedding_type", "absolute") not in SUPPORTED_POSITIONS:
         raise PorterError(f"{where}: position_embedding_type={config['position_embedding_type']!r} is not supported (only 'absolute')")
+    from porter import zoo
+
+    if zoo.drops_head(config):
+        raise UnsupportedModelError(
+            f"{where} names {', '.join(config['architectures'])}: porter's direct {config.get('model_type')} is the bare "
+            "encoder (BertModel/RobertaModel), so the head would be lost",
+            hint="convert it through transformers + ONNX, which keeps the head: pass --route onnx (auto takes it)")
     if config["hidden_size"] % config["num_attention_heads"]:
         raise PorterError(f"{where}: hidden_size {config['hidden_size']} is not a multiple of num_attention_heads {config['num_attention_heads']}")
 
