@@ -60,9 +60,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
         else:
             prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs)
             notes += prep_notes
-            keras_model = _onnx2tf(prepared, keep, None, simplify=False)
-            with progress.step("checking onnx2tf's dynamic-dims model against onnxruntime at other sizes"):
-                _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
+            keras_model = _checked_onnx2tf(prepared, onnx_path, specs, symbols, keep)
     except PorterError as first:
         if not dynamic:
             raise
@@ -99,11 +97,13 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             transpose_out[name] = NHWC_TO_NCHW[rank]
 
     module = tf.Module()
-    module.model = keras_model
+    # only the variables are tracked, not the Keras model: tracking it makes the SavedModel writer serialise
+    # its config, where onnx2tf's op layers hold every weight as JSON lists (bert-base: > 9.5 GB, > 170 s)
+    module.variables_of_model = list(keras_model.variables)
 
     @tf.function(input_signature=sig)
     def serve(*args):
-        out = module.model(list(args) if len(args) > 1 else args[0])
+        out = keras_model(list(args) if len(args) > 1 else args[0])
         out = out if isinstance(out, (list, tuple)) else [out]
         return {n: tf.identity(tf.transpose(t, transpose_out[n]) if n in transpose_out else t, name=n) for n, t in zip(outputs, out)}
 
@@ -137,11 +137,29 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
     batch_specs = {n: (d, tuple(fixed[n].get(a, s) for a, s in enumerate(shape))) for n, (d, shape) in specs.items()}
     try:
         prepared, notes = _prepared_for_dynamic_dims(path, batch_specs)
-        keras_model = _onnx2tf(prepared, keep, None, simplify=False)
-        _agrees_at_other_sizes(keras_model, path, batch_specs, dynamic_symbols(model, batch_specs), keep)
+        keras_model = _checked_onnx2tf(prepared, path, batch_specs, dynamic_symbols(model, batch_specs), keep)
     except PorterError:
         return None, []
     return keras_model, [f"onnx2tf could not keep every dynamic dim ({why}); kept the batch dynamic and fixed the others", *notes]
+
+
+def _checked_onnx2tf(prepared: Path, onnx_path: Path, specs: dict, symbols, keep: list[str]):
+    """onnx2tf with dims dynamic, held to onnxruntime at other sizes. First without onnx2tf's per-op
+    layout search: for each MatMul/Add/Concat it rebuilds and runs the whole graph up to that op once per
+    candidate transpose, which is quadratic in depth (bert-base: 70 s, 5.3 GB). That search only picks
+    transposes; what proves the model is the check against onnxruntime below (and the verification after
+    it), so a model the fast attempt gets wrong is converted again with the search, and checked the same."""
+    try:
+        keras_model = _onnx2tf(prepared, keep, None, simplify=False, op_search=False)
+        with progress.step("checking onnx2tf's dynamic-dims model against onnxruntime at other sizes"):
+            _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
+        return keras_model
+    except PorterError:
+        keras_model = None  # released before the second attempt
+    keras_model = _onnx2tf(prepared, keep, None, simplify=False, op_search=True)
+    with progress.step("checking onnx2tf's dynamic-dims model against onnxruntime at other sizes"):
+        _agrees_at_other_sizes(keras_model, onnx_path, specs, symbols, keep)
+    return keras_model
 
 
 def _channels_last(want, got, to_nchw) -> bool:
@@ -231,17 +249,28 @@ def _no_download_images():
     return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
 
 
-def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simplify: bool = True):
+class _NoOpSearch(Exception):
+    """Raised in place of onnx2tf's run of every intermediate tensor under onnxruntime: onnx2tf then skips
+    its per-op layout search (it logs "optimization process for shape estimation is skipped")."""
+
+
+def _no_op_search(**_):
+    raise _NoOpSearch("porter: onnx2tf's per-op layout search is off for this attempt")
+
+
+def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simplify: bool = True, op_search: bool = True):
     import onnx2tf  # imports tensorflow: only after porter.frameworks has quietened it
     import onnx2tf.onnx2tf as onnx2tf_main
+    from onnx2tf.utils.common_functions import dummy_onnx_inference
 
     onnx2tf_main.download_test_image_data = _no_download_images
+    onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference if op_search else _no_op_search
 
     from porter.outdir import temp_dir
 
     work = temp_dir("porter-onnx2tf-")  # marked: a killed run's work folder is swept by the next run
     try:
-        with captured_output(f"onnx2tf on {onnx_path.name}"):
+        with captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
             return onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
