@@ -1,6 +1,7 @@
 """Every model in keras.applications (weights=None, batch norms calibrated then perturbed), converted
 TF -> torch by `porter convert --route auto` in a subprocess per model; prints per model the route taken,
 the verified max abs on the logits (target <= 1e-4), the seconds and the peak RSS of the conversion.
+Verified on the model's own inputs (``images``: random pixels through its preprocess_input, batches 1 and 3).
 
     python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--out DIR]
 
@@ -34,10 +35,26 @@ def app_names() -> list[str]:
     return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
 
 
-def build(name: str, size: int, seed: int = 0):
+def images(name: str, n: int, size: int, rng) -> np.ndarray:
+    """What the model is fed in use: uniform random pixels (0..255) through its own module's preprocess_input.
+    EfficientNet, EfficientNetV2, MobileNetV3 and ConvNeXt rescale inside the model (preprocess_input is the
+    identity); fed N(0, 1) instead, their pixels are ~0 +- 0.004 after Rescaling(1/255), the first norms
+    divide by that tiny spread, and float32 rounding alone then moved the logits by up to 3e-2 (EfficientNetV2B1:
+    Keras float32 against Keras float64), far above what any converter can match."""
+    import importlib
+
+    from porter.frameworks import keras
+
+    module = importlib.import_module(getattr(keras().applications, name).__module__)
+    pixels = rng.uniform(0.0, 255.0, (n, size, size, 3)).astype("float32")
+    return np.asarray(module.preprocess_input(pixels), dtype="float32")
+
+
+def build(name: str, size: int, seed: int = 0, calib: int = 16):
     """``keras.applications.<name>``, random weights, logits out (no softmax). gamma/beta are perturbed
-    first; then one training-mode pass over a batch of 4 random images sets every batch norm's moving
-    statistics (momentum 0), so activations stay in range and the logits depend on the input (a random-init
+    first; then one training-mode pass (dropout off: EfficientNet's stochastic depth would drop whole residual
+    branches from the statistics) over 16 images (``images``) sets every batch norm's moving statistics
+    (momentum 0), so activations stay in range and the logits depend on the input (a random-init
     EfficientNet/MobileNetV3 otherwise gives nearly the same logits for any input); then the moving
     statistics are perturbed so they are no plain re-normalisation. Perturbing beta after calibrating
     instead revives channels a later norm measured as constant (~30x gain) and float32 rounding alone then
@@ -46,9 +63,9 @@ def build(name: str, size: int, seed: int = 0):
 
     k = keras()
     k.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
     model = getattr(k.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
     norms = [layer for layer in model.layers if isinstance(layer, k.layers.BatchNormalization)]
-    rng = np.random.default_rng(seed)
     for layer in norms:
         for w in layer.weights:
             key = w.path.split("/")[-1]
@@ -59,7 +76,13 @@ def build(name: str, size: int, seed: int = 0):
     momentum = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0
-    model(rng.standard_normal((4, size, size, 3)).astype("float32"), training=True)
+    drops = [layer for layer in model.layers if isinstance(layer, k.layers.Dropout)]
+    rates = [layer.rate for layer in drops]
+    for layer in drops:  # stochastic depth would drop whole residual branches from the statistics
+        layer.rate = 0.0
+    model(images(name, calib, size, rng), training=True)
+    for layer, rate in zip(drops, rates):
+        layer.rate = rate
     for layer, m in zip(norms, momentum):
         layer.momentum = m
         for w in layer.weights:
@@ -70,7 +93,7 @@ def build(name: str, size: int, seed: int = 0):
             elif key == "moving_variance":
                 w.assign((w.numpy() * rng.uniform(0.8, 1.25, w.shape)).astype("float32"))
     head = [layer for layer in model.layers if any(w.path.endswith("kernel") for w in layer.weights)][-1]
-    spread = float(np.std(np.asarray(model(rng.standard_normal((4, size, size, 3)).astype("float32")))))
+    spread = float(np.std(np.asarray(model(images(name, 4, size, rng)))))
     head.set_weights([w * (2.0 / spread) for w in head.get_weights()])
     return model
 
@@ -108,7 +131,7 @@ def run(name: str, size: int, work: Path, timeout: float) -> dict:
         row["status"] = f"build failed ({rc}): {_tail(work / f'{name}.build.log')}"
         return row
     cmd = [sys.executable, "-m", "porter.cli", "convert", str(src), "--from", "tf", "--to", "torch",
-           "--out", str(out), "--force", "--atol", str(ATOL), "--rtol", "0"]
+           "--out", str(out), "--force", "--atol", str(ATOL), "--rtol", "0", "--inputs", str(work / f"{name}.npz")]
     rc, row["seconds"], row["rss_gb"] = _child(cmd, timeout, work / f"{name}.convert.log")
     report_path = out / "porter_report.json"
     if report_path.exists():
@@ -118,6 +141,7 @@ def run(name: str, size: int, work: Path, timeout: float) -> dict:
                      "timeout" if rc == "timeout" else f"FAIL ({rc}): {_tail(work / f'{name}.convert.log')}")
     shutil.rmtree(out, ignore_errors=True)
     src.unlink(missing_ok=True)
+    (work / f"{name}.npz").unlink(missing_ok=True)
     return row
 
 
@@ -135,7 +159,11 @@ def main(argv=None) -> int:
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)  # child: build and save one model
     args = parser.parse_args(argv)
     if args.build:
-        build(args.build, args.size).save(str(Path(args.out) / f"{args.build}.keras"))
+        model = build(args.build, args.size)
+        model.save(str(Path(args.out) / f"{args.build}.keras"))
+        rng, name = np.random.default_rng(1), model.layers[0].name  # its InputLayer; not the calibration images
+        np.savez(Path(args.out) / f"{args.build}.npz", **{f"b{n}/{name}": images(args.build, n, args.size, rng)
+                                                          for n in (1, 3)})
         return 0
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="porter-keras-apps-all-"))
     work.mkdir(parents=True, exist_ok=True)
