@@ -83,6 +83,9 @@ def convert(
     latency: bool = typer.Option(
         False, "--latency", help="after verifying, time the source and the written model as porter verify --latency does; "
                                  "the figures go into porter_report.json (latency) and the console"),
+    xla: bool = typer.Option(
+        False, "--xla", help="compile the SavedModel's signatures with XLA (jit_compile=True), verified as compiled "
+                             "(direct route, --to tf)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -91,7 +94,7 @@ def convert(
         result = run(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
-            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency,
+            dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency, xla=xla,
         )
     except PorterError as exc:
         _fail(exc)
@@ -168,7 +171,7 @@ def verify(
     no_localise: bool = typer.Option(False, "--no-localise", help="skip the layer-by-layer search on failure"),
     name_map: List[str] = typer.Option([], "--map", help="REF=CAND: compare the reference's input or output REF with the candidate's CAND (repeatable; names that differ are otherwise paired by position where the counts match)"),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="import a model.py that porter did not write (or that changed since); only for code you trust"),
-    train: bool = typer.Option(False, "--train", help="training parity (Keras model vs the torch folder porter's keras layers writer made): one SGD step on the same batch, MSE, dropout 0, BatchNorm in training mode; compares loss, gradients per layer, running statistics and outputs after the step (fp32 atol/rtol 1e-4)"),
+    train: bool = typer.Option(False, "--train", help="training parity (Keras model vs the torch folder porter's keras layers writer made): one SGD step on the same batch, MSE, dropout 0, BatchNorm in training mode; compares loss, gradients per layer, running statistics and outputs after the step (taken in float64 on both sides; atol/rtol 1e-4)"),
     lr: float = typer.Option(0.1, "--lr", help="--train: the SGD learning rate"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one test case per output per shape)"),

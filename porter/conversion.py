@@ -75,11 +75,13 @@ def convert(
     static_shapes: bool = False,
     expected=None,
     latency: bool = False,
+    xla: bool = False,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
     ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints);
-    ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"])."""
+    ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"]);
+    ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -91,6 +93,9 @@ def convert(
         raise PorterError(f"--from and --to are both {source!r}")
     if route not in ("auto", "direct", "onnx"):
         raise PorterError(f"--route {route!r} is not one of auto, direct, onnx")
+    if xla and target != "tf":
+        raise PorterError(f"--xla compiles a TensorFlow SavedModel's signatures; --to {target} writes none",
+                          hint="leave --xla out, or convert --to tf")
     out = Path(out) if out else default_out(model, target)
     # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
     check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs))
@@ -109,6 +114,9 @@ def convert(
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
     if _choose_route(model, source, target, checkpoint, route) == "onnx":
+        if xla:  # onnx2tf writes that SavedModel; porter has not verified XLA on its graphs
+            raise PorterError("--xla is supported on the direct route only (a zoo model written by porter's own Keras code)",
+                              hint="leave --xla out on the ONNX route")
         if dtype is not None:
             raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
                               hint="leave --dtype out: the ONNX route keeps the model's own dtype")
@@ -121,7 +129,7 @@ def convert(
 
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
+        return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")

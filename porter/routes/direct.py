@@ -60,7 +60,7 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False) -> ConversionResult:
+                        latency=False, xla=False) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.memory import peak_rss_mb
@@ -82,7 +82,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
         with progress.step(f"writing the SavedModel and model.keras of {out}"):
-            entry.impl.export_saved_model(model, tmp)
+            entry.impl.export_saved_model(model, tmp, jit_compile=xla)
             t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
             save_keras(model, tmp / "model.keras")
             peaks["keras_save"] = peak_rss_mb()
@@ -92,6 +92,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
                                                 "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
         if peaks["load_and_map"] is not None:
             report["peak_rss_mb"] = peaks
         finish(tmp, out, report, verification, console)

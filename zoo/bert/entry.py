@@ -133,16 +133,17 @@ def input_sets(config: dict, shapes=None, seed: int = 0, checkpoint=None):
     return (real or []) + feeds
 
 
-def export_saved_model(model, path: Path) -> None:
+def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     """A SavedModel whose serving_default takes named int32 inputs with dynamic batch and sequence
-    (serving_int64 takes int64) and returns last_hidden_state and pooler_output."""
+    (serving_int64 takes int64) and returns last_hidden_state and pooler_output; ``jit_compile``: XLA."""
     from porter.frameworks import tensorflow
 
     tf = tensorflow()
     names = ("input_ids", "attention_mask", "token_type_ids")
 
     # autograph off: the model's Python is static (a loop over layers), and converting it costs seconds
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names], autograph=False,
+                 jit_compile=jit_compile or None)
     def serve(input_ids, attention_mask, token_type_ids):
         return model({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
 

@@ -215,7 +215,7 @@ def _call(model, inputs: dict):
     return model(inputs)
 
 
-def export_saved_model(model, path: Path) -> None:
+def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     """serving_default: int32 inputs named as transformers names them (input_ids, attention_mask),
     batch and sequence dynamic -> transformers' output names (last_hidden_state for a backbone,
     logits for a causal LM); serving_int64 takes int64."""
@@ -237,7 +237,7 @@ def export_saved_model(model, path: Path) -> None:
             return tf.TensorSpec([None, channels, height, width], tf.float32, name=name)
         return tf.TensorSpec([None, None], ids_dtype, name=name)
 
-    serve = tf.function(run, input_signature=[spec(n, tf.int32) for n in names])
+    serve = tf.function(run, input_signature=[spec(n, tf.int32) for n in names], jit_compile=jit_compile or None)  # XLA
     serve_int64 = tf.function(lambda *t: serve(*(tf.cast(x, tf.int32) if x.dtype == tf.int64 else x for x in t)),
                               input_signature=[spec(n, tf.int64) for n in names])
     root = tf.Module()
