@@ -6,6 +6,11 @@ the loss and every gradient of that step are compared per parameter group (Keras
 statistics it updated, and the outputs on a second batch in inference mode. The first layer in graph
 order whose gradient (or statistic) differs is named.
 
+The step is taken in float64 on both sides (the Keras model rebuilt with float64 dtype policies, the torch
+model ``.double()``): float32 noise flips ReLU masks in deep BatchNorm networks and the float32 gradients
+are then not determined to 1e-4 even within one framework (training_float64 has the numbers). A model
+that cannot be rebuilt in float64 is stepped in float32, and the notes say so.
+
 Pairs: a Keras model (.keras/.h5) and the torch folder porter's keras layers writer made from it.
 Direct-route pairs (an HF folder and porter's Keras model) are not supported by --train yet.
 """
@@ -45,10 +50,12 @@ class TrainingResult:
     reference: str
     candidate: str
     lr: float
+    dtype: str = "float64"  # the dtype the step was taken in
     loss: dict = field(default_factory=dict)  # reference, candidate, abs_diff, passed
     outputs: dict = field(default_factory=dict)  # output -> {"max_abs", "passed"} (second batch, inference, after the step)
     groups: list = field(default_factory=list)
     first_diverging_layer: str | None = None
+    forward: dict = field(default_factory=dict)  # training-mode outputs per layer on the first batch (training_localise)
     notes: list = field(default_factory=list)
 
     @property
@@ -63,12 +70,13 @@ class TrainingResult:
         return {"check": "training step", "reference": self.reference, "candidate": self.candidate,
                 "status": "passed" if self.passed else "failed", "optimizer": {"name": "SGD", "lr": self.lr},
                 "loss_function": "MSE against a fixed random target (seed 0)", "batch": BATCH,
-                "tolerance": {"atol": ATOL, "rtol": RTOL, "dtype": "float32",
+                "tolerance": {"atol": ATOL, "rtol": RTOL, "dtype": self.dtype,
                               "rule": "an element fails only outside both atol and rtol x |reference|"},
                 "loss": self.loss, "outputs_after_step": self.outputs,
                 "parameter_groups": [{"layer": g.layer, "kind": g.kind, "max_abs": g.max_abs, "passed": g.passed,
                                       "tensors": g.tensors} for g in self.groups],
-                "first_diverging_layer": self.first_diverging_layer, "notes": self.notes}
+                "training_mode_forward": self.forward, "first_diverging_layer": self.first_diverging_layer,
+                "notes": self.notes}
 
 
 def _close(ref: np.ndarray, got: np.ndarray) -> tuple[float, bool]:
@@ -101,9 +109,13 @@ def _pair(reference, candidate):
     return ref, cand, written
 
 
-def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: bool = False) -> TrainingResult:
-    """One SGD step in both frameworks, compared (see the module docstring). Raises PorterError on a pair
-    --train cannot check (formats, a folder not written by the keras layers writer, no trainable weights)."""
+def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: bool = False,
+                    dtype: str = "float64") -> TrainingResult:
+    """One SGD step in both frameworks, compared (see the module docstring); ``dtype`` "float32" takes it
+    in float32 instead. Raises PorterError on a pair --train cannot check (formats, a folder not written by
+    the keras layers writer, no trainable weights)."""
+    if dtype not in ("float32", "float64"):
+        raise PorterError(f"the training step's dtype {dtype!r} is neither float32 nor float64", hint="dtype='float64'")
     if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise PorterError(f"--lr {lr!r} is not a positive learning rate", hint="e.g. --lr 0.1")
     ref, cand, written = _pair(reference, candidate)
@@ -137,7 +149,24 @@ def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: 
                           + [f"not in the Keras model: {k}" for k in sorted(trainable - mapped)])
     feeds = [_feed(keras_model, plan, seed) for seed in (1, 2)]
     declared = layouts.resolve(None, ref.path, cand.path)
-    result = TrainingResult(str(ref.path), str(cand.path), float(lr))
+    result = TrainingResult(str(ref.path), str(cand.path), float(lr), dtype)
+    if dtype == "float64":
+        from porter.verifiers.training_float64 import feed_as, keras_in_float64
+
+        wide, why = keras_in_float64(keras_model)
+        if wide is None:
+            result.dtype = "float32"
+            result.notes.append(f"the step is taken in float32: {ref.path} {why}; float32 gradients of ReLU "
+                                "networks can differ beyond 1e-4 by noise alone")
+        else:
+            keras_model, torch_model = wide, torch_model.double()
+            feeds = [feed_as(f, "float64") for f in feeds]
+    _no_dropout(keras_model, torch_model)
+    from porter.verifiers import training_localise as localise
+
+    result.forward = localise.first_forward_divergence(
+        localise.training_outputs_keras(keras_model, plan, feeds[0]),
+        localise.training_outputs_torch(torch_model, plan, runner.input_names, feeds[0], declared), plan, _close)
     k_before = {v.path: v.numpy() for v in keras_model.weights}
     t_before = {k: v.detach().numpy().copy() for k, v in torch_model.state_dict().items()}
     k_out, k_loss, k_grads, k_after, k_vars = _keras_step(keras_model, plan, feeds, lr)
@@ -166,14 +195,31 @@ def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: 
         for kind, tensors in (("weight before the step", weights), ("gradient", grads), ("running statistic", stats)):
             if tensors:
                 result.groups.append(Group(call.name, kind, tensors))
-    # a wrong weight changes every gradient (upstream ones through the backward pass): name it first, then
-    # the first layer in graph order whose gradient or statistic differs
-    result.first_diverging_layer = next((g.layer for g in result.groups if not g.passed and g.kind.startswith("weight")),
-                                        next((g.layer for g in result.groups if not g.passed), None))
-    result.notes.append(f"one SGD step (lr {lr}) on a batch of {BATCH}, MSE against a fixed random target; dropout rates "
-                        "set to 0 on both sides; BatchNorm in training mode; outputs compared on a second batch in "
-                        f"inference mode; tolerance fp32 atol {ATOL}, rtol {RTOL}")
+    # a wrong weight changes every gradient (upstream ones through the backward pass): name it first; a forward
+    # mismatch does too, so next the first layer whose training-mode output differs; else (a backward-only
+    # difference) the first layer in graph order whose gradient or statistic differs
+    # (the forward comparison localises; the verdict stays with the loss, gradients, statistics and outputs)
+    first_forward = (result.forward.get("first_diverging") or {}).get("layer")
+    if not result.passed:
+        result.first_diverging_layer = next(
+            (g.layer for g in result.groups if not g.passed and g.kind.startswith("weight")),
+            first_forward or next((g.layer for g in result.groups if not g.passed), None))
+    result.notes.append(f"one SGD step (lr {lr}) in {result.dtype} on a batch of {BATCH}, MSE against a fixed random "
+                        "target; dropout rates set to 0 on both sides; BatchNorm in training mode; outputs compared on a "
+                        f"second batch in inference mode; tolerance atol {ATOL}, rtol {RTOL}")
     return result
+
+
+def _no_dropout(keras_model, torch_model) -> None:
+    """Dropout rates 0 on both sides: their random masks cannot agree."""
+    import torch
+
+    for layer in keras_model.layers:
+        if "Dropout" in type(layer).__name__ and hasattr(layer, "rate"):
+            layer.rate = 0.0
+    for m in torch_model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
 
 
 def _feed(keras_model, plan, seed: int) -> dict:
@@ -197,7 +243,7 @@ def _feed(keras_model, plan, seed: int) -> dict:
 
 def _targets(outputs) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    return [rng.normal(size=np.shape(o)).astype(np.float32) for o in outputs]
+    return [rng.normal(size=np.shape(o)).astype(np.asarray(o).dtype) for o in outputs]  # in the outputs' dtype
 
 
 def _keras_step(model, plan, feeds, lr):
@@ -276,6 +322,10 @@ def render(result: TrainingResult, console=None) -> None:
         table.add_row(g.kind, g.layer, f"{g.max_abs:.2e}", ok(g.passed))
     for name, o in result.outputs.items():
         table.add_row("output after the step", name, f"{o['max_abs']:.2e}", ok(o["passed"]))
+    if result.forward.get("compared"):
+        first = result.forward.get("first_diverging")
+        table.add_row("training-mode forward", f"{result.forward['compared']} layers" if not first else
+                      f"first differs: {first['layer']}", f"{result.forward['max_abs']:.2e}", "differs" if first else "equal")
     console.print(table)
     if all(g.passed for g in result.groups if g.kind.startswith("weight")):
         console.print("weights before the step: equal in both (every layer)")
