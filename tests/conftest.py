@@ -56,16 +56,6 @@ def tiny_bert_tf(tiny_bert, tmp_path_factory):
 @pytest.fixture
 def cli():
     """Run `porter ...` in this process; returns (exit code, output)."""
-    from typer.testing import CliRunner
+    from cli_runner import make_cli
 
-    from porter.cli import app
-
-    runner = CliRunner()
-
-    def run(*args):
-        res = runner.invoke(app, [str(a) for a in args])
-        if res.exception and not isinstance(res.exception, SystemExit):
-            raise res.exception
-        return res.exit_code, res.output
-
-    return run
+    return make_cli()

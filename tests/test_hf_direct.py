@@ -9,8 +9,10 @@ import json
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
-from tests_support import hidden_state_error
+from tests_support import (
+    assert_perturbed_keras_hub_copy_fails_localised,
+    hidden_state_error,
+)
 
 SMALL = dict(vocab_size=150, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=48, max_position_embeddings=128)
@@ -64,25 +66,14 @@ def converted(request, tmp_path_factory, cli):
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from typer.testing import CliRunner
+def cli():  # module-scoped: the module's conversions are fixtures too
+    from cli_runner import make_cli
 
-    from porter.cli import app
-
-    runner = CliRunner()
-
-    def run(*args):
-        res = runner.invoke(app, [str(a) for a in args])
-        if res.exception and not isinstance(res.exception, SystemExit):
-            raise res.exception
-        return res.exit_code, res.output
-
-    return run
+    return make_cli()
 
 
 def _torch_outputs(src, feed):
     import torch
-
     from porter.zoo.keras_hub.entry import load_torch
 
     with torch.no_grad():
@@ -138,10 +129,10 @@ def test_keras_file_verifies_against_transformers(converted, cli):
 
 def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
     import keras_hub
-
-    from porter.frameworks import keras
     from porter.zoo.keras_hub import families
     from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    from porter.frameworks import keras
 
     (family, head, _), _, out = converted
     register_if_keras_hub(out / "model.keras")
@@ -159,9 +150,9 @@ def test_causal_lm_generates_as_transformers(converted):
     """model.keras is a keras-hub CausalLM a user can generate() with (its cached decoding path, not
     the one verified above): greedy tokens equal transformers' greedy generate."""
     import torch
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
 
     from porter.frameworks import keras
-    from porter.zoo.keras_hub.saved import register_if_keras_hub
 
     (_, head, _), src, out = converted
     if head != "causal":
@@ -215,36 +206,18 @@ def test_config_translations_verified(family, override, tmp_path, cli):
     ("llama", False, "transformer_layer_0/self_attention/key/kernel"),
 ])
 def test_perturbed_weight_fails_verify_and_is_localised(family, causal, variable, tmp_path, cli):
-    import shutil
-
-    from porter.frameworks import keras
-    from porter.zoo.keras_hub import entry
-    from porter.zoo.keras_hub.saved import register_if_keras_hub
-
     src = make_checkpoint(tmp_path / "hf", family, causal, seed=1)
     code, _ = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
     assert code == 0
-    register_if_keras_hub(tmp_path / "tf" / "model.keras")
-    model = keras().saving.load_model(str(tmp_path / "tf" / "model.keras"), safe_mode=True)
-    v = entry.keras_variables(model)[variable]
-    # random, not a constant shift: a LayerNorm would cancel a constant
-    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype("float32"))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    shutil.copy(tmp_path / "tf" / "config.json", bad / "config.json")
-    model.save(str(bad / "model.keras"))
-    entry.export_saved_model(model, bad)
-    code, output = cli("verify", src, bad, "--report", tmp_path / "r.json")
-    assert code == 1, output
-    where = json.loads((tmp_path / "r.json").read_text())["localisation"]
-    assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
+    assert_perturbed_keras_hub_copy_fails_localised(cli, src, tmp_path / "tf", variable, tmp_path)
 
 
 def test_without_porters_qwen3_correction_keras_hub_fails_at_q_norm(tmp_path, monkeypatch):
     """Why zoo/keras_hub/fixes.py exists: keras-hub 0.30's own Qwen3Backbone misses transformers
     by 6e-5 to 1e-3 (more with larger activations), and localisation names the per-head query norm (if keras-hub fixes it, this fails)."""
-    import porter
     from porter.zoo.keras_hub import fixes
+
+    import porter
 
     monkeypatch.delitem(fixes.BACKBONES, "Qwen3Backbone")
     src = make_checkpoint(tmp_path / "hf", "qwen3", False)

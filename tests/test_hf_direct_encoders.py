@@ -10,9 +10,11 @@ import json
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from test_hf_direct import cli  # noqa: F401  the module-scoped in-process CLI (conversions shared per module)
-from tests_support import hidden_state_error
+from tests_support import (
+    assert_perturbed_keras_hub_copy_fails_localised,
+    hidden_state_error,
+)
 
 TEXT = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
             max_position_embeddings=80)
@@ -86,7 +88,6 @@ def _feed(config, batch, seq, seed):
 
 def _torch_outputs(src, feed):
     import torch
-
     from porter.zoo.keras_hub.entry import load_torch
 
     with torch.no_grad():
@@ -142,10 +143,10 @@ def test_serving_default_direct_at_two_more_shapes(converted):
 
 def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
     import keras_hub
-
-    from porter.frameworks import keras
     from porter.zoo.keras_hub import families
     from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    from porter.frameworks import keras
 
     (family, head), _, out = converted
     register_if_keras_hub(out / "model.keras")
@@ -173,36 +174,19 @@ def test_round_trip_is_bit_exact(converted, tmp_path, cli):
 def test_perturbed_weight_fails_verify_and_is_localised(tmp_path, cli):
     """An image family (pixel_values through the SavedModel) with one weight moved: exit 1, and
     localisation names the layer."""
-    import shutil
-
-    from porter.frameworks import keras
-    from porter.zoo.keras_hub import entry
-    from porter.zoo.keras_hub.saved import register_if_keras_hub
-
     variable = "dinov2_backbone_encoder/layers_1/mlp/fc2/kernel"
     src = make_checkpoint(tmp_path / "hf", "dinov2", seed=1)
     code, _ = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
     assert code == 0
-    register_if_keras_hub(tmp_path / "tf" / "model.keras")
-    model = keras().saving.load_model(str(tmp_path / "tf" / "model.keras"), safe_mode=True)
-    v = entry.keras_variables(model)[variable]
-    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype("float32"))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    shutil.copy(tmp_path / "tf" / "config.json", bad / "config.json")
-    model.save(str(bad / "model.keras"))
-    entry.export_saved_model(model, bad)
-    code, output = cli("verify", src, bad, "--report", tmp_path / "r.json")
-    assert code == 1, output
-    where = json.loads((tmp_path / "r.json").read_text())["localisation"]
-    assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
+    assert_perturbed_keras_hub_copy_fails_localised(cli, src, tmp_path / "tf", variable, tmp_path)
 
 
 def test_without_porters_electra_correction_keras_hub_misses(tmp_path, monkeypatch):
     """Why porter>ElectraBackbone exists: keras-hub 0.30's own ElectraBackbone (tanh GELU) misses
     transformers' ELECTRA (exact GELU) beyond 1e-5 (if keras-hub fixes it, this fails)."""
-    import porter
     from porter.zoo.keras_hub import families, fixes
+
+    import porter
 
     monkeypatch.delitem(fixes.BACKBONES, "ElectraBackbone")
     import dataclasses

@@ -112,20 +112,10 @@ def feed(family, seed=7, batch=2, seq=9, vocab=96):
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from typer.testing import CliRunner
+def cli():  # module-scoped: the module's conversions are fixtures too
+    from cli_runner import make_cli
 
-    from porter.cli import app
-
-    runner = CliRunner()
-
-    def run(*args):
-        res = runner.invoke(app, [str(a) for a in args])
-        if res.exception and not isinstance(res.exception, SystemExit):
-            raise res.exception
-        return res.exit_code, res.output
-
-    return run
+    return make_cli()
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
@@ -310,8 +300,9 @@ def test_backbone_with_untied_head_converts_as_causal_lm(cli, tmp_path):
 
 def test_family_without_inverse_is_refused(monkeypatch):
     """A family of the table whose config porter cannot yet write back is named, with those it can."""
-    from porter.errors import UnsupportedModelError
     from porter.zoo.keras_hub import to_hf
+
+    from porter.errors import UnsupportedModelError
 
     monkeypatch.delitem(to_hf.INVERSES, "gpt2")
     with pytest.raises(UnsupportedModelError) as err:

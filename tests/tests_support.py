@@ -26,3 +26,32 @@ def save_pt2(module, example, path, dynamic: dict | None = None):
 
 BATCH = {0: ("batch", 1, 64)}
 BATCH_AND_SEQ = {0: ("batch", 1, 64), 1: ("seq", 2, 64)}
+
+
+def assert_perturbed_keras_hub_copy_fails_localised(cli, src, converted, variable, tmp_path) -> None:
+    """A copy of porter's keras-hub conversion ``converted`` with one variable perturbed (random, not a
+    constant shift, which a LayerNorm would cancel): `porter verify` must fail (exit 1) and localise
+    the Keras layer holding it."""
+    import json
+    import shutil
+
+    import numpy as np
+    from porter.zoo.keras_hub import entry
+    from porter.zoo.keras_hub.saved import register_if_keras_hub
+
+    from porter.frameworks import keras
+
+    register_if_keras_hub(converted / "model.keras")
+    model = keras().saving.load_model(str(converted / "model.keras"), safe_mode=True)
+    v = entry.keras_variables(model)[variable]
+    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype("float32"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(converted / "config.json", bad / "config.json")
+    model.save(str(bad / "model.keras"))
+    entry.export_saved_model(model, bad)
+    code, output = cli("verify", src, bad, "--report", tmp_path / "r.json")
+    assert code == 1, output
+    where = json.loads((tmp_path / "r.json").read_text())["localisation"]
+    assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
+

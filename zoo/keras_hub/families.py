@@ -262,13 +262,19 @@ def dinov2(config, head):
                 name="dinov2_backbone")
 
 
-def vit(config, head):
-    f = "ViTBackbone"
+def _needs_classifier_head(head, name: str, backbone: str) -> None:
+    """transformers' bare ViTModel/DeiTModel end in a pooler (dense + tanh) that keras-hub's backbones lack."""
     if not head:
         raise UnsupportedModelError(
-            "config.json names no architectures (or ViTModel): transformers' ViTModel has a pooler (dense + tanh) "
-            "that keras-hub's ViTBackbone lacks, so porter's vit direct route converts ViTForImageClassification only",
+            f"config.json names no architectures (or {name}Model): transformers' {name}Model has a pooler (dense + tanh) "
+            f"that keras-hub's {backbone} lacks, so porter's {name.lower()} direct route converts "
+            f"{name}ForImageClassification only",
             hint="convert it through transformers + ONNX instead: pass --route onnx")
+
+
+def vit(config, head):
+    f = "ViTBackbone"
+    _needs_classifier_head(head, "ViT", f)
     _require(config, "hidden_act", ("gelu",), f, "keras-hub's ViT uses the exact GELU")
     _require(config, "num_channels", (3,), f)
     size = config["image_size"]
@@ -281,11 +287,7 @@ def vit(config, head):
 
 def deit(config, head):
     f = "DeiTBackbone"
-    if not head:
-        raise UnsupportedModelError(
-            "config.json names no architectures (or DeiTModel): transformers' DeiTModel has a pooler (dense + tanh) "
-            "that keras-hub's DeiTBackbone lacks, so porter's deit direct route converts DeiTForImageClassification only",
-            hint="convert it through transformers + ONNX instead: pass --route onnx")
+    _needs_classifier_head(head, "DeiT", f)
     _require(config, "hidden_act", ("gelu",), f, "keras-hub's DeiT uses the exact GELU")
     _require(config, "num_channels", (3,), f)
     size = config["image_size"]
