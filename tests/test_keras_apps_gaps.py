@@ -132,3 +132,33 @@ def test_refusals_are_named():
     text = "; ".join(plan_model(k.Model(image, x)).unsupported)
     assert "layer 'crop_cf' (Cropping2D): data_format='channels_first'" in text
     assert "weights of dtype ['float16']" in text
+
+
+@pytest.mark.slow
+def test_nasnet_mobile_converts_structurally(tmp_path):
+    """keras.applications.NASNetMobile (64 px, weights=None, 10 classes): its Cropping2D layers and 188 batch
+    norms on the keras layers route. Batch norms calibrated on inputs in its preprocess range [-1, 1] (random
+    init otherwise leaves the logits barely depending on the input), then their statistics perturbed;
+    verified on other inputs at 1e-4 (logits)."""
+    k = _keras()
+    k.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = k.applications.NASNetMobile(weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
+    norms = [layer for layer in model.layers if isinstance(layer, k.layers.BatchNormalization)]
+    momentum = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(rng.uniform(-1, 1, (16, 64, 64, 3)).astype("float32"), training=True)
+    for layer, value in zip(norms, momentum):
+        layer.momentum = value
+        mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        layer.moving_mean.assign(mean + 0.1 * np.sqrt(var) * rng.standard_normal(mean.shape).astype("float32"))
+        layer.moving_variance.assign(var * rng.uniform(0.8, 1.25, var.shape).astype("float32"))
+    src, out, npz = tmp_path / "nasnet.keras", tmp_path / "nasnet-torch", tmp_path / "inputs.npz"
+    model.save(str(src))
+    np.savez(npz, **{model.layers[0].name: rng.uniform(-1, 1, (3, 64, 64, 3)).astype("float32")})
+    result = porter.convert(str(src), source="tf", target="torch", out=out, inputs=str(npz), atol=1e-4, rtol=0.0)
+    assert result.route == "keras layers" and result.passed, result.verification.failures()
+    logits = np.asarray(model(np.load(npz)[model.layers[0].name]))
+    assert np.std(logits - logits.mean(0)) > 1e-3  # the logits depend on the input: the check means something
+    assert "KerasBatchNorm2d(" in (out / "model.py").read_text() and "[:, :, 1:" in (out / "model.py").read_text()
