@@ -2,6 +2,7 @@
 TF -> torch by `porter convert --route auto` in a subprocess per model; prints per model the route taken,
 the verified max abs on the logits (target <= 1e-4), the seconds and the peak RSS of the conversion.
 Verified on the model's own inputs (``images``: random pixels through its preprocess_input, batches 1 and 3).
+A model verified but past 1e-4 also gets its float32 floor (``floor``: Keras float32 against Keras float64).
 
     python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--out DIR]
 
@@ -98,6 +99,30 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16):
     return model
 
 
+def _float64(config):
+    """The model config with every dtype (policy) float64."""
+    if isinstance(config, dict):
+        return {k: ("float64" if k == "dtype" else _float64(v)) for k, v in config.items()}
+    return [_float64(v) for v in config] if isinstance(config, list) else config
+
+
+def floor(name: str, work: Path) -> float:
+    """The float32 floor: max abs between the saved Keras model in float32 and the same model in float64 on
+    the verification inputs. No converter can be expected much below it (float32 rounding alone)."""
+    from porter.frameworks import keras
+
+    k = keras()
+    model = k.saving.load_model(str(work / f"{name}.keras"))
+    wide = model.__class__.from_config(_float64(model.get_config()))
+    wide.set_weights([w.astype("float64") if w.dtype.kind == "f" else w for w in model.get_weights()])
+    worst = 0.0
+    with np.load(work / f"{name}.npz") as sets:
+        for key in sets.files:
+            x = sets[key]
+            worst = max(worst, float(np.abs(np.asarray(model(x)) - np.asarray(wide(x.astype("float64")))).max()))
+    return worst
+
+
 def _max_abs(report: dict) -> float:
     outs = [o for s in report.get("verification", {}).get("shapes", []) for o in s.get("outputs", [])]
     return max((float(o["max_abs"]) for o in outs), default=float("nan"))
@@ -124,7 +149,7 @@ def _child(cmd: list[str], timeout: float, log: Path) -> tuple[int | str, float,
 def run(name: str, size: int, work: Path, timeout: float) -> dict:
     src, out = work / f"{name}.keras", work / f"{name}-torch"
     row = {"model": name, "size": size, "route": "-", "max_abs": float("nan"), "seconds": float("nan"),
-           "rss_gb": float("nan"), "status": ""}
+           "rss_gb": float("nan"), "floor": float("nan"), "status": ""}
     rc, _, _ = _child([sys.executable, __file__, "--build", name, "--size", str(size), "--out", str(work)],
                       timeout, work / f"{name}.build.log")
     if rc != 0:
@@ -139,6 +164,11 @@ def run(name: str, size: int, work: Path, timeout: float) -> dict:
         row["route"], row["max_abs"] = report.get("route", "?"), _max_abs(report)
     row["status"] = ("pass" if rc == 0 and row["max_abs"] <= ATOL else
                      "timeout" if rc == "timeout" else f"FAIL ({rc}): {_tail(work / f'{name}.convert.log')}")
+    if row["status"].startswith("FAIL") and row["max_abs"] == row["max_abs"]:  # verified, not within 1e-4
+        floor_log = work / f"{name}.floor.log"
+        rc, _, _ = _child([sys.executable, __file__, "--floor", name, "--out", str(work)], timeout, floor_log)
+        lines = floor_log.read_text(errors="replace").split()
+        row["floor"] = float(lines[-1]) if rc == 0 and lines else float("nan")
     shutil.rmtree(out, ignore_errors=True)
     src.unlink(missing_ok=True)
     (work / f"{name}.npz").unlink(missing_ok=True)
@@ -157,7 +187,11 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model, build and convert each")
     parser.add_argument("--out", default=None, help="keep logs here (default: a temporary folder)")
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)  # child: build and save one model
+    parser.add_argument("--floor", default=None, help=argparse.SUPPRESS)  # child: Keras fp32 vs fp64 of one model
     args = parser.parse_args(argv)
+    if args.floor:
+        print(floor(args.floor, Path(args.out)))
+        return 0
     if args.build:
         model = build(args.build, args.size)
         model.save(str(Path(args.out) / f"{args.build}.keras"))
@@ -175,7 +209,7 @@ def main(argv=None) -> int:
         row = run(name, max(args.size, MIN_SIZE.get(name, 32)), work, args.timeout)
         rows.append(row)
         print(f"{row['model']:18s} {row['size']:4d} {row['route']:12s} {row['max_abs']:9.2e} {row['seconds']:7.1f} "
-              f"{row['rss_gb']:6.2f}  {row['status']}", flush=True)
+              f"{row['rss_gb']:6.2f}  {row['status'][:4]} fp32 floor {row['floor']:.2e}  {row['status'][4:]}", flush=True)
     if not args.out:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(r["status"] == "pass" for r in rows)
