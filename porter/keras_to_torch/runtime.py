@@ -37,16 +37,22 @@ def keras_batch_norm(bn, x):
     return x * inv.view(shape) + shift.view(shape)
 
 
+def keras_batch_norm_options(bn, scale, center, keras_trainable):
+    """Keras' scale=False/center=False drop gamma/beta; keras_trainable=False (a frozen BatchNormalization)
+    is kept for --train, where Keras then normalises with the moving statistics."""
+    bn.keras_trainable = keras_trainable
+    if not scale:
+        bn.register_parameter("weight", None)
+    if not center:
+        bn.register_parameter("bias", None)
+
+
 class KerasBatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
 
     def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.keras_trainable = keras_trainable
-        if not scale:
-            self.register_parameter("weight", None)
-        if not center:
-            self.register_parameter("bias", None)
+        keras_batch_norm_options(self, scale, center, keras_trainable)
 
     def forward(self, x):
         return keras_batch_norm(self, x)
@@ -57,11 +63,7 @@ class KerasBatchNorm1d(nn.BatchNorm1d):
 
     def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.keras_trainable = keras_trainable
-        if not scale:
-            self.register_parameter("weight", None)
-        if not center:
-            self.register_parameter("bias", None)
+        keras_batch_norm_options(self, scale, center, keras_trainable)
 
     def forward(self, x):
         return keras_batch_norm(self, x)
