@@ -258,25 +258,20 @@ def test_unknown_keras_hub_family_is_refused(cli, tmp_path):
         assert "Traceback" not in output and _no_output(out)
 
 
-def test_option_transformers_cannot_express_is_refused(cli, tmp_path):
-    """keras-hub's Llama takes rope_position_scaling_factor (and 0.30 ignores it): no transformers Llama
-    config gives it back, so it is named, not dropped."""
-    model = build("llama", "causal", rope_position_scaling_factor=2.0)
-    src = save(model, tmp_path / "llama", "keras")
+@pytest.mark.parametrize("family, option, shown", [
+    # keras-hub's Llama takes rope_position_scaling_factor (and 0.30 ignores it): no transformers Llama config
+    # gives it back, so it is named, not dropped
+    ("llama", {"rope_position_scaling_factor": 2.0}, "rope_position_scaling_factor=2.0"),
+    # keras-hub 0.30's Qwen3 q/k norms keep 1e-5 at layer_norm_epsilon=1e-6: no transformers Qwen3 config
+    # reproduces that (verification measured 1.7e-4 in logits, 4e-3 at q_norm), so it is refused up front
+    ("qwen3", {"layer_norm_epsilon": 1e-6}, "layer_norm_epsilon=1e-06"),
+])
+def test_option_transformers_cannot_express_is_refused(cli, tmp_path, family, option, shown):
+    model = build(family, "causal", **option)
+    src = save(model, tmp_path / family, "keras")
     code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "out")
     assert code == 2, output
-    assert "rope_position_scaling_factor=2.0" in " ".join(output.split()), output
-    assert _no_output(tmp_path / "out")
-
-
-def test_qwen3_epsilon_keras_hub_ignores_is_refused(cli, tmp_path):
-    """keras-hub 0.30's Qwen3 q/k norms keep 1e-5 at layer_norm_epsilon=1e-6: no transformers Qwen3 config
-    reproduces that (verification measured 1.7e-4 in logits, 4e-3 at q_norm), so it is refused up front."""
-    model = build("qwen3", "causal", layer_norm_epsilon=1e-6)
-    src = save(model, tmp_path / "qwen3", "keras")
-    code, output = cli("convert", src, "--from", "tf", "--to", "torch", "--out", tmp_path / "out")
-    assert code == 2, output
-    assert "layer_norm_epsilon=1e-06" in " ".join(output.split()), output
+    assert shown in " ".join(output.split()), output
     assert _no_output(tmp_path / "out")
 
 
