@@ -86,6 +86,9 @@ def convert(
     xla: bool = typer.Option(
         False, "--xla", help="compile the SavedModel's signatures with XLA (jit_compile=True), verified as compiled "
                              "(direct route, --to tf)"),
+    ignore_memory_estimate: bool = typer.Option(
+        False, "--ignore-memory-estimate", help="go ahead where porter estimates (from the checkpoint's size, before "
+                                                "loading) that the conversion and its verification need more memory than is available"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -95,6 +98,7 @@ def convert(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
             dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency, xla=xla,
+            ignore_memory_estimate=ignore_memory_estimate,
         )
     except PorterError as exc:
         _fail(exc)

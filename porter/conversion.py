@@ -76,12 +76,14 @@ def convert(
     expected=None,
     latency: bool = False,
     xla: bool = False,
+    ignore_memory_estimate: bool = False,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
     ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints);
     ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"]);
-    ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled."""
+    ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled;
+    ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route)."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -129,7 +131,8 @@ def convert(
 
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
-        return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla)
+        return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
+                                  ignore_memory_estimate=ignore_memory_estimate)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")

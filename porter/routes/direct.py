@@ -60,10 +60,11 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False, xla=False) -> ConversionResult:
+                        latency=False, xla=False, ignore_memory_estimate=False) -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.memory import peak_rss_mb
+    from porter.memory_estimate import check_fits, estimate_torch_to_tf
     from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
 
     entry = src.entry
@@ -72,6 +73,9 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
     dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
     dtypes["written"] = dtype or dtypes["source"]
+    # from the headers alone, before a weight is read: refuse a conversion that will not fit (exit 2)
+    estimate = estimate_torch_to_tf(checkpoint.shapes, checkpoint.dtypes, dtypes["written"], verify)
+    check_fits(estimate, f"converting {src.path}", verify, ignore_memory_estimate)
     # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
     src = dataclasses.replace(src, config=dict(src.config, dtype=dtypes["written"]))
     scan = NonFiniteScan(checkpoint.origin, checkpoint.file_of)
@@ -88,13 +92,17 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
+        del model  # the verifier loads what was written: the Keras model's memory goes back before it does
+        __import__("gc").collect()
         verification = verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
                                                 "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
         report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
         if peaks["load_and_map"] is not None:
-            report["peak_rss_mb"] = peaks
+            peaks["verify"] = peak_rss_mb() if verify else None
+            report["peak_rss_mb"] = {k: v for k, v in peaks.items() if v is not None}
         finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 
