@@ -138,6 +138,21 @@ def temp_dir(prefix: str, dir=None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def temp_files_marked(prefix: str):
+    """Temporary files that libraries make meanwhile (TensorFlow's autograph writes a .py per converted
+    function, removed only at a clean exit) go into a marked ``temp_dir``, removed at the end, and swept
+    by the next run when this one is killed."""
+    work = temp_dir(prefix)
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(work)
+    try:
+        yield work
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _mark(path: Path) -> None:
     (path / OWNER).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid()), "host": socket.gethostname()}))
 

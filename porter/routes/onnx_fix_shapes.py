@@ -96,7 +96,7 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
     outputs = [o.name for o in graph.output]  # probe 1's outputs are the reference the folded graph is checked against
     wanted = sorted(frontier | set(outputs) | {t for n in reshapes for t in (n.input[0], n.output[0])})
     try:
-        probes = [_run(model, wanted, probe_feeds(specs, symbols, which)) for which in (0, 1)]
+        probes = _run(model, wanted, *(probe_feeds(specs, symbols, which) for which in (0, 1)))
     except Exception as exc:  # a graph onnxruntime cannot run at the probe sizes: leave it to onnx2tf
         return model, [f"shape arithmetic not folded: onnxruntime could not run the probes ({type(exc).__name__})"]
 
@@ -135,7 +135,7 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
     _replace_with_initializers(graph, constants)
     _add_initializers(graph, new_targets)
     _drop_dead_nodes(graph)
-    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1))
+    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1))[0]
     bad = [n for n in outputs if before[n].shape != after[n].shape or not np.allclose(before[n], after[n], rtol=0, atol=1e-6, equal_nan=True)]
     if bad:
         return model, [f"shape arithmetic not folded: the folded graph disagreed on {', '.join(bad)}"]
@@ -266,21 +266,27 @@ def _reshape_target(in_a, out_a, in_b, out_b):
     return np.asarray(target, dtype=np.int64) if inferred <= 1 else None
 
 
-def _run(model, names, feeds) -> dict:
+def _run(model, names, *feeds) -> list[dict]:
+    """``names`` computed by onnxruntime for each of ``feeds``, in one session. The asked tensors are
+    added to ``model``'s outputs only while it is serialised (no copy of the model: bert-base's weights
+    are 440 MB, and each copy stayed in the process's memory)."""
     import onnx
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in present:
-            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    outputs = model.graph.output
+    present = {o.name for o in outputs}
+    added = [n for n in dict.fromkeys(names) if n not in present]
+    outputs.extend(onnx.ValueInfoProto(name=n) for n in added)
+    try:
+        serialized = model.SerializeToString()
+    finally:
+        del outputs[len(outputs) - len(added):]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor we ask for
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(list(names), feeds)))
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    del serialized
+    return [dict(zip(names, session.run(list(names), f))) for f in feeds]
 
 
 def _replace_with_initializers(graph, constants: dict) -> None:

@@ -101,14 +101,18 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     # its config, where onnx2tf's op layers hold every weight as JSON lists (bert-base: > 9.5 GB, > 170 s)
     module.variables_of_model = list(keras_model.variables)
 
-    @tf.function(input_signature=sig)
+    # no autograph (nothing here branches): it writes each converted function to a file in the temp dir,
+    # removed only at a clean exit, so a killed run would leave it behind
+    @tf.function(input_signature=sig, autograph=False)
     def serve(*args):
         out = keras_model(list(args) if len(args) > 1 else args[0])
         out = out if isinstance(out, (list, tuple)) else [out]
         return {n: tf.identity(tf.transpose(t, transpose_out[n]) if n in transpose_out else t, name=n) for n, t in zip(outputs, out)}
 
     module.serve = serve
-    with captured_output("writing the SavedModel"):
+    from porter.outdir import temp_files_marked
+
+    with captured_output("writing the SavedModel"), temp_files_marked("porter-onnx2tf-"):
         tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
     return {"static_dims": static_dims, "inputs": written, "outputs": outputs, "notes": notes,
             "layout": {"inputs": {n: ("nhwc" if n in channel_inputs and n not in keep else "as_onnx") for n in inputs}}}
@@ -214,8 +218,9 @@ def _agrees_at_other_sizes(keras_model, onnx_path: Path, specs: dict, symbols, k
 
 
 def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list[str]]:
-    """onnx-simplifier first (what onnx2tf would run itself), then porter's rewrites that keep
-    dims dynamic (which the simplifier would partly undo, e.g. by fusing Unsqueezes again)."""
+    """onnx-simplifier first (what onnx2tf would run itself; not on porter's own optimized torch exports),
+    then porter's rewrites that keep dims dynamic (which the simplifier would partly undo, e.g. by fusing
+    Unsqueezes again)."""
     import subprocess
     import sys
 
@@ -224,15 +229,21 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
     from porter.routes.onnx_fix_shapes import prepare_for_onnx2tf
 
     notes = []
-    simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
-    # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
-    with progress.step(f"onnx-simplifier on {onnx_path.name}"):
-        run = subprocess.run([sys.executable, "-m", "onnxsim", str(onnx_path), str(simplified)], capture_output=True, text=True)
-    if run.returncode != 0 or not simplified.is_file():
-        tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-        notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
+    model = onnx.load(str(onnx_path))
+    if _optimized_by_exporter(model):
+        # bert-base: onnx-simplifier took 12-26 s and 3.5 GB in its own process, and only removed Adds of zero
         simplified = onnx_path
-    model = onnx.load(str(simplified))
+    else:
+        del model
+        simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
+        # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
+        with progress.step(f"onnx-simplifier on {onnx_path.name}"):
+            run = subprocess.run([sys.executable, "-m", "onnxsim", str(onnx_path), str(simplified)], capture_output=True, text=True)
+        if run.returncode != 0 or not simplified.is_file():
+            tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+            notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
+            simplified = onnx_path
+        model = onnx.load(str(simplified))
     rewritten, more = prepare_for_onnx2tf(model, specs)
     notes += more
     if rewritten is model:
@@ -240,6 +251,13 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
     onnx.save(rewritten, str(path))
     return path, notes
+
+
+def _optimized_by_exporter(model) -> bool:
+    """Whether porter exported this graph from torch with the exporter's optimizer on (to_onnx.OPTIMIZED_MARK)."""
+    from porter.routes.to_onnx import OPTIMIZED_MARK
+
+    return any(p.key == OPTIMIZED_MARK for p in model.metadata_props)
 
 
 def _no_download_images():

@@ -17,6 +17,9 @@ from porter.errors import CannotConvertYet, PorterError
 from porter.routes.to_onnx_leftovers import check_tf2onnx_output
 
 OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
+# metadata on the graphs porter exports from torch: the exporter's optimizer already folded constants and
+# dropped dead nodes, so onnx-simplifier is not run again on them (onnx_to_tf._prepared_for_dynamic_dims)
+OPTIMIZED_MARK = "porter.optimized_by"
 
 
 @contextlib.contextmanager
@@ -156,8 +159,9 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
     with captured_output("torch.onnx.export (dynamo=True)"):
         program = torch.onnx.export(
             model, tuple(example_inputs), dynamo=True, input_names=list(input_names), output_names=list(output_names),
-            dynamic_shapes=dynamic_shapes, opset_version=OPSET, verbose=False, report=False,
+            dynamic_shapes=dynamic_shapes, opset_version=OPSET, verbose=False, report=False, optimize=True,
         )
+        program.model.metadata_props[OPTIMIZED_MARK] = "torch.onnx.export(dynamo=True, optimize=True)"
         program.save(str(path))
 
 
