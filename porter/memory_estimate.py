@@ -33,6 +33,7 @@ class Estimate:
     imports: int  # the frameworks still to be imported
     reference: int = 0  # verification: transformers' float32 torch model
     candidate: int = 0  # verification: the written SavedModel, loaded again
+    rss: int = 0  # this process's RSS when estimated: the predicted peak RSS is rss + total
 
     @property
     def convert_bytes(self) -> int:
@@ -46,7 +47,8 @@ class Estimate:
     def to_dict(self) -> dict:
         """In MB, as porter_report.json's peak_rss_mb marks (MB = 2**20 bytes, as ru_maxrss)."""
         parts = {k: round(getattr(self, k) / 2**20, 2) for k in ("variables", "streaming", "imports", "reference", "candidate")}
-        return dict(parts, convert=round(self.convert_bytes / 2**20, 2), total=round(self.total / 2**20, 2))
+        return dict(parts, convert=round(self.convert_bytes / 2**20, 2), total=round(self.total / 2**20, 2),
+                    rss_at_estimate=round(self.rss / 2**20, 2))
 
     def parts(self) -> list[str]:
         lines = [f"the model's variables: {size_text(self.variables)}",
@@ -85,7 +87,7 @@ def estimate_torch_to_tf(shapes: dict, dtypes: dict, written: str, verify: bool,
         largest = max(largest, n * max(stored, out_size))
     rss = _rss_bytes() if current_rss is None else current_rss
     imports = max(0, IMPORT_FLOOR_BYTES - rss)
-    estimate = Estimate(variables, STREAMING_TENSORS * largest, imports)
+    estimate = Estimate(variables, STREAMING_TENSORS * largest, imports, rss=rss)
     if verify:
         estimate.reference, estimate.candidate = elements * 4 + (variables - elements * out_size), variables
     return estimate
