@@ -94,7 +94,7 @@ def estimate_torch_to_tf(shapes: dict, dtypes: dict, written: str, verify: bool,
     estimate = Estimate(variables, STREAMING_TENSORS * largest, imports, rss=rss)
     if verify:
         estimate.reference = elements * 4 + (variables - elements * out_size) + stored_bytes
-        estimate.candidate = variables
+        estimate.candidate = variables + variables // 10  # TF's SavedModel restore: 3B bf16 measured 1.10x its variables
     return estimate
 
 

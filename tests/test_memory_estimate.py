@@ -33,7 +33,7 @@ def test_estimate_counts_every_part_from_the_headers(tmp_path):
     assert est.streaming == 2 * 1000 * 64 * 2  # the embedding, twice
     assert est.imports == int(1.4 * GB) - int(0.4 * GB)
     assert est.reference == floats * 4 + 10 * 8 + (floats * 2 + 10 * 8)  # float32, plus the bf16 files mapped while loading
-    assert est.candidate == est.variables
+    assert est.candidate == est.variables + est.variables // 10  # SavedModel restore overhead, as measured on a 3B Llama
     assert est.total == est.imports + est.reference + est.candidate + est.streaming
     # written as float32 (--dtype): variables and the widest in-flight copy double; no verification: no models after
     wide = estimate_torch_to_tf(source.shapes, source.dtypes, "float32", verify=False, current_rss=int(2 * GB))
@@ -52,7 +52,7 @@ def test_estimate_of_a_7b_shape_matches_its_parameter_count():
     est = estimate_torch_to_tf(shapes, dict.fromkeys(shapes, "bfloat16"), "bfloat16", verify=True, current_rss=int(1.4 * GB))
     assert est.variables == pytest.approx(13.48e9, rel=1e-3)
     assert est.reference == pytest.approx(26.95e9 + 13.48e9, rel=1e-3)
-    assert 54e9 < est.total < 55e9  # does not fit 24 GB; --no-verify (13.5 GB + 0.5 GB) does
+    assert 55.5e9 < est.total < 56e9  # does not fit 24 GB; --no-verify (13.5 GB + 0.5 GB) does
     assert 13.4e9 < est.convert_bytes < 14.6e9
 
 
