@@ -112,11 +112,14 @@ class SeparableConv2d(nn.Module):
 
 
 class Rescaling(nn.Module):
-    """Keras Rescaling: x * scale + offset."""
+    """Keras Rescaling: x * scale + offset, scale and offset rounded to float32 as Keras does in every dtype
+    (TensorFlow backend: tf.cast of a Python float goes through a float32 tensor, so a float64 Keras model
+    multiplies by float32(1/255), 6e-8 off 1/255; in float32 nothing changes)."""
 
     def __init__(self, scale, offset):
         super().__init__()
-        self.scale, self.offset = scale, offset
+        self.scale = torch.tensor(scale, dtype=torch.float32).item()
+        self.offset = torch.tensor(offset, dtype=torch.float32).item()
 
     def forward(self, x):
         return x * self.scale + self.offset
