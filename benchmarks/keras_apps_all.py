@@ -2,9 +2,14 @@
 TF -> torch by `porter convert --route auto` in a subprocess per model; prints per model the route taken,
 the verified max abs on the logits (target <= 1e-4), the seconds and the peak RSS of the conversion.
 Verified on the model's own inputs (``images``: random pixels through its preprocess_input, batches 1 and 3).
-A model verified but past 1e-4 also gets its float32 floor (``floor``: Keras float32 against Keras float64).
+Every model written also gets two float64 numbers (``fp64``, one child process): the written torch model in
+float64 (.double()) against Keras rebuilt in float64 (verifiers' keras_in_float64) - the translation's own
+error, ~1e-13 when it is exact - and the float32 floor, Keras float32 against Keras float64 on the same
+inputs: float32 rounding alone, which no converter can be expected to beat by much.
 
     python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--out DIR]
+    (giants: wrap in `flock /tmp/porter-heavy.lock` on a shared machine; the float64 child holds Keras in
+    float32 and float64 and torch in float64 at once, ~3.5x the float32 weights)
 
 Models run smallest first (parameter count), so a slow giant at the end costs only its own timeout.
 A model past --timeout is killed and reported as such; its row says "timeout".
@@ -99,28 +104,34 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16):
     return model
 
 
-def _float64(config):
-    """The model config with every dtype (policy) float64."""
-    if isinstance(config, dict):
-        return {k: ("float64" if k == "dtype" else _float64(v)) for k, v in config.items()}
-    return [_float64(v) for v in config] if isinstance(config, list) else config
+def fp64(name: str, work: Path) -> tuple[float, float]:
+    """(written torch model in float64 vs Keras in float64, Keras float32 vs Keras float64): max abs on the
+    logits over the verification inputs. The first is the translation's error with float32 rounding taken
+    out; the second is the float32 floor."""
+    import importlib.util
 
+    import torch
 
-def floor(name: str, work: Path) -> float:
-    """The float32 floor: max abs between the saved Keras model in float32 and the same model in float64 on
-    the verification inputs. No converter can be expected much below it (float32 rounding alone)."""
     from porter.frameworks import keras
+    from porter.verifiers.training_float64 import keras_in_float64
 
-    k = keras()
-    model = k.saving.load_model(str(work / f"{name}.keras"))
-    wide = model.__class__.from_config(_float64(model.get_config()))
-    wide.set_weights([w.astype("float64") if w.dtype.kind == "f" else w for w in model.get_weights()])
-    worst = 0.0
-    with np.load(work / f"{name}.npz") as sets:
+    model = keras().saving.load_model(str(work / f"{name}.keras"))
+    wide, why = keras_in_float64(model)
+    if wide is None:
+        raise SystemExit(f"no float64 Keras copy: {why}")
+    spec = importlib.util.spec_from_file_location(f"_{name}_written", work / f"{name}-torch" / "model.py")
+    written = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(written)
+    torch_model = written.load(str(work / f"{name}-torch")).double()
+    gap, floor = 0.0, 0.0
+    with np.load(work / f"{name}.npz") as sets, torch.no_grad():
         for key in sets.files:
             x = sets[key]
-            worst = max(worst, float(np.abs(np.asarray(model(x)) - np.asarray(wide(x.astype("float64")))).max()))
-    return worst
+            reference = np.asarray(wide(x.astype("float64")))
+            got = torch_model(torch.from_numpy(x.astype("float64"))).numpy()
+            gap = max(gap, float(np.abs(got - reference).max()))
+            floor = max(floor, float(np.abs(np.asarray(model(x)) - reference).max()))
+    return gap, floor
 
 
 def _max_abs(report: dict) -> float:
@@ -149,7 +160,7 @@ def _child(cmd: list[str], timeout: float, log: Path) -> tuple[int | str, float,
 def run(name: str, size: int, work: Path, timeout: float) -> dict:
     src, out = work / f"{name}.keras", work / f"{name}-torch"
     row = {"model": name, "size": size, "route": "-", "max_abs": float("nan"), "seconds": float("nan"),
-           "rss_gb": float("nan"), "floor": float("nan"), "status": ""}
+           "rss_gb": float("nan"), "fp64": float("nan"), "floor": float("nan"), "status": ""}
     rc, _, _ = _child([sys.executable, __file__, "--build", name, "--size", str(size), "--out", str(work)],
                       timeout, work / f"{name}.build.log")
     if rc != 0:
@@ -164,11 +175,12 @@ def run(name: str, size: int, work: Path, timeout: float) -> dict:
         row["route"], row["max_abs"] = report.get("route", "?"), _max_abs(report)
     row["status"] = ("pass" if rc == 0 and row["max_abs"] <= ATOL else
                      "timeout" if rc == "timeout" else f"FAIL ({rc}): {_tail(work / f'{name}.convert.log')}")
-    if row["status"].startswith("FAIL") and row["max_abs"] == row["max_abs"]:  # verified, not within 1e-4
-        floor_log = work / f"{name}.floor.log"
-        rc, _, _ = _child([sys.executable, __file__, "--floor", name, "--out", str(work)], timeout, floor_log)
-        lines = floor_log.read_text(errors="replace").split()
-        row["floor"] = float(lines[-1]) if rc == 0 and lines else float("nan")
+    if (out / "model.py").exists():
+        fp64_log = work / f"{name}.fp64.log"
+        rc, _, _ = _child([sys.executable, __file__, "--fp64", name, "--out", str(work)], timeout, fp64_log)
+        words = fp64_log.read_text(errors="replace").split()
+        if rc == 0 and len(words) >= 2:
+            row["fp64"], row["floor"] = float(words[-2]), float(words[-1])
     shutil.rmtree(out, ignore_errors=True)
     src.unlink(missing_ok=True)
     (work / f"{name}.npz").unlink(missing_ok=True)
@@ -187,10 +199,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model, build and convert each")
     parser.add_argument("--out", default=None, help="keep logs here (default: a temporary folder)")
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)  # child: build and save one model
-    parser.add_argument("--floor", default=None, help=argparse.SUPPRESS)  # child: Keras fp32 vs fp64 of one model
+    parser.add_argument("--fp64", default=None, help=argparse.SUPPRESS)  # child: the float64 numbers of one model
     args = parser.parse_args(argv)
-    if args.floor:
-        print(floor(args.floor, Path(args.out)))
+    if args.fp64:
+        print(*fp64(args.fp64, Path(args.out)))
         return 0
     if args.build:
         model = build(args.build, args.size)
@@ -203,13 +215,14 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else app_names()
     names = sorted(names, key=_size_rank)
-    print(f"{'model':18s} {'px':>4s} {'route':12s} {'max abs':>9s} {'s':>7s} {'RSS GB':>6s}  status", flush=True)
+    print(f"{'model':18s} {'px':>4s} {'route':12s} {'max abs':>9s} {'fp64':>9s} {'fp32 floor':>10s} {'s':>7s} "
+          f"{'RSS GB':>6s}  status", flush=True)
     rows = []
     for name in names:
         row = run(name, max(args.size, MIN_SIZE.get(name, 32)), work, args.timeout)
         rows.append(row)
-        print(f"{row['model']:18s} {row['size']:4d} {row['route']:12s} {row['max_abs']:9.2e} {row['seconds']:7.1f} "
-              f"{row['rss_gb']:6.2f}  {row['status'][:4]} fp32 floor {row['floor']:.2e}  {row['status'][4:]}", flush=True)
+        print(f"{row['model']:18s} {row['size']:4d} {row['route']:12s} {row['max_abs']:9.2e} {row['fp64']:9.2e} "
+              f"{row['floor']:10.2e} {row['seconds']:7.1f} {row['rss_gb']:6.2f}  {row['status']}", flush=True)
     if not args.out:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(r["status"] == "pass" for r in rows)
