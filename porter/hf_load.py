@@ -12,8 +12,9 @@ from pathlib import Path
 from porter.errors import PorterError
 
 
-def load_zoo_torch(entry, folder):
-    """entry.impl.load_torch(folder), checked (see the module doc)."""
+def load_zoo_torch(entry, folder, dtype: str | None = None):
+    """entry.impl.load_torch(folder), checked (see the module doc); ``dtype``: the reference's float dtype
+    where porter/reference_plan.py chose one (the entry's loader then takes it), else the entry's own."""
     from porter.artifacts import read_config_json
     from porter.checkpoints import open_torch_checkpoint
     from porter.hf_config import check_hf_config
@@ -25,7 +26,7 @@ def load_zoo_torch(entry, folder):
     if hasattr(entry.impl, "torch_target_shapes"):
         check_shapes(found, entry.impl.torch_target_shapes(config), config, folder)
     try:
-        return entry.impl.load_torch(folder)
+        return entry.impl.load_torch(folder, dtype=dtype) if dtype else entry.impl.load_torch(folder)
     except PorterError:
         raise
     except Exception as exc:  # noqa: BLE001 - what transformers raises on a bad folder varies by version

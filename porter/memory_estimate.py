@@ -2,10 +2,19 @@
 
 The direct route streams (one source tensor in flight, each variable filled then its source dropped,
 .keras weights written a slice at a time), so converting needs the model's variables in the written
-dtype plus about two copies of the largest tensor. Verification loads two more models: transformers'
-reference, always in float32 (zoo ``load_torch``), with the checkpoint's files memory-mapped while it loads
-(resident pages: a 3B bf16 Llama's reference process peaked at 17.7 GB = 12.1 GB float32 + 5.75 GB of
-safetensors + the imports), and the written SavedModel in the written dtype.
+dtype plus about two copies of the largest tensor. Verification loads two more models, one after the other:
+transformers' reference, then the written SavedModel in the written dtype (1.10x its variables).
+
+The reference is float32 (zoo ``load_torch``) where that fits, else the checkpoint's own 16-bit dtype
+(porter/reference_plan.py). transformers 5 memory-maps safetensors while loading, and what stays resident
+depends on the dtype (measured, a 0.49 GB bf16 Llama: porter's tests and benchmarks/README):
+  - float32 from a 16-bit checkpoint: every tensor is copied (float32, resident) and the mapped pages are
+    resident too while loading, then unmapped: peak = float32 + checkpoint, after = float32 (the 3B bf16
+    reference process peaked at 17.7 GB = 12.1 GB float32 + 5.75 GB mapped + imports);
+  - the checkpoint's own dtype: no copy at all, the parameters *are* the mapped pages (RssFile, clean file
+    pages the kernel can drop and read again): resident = the checkpoint, nothing transient.
+So the reference's transient (mapped pages while loading) is gone before the SavedModel loads: the verification
+peak is the reference + the larger of its transient and the SavedModel.
 Where the estimate exceeds the memory available, ``check_fits`` refuses before loading anything,
 giving both figures and the flag that goes ahead anyway (``--ignore-memory-estimate``).
 """
@@ -33,8 +42,10 @@ class Estimate:
     variables: int  # the Keras model's variables, in the written dtype
     streaming: int  # tensors in flight while mapping and saving
     imports: int  # the frameworks still to be imported
-    reference: int = 0  # verification: transformers' float32 torch model + the mmapped checkpoint it loads from
+    reference: int = 0  # verification: transformers' torch model, resident after loading
     candidate: int = 0  # verification: the written SavedModel, loaded again
+    reference_transient: int = 0  # while the reference loads only: the checkpoint pages mapped beside its copies
+    reference_dtype: str = "float32"
     rss: int = 0  # this process's RSS when estimated: the predicted peak RSS is rss + total
 
     @property
@@ -44,12 +55,15 @@ class Estimate:
     @property
     def total(self) -> int:
         # verification runs after the Keras model is dropped (routes/direct.py), so its two models replace it
-        return self.imports + max(self.variables + self.streaming, self.reference + self.candidate + self.streaming)
+        # and the reference's mapped pages are unmapped before the SavedModel loads
+        verification = self.reference + self.streaming + max(self.reference_transient, self.candidate)
+        return self.imports + max(self.variables + self.streaming, verification if self.reference else 0)
 
     def to_dict(self) -> dict:
         """In MB, as porter_report.json's peak_rss_mb marks (MB = 2**20 bytes, as ru_maxrss)."""
-        parts = {k: round(getattr(self, k) / 2**20, 2) for k in ("variables", "streaming", "imports", "reference", "candidate")}
-        return dict(parts, convert=round(self.convert_bytes / 2**20, 2), total=round(self.total / 2**20, 2),
+        parts = {k: round(getattr(self, k) / 2**20, 2) for k in ("variables", "streaming", "imports", "reference", "candidate",
+                                                                  "reference_transient")}
+        return dict(parts, reference_dtype=self.reference_dtype, convert=round(self.convert_bytes / 2**20, 2), total=round(self.total / 2**20, 2),
                     rss_at_estimate=round(self.rss / 2**20, 2))
 
     def parts(self) -> list[str]:
@@ -57,9 +71,10 @@ class Estimate:
                  f"streaming (the largest tensor in flight {STREAMING_TENSORS}x): {size_text(self.streaming)}",
                  f"imports of torch/tensorflow still to load: {size_text(self.imports)}"]
         if self.reference:
-            lines.append(f"verification, after the model is dropped: transformers' float32 reference (with the mapped "
-                         f"checkpoint) {size_text(self.reference)} "
-                         f"+ the written SavedModel {size_text(self.candidate)}")
+            mapped = (f" (+ {size_text(self.reference_transient)} of mapped checkpoint while it loads)"
+                      if self.reference_transient else " (the mapped checkpoint pages themselves)")
+            lines.append(f"verification, after the model is dropped: transformers' {self.reference_dtype} reference "
+                         f"{size_text(self.reference)}{mapped}, then the written SavedModel {size_text(self.candidate)}")
         return lines
 
 
@@ -77,23 +92,27 @@ def _numel(shape) -> int:
     return count
 
 
-def estimate_torch_to_tf(shapes: dict, dtypes: dict, written: str, verify: bool, current_rss: int | None = None) -> Estimate:
-    """``shapes``/``dtypes``: the checkpoint's tensors as stored; ``written``: the Keras model's float dtype."""
+def estimate_torch_to_tf(shapes: dict, dtypes: dict, written: str, verify: bool, current_rss: int | None = None,
+                        reference_dtype: str = "float32") -> Estimate:
+    """``shapes``/``dtypes``: the checkpoint's tensors as stored; ``written``: the Keras model's float dtype;
+    ``reference_dtype``: the float dtype transformers loads the verification reference in."""
     out_size = _ITEMSIZE.get(written, 4)
-    variables, largest, elements, stored_bytes = 0, 0, 0, 0
+    variables, largest, reference, transient = 0, 0, 0, 0
     for key, shape in shapes.items():
-        n = _numel(shape)
-        stored = _ITEMSIZE.get(dtypes.get(key, "float32"), 4)
-        stored_bytes += n * stored
-        float_key = dtypes.get(key, "float32").startswith(("float", "bfloat"))
+        n, stored_dtype = _numel(shape), dtypes.get(key, "float32")
+        stored = _ITEMSIZE.get(stored_dtype, 4)
+        float_key = stored_dtype.startswith(("float", "bfloat"))
         variables += n * (out_size if float_key else stored)
-        elements += n if float_key else 0
         largest = max(largest, n * max(stored, out_size))
+        if float_key and stored_dtype != reference_dtype:  # copied into the reference's dtype, pages mapped meanwhile
+            reference, transient = reference + n * _ITEMSIZE.get(reference_dtype, 4), transient + n * stored
+        else:  # kept as it is stored: a view of the mapped file, no copy
+            reference += n * stored
     rss = _rss_bytes() if current_rss is None else current_rss
     imports = max(0, IMPORT_FLOOR_BYTES - rss)
     estimate = Estimate(variables, STREAMING_TENSORS * largest, imports, rss=rss)
     if verify:
-        estimate.reference = elements * 4 + (variables - elements * out_size) + stored_bytes
+        estimate.reference, estimate.reference_transient, estimate.reference_dtype = reference, transient, reference_dtype
         estimate.candidate = variables + variables // 10  # TF's SavedModel restore: 3B bf16 measured 1.10x its variables
     return estimate
 

@@ -27,12 +27,14 @@ class ConversionResult:
         return self.passed
 
 
-def verify_written(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False, latency=False):
-    """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure."""
+def verify_written(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False, latency=False,
+                   **extra):
+    """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure.
+    ``extra``: more of verify()'s keywords (shapes, reference_dtype: porter/reference_plan.py)."""
     from porter.verifiers.api import verify
 
     return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route,
-                  allow_nonfinite=allow_nonfinite, latency=latency)
+                  allow_nonfinite=allow_nonfinite, latency=latency, **extra)
 
 
 def finish(tmp: Path, out: Path, report: dict, verification, console) -> None:

@@ -32,9 +32,17 @@ def test_estimate_counts_every_part_from_the_headers(tmp_path):
     assert est.variables == floats * 2 + 10 * 8  # the int64 tensor keeps its own size
     assert est.streaming == 2 * 1000 * 64 * 2  # the embedding, twice
     assert est.imports == int(1.4 * GB) - int(0.4 * GB)
-    assert est.reference == floats * 4 + 10 * 8 + (floats * 2 + 10 * 8)  # float32, plus the bf16 files mapped while loading
+    assert est.reference == floats * 4 + 10 * 8  # float32 copies; the int64 tensor as stored
+    assert est.reference_transient == floats * 2  # the bf16 pages mapped while it loads, unmapped after
     assert est.candidate == est.variables + est.variables // 10  # SavedModel restore overhead, as measured on a 3B Llama
+    # the SavedModel loads after the reference's mapped pages are gone: the larger of the two, not both
+    assert est.candidate > est.reference_transient
     assert est.total == est.imports + est.reference + est.candidate + est.streaming
+    # in the checkpoint's own dtype the reference's parameters are the mapped pages: no copy, nothing transient
+    half = estimate_torch_to_tf(source.shapes, source.dtypes, "bfloat16", verify=True, current_rss=int(0.4 * GB),
+                                reference_dtype="bfloat16")
+    assert (half.reference, half.reference_transient, half.reference_dtype) == (floats * 2 + 10 * 8, 0, "bfloat16")
+    assert half.total == est.total - floats * 2
     # written as float32 (--dtype): variables and the widest in-flight copy double; no verification: no models after
     wide = estimate_torch_to_tf(source.shapes, source.dtypes, "float32", verify=False, current_rss=int(2 * GB))
     assert (wide.variables, wide.streaming, wide.imports) == (floats * 4 + 10 * 8, 2 * 1000 * 64 * 4, 0)
@@ -42,7 +50,8 @@ def test_estimate_counts_every_part_from_the_headers(tmp_path):
 
 
 def test_estimate_of_a_7b_shape_matches_its_parameter_count():
-    """Llama-2-7B's shapes in bf16: 6.74 B parameters -> 13.5 GB of variables, 27 GB float32 reference + 13.5 GB mapped."""
+    """Llama-2-7B's shapes in bf16: 6.74 B parameters -> 13.5 GB of variables, 27 GB float32 reference (+ 13.5 GB
+    mapped while it loads), then the 14.8 GB SavedModel; a bf16 reference: 13.5 GB (the mapped pages) + 14.8 GB."""
     hidden, inter, layers, vocab = 4096, 11008, 32, 32000
     shapes = {"embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "norm.weight": (hidden,)}
     for i in range(layers):
@@ -51,8 +60,11 @@ def test_estimate_of_a_7b_shape_matches_its_parameter_count():
         shapes.update({f"l{i}.norm{j}": (hidden,) for j in (1, 2)})
     est = estimate_torch_to_tf(shapes, dict.fromkeys(shapes, "bfloat16"), "bfloat16", verify=True, current_rss=int(1.4 * GB))
     assert est.variables == pytest.approx(13.48e9, rel=1e-3)
-    assert est.reference == pytest.approx(26.95e9 + 13.48e9, rel=1e-3)
-    assert 55.5e9 < est.total < 56e9  # does not fit 24 GB; --no-verify (13.5 GB + 0.5 GB) does
+    assert est.reference == pytest.approx(26.95e9, rel=1e-3) and est.reference_transient == pytest.approx(13.48e9, rel=1e-3)
+    assert 42.2e9 < est.total < 42.4e9  # 26.95 + 14.83 SavedModel + 0.52 streaming: does not fit 24 GB
+    half = estimate_torch_to_tf(shapes, dict.fromkeys(shapes, "bfloat16"), "bfloat16", verify=True,
+                                current_rss=int(1.4 * GB), reference_dtype="bfloat16")
+    assert 28.7e9 < half.total < 28.9e9  # 13.48 + 14.83 + 0.52: nor does a bf16 reference; --no-verify (13.5 GB + 0.5 GB) does
     assert 13.4e9 < est.convert_bytes < 14.6e9
 
 
@@ -87,7 +99,9 @@ def test_refused_with_estimate_available_and_flag_nothing_written(cli, tiny_bert
     assert code == 2, text
     assert f"needs about {size_text(est.total)} of memory" in text and f"{size_text(est.total - 1)} is available" in text
     assert "--ignore-memory-estimate" in text and str(tiny_bert) in text
-    assert f"float32 reference (with the mapped checkpoint) {size_text(est.reference)}" in text
+    # a float32 checkpoint: the float32 reference's parameters are its mapped pages, nothing copied
+    assert est.reference_transient == 0
+    assert f"float32 reference {size_text(est.reference)} (the mapped checkpoint pages themselves)" in text
     assert "Traceback" not in text
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no staging folder left either
 

@@ -46,6 +46,7 @@ def verify(
     allow_nonfinite: bool = False,
     trust_model_code: bool = False,
     expected=None,
+    reference_dtype: str | None = None,
 ) -> VerificationResult:
     """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
 
@@ -55,6 +56,8 @@ def verify(
     ``name_map``: reference name -> candidate name (or ["REF=CAND"]) where the names differ (see pairing.py).
     ``allow_nonfinite``: run models whose weights hold NaN/Inf (refused by default); non-finite outputs still fail.
     ``trust_model_code``: import a model.py that porter did not write, or that changed since (refused by default).
+    ``reference_dtype``: load a transformers (zoo) reference in this float dtype instead of float32
+    (porter/reference_plan.py: a 16-bit reference where float32 does not fit in memory).
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
     from porter.artifacts import detect
 
@@ -89,7 +92,8 @@ def verify(
     if allow_nonfinite:  # runners that read weights refuse NaN/Inf in them unless told
         options["allow_nonfinite"] = True
     name_map = parse_map(name_map)
-    with _loaded(ref_art, "reference", device, options) as ref, _loaded(cand_art, "candidate", device, options) as cand:
+    ref_options = dict(options, reference_dtype=reference_dtype) if reference_dtype else options
+    with _loaded(ref_art, "reference", device, ref_options) as ref, _loaded(cand_art, "candidate", device, options) as cand:
         pairing = pair(ref, cand, name_map)
         if pairing.renames:
             cand = Renamed(cand, pairing)

@@ -64,8 +64,9 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.memory import peak_rss_mb
-    from porter.memory_estimate import check_fits, estimate_torch_to_tf
+    from porter.memory_estimate import check_fits
     from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
+    from porter.reference_plan import plan_reference, reference_note
 
     entry = src.entry
     t0 = time.perf_counter()
@@ -73,8 +74,11 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
     dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
     dtypes["written"] = dtype or dtypes["source"]
-    # from the headers alone, before a weight is read: refuse a conversion that will not fit (exit 2)
-    estimate = estimate_torch_to_tf(checkpoint.shapes, checkpoint.dtypes, dtypes["written"], verify)
+    # from the headers alone, before a weight is read: the verification reference that fits (float32 where it does,
+    # else the checkpoint's own 16-bit dtype), then refuse a conversion that will not fit even so (exit 2)
+    reference = plan_reference(entry, checkpoint.shapes, checkpoint.dtypes, dtypes["source"], dtypes["written"], verify,
+                               ignore_memory_estimate)
+    estimate = reference.estimate
     check_fits(estimate, f"converting {src.path}", verify, ignore_memory_estimate)
     # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
     src = dataclasses.replace(src, config=dict(src.config, dtype=dtypes["written"]))
@@ -94,10 +98,16 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         t_save = time.perf_counter() - t0
         del model  # the verifier loads what was written: the Keras model's memory goes back before it does
         __import__("gc").collect()
-        verification = verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
+        fallback = {"reference_dtype": reference.dtype, "shapes": reference.shapes} if reference.fallback else {}
+        verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency, **fallback)
+                        if verify else None)
+        if verification is not None and reference.fallback:
+            verification.notes.insert(0, reference_note(reference, verification, inputs is not None))
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
                                                 "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+        if verify:
+            report["reference"] = reference.to_dict(inputs is not None)
         report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
         report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
         if peaks["load_and_map"] is not None:

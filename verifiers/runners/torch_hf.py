@@ -24,7 +24,7 @@ class HFTorchRunner(Runner):
         try:
             entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
             _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
-            model = load_zoo_torch(entry, self.artifact.path)
+            model = load_zoo_torch(entry, self.artifact.path, dtype=self.options.get("reference_dtype"))
         except UnsupportedModelError:
             # a variant porter's direct route refuses (ViTModel without its head) is still a model
             # transformers runs: the reference of an ONNX-route conversion

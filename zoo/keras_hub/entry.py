@@ -267,13 +267,15 @@ def torch_target_shapes(config: dict) -> dict:
     return {k: tuple(v.shape) for k, v in revert_weight_conversion(model, model.state_dict()).items()}
 
 
-def load_torch(folder: Path):
-    """transformers' own loader, in float32, so the reference is independent of porter's mapping."""
+def load_torch(folder: Path, dtype: str | None = None):
+    """transformers' own loader, so the reference is independent of porter's mapping: in float32, or in
+    ``dtype`` where porter/reference_plan.py chose the checkpoint's own 16-bit dtype (float32 does not fit)."""
     from porter.frameworks import torch
 
     config = json.loads((Path(folder) / "config.json").read_text())
     cls = torch_model_class(config)
-    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, dtype=torch().float32)
+    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
+                                      dtype=getattr(torch(), dtype or "float32"))
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         raise PorterError(f"{folder}: transformers could not load every weight", problems=[f"{k}: {v}" for k, v in bad.items()])

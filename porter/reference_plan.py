@@ -1,0 +1,80 @@
+"""Which reference a direct torch -> tf conversion is verified against, chosen to fit the memory available.
+
+transformers' float32 model is the stronger reference (an independent float32 computation), and is kept whenever
+porter's estimate says it fits. Where it does not, and the written model is 16-bit from a 16-bit checkpoint,
+the reference is transformers' model in the checkpoint's own dtype instead: the same independent loader and
+forward pass, half the memory (its parameters are the mapped checkpoint pages, memory_estimate.py), compared at
+16-bit tolerances (verifiers/compare.py: max(floor, 24 ulps at max|ref|)), on fewer, shorter sequences.
+The console and porter_report.json say which reference ran, on which shapes, and why.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+from porter.memory_estimate import Estimate, available_bytes, estimate_torch_to_tf, size_text
+
+HALF = ("bfloat16", "float16")
+# The 16-bit fallback's input shapes (batch, sequence), instead of the family's defaults (keras-hub's: 1x5, 3x40,
+# 4x5, 1x43). Two shapes: one full row, and a batch of 2 whose second row is padded (the mask path). Memory does
+# not choose them (a 3B Llama's activations at 2x12 are a few MB); time does: the fallback runs exactly the models
+# too big for a float32 reference here, and 16-bit matmuls on a CPU without bf16 units are slow (3B: see
+# benchmarks/README).
+FALLBACK_SHAPES = ((1, 16), (2, 12))
+
+
+@dataclass
+class ReferencePlan:
+    dtype: str  # the dtype transformers loads the reference in
+    estimate: Estimate  # the conversion's estimate with that reference
+    shapes: tuple | None = None  # (batch, sequence) pairs; None: the family's defaults
+    reason: str = ""  # why not float32; "" when float32
+    float32_estimate: Estimate | None = field(default=None, repr=False)
+
+    @property
+    def fallback(self) -> bool:
+        return self.dtype != "float32"
+
+    def to_dict(self, inputs_given: bool = False) -> dict:
+        out = {"dtype": self.dtype, "loader": "transformers from_pretrained"}
+        if self.fallback:
+            out.update(reason=self.reason, shapes="given --inputs" if inputs_given else [list(s) for s in self.shapes],
+                       float32_estimate_mb=round(self.float32_estimate.total / 2**20, 2))
+        return out
+
+
+def plan_reference(entry, shapes: dict, dtypes: dict, source: str, written: str, verify: bool,
+                   ignore_memory_estimate: bool, current_rss: int | None = None) -> ReferencePlan:
+    """float32 unless its estimate exceeds the available memory and a 16-bit reference can stand in
+    (``source`` and ``written`` the same 16-bit dtype, and the zoo entry's loader takes a dtype)."""
+    first = estimate_torch_to_tf(shapes, dtypes, written, verify, current_rss=current_rss)
+    plan = ReferencePlan("float32", first)
+    if not verify or ignore_memory_estimate or written not in HALF or source != written or not _loads_in(entry):
+        return plan
+    free = available_bytes()
+    if free is None or first.total <= free:
+        return plan
+    half = estimate_torch_to_tf(shapes, dtypes, written, verify, current_rss=first.rss, reference_dtype=written)
+    reason = (f"a float32 reference needs about {size_text(first.total)} by porter's estimate, "
+              f"{size_text(free)} is available ({written}: {size_text(half.total)})")
+    return ReferencePlan(written, half, FALLBACK_SHAPES, reason, float32_estimate=first)
+
+
+def _loads_in(entry) -> bool:
+    """The zoo entry's transformers loader takes a dtype (zoo/keras_hub/entry.py load_torch)."""
+    load = getattr(getattr(entry, "impl", None), "load_torch", None)
+    try:
+        return load is not None and "dtype" in inspect.signature(load).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def reference_note(plan: ReferencePlan, verification, inputs_given: bool) -> str:
+    """One line for the console and the report's notes: which reference ran, on which shapes, and why. The dtype is
+    read from the reference's compared outputs, so the line says what was compared, not what was asked for."""
+    ran = sorted({o.dtype for s in verification.shapes for o in s.outputs if "float" in o.dtype}) or [plan.dtype]
+    shapes = "the given --inputs" if inputs_given else ", ".join(f"{b}x{s}" for b, s in plan.shapes)
+    return (f"reference: transformers in {'/'.join(ran)}, not float32: {plan.reason}; compared at "
+            f"{'/'.join(ran)} tolerances on {shapes}, fewer and shorter sequences than the default "
+            f"(a float32 reference is the stronger check: run it where it fits)")
