@@ -89,6 +89,10 @@ def convert(
     ignore_memory_estimate: bool = typer.Option(
         False, "--ignore-memory-estimate", help="go ahead where porter estimates (from the checkpoint's size, before "
                                                 "loading) that the conversion and its verification need more memory than is available"),
+    reference_dtype: Literal["auto", "float32", "checkpoint"] = typer.Option(
+        "auto", "--reference-dtype", help="the dtype transformers' reference is verified in (direct route, torch -> tf): "
+                                          "auto = float32 where porter's memory estimate says it fits, else a 16-bit "
+                                          "checkpoint's own dtype (said in the report); checkpoint = that dtype always"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -98,7 +102,7 @@ def convert(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
             dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency, xla=xla,
-            ignore_memory_estimate=ignore_memory_estimate,
+            ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype,
         )
     except PorterError as exc:
         _fail(exc)

@@ -12,7 +12,8 @@ LlamaForCausalLM), so the generator holds about one tensor at a time. It is cach
 
     python benchmarks/llama_sizes_convert.py [--size 1b|3b|7b] [--dtypes bfloat16,float32] [--reps 1] [--keep-out]
         [--verify-shape 1x16]   # also `porter verify CKPT OUT --shape 1x16` on the last conversion of each dtype
-        [--convert-verify]      # `porter convert` with its own verification instead of --no-verify
+        [--convert-verify]      # `porter convert` with its own verification instead of --no-verify: one process;
+                                # where a float32 reference does not fit, porter verifies against bf16 (reference_plan.py)
 
 The shapes (vocab 32000, untied head throughout):
   1b: Llama 3.2 1B's body: hidden 2048, 16 layers, 32 heads, 8 kv heads, intermediate 8192 -> 1.10 B parameters, 2.2 GB bf16
@@ -150,7 +151,18 @@ def convert(porter: str, ckpt: Path, out: Path, verify: bool = False) -> dict:
     predicted = estimate.get("rss_at_estimate", 0) + estimate.get("total", float("nan"))
     return {"whole_s": wall, "whole_rss_mb": rss, "timings": report["timings"], "dtype": report.get("dtype"),
             "peak_rss_marks": report.get("peak_rss_mb", {}), "written_mb": written, "predicted_mb": predicted,
-            "status": report.get("status"), "estimate": estimate}
+            "status": report.get("status"), "estimate": estimate, "reference": report.get("reference"),
+            "compared": _compared(report.get("verification"))}
+
+
+def _compared(verification) -> list[str]:
+    """What a verifying convert compared, one line per shape and output (reference dtype, max abs, tolerances)."""
+    if not verification:
+        return []
+    return [f"{s['label']} {o['name']} {list(o['shape'])}: reference {o['dtype']}, candidate {o['candidate_dtype']}, "
+            f"max abs {o['max_abs']:.4g}, atol {o['atol']:.4g} rtol {o['rtol']:.4g} ({o['tolerance_from']}), "
+            f"{o['mismatched']} outside, {'pass' if o['passed'] else 'FAIL'}"
+            for s in verification["shapes"] for o in s["outputs"]] + [f"note: {n}" for n in verification.get("notes", [])]
 
 
 def main() -> None:
@@ -235,6 +247,9 @@ def report(rows: dict, ckpts: dict, floors: list, verified: dict, reps: int) -> 
                   + ", ".join(f"{k} {v:.0f} (+{v - floor_mb:.0f} over floor)" for k, v in marks.items())
                   + f"; dtype {rows[d][-1]['dtype']}; status {rows[d][-1]['status']}")
             print(f"{d}: porter's estimate (MB): {rows[d][-1]['estimate']}")
+        if rows[d][-1]["reference"]:
+            print(f"{d}: reference {rows[d][-1]['reference']}")
+            print("   " + "\n   ".join(rows[d][-1]["compared"]))
     for d, (wall, rss, tail) in verified.items():
         print(f"verify {d}: {wall:.1f} s, peak RSS {rss:.0f} MB")
         print("   " + "\n   ".join(tail))

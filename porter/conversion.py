@@ -77,13 +77,16 @@ def convert(
     latency: bool = False,
     xla: bool = False,
     ignore_memory_estimate: bool = False,
+    reference_dtype: str = "auto",
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
     ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints);
     ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"]);
     ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled;
-    ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route)."""
+    ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route);
+    ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/reference_plan.py):
+    "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint"."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -98,6 +101,9 @@ def convert(
     if xla and target != "tf":
         raise PorterError(f"--xla compiles a TensorFlow SavedModel's signatures; --to {target} writes none",
                           hint="leave --xla out, or convert --to tf")
+    if reference_dtype != "auto" and ((source, target) != ("torch", "tf") or route == "onnx" or not verify):
+        raise PorterError(f"--reference-dtype {reference_dtype} chooses the transformers reference of a verified "
+                          f"torch -> tf conversion on the direct route", hint="leave --reference-dtype out")
     out = Path(out) if out else default_out(model, target)
     # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
     check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs))
@@ -125,6 +131,9 @@ def convert(
         if allow_nonfinite:  # not carried through export/onnx2tf; refused rather than ignored
             raise PorterError("--allow-nonfinite is supported on the direct route only",
                               hint="repair the weights, or convert a zoo model with --route direct")
+        if reference_dtype != "auto":  # auto chose the ONNX route: its reference is the source as exported
+            raise PorterError(f"--reference-dtype {reference_dtype} is supported on the direct route only",
+                              hint="leave --reference-dtype out")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
                            static_shapes=static_shapes, asked=route, latency=latency)
     from porter.routes import direct
@@ -132,7 +141,7 @@ def convert(
     src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
-                                  ignore_memory_estimate=ignore_memory_estimate)
+                                  ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
+from porter.errors import PorterError
 from porter.memory_estimate import Estimate, available_bytes, estimate_torch_to_tf, size_text
 
 HALF = ("bfloat16", "float16")
@@ -44,13 +45,29 @@ class ReferencePlan:
         return out
 
 
+CHOICES = ("auto", "float32", "checkpoint")  # --reference-dtype
+
+
 def plan_reference(entry, shapes: dict, dtypes: dict, source: str, written: str, verify: bool,
-                   ignore_memory_estimate: bool, current_rss: int | None = None) -> ReferencePlan:
-    """float32 unless its estimate exceeds the available memory and a 16-bit reference can stand in
-    (``source`` and ``written`` the same 16-bit dtype, and the zoo entry's loader takes a dtype)."""
+                   ignore_memory_estimate: bool, current_rss: int | None = None, choice: str = "auto") -> ReferencePlan:
+    """``choice`` "auto": float32 unless its estimate exceeds the available memory and a 16-bit reference can
+    stand in (``source`` and ``written`` the same 16-bit dtype, and the zoo entry's loader takes a dtype);
+    "float32": always (check_fits may then refuse); "checkpoint": the checkpoint's own 16-bit dtype, asked for."""
+    if choice not in CHOICES:
+        raise PorterError(f"--reference-dtype {choice!r} is not one of {', '.join(CHOICES)}")
     first = estimate_torch_to_tf(shapes, dtypes, written, verify, current_rss=current_rss)
     plan = ReferencePlan("float32", first)
-    if not verify or ignore_memory_estimate or written not in HALF or source != written or not _loads_in(entry):
+    if not verify or choice == "float32" or source not in HALF:
+        return plan
+    if choice == "checkpoint":
+        if not _loads_in(entry):
+            raise PorterError(f"--reference-dtype checkpoint: porter's {getattr(entry, 'name', 'zoo entry')} loads its "
+                              f"transformers reference in float32 only", hint="leave --reference-dtype out")
+        half = estimate_torch_to_tf(shapes, dtypes, written, verify, current_rss=first.rss, reference_dtype=source)
+        reason = (f"asked for by --reference-dtype checkpoint (a float32 reference: about {size_text(first.total)} "
+                  f"by porter's estimate, {source}: {size_text(half.total)})")
+        return ReferencePlan(source, half, FALLBACK_SHAPES, reason, float32_estimate=first)
+    if ignore_memory_estimate or source != written or not _loads_in(entry):
         return plan
     free = available_bytes()
     if free is None or first.total <= free:

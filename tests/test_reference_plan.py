@@ -158,3 +158,29 @@ def test_plan_keeps_float32_where_no_16bit_reference_can_stand_in(bf16_llama, es
         impl = type("Impl", (), {"load_torch": staticmethod(lambda folder: None)})
 
     assert reference_plan.plan_reference(NoDtype, *args, "bfloat16", True, False).dtype == "float32"
+
+
+def test_reference_dtype_checkpoint_asked_for(cli, bf16_llama, estimates, available, tmp_path):
+    """--reference-dtype checkpoint: the bf16 reference even where float32 fits, and the report says it was asked for."""
+    f32, bf16 = estimates
+    available(10 * f32.total)
+    code, output, report = _convert(cli, bf16_llama, tmp_path / "tf", "--reference-dtype", "checkpoint")
+    assert code == 0, output
+    assert (f"reference: transformers in bfloat16, not float32: asked for by --reference-dtype checkpoint "
+            f"(a float32 reference: about {size_text(f32.total)} by porter's estimate, bfloat16: {size_text(bf16.total)})") in output
+    assert report["reference"]["dtype"] == "bfloat16" and report["status"] == "passed"
+    assert {o["dtype"] for o in _outputs(report)} == {"bfloat16"}
+
+
+def test_reference_dtype_float32_refuses_rather_than_falls_back(cli, bf16_llama, estimates, available, tmp_path):
+    f32, bf16 = estimates
+    available((f32.total + bf16.total) // 2)
+    code, output, _ = _convert(cli, bf16_llama, tmp_path / "tf", "--reference-dtype", "float32")
+    assert code == 2 and f"needs about {size_text(f32.total)}" in output and not (tmp_path / "tf").exists(), output
+
+
+@pytest.mark.parametrize("extra", [("--no-verify",), ("--route", "onnx")])
+def test_reference_dtype_refused_where_it_chooses_nothing(cli, bf16_llama, tmp_path, extra):
+    code, output, _ = _convert(cli, bf16_llama, tmp_path / "tf", "--reference-dtype", "checkpoint", *extra)
+    assert code == 2 and "--reference-dtype checkpoint chooses the transformers reference" in output, output
+    assert "Traceback" not in output and not (tmp_path / "tf").exists()

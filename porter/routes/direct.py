@@ -60,7 +60,7 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False, xla=False, ignore_memory_estimate=False) -> ConversionResult:
+                        latency=False, xla=False, ignore_memory_estimate=False, reference_dtype="auto") -> ConversionResult:
     from porter.checkpoints import open_torch_checkpoint
     from porter.frameworks import save_keras
     from porter.memory import peak_rss_mb
@@ -77,7 +77,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     # from the headers alone, before a weight is read: the verification reference that fits (float32 where it does,
     # else the checkpoint's own 16-bit dtype), then refuse a conversion that will not fit even so (exit 2)
     reference = plan_reference(entry, checkpoint.shapes, checkpoint.dtypes, dtypes["source"], dtypes["written"], verify,
-                               ignore_memory_estimate)
+                               ignore_memory_estimate, choice=reference_dtype)
     estimate = reference.estimate
     check_fits(estimate, f"converting {src.path}", verify, ignore_memory_estimate)
     # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
