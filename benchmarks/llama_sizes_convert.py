@@ -141,10 +141,11 @@ def checkpoint(root: Path, dtype: str, shard_gb: float) -> tuple[Path, float]:
     return folder, sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
 
 
-def convert(porter: str, ckpt: Path, out: Path, verify: bool = False) -> dict:
+def convert(porter: str, ckpt: Path, out: Path, verify: bool = False, reference_dtype: str | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     wall, rss, stdout = run([porter, "-q", "convert", str(ckpt), "--from", "torch", "--to", "tf", "--out", str(out)]
-                            + ([] if verify else ["--no-verify"]), check=not verify)
+                            + ([] if verify else ["--no-verify"])
+                            + (["--reference-dtype", reference_dtype] if reference_dtype else []), check=not verify)
     report = json.loads((out / "porter_report.json").read_text())
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     estimate = report.get("memory_estimate_mb", {})
@@ -170,6 +171,8 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SHAPES), default="1b", help="the Llama shape (default 1b)")
     parser.add_argument("--dtypes", default="bfloat16,float32", help="checkpoint dtypes, comma-separated (default bfloat16,float32)")
     parser.add_argument("--convert-verify", action="store_true", help="convert with porter's own verification (not --no-verify)")
+    parser.add_argument("--reference-dtype", choices=("auto", "float32", "checkpoint"), default=None,
+                        help="with --convert-verify: porter convert --reference-dtype (default: porter's own, auto)")
     parser.add_argument("--reps", type=int, default=1, help="conversions per dtype, alternating dtypes (default 1)")
     parser.add_argument("--ckpt-root", type=Path, default=None, help="where the checkpoints are cached (default $TMPDIR/porter-llama-SIZE)")
     parser.add_argument("--shard-gb", type=float, default=1.0, help="largest shard (GiB, default 1)")
@@ -191,7 +194,7 @@ def main() -> None:
     for rep in range(args.reps):
         floors.append(run([sys.executable, "-c", FLOOR])[:2])
         for d in (dtypes if rep % 2 == 0 else dtypes[::-1]):
-            row = convert(porter, ckpts[d][0], args.ckpt_root / f"out-{d}", args.convert_verify)
+            row = convert(porter, ckpts[d][0], args.ckpt_root / f"out-{d}", args.convert_verify, args.reference_dtype)
             rows[d].append(row)
             print(f"rep {rep + 1}/{args.reps} {d}: whole {row['whole_s']:.1f} s, peak RSS {row['whole_rss_mb']:.0f} MB, "
                   f"timings {json.dumps({k: round(v, 1) for k, v in row['timings'].items()})}", flush=True)
