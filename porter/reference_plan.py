@@ -20,8 +20,7 @@ HALF = ("bfloat16", "float16")
 # The 16-bit fallback's input shapes (batch, sequence), instead of the family's defaults (keras-hub's: 1x5, 3x40,
 # 4x5, 1x43). Two shapes: one full row, and a batch of 2 whose second row is padded (the mask path). Memory does
 # not choose them (a 3B Llama's activations at 2x12 are a few MB); time does: the fallback runs exactly the models
-# too big for a float32 reference here, and 16-bit matmuls on a CPU without bf16 units are slow (3B: see
-# benchmarks/README).
+# too big for a float32 reference here, each token a full pass through both (3B on 2 cores: benchmarks/README).
 FALLBACK_SHAPES = ((1, 16), (2, 12))
 
 
