@@ -284,11 +284,12 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
     onnx2tf_main.download_test_image_data = _no_download_images
     onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference if op_search else _no_op_search
 
-    from porter.outdir import temp_dir
+    from porter.outdir import temp_files_marked
 
-    work = temp_dir("porter-onnx2tf-")  # marked: a killed run's work folder is swept by the next run
+    # its output folder and any temp file made meanwhile: marked, so a killed run's are swept by the next run
     try:
-        with captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
+        with temp_files_marked("porter-onnx2tf-") as work, \
+                captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
             return onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
@@ -298,7 +299,7 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
                 disable_group_convolution=True,
             )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference
 
 
 def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
