@@ -25,14 +25,30 @@ def keras_in_float64(model):
 
         k = keras()
         clone = type(model).from_config(_float64_config(model.get_config()))
-        values = {v.path: v for v in model.weights}
-        if sorted(values) != sorted(v.path for v in clone.weights):
+        pairs = _paired_variables(model.weights, clone.weights)
+        if pairs is None:
             return None, "its float64 copy does not hold the same variables"
-        for v in clone.weights:
-            v.assign(np.asarray(values[v.path].numpy()).astype(k.backend.standardize_dtype(v.dtype)))
+        for source, v in pairs:
+            v.assign(np.asarray(source.numpy()).astype(k.backend.standardize_dtype(v.dtype)))
     except Exception as error:  # a model whose config does not round-trip: the step falls back to float32
         return None, f"it cannot be rebuilt in float64 ({type(error).__name__}: {error})"
     return clone, None
+
+
+def _paired_variables(old, new):
+    """[(variable of the model, its float64 counterpart)] or None. By path; else in order where every pair has
+    the same shape, layer and variable name: a layer inside a nested Sequential (ConvNeXt's downsampling blocks)
+    loses the Sequential's prefix from its variables' paths when rebuilt from config, and an unnamed variable
+    (ConvNeXt's LayerScale "variable") gets a new numeric suffix ("variable_18")."""
+    import re
+
+    by_path = {v.path: v for v in old}
+    if sorted(by_path) == sorted(v.path for v in new):
+        return [(by_path[v.path], v) for v in new]
+    tail = lambda v: [*v.path.split("/")[-2:-1], re.sub(r"_\d+$", "", v.path.split("/")[-1])]  # noqa: E731
+    if len(old) != len(new) or any(tail(a) != tail(b) or tuple(a.shape) != tuple(b.shape) for a, b in zip(old, new)):
+        return None
+    return list(zip(old, new))
 
 
 def _float64_config(obj):
