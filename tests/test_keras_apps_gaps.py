@@ -3,10 +3,10 @@
 and Normalization's int64 sample count (EfficientNet), which is bookkeeping and must not send the model to
 the ONNX route. Tiny models, compared with Keras at 1e-5 (fp32)."""
 
-import types
 
 import numpy as np
 import pytest
+from tests_support import convert_keras_strict, load_written_model
 
 import porter
 
@@ -18,18 +18,7 @@ def _keras():
 
 
 def _load(out):
-    module = types.ModuleType("_keras_apps_gaps_model")
-    code = (out / "model.py").read_text()
-    exec(compile(code, str(out / "model.py"), "exec"), module.__dict__)  # noqa: S102 (porter's own output)
-    return module.load(str(out)), code
-
-
-def _convert(model, tmp_path):
-    src = tmp_path / f"{model.name}.keras"
-    model.save(str(src))
-    out = tmp_path / f"{model.name}-torch"
-    result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-5, rtol=0.0)
-    return out, result
+    return load_written_model(out), (out / "model.py").read_text()
 
 
 def _gaps_model():
@@ -54,7 +43,7 @@ def _gaps_model():
 
 
 def test_cropping_dropout_noise_shape_custom_scale_and_normalization(tmp_path):
-    out, result = _convert(_gaps_model(), tmp_path)
+    out, result = convert_keras_strict(_gaps_model(), tmp_path)
     assert result.route == "keras layers", result.report.get("route_reason")
     assert result.passed, result.verification.failures()
     assert max(result.verification.worst().values()) <= 1e-5
@@ -70,7 +59,7 @@ def test_wrong_crop_or_scale_would_be_caught(tmp_path):
     import torch
 
     model = _gaps_model()
-    out, result = _convert(model, tmp_path)
+    out, result = convert_keras_strict(model, tmp_path)
     assert result.passed
     torch_model, code = _load(out)
     x = np.random.default_rng(0).standard_normal((2, 9, 11, 3)).astype("float32")
@@ -88,7 +77,7 @@ def test_wrong_crop_or_scale_would_be_caught(tmp_path):
 def test_keras_dropout_drops_whole_samples_in_train_only(tmp_path):
     import torch
 
-    out, _ = _convert(_gaps_model(), tmp_path)
+    out, _ = convert_keras_strict(_gaps_model(), tmp_path)
     torch_model, _ = _load(out)
     drop = torch_model.drop_path
     assert isinstance(drop, torch.nn.Dropout) and drop.p == pytest.approx(0.3)  # verify --train zeroes it

@@ -5,8 +5,7 @@ converts on the keras layers route and matches Keras, and what cannot be written
 
 import numpy as np
 import pytest
-
-import porter
+from tests_support import convert_keras_strict, load_written_model
 
 
 def _keras():
@@ -49,16 +48,8 @@ def _convnext_like():
     return k.Model(image, k.layers.Dense(3, name="logits")(x), name="convnext_like")
 
 
-def _convert(model, tmp_path):
-    src = tmp_path / f"{model.name}.keras"
-    model.save(str(src))
-    out = tmp_path / f"{model.name}-torch"
-    result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-5, rtol=0.0)
-    return out, result
-
-
 def test_keras_ops_with_constants_convert_structurally(tmp_path):
-    out, result = _convert(_ops_model(), tmp_path)
+    out, result = convert_keras_strict(_ops_model(), tmp_path)
     assert result.route == "keras layers" and result.passed, result.verification.failures()
     assert max(result.verification.worst().values()) <= 1e-5
     code = (out / "model.py").read_text()
@@ -69,17 +60,13 @@ def test_keras_ops_with_constants_convert_structurally(tmp_path):
 def test_nested_sequential_and_layer_scale(tmp_path):
     import torch
 
-    out, result = _convert(_convnext_like(), tmp_path)
+    out, result = convert_keras_strict(_convnext_like(), tmp_path)
     assert result.route == "keras layers" and result.passed, result.verification.failures()
     assert max(result.verification.worst().values()) <= 1e-5
     code = (out / "model.py").read_text()
     assert "self.stem_conv = nn.Conv2d(3, 8" in code and "self.stem_norm = nn.LayerNorm(8" in code
     assert "self.layer_scale = LayerScale(8)" in code
-    import types
-
-    module = types.ModuleType("_keras_apps_layers_model")
-    exec(compile(code, str(out / "model.py"), "exec"), module.__dict__)
-    model = module.load(str(out))
+    model = load_written_model(out)
     params = dict(model.named_parameters())
     assert params["layer_scale.gamma"].requires_grad  # trainable in Keras, a parameter here
     assert torch.allclose(params["layer_scale.gamma"], torch.linspace(0.5, 1.5, 8))

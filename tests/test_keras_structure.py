@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from tests_support import load_written_model
 
 import porter
 
@@ -96,19 +97,13 @@ def test_model_py_keeps_the_keras_layers(cnn_torch):
     assert weights["fc.weight"]["keras"] == "fc/kernel" and weights["fc.weight"]["trainable"]
 
 
-def _load_torch(folder):
-    import types
-
-    module = types.ModuleType("_keras_structure_test_model")
-    exec(compile((folder / "model.py").read_bytes(), str(folder / "model.py"), "exec"), module.__dict__)
-    return module.load(str(folder))
 
 
 def test_parameters_buffers_and_train_mode(cnn_torch):
     import torch
 
     out, _ = cnn_torch
-    model = _load_torch(out)
+    model = load_written_model(out)
     params = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
     assert params == {"stem_conv.weight", "stem_bn.weight", "stem_bn.bias", "block1_conv.weight", "block1_conv.bias",

@@ -24,6 +24,26 @@ def save_pt2(module, example, path, dynamic: dict | None = None):
     return path
 
 
+def load_written_model(folder):
+    """The torch model in a porter-written ``folder`` (its model.py executed as porter's own output, then load())."""
+    import types
+
+    module = types.ModuleType(f"_porter_written_{Path(folder).name.replace('-', '_')}")
+    exec(compile((Path(folder) / "model.py").read_bytes(), str(Path(folder) / "model.py"), "exec"), module.__dict__)  # noqa: S102
+    return module.load(str(folder))
+
+
+def convert_keras_strict(model, tmp_path):
+    """``model`` saved as .keras and converted TF -> torch with atol 1e-5, rtol 0: (out folder, result)."""
+    import porter
+
+    src = tmp_path / f"{model.name}.keras"
+    model.save(str(src))
+    out = tmp_path / f"{model.name}-torch"
+    result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-5, rtol=0.0)
+    return out, result
+
+
 BATCH = {0: ("batch", 1, 64)}
 BATCH_AND_SEQ = {0: ("batch", 1, 64), 1: ("seq", 2, 64)}
 
