@@ -276,11 +276,16 @@ def embedding(call, x: Inputs, cfg):
 # -- normalization ------------------------------------------------------------------------------
 
 
+def _single_axis(cfg):
+    """A normalization layer's ``axis``: Keras saves it as an int or a one-element list."""
+    axis = cfg.get("axis", -1)
+    return axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+
+
 @translator("BatchNormalization")
 def batch_norm(call, x: Inputs, cfg):
     rank = len(x.shapes[0])
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    axis = _single_axis(cfg)
     _check(call, axis in (-1, rank - 1), f"axis={axis} (only the channels-last axis)")
     _check(call, not cfg.get("renorm") and not cfg.get("synchronized"), "renorm or synchronized batch norm")
     _check(call, 2 <= rank <= 4, f"rank-{rank} input")
@@ -304,8 +309,7 @@ def batch_norm(call, x: Inputs, cfg):
 @translator("LayerNormalization")
 def layer_norm(call, x: Inputs, cfg):
     rank = len(x.shapes[0])
-    axis = cfg.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    axis = _single_axis(cfg)
     _check(call, axis in (-1, rank - 1), f"axis={axis} (only the last axis)")
     _check(call, not cfg.get("rms_scaling"), "rms_scaling=True")
     _check(call, cfg.get("center", True) == cfg.get("scale", True), "center and scale differ")
