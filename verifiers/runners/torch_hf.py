@@ -19,15 +19,15 @@ class HFTorchRunner(Runner):
 
         self.torch = torch()
         config = self.artifact.config or {}
-        if config.get("model_type") not in zoo.ENTRIES or zoo.drops_head(config):
+        if config.get("model_type") not in zoo.ENTRIES:
             return self._activate_outside_zoo()
         try:
-            entry = zoo.for_config(self.artifact.config or {}, f"{self.artifact.path}/config.json")
+            entry = zoo.for_config(config, f"{self.artifact.path}/config.json")
             _scan_weights(self.artifact.path, self.options.get("allow_nonfinite", False))
             model = load_zoo_torch(entry, self.artifact.path, dtype=self.options.get("reference_dtype"))
         except UnsupportedModelError:
-            # a variant porter's direct route refuses (ViTModel without its head) is still a model
-            # transformers runs: the reference of an ONNX-route conversion
+            # a variant porter's direct route refuses (ViTModel without its head, a BERT with one) is still
+            # a model transformers runs: the reference of an ONNX-route conversion
             return self._activate_outside_zoo()
         self.model = model.to(self.device)
         self.input_names = list(entry.inputs)
