@@ -1,13 +1,14 @@
-"""Every model in keras.applications (weights=None, batch norms calibrated then perturbed), converted
-TF -> torch by `porter convert --route auto` in a subprocess per model; prints per model the route taken,
-the verified max abs on the logits (target <= 1e-4), the seconds and the peak RSS of the conversion.
-Verified on the model's own inputs (``images``: random pixels through its preprocess_input, batches 1 and 3).
-Every model written also gets two float64 numbers (``fp64``, one child process): the written torch model in
-float64 (.double()) against Keras rebuilt in float64 (verifiers' keras_in_float64) - the translation's own
-error, ~1e-13 when it is exact - and the float32 floor, Keras float32 against Keras float64 on the same
-inputs: float32 rounding alone, which no converter can be expected to beat by much.
+"""Every model in keras.applications (weights=None, conditioned: residual branches damped, batch norms
+calibrated then perturbed - see ``build``), converted TF -> torch by `porter convert --route auto` in a
+subprocess per model; prints per model the route taken, the verified max abs on the logits (target <= 1e-4),
+the seconds and the peak RSS of the conversion. Verified on the model's own inputs (``images``: random pixels
+through its preprocess_input, batches 1 and 3). Every model written also gets, from one child process, the
+floor proxy and the logits' std across inputs (``conditioning``), then two float64 numbers (``fp64``): the
+written torch model in float64 (.double()) against Keras rebuilt in float64 (verifiers' keras_in_float64) -
+the translation's own error, ~1e-13 when it is exact - and the float32 floor, Keras float32 against Keras
+float64 on the same inputs: float32 rounding alone, which no converter can be expected to beat by much.
 
-    python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--out DIR]
+    python benchmarks/keras_apps_all.py [--size 96] [--models A,B] [--timeout 120] [--fp64-timeout S] [--out DIR]
     (giants: wrap in `flock /tmp/porter-heavy.lock` on a shared machine; the float64 child holds Keras in
     float32 and float64 and torch in float64 at once, ~3.5x the float32 weights)
 
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ATOL = 1e-4
+DAMP = 0.2
+BETA = 1.0
 MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 
 
@@ -56,15 +59,29 @@ def images(name: str, n: int, size: int, rng) -> np.ndarray:
     return np.asarray(module.preprocess_input(pixels), dtype="float32")
 
 
-def build(name: str, size: int, seed: int = 0, calib: int = 16):
-    """``keras.applications.<name>``, random weights, logits out (no softmax). gamma/beta are perturbed
-    first; then one training-mode pass (dropout off: EfficientNet's stochastic depth would drop whole residual
-    branches from the statistics) over 16 images (``images``) sets every batch norm's moving statistics
-    (momentum 0), so activations stay in range and the logits depend on the input (a random-init
-    EfficientNet/MobileNetV3 otherwise gives nearly the same logits for any input); then the moving
-    statistics are perturbed so they are no plain re-normalisation. Perturbing beta after calibrating
-    instead revives channels a later norm measured as constant (~30x gain) and float32 rounding alone then
-    moves EfficientNet's logits by ~0.04. The head is scaled so the logits' std is about 2."""
+def build(name: str, size: int, seed: int = 0, calib: int = 16, damp: float = DAMP, beta: float = BETA):
+    """``keras.applications.<name>``, random weights, logits out (no softmax), **conditioned** so that
+    float32 can test it. A reference whose own float32 rounding error (Keras float32 against Keras float64)
+    exceeds the tolerance cannot test a converter; random-init nets are ill-conditioned two ways, each
+    answered by one rule for every model (no per-model settings):
+
+    - residual stacks add a unit-variance branch per block, so deep ones (ResNet152, EfficientNetB7) grow
+      chaotic: EfficientNetB7's float32 floor was 0.45, V2L's 1.3. Every residual branch's output is
+      scaled by ``damp`` (0.2) before calibration (``damp_residual_branches``: torchvision's
+      zero_init_residual / Goyal et al.'s zero-gamma / Fixup, but not 0, so each branch still counts);
+    - a BatchNormalization then ReLU amplifies a perturbation by sqrt(pi / (pi - 1)) ~ 1.21 per layer at
+      beta = 0 (the norm removes the ReLU output's mean, the perturbation passes; Yang et al. 2019), so
+      InceptionV3 (no residuals) had a floor of 1.8e-4. Every batch norm's beta starts at ``beta`` (1):
+      84% of the units are on the linear side, ~1.06 per layer.
+
+    Then, as before: gamma (x 1 + N(0, 0.2)) and beta (+ N(0, 0.2)) perturbed; one training-mode pass
+    (momentum 0, dropout off: EfficientNet's stochastic depth would drop whole residual branches from the
+    statistics) over ``calib`` images (``images``) sets every moving mean and variance, so activations stay
+    in range and the logits depend on the input (a random-init EfficientNet/MobileNetV3 otherwise gives
+    nearly the same logits for any input); then the moving statistics are perturbed (mean + 0.1 sd,
+    variance x U(0.8, 1.25)) so they are no plain re-normalisation. Perturbing beta after calibrating
+    instead revives channels a later norm measured as constant (~30x gain). The head is scaled so the
+    logits' std is about 2."""
     from porter.frameworks import keras
 
     k = keras()
@@ -73,12 +90,11 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16):
     model = getattr(k.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
     norms = [layer for layer in model.layers if isinstance(layer, k.layers.BatchNormalization)]
     for layer in norms:
-        for w in layer.weights:
-            key = w.path.split("/")[-1]
-            if key == "gamma":
-                w.assign((w.numpy() * (1 + 0.2 * rng.standard_normal(w.shape))).astype("float32"))
-            elif key == "beta":
-                w.assign((w.numpy() + 0.2 * rng.standard_normal(w.shape)).astype("float32"))
+        if layer.gamma is not None:
+            layer.gamma.assign((layer.gamma.numpy() * (1 + 0.2 * rng.standard_normal(layer.gamma.shape))).astype("float32"))
+        if layer.beta is not None:
+            layer.beta.assign((layer.beta.numpy() + beta + 0.2 * rng.standard_normal(layer.beta.shape)).astype("float32"))
+    damp_residual_branches(model, damp)
     momentum = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0
@@ -104,10 +120,72 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16):
     return model
 
 
-def fp64(name: str, work: Path) -> tuple[float, float]:
-    """(written torch model in float64 vs Keras in float64, Keras float32 vs Keras float64): max abs on the
-    logits over the verification inputs. The first is the translation's error with float32 rounding taken
-    out; the second is the float32 floor."""
+def _weighted(op) -> bool:
+    return bool(getattr(op, "weights", None))
+
+
+def damp_residual_branches(model, factor: float) -> list[str]:
+    """Scale each residual branch's last scaling layer by ``factor``; the names of the layers scaled.
+    A residual branch is the input of a two-input ``Add`` with more weighted layers that the other input
+    does not share (x + f(x): f's layers; a projection block conv-bn + 3x(conv-bn): the three). Its last
+    scaling layer is found walking back through weightless single-input layers (Activation, Dropout): a
+    BatchNormalization's gamma or a Conv/Dense kernel and bias (ResNetV2's pre-activation blocks end in a
+    conv). Equal counts (NASNet's sibling cells) are no residual and are left alone."""
+    from porter.frameworks import keras
+
+    k = keras()
+    ancestors: dict[int, frozenset] = {}
+
+    def above(op) -> frozenset:  # every operation op depends on, op included
+        if id(op) not in ancestors:
+            parents = [t._keras_history.operation for node in op._inbound_nodes[:1] for t in node.input_tensors]
+            ancestors[id(op)] = frozenset({op}).union(*(above(p) for p in parents))
+        return ancestors[id(op)]
+
+    scaled = []
+    for add in [layer for layer in model.layers if isinstance(layer, k.layers.Add)]:
+        inputs = [t._keras_history.operation for t in add._inbound_nodes[0].input_tensors]
+        if len(inputs) != 2:
+            continue
+        a, b = above(inputs[0]), above(inputs[1])
+        own = [sum(map(_weighted, a - b)), sum(map(_weighted, b - a))]
+        if own[0] == own[1]:
+            continue
+        op = inputs[int(own[1] > own[0])]
+        while not _weighted(op) and len(op._inbound_nodes[0].input_tensors) == 1:
+            op = op._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        if isinstance(op, k.layers.BatchNormalization) and op.gamma is not None:
+            for w in (op.gamma, op.beta) if op.beta is not None else (op.gamma,):
+                w.assign(w.numpy() * factor)
+        elif getattr(op, "kernel", None) is not None:
+            op.set_weights([w * factor for w in op.get_weights()])
+        else:
+            continue
+        scaled.append(op.name)
+    return scaled
+
+
+def conditioning(model, sets: dict) -> tuple[float, float]:
+    """(floor proxy, logits' std across inputs) of the Keras float32 model on the verification inputs. The
+    proxy is Keras float32 against itself with every input element moved by a relative 1e-7: float32 rounding
+    as the model amplifies it, a stand-in for the floor where the float64 copy is too slow (ConvNeXtLarge/
+    XLarge). The std (per class over the inputs of the largest set, averaged) shows the logits depend on the
+    input, so the damping left the model informative."""
+    rng = np.random.default_rng(2)
+    proxy, largest = 0.0, None
+    for x in sets.values():
+        y = np.asarray(model(x))
+        moved = np.asarray(model((x * (1 + 1e-7 * rng.standard_normal(x.shape))).astype("float32")))
+        proxy = max(proxy, float(np.abs(moved - y).max()))
+        largest = y if largest is None or len(y) > len(largest) else largest
+    return proxy, float(np.std(largest, axis=0).mean())
+
+
+def fp64(name: str, work: Path):
+    """Print ``CONDITIONING proxy std`` (``conditioning``), then ``FLOAT64 gap floor``: the written torch
+    model in float64 against Keras in float64 (the translation's error with float32 rounding taken out) and
+    Keras float32 against Keras float64 (the float32 floor), max abs on the logits over the verification
+    inputs."""
     import importlib.util
 
     import torch
@@ -116,6 +194,9 @@ def fp64(name: str, work: Path) -> tuple[float, float]:
     from porter.verifiers.training_float64 import keras_in_float64
 
     model = keras().saving.load_model(str(work / f"{name}.keras"))
+    with np.load(work / f"{name}.npz") as npz:
+        sets = {key: npz[key] for key in npz.files}
+    print("CONDITIONING", *conditioning(model, sets), flush=True)
     wide, why = keras_in_float64(model)
     if wide is None:
         raise SystemExit(f"no float64 Keras copy: {why}")
@@ -124,14 +205,13 @@ def fp64(name: str, work: Path) -> tuple[float, float]:
     spec.loader.exec_module(written)
     torch_model = written.load(str(work / f"{name}-torch")).double()
     gap, floor = 0.0, 0.0
-    with np.load(work / f"{name}.npz") as sets, torch.no_grad():
-        for key in sets.files:
-            x = sets[key]
+    with torch.no_grad():
+        for x in sets.values():
             reference = np.asarray(wide(x.astype("float64")))
             got = torch_model(torch.from_numpy(x.astype("float64"))).numpy()
             gap = max(gap, float(np.abs(got - reference).max()))
             floor = max(floor, float(np.abs(np.asarray(model(x)) - reference).max()))
-    return gap, floor
+    print("FLOAT64", gap, floor, flush=True)
 
 
 def _max_abs(report: dict) -> float:
@@ -157,10 +237,11 @@ def _child(cmd: list[str], timeout: float, log: Path) -> tuple[int | str, float,
             time.sleep(0.2)
 
 
-def run(name: str, size: int, work: Path, timeout: float) -> dict:
+def run(name: str, size: int, work: Path, timeout: float, fp64_timeout: float) -> dict:
     src, out = work / f"{name}.keras", work / f"{name}-torch"
     row = {"model": name, "size": size, "route": "-", "max_abs": float("nan"), "seconds": float("nan"),
-           "rss_gb": float("nan"), "fp64": float("nan"), "floor": float("nan"), "status": ""}
+           "rss_gb": float("nan"), "fp64": float("nan"), "floor": float("nan"), "proxy": float("nan"),
+           "std": float("nan"), "status": ""}
     rc, _, _ = _child([sys.executable, __file__, "--build", name, "--size", str(size), "--out", str(work)],
                       timeout, work / f"{name}.build.log")
     if rc != 0:
@@ -177,10 +258,13 @@ def run(name: str, size: int, work: Path, timeout: float) -> dict:
                      "timeout" if rc == "timeout" else f"FAIL ({rc}): {_tail(work / f'{name}.convert.log')}")
     if (out / "model.py").exists():
         fp64_log = work / f"{name}.fp64.log"
-        rc, _, _ = _child([sys.executable, __file__, "--fp64", name, "--out", str(work)], timeout, fp64_log)
-        words = fp64_log.read_text(errors="replace").split()
-        if rc == 0 and len(words) >= 2:
-            row["fp64"], row["floor"] = float(words[-2]), float(words[-1])
+        _child([sys.executable, __file__, "--fp64", name, "--out", str(work)], fp64_timeout, fp64_log)
+        for line in fp64_log.read_text(errors="replace").splitlines():  # what it printed before any timeout
+            words = line.split()
+            if words[:1] == ["CONDITIONING"]:
+                row["proxy"], row["std"] = float(words[1]), float(words[2])
+            elif words[:1] == ["FLOAT64"]:
+                row["fp64"], row["floor"] = float(words[1]), float(words[2])
     shutil.rmtree(out, ignore_errors=True)
     src.unlink(missing_ok=True)
     (work / f"{name}.npz").unlink(missing_ok=True)
@@ -197,12 +281,14 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--models", default=None, help="comma-separated (default: all of keras.applications)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model, build and convert each")
+    parser.add_argument("--fp64-timeout", type=float, default=None,
+                        help="seconds for the float64 child (default --timeout); past it the row keeps the proxy")
     parser.add_argument("--out", default=None, help="keep logs here (default: a temporary folder)")
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)  # child: build and save one model
     parser.add_argument("--fp64", default=None, help=argparse.SUPPRESS)  # child: the float64 numbers of one model
     args = parser.parse_args(argv)
     if args.fp64:
-        print(*fp64(args.fp64, Path(args.out)))
+        fp64(args.fp64, Path(args.out))
         return 0
     if args.build:
         model = build(args.build, args.size)
@@ -215,14 +301,15 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else app_names()
     names = sorted(names, key=_size_rank)
-    print(f"{'model':18s} {'px':>4s} {'route':12s} {'max abs':>9s} {'fp64':>9s} {'fp32 floor':>10s} {'s':>7s} "
-          f"{'RSS GB':>6s}  status", flush=True)
+    print(f"{'model':18s} {'px':>4s} {'route':12s} {'max abs':>9s} {'fp64':>9s} {'fp32 floor':>10s} {'proxy':>9s} "
+          f"{'std':>6s} {'s':>7s} {'RSS GB':>6s}  status", flush=True)
     rows = []
     for name in names:
-        row = run(name, max(args.size, MIN_SIZE.get(name, 32)), work, args.timeout)
+        row = run(name, max(args.size, MIN_SIZE.get(name, 32)), work, args.timeout, args.fp64_timeout or args.timeout)
         rows.append(row)
         print(f"{row['model']:18s} {row['size']:4d} {row['route']:12s} {row['max_abs']:9.2e} {row['fp64']:9.2e} "
-              f"{row['floor']:10.2e} {row['seconds']:7.1f} {row['rss_gb']:6.2f}  {row['status']}", flush=True)
+              f"{row['floor']:10.2e} {row['proxy']:9.2e} {row['std']:6.3f} {row['seconds']:7.1f} {row['rss_gb']:6.2f}  "
+              f"{row['status']}", flush=True)
     if not args.out:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(r["status"] == "pass" for r in rows)

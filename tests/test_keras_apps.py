@@ -116,3 +116,28 @@ def test_torch_compile_and_export_without_graph_breaks(mobilenet):
     program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
     y3 = program.module()(torch.cat([x, x[:1]]))
     assert y3.shape[0] == 3 and torch.allclose(y3[:2], eager, atol=1e-4)
+
+
+def test_conditioned_model_is_informative(mobilenet):
+    """The test model's residual branches are damped (x 0.2) for float32 conditioning, yet the check still
+    means something: the logits vary across inputs, and a 1% change to the gamma of the first and of the last
+    damped branch's batch norm each moves the logits past 1e-4, away from what the written model computes."""
+    import torch
+
+    from porter.frameworks import keras
+
+    src, out, _ = mobilenet
+    reference = keras().saving.load_model(str(src))
+    written = _load_generated(out)
+    x = np.random.default_rng(5).uniform(-1, 1, (4, 96, 96, 3)).astype("float32")  # preprocess_input's range
+    with torch.no_grad():
+        got = written(torch.from_numpy(x)).numpy()
+    want = np.asarray(reference(x))
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.std(want, axis=0).mean() > 0.1  # logits std ~2 overall; across inputs
+    for name in ("block_2_project_BN", "block_15_project_BN"):
+        gamma = reference.get_layer(name).gamma
+        gamma.assign(gamma.numpy() * 1.01)
+        moved = float(np.abs(np.asarray(reference(x)) - got).max())
+        gamma.assign(gamma.numpy() / 1.01)
+        assert moved > 1e-3, name
