@@ -19,8 +19,12 @@ def class_tokens_by_broadcast(model) -> tuple[object, list[str]]:
     import onnx
     from onnx import helper, numpy_helper
 
+    from porter.routes.onnx_graph import big_initializers
+
+    big = {t.name for t in big_initializers(model)}
     inits = {i.name: i for i in model.graph.initializer}
-    constants = {name: numpy_helper.to_array(t) for name, t in inits.items()}
+    # only the small ones: the target pieces are shape vectors, and the weights are the model's bulk
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name not in big}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
@@ -63,7 +67,7 @@ def class_tokens_by_broadcast(model) -> tuple[object, list[str]]:
             numpy_helper.from_array(np.array([0], np.int64), names["starts"]),
             numpy_helper.from_array(np.array([size], np.int64), names["ends"]),
             numpy_helper.from_array(np.array([axis], np.int64), names["axes"]),
-            numpy_helper.from_array(np.array(0, dtype=numpy_helper.to_array(inits[node.input[0]]).dtype), names["zero"]),
+            numpy_helper.from_array(np.array(0, dtype=helper.tensor_dtype_to_np_dtype(inits[node.input[0]].data_type)), names["zero"]),
         ])
         nodes += [helper.make_node("Slice", [other, names["starts"], names["ends"], names["axes"]], [names["slice"]]),
                   helper.make_node("Mul", [names["slice"], names["zero"]], [names["zeros"]]),

@@ -30,11 +30,17 @@ def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
     """The graph rewritten so that onnx2tf keeps dynamic dims: multi-axis Unsqueezes split, shape
     arithmetic folded. (a model, notes); the model itself when nothing needed rewriting."""
     from porter.routes.onnx_fix_expand import class_tokens_by_broadcast
+    from porter.routes.onnx_graph import big_initializers, with_weights, without_weights
 
-    model, notes = _split_unsqueezes(model)
-    model, tokens = class_tokens_by_broadcast(model)
-    model, more = fold_shape_computations(model, specs)
-    return model, notes + tokens + more
+    model, tokens = class_tokens_by_broadcast(model)  # reads the class token, an initializer; copies only if found
+    # the rewrites copy the graph (the caller's model stays as it was): without the weights, which are put
+    # back once at the end (bert-base: 440 MB a copy, and the process kept each one)
+    weights = big_initializers(model)
+    light, notes = _split_unsqueezes(without_weights(model))
+    light, more = fold_shape_computations(light, specs, weights=weights)
+    if not notes and not more:
+        return model, tokens
+    return with_weights(light, weights), tokens + notes + more
 
 
 def _split_unsqueezes(model) -> tuple[object, list[str]]:
@@ -80,9 +86,10 @@ def _fresh(name: str, taken: set) -> str:
     return name
 
 
-def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
+def fold_shape_computations(model, specs: dict, weights: list | None = None) -> tuple[object, list[str]]:
     """(a rewritten copy of ``model``, notes). ``specs``: input name -> (dtype, shape, None = dynamic).
-    Returns the model itself, unchanged, when it has no dynamic dims or no computed shapes."""
+    Returns the model itself, unchanged, when it has no dynamic dims or no computed shapes. ``weights``: given
+    when ``model`` comes without them (onnx_graph.without_weights): the probes get them as arrays."""
     import onnx
 
     symbols = dynamic_symbols(model, specs)
@@ -96,7 +103,7 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
     outputs = [o.name for o in graph.output]  # probe 1's outputs are the reference the folded graph is checked against
     wanted = sorted(frontier | set(outputs) | {t for n in reshapes for t in (n.input[0], n.output[0])})
     try:
-        probes = _run(model, wanted, *(probe_feeds(specs, symbols, which) for which in (0, 1)))
+        probes = _run(model, wanted, *(probe_feeds(specs, symbols, which) for which in (0, 1)), weights=weights)
     except Exception as exc:  # a graph onnxruntime cannot run at the probe sizes: leave it to onnx2tf
         return model, [f"shape arithmetic not folded: onnxruntime could not run the probes ({type(exc).__name__})"]
 
@@ -135,7 +142,7 @@ def fold_shape_computations(model, specs: dict) -> tuple[object, list[str]]:
     _replace_with_initializers(graph, constants)
     _add_initializers(graph, new_targets)
     _drop_dead_nodes(graph)
-    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1))[0]
+    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1), weights=weights)[0]
     bad = [n for n in outputs if before[n].shape != after[n].shape or not np.allclose(before[n], after[n], rtol=0, atol=1e-6, equal_nan=True)]
     if bad:
         return model, [f"shape arithmetic not folded: the folded graph disagreed on {', '.join(bad)}"]
@@ -266,26 +273,38 @@ def _reshape_target(in_a, out_a, in_b, out_b):
     return np.asarray(target, dtype=np.int64) if inferred <= 1 else None
 
 
-def _run(model, names, *feeds) -> list[dict]:
+def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
     """``names`` computed by onnxruntime for each of ``feeds``, in one session. The asked tensors are
-    added to ``model``'s outputs only while it is serialised (no copy of the model: bert-base's weights
-    are 440 MB, and each copy stayed in the process's memory)."""
+    added to ``model``'s outputs only while it is serialised, and the weights are not serialised at all:
+    onnxruntime gets them as arrays (a copy of bert-base's 440 MB each, and the serialised model held
+    another, all kept in the process's memory)."""
     import onnx
     import onnxruntime as ort
+    from onnx import numpy_helper
 
-    outputs = model.graph.output
-    present = {o.name for o in outputs}
-    added = [n for n in dict.fromkeys(names) if n not in present]
-    outputs.extend(onnx.ValueInfoProto(name=n) for n in added)
-    try:
-        serialized = model.SerializeToString()
-    finally:
-        del outputs[len(outputs) - len(added):]
+    from porter.routes.onnx_graph import big_initializers, without_weights
+
+    if weights is None:  # else ``model`` is already without them (prepare_for_onnx2tf's copy)
+        weights = big_initializers(model)
+    light = without_weights(model)
+    present = {o.name for o in light.graph.output}
+    light.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in present)
+    given = {t.name for t in weights}
+    kept = [i for i in light.graph.input if i.name not in given]
+    del light.graph.input[:]
+    light.graph.input.extend(kept)
+    for t in weights:  # stand-ins marked external: onnxruntime replaces only those with the arrays given
+        stub = light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
+                                           data_location=onnx.TensorProto.EXTERNAL)
+        stub.external_data.add(key="location", value="given-as-array")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor we ask for
     options.log_severity_level = 3
-    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
-    del serialized
+    options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every MatMul weight
+    options.enable_cpu_mem_arena = False  # the probes' activations go back when the session ends
+    arrays = [numpy_helper.to_array(t) for t in weights]
+    options.add_external_initializers([t.name for t in weights], [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
+    session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return [dict(zip(names, session.run(list(names), f))) for f in feeds]
 
 

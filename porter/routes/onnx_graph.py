@@ -71,3 +71,61 @@ def fits(feed: dict, specs: dict) -> bool:
             if len(got) != len(shape) or any(d is not None and d != g for d, g in zip(shape, got)):
                 return False
     return True
+
+
+def big_initializers(model, min_elements: int = 1024) -> list:
+    """The initializers at least ``min_elements`` large: the weights, as against shape and axis constants."""
+    import math
+
+    return [t for t in model.graph.initializer if math.prod(t.dims) >= min_elements]
+
+
+def without_weights(model, min_elements: int = 1024):
+    """A copy of ``model`` whose large initializers are graph inputs of the same type and shape instead:
+    what shape inference and the shape probes need, without copying the weights (bert-base: 440 MB per copy)."""
+    import onnx
+    from onnx import helper
+
+    big = {t.name for t in big_initializers(model, min_elements)}
+    light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name, domain=model.domain,
+                            model_version=model.model_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = model.graph
+    light.graph.name = graph.name
+    light.graph.node.extend(graph.node)
+    light.graph.input.extend(graph.input)
+    light.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in graph.initializer if t.name in big)
+    light.graph.initializer.extend(t for t in graph.initializer if t.name not in big)
+    light.graph.output.extend(graph.output)
+    light.graph.value_info.extend(graph.value_info)
+    return light
+
+
+def with_inferred_shapes(model):
+    """``model`` with the value_info onnx shape inference gives, as onnx2tf's own op-name pass left it:
+    new entries, and dims an entry had unknown that inference can fill (after porter's rewrites a Reshape's
+    output was [?, ?, ?, ?] where inference knows [s, 4, 4, 64]). Inferred on a copy without the weights:
+    onnx.shape_inference.infer_shapes serialises the whole model twice."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(without_weights(model)).graph
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.value_info)
+    refined = {v.name: v for v in inferred.output}
+    for value in model.graph.output:
+        value.CopyFrom(refined.get(value.name, value))
+    return model
+
+
+def with_weights(light, weights: list):
+    """``light`` (from without_weights, then rewritten) with ``weights`` as initializers again, those that its
+    nodes still use; the weights' graph inputs are gone. One copy of the weights, made once."""
+    names = {t.name for t in weights}
+    used = {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
+    kept = [i for i in light.graph.input if i.name not in names]
+    del light.graph.input[:]
+    light.graph.input.extend(kept)
+    light.graph.initializer.extend(t for t in weights if t.name in used)
+    return light

@@ -11,7 +11,7 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError, UnsupportedModelError
-from porter.routes.onnx_graph import NCHW_TO_NHWC, NHWC_TO_NCHW, load_onnx, onnx_io, opset
+from porter.routes.onnx_graph import NCHW_TO_NHWC, NHWC_TO_NCHW, load_onnx, onnx_io, opset, with_inferred_shapes
 from porter.routes.to_onnx import captured_output
 
 def check_onnx2tf_ops(model) -> None:
@@ -99,7 +99,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     module = tf.Module()
     # only the variables are tracked, not the Keras model: tracking it makes the SavedModel writer serialise
     # its config, where onnx2tf's op layers hold every weight as JSON lists (bert-base: > 9.5 GB, > 170 s)
-    module.variables_of_model = list(keras_model.variables)
+    module.variables_of_model = list(keras_model.variables) + _weights_as_variables(keras_model)
 
     # no autograph (nothing here branches): it writes each converted function to a file in the temp dir,
     # removed only at a clean exit, so a killed run would leave it behind
@@ -217,6 +217,29 @@ def _agrees_at_other_sizes(keras_model, onnx_path: Path, specs: dict, symbols, k
                 raise PorterError(f"the onnx2tf model disagrees with onnxruntime on {name} at inputs {size}")
 
 
+def _weights_as_variables(keras_model, min_elements: int = 1024) -> list:
+    """onnx2tf passes most weights (every MatMul's) to its op layers as constant tensors, so the SavedModel
+    writer put them into saved_model.pb as graph constants: bert-base wrote a 418 MB graph, serialising it
+    took about 1.7 GB above the model, and past 2 GB a graph cannot be written at all (protobuf's limit).
+    Each large floating-point constant an op layer is called with becomes a non-trainable variable here,
+    which the writer stores under variables/ instead; small ones (shapes, axes, scalars) stay constants,
+    since ops such as Reshape need them known when the graph is traced."""
+    import tensorflow as tf
+
+    made, seen = [], {}
+    for nodes in keras_model._nodes_by_depth.values():  # tf_keras' functional graph: each node's call arguments
+        for node in nodes:
+            flat = getattr(node, "_flat_arguments", None)
+            for i, value in enumerate(flat or ()):
+                if isinstance(value, tf.Tensor) and not tf.is_symbolic_tensor(value) and value.dtype.is_floating \
+                        and value.shape.num_elements() >= min_elements:
+                    if id(value) not in seen:
+                        seen[id(value)] = tf.Variable(value, trainable=False, name=f"weight_{len(made)}")
+                        made.append(seen[id(value)])
+                    flat[i] = seen[id(value)]
+    return made
+
+
 def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list[str]]:
     """onnx-simplifier first (what onnx2tf would run itself; not on porter's own optimized torch exports),
     then porter's rewrites that keep dims dynamic (which the simplifier would partly undo, e.g. by fusing
@@ -290,16 +313,35 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
     try:
         with temp_files_marked("porter-onnx2tf-") as work, \
                 captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
+            source = _onnx2tf_source(onnx_path, simplify)
             return onnx2tf.convert(
-                input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
+                **source, output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
                 disable_model_save=True, not_use_onnxsim=not simplify,
                 # its grouped Conv2D layers hold variables that the SavedModel writer cannot track
                 # ("Internal Tensor ... dtype=resource"): split + convolve + concat instead
-                disable_group_convolution=True,
+                disable_group_convolution=True, not_use_opname_auto_generate="onnx_graph" in source,
             )
     finally:
         onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference
+
+
+def _onnx2tf_source(onnx_path: Path, simplify: bool) -> dict:
+    """onnx2tf's input: the graph loaded once, its unnamed nodes named and its shapes inferred here, in place
+    of onnx2tf's op-name pass (sng4onnx). That pass loads the file twice more, round-trips the graph through
+    graphsurgeon and shape inference and writes it back: on bert-base 10 of onnx2tf's 16 s and 3 GB of its
+    4.5 GB peak, for graphs that porter's exports already hand over named and shape-inferred. The path is
+    kept where onnx2tf needs the file: the simplifier runs on it, and external data (> 2 GB) it splits itself."""
+    import onnx
+
+    if simplify or any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in onnx.load(str(onnx_path), load_external_data=False).graph.initializer):
+        return {"input_onnx_file_path": str(onnx_path)}
+    model = load_onnx(onnx_path)
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"sng_{node.op_type}_{index}"  # the names sng4onnx gives
+    return {"onnx_graph": with_inferred_shapes(model)}
 
 
 def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
