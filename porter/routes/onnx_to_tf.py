@@ -52,13 +52,14 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     from porter.routes.onnx_fix_shapes import dynamic_symbols
 
     symbols = dynamic_symbols(model, specs)
-    del model
     dynamic = any(d is None for _, s in specs.values() for d in s)
     try:
         if not dynamic:
+            del model
             keras_model = _onnx2tf(onnx_path, keep, None)
         else:
-            prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs)
+            prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs, model)
+            del model
             notes += prep_notes
             keras_model = _checked_onnx2tf(prepared, onnx_path, specs, symbols, keep)
     except PorterError as first:
@@ -240,10 +241,11 @@ def _weights_as_variables(keras_model, min_elements: int = 1024) -> list:
     return made
 
 
-def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list[str]]:
+def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, model=None) -> tuple[Path, list[str]]:
     """onnx-simplifier first (what onnx2tf would run itself; not on porter's own optimized torch exports),
     then porter's rewrites that keep dims dynamic (which the simplifier would partly undo, e.g. by fusing
-    Unsqueezes again)."""
+    Unsqueezes again), then what onnx2tf's op-name pass would do (see _onnx2tf). Written to the file that
+    onnx2tf reads. ``model``: ``onnx_path`` already loaded (a second load is another copy of the weights)."""
     import subprocess
     import sys
 
@@ -252,12 +254,10 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
     from porter.routes.onnx_fix_shapes import prepare_for_onnx2tf
 
     notes = []
-    model = onnx.load(str(onnx_path))
-    if _optimized_by_exporter(model):
-        # bert-base: onnx-simplifier took 12-26 s and 3.5 GB in its own process, and only removed Adds of zero
-        simplified = onnx_path
-    else:
-        del model
+    if model is None:
+        model = load_onnx(onnx_path)
+    if not _optimized_by_exporter(model):
+        model = None
         simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
         # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
         with progress.step(f"onnx-simplifier on {onnx_path.name}"):
@@ -269,11 +269,24 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict) -> tuple[Path, list
         model = onnx.load(str(simplified))
     rewritten, more = prepare_for_onnx2tf(model, specs)
     notes += more
-    if rewritten is model:
-        return simplified, notes
+    del model
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
-    onnx.save(rewritten, str(path))
+    onnx.save(_named_and_typed(rewritten), str(path))
+    del rewritten
+    from porter.routes.to_onnx import _return_freed_memory
+
+    _return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
     return path, notes
+
+
+def _named_and_typed(model):
+    """What onnx2tf's op-name pass (sng4onnx) does, done here: every node named, shapes inferred. That pass
+    loads the file twice more, round-trips the graph through graphsurgeon and shape inference and writes
+    it back: on bert-base 10 of onnx2tf's 16 s and 3 GB of its 4.5 GB peak."""
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"sng_{node.op_type}_{index}"  # the names sng4onnx gives
+    return with_inferred_shapes(model)
 
 
 def _optimized_by_exporter(model) -> bool:
@@ -313,35 +326,18 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
     try:
         with temp_files_marked("porter-onnx2tf-") as work, \
                 captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
-            source = _onnx2tf_source(onnx_path, simplify)
             return onnx2tf.convert(
-                **source, output_folder_path=str(work), non_verbose=True,
+                input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
                 disable_model_save=True, not_use_onnxsim=not simplify,
                 # its grouped Conv2D layers hold variables that the SavedModel writer cannot track
                 # ("Internal Tensor ... dtype=resource"): split + convolve + concat instead
-                disable_group_convolution=True, not_use_opname_auto_generate="onnx_graph" in source,
+                disable_group_convolution=True,
+                # a file porter prepared is named and shape-inferred already (_named_and_typed)
+                not_use_opname_auto_generate=not simplify,
             )
     finally:
         onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference
-
-
-def _onnx2tf_source(onnx_path: Path, simplify: bool) -> dict:
-    """onnx2tf's input: the graph loaded once, its unnamed nodes named and its shapes inferred here, in place
-    of onnx2tf's op-name pass (sng4onnx). That pass loads the file twice more, round-trips the graph through
-    graphsurgeon and shape inference and writes it back: on bert-base 10 of onnx2tf's 16 s and 3 GB of its
-    4.5 GB peak, for graphs that porter's exports already hand over named and shape-inferred. The path is
-    kept where onnx2tf needs the file: the simplifier runs on it, and external data (> 2 GB) it splits itself."""
-    import onnx
-
-    if simplify or any(t.data_location == onnx.TensorProto.EXTERNAL
-                       for t in onnx.load(str(onnx_path), load_external_data=False).graph.initializer):
-        return {"input_onnx_file_path": str(onnx_path)}
-    model = load_onnx(onnx_path)
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            node.name = f"sng_{node.op_type}_{index}"  # the names sng4onnx gives
-    return {"onnx_graph": with_inferred_shapes(model)}
 
 
 def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
