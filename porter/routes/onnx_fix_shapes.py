@@ -29,18 +29,27 @@ _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
 def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
     """The graph rewritten so that onnx2tf keeps dynamic dims: multi-axis Unsqueezes split, shape
     arithmetic folded. (a model, notes); the model itself when nothing needed rewriting."""
+    from porter.routes.onnx_graph import with_weights
+
+    light, weights, notes = prepared_without_weights(model, specs)
+    return (model, notes) if light is None else (with_weights(light, weights), notes)
+
+
+def prepared_without_weights(model, specs: dict) -> tuple[object, list, list[str]]:
+    """prepare_for_onnx2tf's rewrites, returned as (the rewritten graph without its weights, the weights,
+    notes), or (None, [], notes) when nothing was rewritten. The rewrites copy the graph (the caller's model
+    stays as it was) without the weights, which onnx_graph.with_weights or save_with_weights put back once
+    (bert-base: 440 MB a copy, and the process kept each one)."""
     from porter.routes.onnx_fix_expand import class_tokens_by_broadcast
-    from porter.routes.onnx_graph import big_initializers, with_weights, without_weights
+    from porter.routes.onnx_graph import big_initializers, without_weights
 
     model, tokens = class_tokens_by_broadcast(model)  # reads the class token, an initializer; copies only if found
-    # the rewrites copy the graph (the caller's model stays as it was): without the weights, which are put
-    # back once at the end (bert-base: 440 MB a copy, and the process kept each one)
     weights = big_initializers(model)
     light, notes = _split_unsqueezes(without_weights(model))
     light, more = fold_shape_computations(light, specs, weights=weights)
-    if not notes and not more:
-        return model, tokens
-    return with_weights(light, weights), tokens + notes + more
+    if not tokens and not notes and not more:
+        return None, [], []
+    return light, weights, tokens + notes + more
 
 
 def _split_unsqueezes(model) -> tuple[object, list[str]]:

@@ -129,3 +129,24 @@ def with_weights(light, weights: list):
     light.graph.input.extend(kept)
     light.graph.initializer.extend(t for t in weights if t.name in used)
     return light
+
+
+def save_with_weights(light, weights: list, path) -> None:
+    """with_weights(light, weights) written to ``path`` without building it: a serialised protobuf message
+    followed by another is their merge, and repeated fields append, so the graph is written first and then
+    each weight as a graph of one initializer. Never more than one tensor is copied (with_weights and
+    onnx.save would hold the weights twice more: the merged model and its bytes)."""
+    import onnx
+
+    names = {t.name for t in weights}
+    used = {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
+    kept = [i for i in light.graph.input if i.name not in names]
+    del light.graph.input[:]
+    light.graph.input.extend(kept)
+    with open(path, "wb") as f:
+        f.write(light.SerializeToString())
+        for tensor in weights:
+            if tensor.name in used:
+                piece = onnx.ModelProto()
+                piece.graph.initializer.append(tensor)
+                f.write(piece.SerializeToString())

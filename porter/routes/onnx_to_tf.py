@@ -11,7 +11,8 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError, UnsupportedModelError
-from porter.routes.onnx_graph import NCHW_TO_NHWC, NHWC_TO_NCHW, load_onnx, onnx_io, opset, with_inferred_shapes
+from porter.routes.onnx_graph import (NCHW_TO_NHWC, NHWC_TO_NCHW, big_initializers, load_onnx, onnx_io, opset,
+                                     save_with_weights, with_inferred_shapes, without_weights)
 from porter.routes.to_onnx import captured_output
 
 def check_onnx2tf_ops(model) -> None:
@@ -45,7 +46,9 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     model = load_onnx(onnx_path)
     check_onnx2tf_ops(model)
     inputs, outputs, specs = onnx_io(model)
-    graph_outputs = list(model.graph.output)
+    # plain values, not the output protos: those would keep the whole loaded model (weights too) alive
+    onnx_out_shapes = {o.name: [d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
+                       for o in model.graph.output}
     channel_inputs = [n for n in inputs if len(specs[n][1]) in (3, 4, 5)]
     keep = channel_inputs if layout == "keep" else []
     notes, static_dims = [], []
@@ -58,8 +61,9 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
             del model
             keras_model = _onnx2tf(onnx_path, keep, None)
         else:
-            prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs, model)
+            handed = [model]  # handed over: the caller keeps no reference, so the weights are held once
             del model
+            prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs, handed)
             notes += prep_notes
             keras_model = _checked_onnx2tf(prepared, onnx_path, specs, symbols, keep)
     except PorterError as first:
@@ -88,8 +92,6 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
                 static_dims.append({"input": name, "axis": axis, "size": int(after)})
         written[name] = (tensor.dtype.name, tuple(tf_shape))
         sig.append(tf.TensorSpec(tf_shape, tensor.dtype, name=name))
-    onnx_out_shapes = {o.name: [d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
-                       for o in graph_outputs}
     transpose_out = {}
     for name, tensor in zip(outputs, keras_model.outputs):
         want, got = onnx_out_shapes[name], list(tensor.shape)
@@ -241,21 +243,21 @@ def _weights_as_variables(keras_model, min_elements: int = 1024) -> list:
     return made
 
 
-def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, model=None) -> tuple[Path, list[str]]:
+def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None = None) -> tuple[Path, list[str]]:
     """onnx-simplifier first (what onnx2tf would run itself; not on porter's own optimized torch exports),
     then porter's rewrites that keep dims dynamic (which the simplifier would partly undo, e.g. by fusing
     Unsqueezes again), then what onnx2tf's op-name pass would do (see _onnx2tf). Written to the file that
-    onnx2tf reads. ``model``: ``onnx_path`` already loaded (a second load is another copy of the weights)."""
+    onnx2tf reads. ``handed``: [``onnx_path`` already loaded], emptied here (a second load, or a reference
+    the caller kept, is another copy of the weights)."""
     import subprocess
     import sys
 
     import onnx
 
-    from porter.routes.onnx_fix_shapes import prepare_for_onnx2tf
+    from porter.routes.onnx_fix_shapes import prepared_without_weights
 
     notes = []
-    if model is None:
-        model = load_onnx(onnx_path)
+    model = handed.pop() if handed else load_onnx(onnx_path)
     if not _optimized_by_exporter(model):
         model = None
         simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
@@ -267,12 +269,13 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, model=None) -> tupl
             notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
             simplified = onnx_path
         model = onnx.load(str(simplified))
-    rewritten, more = prepare_for_onnx2tf(model, specs)
+    light, weights, more = prepared_without_weights(model, specs)
     notes += more
-    del model
+    if light is None:
+        light, weights = without_weights(model), big_initializers(model)
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
-    onnx.save(_named_and_typed(rewritten), str(path))
-    del rewritten
+    save_with_weights(_named_and_typed(light), weights, path)
+    del model, light, weights
     from porter.routes.to_onnx import _return_freed_memory
 
     _return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
