@@ -173,11 +173,32 @@ def _return_freed_memory() -> None:
     import ctypes
     import gc
 
+    _drop_rewriter_matches()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the memory is reused by this process all the same
         pass
+
+
+def _drop_rewriter_matches() -> None:
+    """onnxscript's rewrite rules are module-level objects whose pattern matchers keep the last graph they
+    matched (``_graph``, ``_current_node``, the bindings in ``_match``): after torch.onnx.export(optimize=True) that is the exported
+    graph, whose initializers still reference the torch model's parameters, so the model (bert-base:
+    440 MB) outlived the export. Forgetting the match lets both go."""
+    import gc
+    import sys
+
+    matcher = getattr(sys.modules.get("onnxscript.rewriter._matcher"), "SimplePatternMatcher", None)
+    if matcher is None:
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, matcher):
+            for attr in ("_graph", "_current_node"):
+                if hasattr(obj, attr):
+                    setattr(obj, attr, None)
+            if hasattr(obj, "_match"):  # its bindings hold the matched graph's values
+                obj._match = type(obj._match)()  # what the matcher starts each match with
 
 
 # -- TF / Keras -> ONNX -----------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""What keeps the ONNX route's memory near the weights' size (benchmarks/onnx_route_scaling.py measures it on
+bert-base): the torch model is freed after the export, the prepared graph is written without a second copy of
+the weights, shape inference and probes work on a copy without them, and onnx2tf's weights end up as SavedModel
+variables rather than graph constants."""
+
+import gc
+import weakref
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from porter.routes.onnx_graph import (big_initializers, save_with_weights, with_inferred_shapes, with_weights,
+                                      without_weights)
+
+
+def _mlp(hidden=64):
+    """x [batch, 32] -> MatMul(W1) -> Relu -> MatMul(W2) -> Reshape to [batch, 2, 8] (a computed-free target)."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((32, hidden)).astype(np.float32)
+    w2 = rng.standard_normal((hidden, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y2"]), helper.make_node("Reshape", ["y2", "shape"], ["y"])],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 8])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+         numpy_helper.from_array(np.array([-1, 2, 8], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def _run(model, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_weights_leave_the_light_copy_and_come_back():
+    model = _mlp()
+    weights = big_initializers(model)
+    assert sorted(t.name for t in weights) == ["w1", "w2"]  # the 3-element shape stays a constant
+    light = without_weights(model)
+    assert [t.name for t in light.graph.initializer] == ["shape"]
+    assert {"w1", "w2"} <= {i.name for i in light.graph.input}
+    x = np.random.default_rng(1).standard_normal((3, 32)).astype(np.float32)
+    back = with_weights(light, weights)
+    onnx.checker.check_model(back)
+    assert [i.name for i in back.graph.input] == ["x"]
+    np.testing.assert_array_equal(_run(back, x), _run(model, x))
+
+
+def test_the_prepared_file_is_the_merged_model(tmp_path):
+    """save_with_weights writes the graph and then each weight as a fragment; onnx reads back the same model."""
+    model = _mlp()
+    path = tmp_path / "m.onnx"
+    save_with_weights(without_weights(model), big_initializers(model), path)
+    read = onnx.load(str(path))
+    onnx.checker.check_model(read)
+    assert sorted(t.name for t in read.graph.initializer) == ["shape", "w1", "w2"]
+    assert [i.name for i in read.graph.input] == ["x"]
+    x = np.random.default_rng(2).standard_normal((5, 32)).astype(np.float32)
+    np.testing.assert_array_equal(_run(read, x), _run(model, x))
+
+
+def test_a_weight_the_graph_no_longer_uses_is_not_written(tmp_path):
+    model = _mlp()
+    light = without_weights(model)
+    unused = numpy_helper.from_array(np.ones((64, 64), np.float32), "dead")
+    save_with_weights(light, [*big_initializers(model), unused], tmp_path / "m.onnx")
+    assert "dead" not in {t.name for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
+
+
+def test_shape_inference_fills_unknown_dims_without_the_weights():
+    model = _mlp()
+    h = helper.make_tensor_value_info("h", TensorProto.FLOAT, [None, None])  # known rank, unknown dims
+    model.graph.value_info.append(h)
+    typed = with_inferred_shapes(model)
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in typed.graph.value_info}
+    assert shapes["h"] == ["batch", 64] and shapes["y2"] == ["batch", 16]
+    assert len(typed.graph.initializer) == 3  # the weights are still there, untouched
+
+
+def test_torch_export_does_not_keep_the_torch_model_alive(tmp_path):
+    """onnxscript's rewrite rules kept the last matched graph, whose initializers reference the torch
+    parameters: bert-base's 440 MB outlived its export."""
+    import torch
+
+    from porter.routes.to_onnx import torch_to_onnx
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4)).eval()
+    alive = weakref.ref(net[0].weight)
+    torch_to_onnx(net, (torch.randn(2, 8),), ["x"], ["y"], tmp_path / "m.onnx")
+    del net
+    gc.collect()
+    assert alive() is None
+
+
+@pytest.mark.slow
+def test_onnx2tf_weights_are_saved_model_variables(tmp_path):
+    """onnx2tf hands its MatMul weights to op layers as constants; in the SavedModel they are variables (a graph
+    with them inline grew by their size, and past 2 GB could not be written)."""
+    from porter.frameworks import tensorflow
+    from porter.routes.onnx_to_tf import onnx_to_saved_model
+
+    tf = tensorflow()
+    model = _mlp(hidden=256)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    onnx_to_saved_model(tmp_path / "m.onnx", tmp_path / "tf")
+    weights_bytes = sum(t.raw_data.__len__() for t in big_initializers(model))
+    assert (tmp_path / "tf" / "saved_model.pb").stat().st_size < weights_bytes / 2
+    loaded = tf.saved_model.load(str(tmp_path / "tf"))
+    stored = tf.train.list_variables(str(tmp_path / "tf" / "variables" / "variables"))
+    assert sum(int(np.prod(shape)) for _, shape in stored) >= 32 * 256 + 256 * 16
+    x = np.random.default_rng(3).standard_normal((4, 32)).astype(np.float32)
+    got = loaded.signatures["serving_default"](x=tf.constant(x))["y"].numpy()
+    np.testing.assert_allclose(got, _run(model, x), rtol=1e-5, atol=1e-5)
