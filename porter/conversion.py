@@ -84,7 +84,8 @@ def convert(
     ``expected``: recorded outputs (.npz, with ``inputs``) to verify against (transformers 4.x TF checkpoints);
     ``latency``: after verification, time source and written model as ``porter verify --latency`` does (report["latency"]);
     ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled;
-    ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route);
+    ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route,
+    and the ONNX route from torch);
     ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/reference_plan.py):
     "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint"."""
     from porter.numerics import check_dtype_flag, check_numeric_options
@@ -135,7 +136,8 @@ def convert(
             raise PorterError(f"--reference-dtype {reference_dtype} is supported on the direct route only",
                               hint="leave --reference-dtype out")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
-                           static_shapes=static_shapes, asked=route, latency=latency)
+                           static_shapes=static_shapes, asked=route, latency=latency,
+                           ignore_memory_estimate=ignore_memory_estimate)
     from porter.routes import direct
 
     src = resolve(model, source, checkpoint)
@@ -220,7 +222,7 @@ def _onnx_reads_with_transformers(config) -> bool:
 
 
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
-                static_shapes=False, asked="onnx", latency=False):
+                static_shapes=False, asked="onnx", latency=False, ignore_memory_estimate=False):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
@@ -247,6 +249,10 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
             return convert_keras_layers(artifact, planned, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                                         layout=layout, console=console, inputs=inputs, latency=latency)
         reason = planned.reason or reason
+    if artifact.framework == "torch":  # measured there; the TF side of the route is not estimated yet
+        from porter.memory_estimate_onnx import check_onnx_route_fits
+
+        check_onnx_route_fits(artifact.path, verify, ignore_memory_estimate)
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                             layout=layout, console=console, zoo_source=zoo_source, inputs=inputs, static_shapes=static_shapes,
                             route_reason=reason, latency=latency)

@@ -1,0 +1,58 @@
+"""The ONNX route from torch cannot stream, so its memory is estimated from the weights on disk before anything
+is loaded (porter/memory_estimate_onnx.py, measured on bert-base); short of memory it refuses with exit 2, naming
+the estimate, the available memory and the flags, and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from porter import memory_estimate
+from porter.errors import PorterError
+from porter.memory_estimate import GB, IMPORT_FLOOR_BYTES, size_text
+from porter.memory_estimate_onnx import CONVERT_COPIES, VERIFY_COPIES, check_onnx_route_fits, weights_on_disk
+
+RSS = int(0.4 * GB)
+
+
+@pytest.fixture
+def squeezed(monkeypatch):
+    monkeypatch.setattr(memory_estimate, "_rss_bytes", lambda: RSS)
+
+    def squeeze(available):
+        monkeypatch.setattr(memory_estimate, "available_bytes", lambda: available)
+
+    return squeeze
+
+
+def _needed(folder, verify: bool) -> int:
+    weights = weights_on_disk(folder)
+    return IMPORT_FLOOR_BYTES - RSS + int(CONVERT_COPIES * weights) + (int(VERIFY_COPIES * weights) if verify else 0)
+
+
+def test_weights_on_disk_counts_weight_files_only(tiny_bert):
+    size = sum(f.stat().st_size for f in tiny_bert.glob("*.safetensors"))
+    assert size > 0 and weights_on_disk(tiny_bert) == size  # config.json and tokenizer files are not weights
+
+
+def test_refused_before_loading_with_estimate_and_flags(cli, tiny_bert, tmp_path, squeezed):
+    needed = _needed(tiny_bert, verify=True)
+    squeezed(needed - 1)
+    out = tmp_path / "out"
+    code, text = cli("convert", str(tiny_bert), "--from", "torch", "--to", "tf", "--route", "onnx", "--out", str(out))
+    assert code == 2, text
+    assert f"on the ONNX route needs about {size_text(needed)} of memory" in text
+    assert f"{size_text(needed - 1)} is available" in text and str(tiny_bert) in text
+    assert "--ignore-memory-estimate" in text and "--no-verify" in text and "--route direct" in text
+    assert "Traceback" not in text and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_exactly_enough_is_not_refused(tiny_bert, squeezed):
+    squeezed(_needed(tiny_bert, verify=False))
+    check_onnx_route_fits(tiny_bert, verify=False, ignore=False)  # converting alone fits at that figure
+    with pytest.raises(PorterError, match="--no-verify"):  # with verification it does not, and says what would
+        check_onnx_route_fits(tiny_bert, verify=True, ignore=False)
+
+
+def test_the_flag_goes_ahead(tiny_bert, squeezed):
+    squeezed(1)
+    check_onnx_route_fits(tiny_bert, verify=True, ignore=True)
