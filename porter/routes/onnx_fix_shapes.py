@@ -291,17 +291,14 @@ def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from porter.routes.onnx_graph import big_initializers, without_weights
+    from porter.routes.onnx_graph import big_initializers, drop_weight_inputs, without_weights
 
     if weights is None:  # else ``model`` is already without them (prepare_for_onnx2tf's copy)
         weights = big_initializers(model)
     light = without_weights(model)
     present = {o.name for o in light.graph.output}
     light.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in present)
-    given = {t.name for t in weights}
-    kept = [i for i in light.graph.input if i.name not in given]
-    del light.graph.input[:]
-    light.graph.input.extend(kept)
+    drop_weight_inputs(light, weights)
     for t in weights:  # stand-ins marked external: onnxruntime replaces only those with the arrays given
         stub = light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
                                            data_location=onnx.TensorProto.EXTERNAL)

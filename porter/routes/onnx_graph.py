@@ -122,13 +122,18 @@ def with_inferred_shapes(model):
 def with_weights(light, weights: list):
     """``light`` (from without_weights, then rewritten) with ``weights`` as initializers again, those that its
     nodes still use; the weights' graph inputs are gone. One copy of the weights, made once."""
+    used = drop_weight_inputs(light, weights)
+    light.graph.initializer.extend(t for t in weights if t.name in used)
+    return light
+
+
+def drop_weight_inputs(light, weights: list) -> set[str]:
+    """Drops the graph inputs without_weights made of ``weights``; returns the names the graph still reads."""
     names = {t.name for t in weights}
-    used = {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
     kept = [i for i in light.graph.input if i.name not in names]
     del light.graph.input[:]
     light.graph.input.extend(kept)
-    light.graph.initializer.extend(t for t in weights if t.name in used)
-    return light
+    return {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
 
 
 def save_with_weights(light, weights: list, path) -> None:
@@ -138,11 +143,7 @@ def save_with_weights(light, weights: list, path) -> None:
     onnx.save would hold the weights twice more: the merged model and its bytes)."""
     import onnx
 
-    names = {t.name for t in weights}
-    used = {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
-    kept = [i for i in light.graph.input if i.name not in names]
-    del light.graph.input[:]
-    light.graph.input.extend(kept)
+    used = drop_weight_inputs(light, weights)
     with open(path, "wb") as f:
         f.write(light.SerializeToString())
         for tensor in weights:
