@@ -94,3 +94,34 @@ def reference_note(plan: ReferencePlan, verification, inputs_given: bool) -> str
     return (f"reference: transformers in {'/'.join(ran)}, not float32: {plan.reason}; compared at "
             f"{'/'.join(ran)} tolerances on {shapes}, fewer and shorter sequences than the default "
             f"(a float32 reference is the stronger check: run it where it fits)")
+
+
+def verify_reference(path, choice: str) -> tuple[str | None, tuple | None, str]:
+    """``porter verify --reference-dtype``: (the dtype transformers loads REFERENCE in, or None for float32; the
+    fallback shapes, or None; a note for the report). "checkpoint" asks for the checkpoint's own 16-bit dtype, the
+    reference that fits where a float32 one does not (a 3B bf16 Llama: 12.1 GB float32 against 5.75 GB of mapped
+    pages): it must be a zoo model's HF torch folder whose loader takes a dtype."""
+    from pathlib import Path
+
+    if choice not in ("float32", "checkpoint"):
+        raise PorterError(f"--reference-dtype {choice!r} is not one of float32, checkpoint")
+    if choice == "float32":
+        return None, None, ""
+    from porter import zoo
+    from porter.artifacts import detect
+    from porter.checkpoints import open_torch_checkpoint
+
+    artifact = detect(Path(path))
+    config = artifact.config or {}
+    entry = zoo.ENTRIES.get(config.get("model_type")) if artifact.format == "hf" else None
+    if entry is None or not _loads_in(entry):
+        raise PorterError(f"--reference-dtype checkpoint: {path} is not a checkpoint porter's zoo loads in its own dtype "
+                          f"(a {artifact.description}); only a zoo model's HF torch folder is",
+                          hint="leave --reference-dtype out (float32)")
+    floats = {d for d in open_torch_checkpoint(artifact.path).dtypes.values() if d.startswith(("float", "bfloat"))}
+    if len(floats) != 1 or next(iter(floats)) not in HALF:
+        raise PorterError(f"--reference-dtype checkpoint: {path} stores {', '.join(sorted(floats)) or 'no float'} weights, "
+                          f"not one 16-bit dtype ({', '.join(HALF)})", hint="leave --reference-dtype out (float32)")
+    dtype = next(iter(floats))
+    return dtype, FALLBACK_SHAPES, (f"reference: transformers in {dtype}, not float32: asked for by --reference-dtype "
+                                    f"checkpoint; compared at {dtype} tolerances (a float32 reference is the stronger check)")
