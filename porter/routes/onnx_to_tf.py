@@ -114,9 +114,10 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
 
     module.serve = serve
     from porter.outdir import temp_files_marked
+    from porter.saved_model_shards import save_options
 
     with captured_output("writing the SavedModel"), temp_files_marked("porter-onnx2tf-"):
-        tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": serve}, options=save_options())
     return {"static_dims": static_dims, "inputs": written, "outputs": outputs, "notes": notes,
             "layout": {"inputs": {n: ("nhwc" if n in channel_inputs and n not in keep else "as_onnx") for n in inputs}}}
 

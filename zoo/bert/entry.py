@@ -156,4 +156,6 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     # track the variables only: tracking the Keras model would make TF trace its call functions again
     root.weights = [v.value for v in model.weights]
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
-    tf.saved_model.save(root, str(path), signatures=signatures)
+    from porter.saved_model_shards import save_options
+
+    tf.saved_model.save(root, str(path), signatures=signatures, options=save_options())

@@ -243,7 +243,9 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     root = tf.Module()
     root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
-    tf.saved_model.save(root, str(path), signatures=signatures)
+    from porter.saved_model_shards import save_options
+
+    tf.saved_model.save(root, str(path), signatures=signatures, options=save_options())
 
 
 # ---------------------------------------------------------------------- torch
