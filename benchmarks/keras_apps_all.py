@@ -74,7 +74,8 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16, damp: float = DA
       InceptionV3 (no residuals) had a floor of 1.8e-4. Every batch norm's beta starts at ``beta`` (1):
       84% of the units are on the linear side, ~1.06 per layer.
 
-    Then, as before: gamma (x 1 + N(0, 0.2)) and beta (+ N(0, 0.2)) perturbed; one training-mode pass
+    Otherwise as before: gamma (x 1 + N(0, 0.2)) and beta (+ N(0, 0.2)) perturbed (before the damping, which
+    scales them); one training-mode pass
     (momentum 0, dropout off: EfficientNet's stochastic depth would drop whole residual branches from the
     statistics) over ``calib`` images (``images``) sets every moving mean and variance, so activations stay
     in range and the logits depend on the input (a random-init EfficientNet/MobileNetV3 otherwise gives
