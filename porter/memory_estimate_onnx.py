@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from porter.errors import PorterError
 from porter import memory_estimate
+from porter.errors import PorterError
 from porter.memory_estimate import FLAG, IMPORT_FLOOR_BYTES, size_text
 
 CONVERT_COPIES = 5.5  # the export's graph and the torch model, then onnx2tf's graph copies and TF constants

@@ -1,25 +1,19 @@
 """Keras applications (random weights, informative batch norms) TF -> torch on the ONNX route, at a
 reduced input size; the generated model.py runs without porter, under torch.compile and torch.export."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import load_benchmark, load_written_model
 
 import porter
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "keras_apps.py"
-
 
 def _apps():
-    spec = importlib.util.spec_from_file_location("porter_bench_keras_apps", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("keras_apps")
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +58,6 @@ def test_resnet50_nchw_layout(cli, tmp_path):
     assert tuple(x.meta["val"].shape)[1:] == (3, 64, 64)  # NCHW
 
 
-def _load_generated(folder):
-    spec = importlib.util.spec_from_file_location("generated_mobilenet", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load(str(folder))
-
-
 def test_model_py_needs_only_torch_and_safetensors(mobilenet, tmp_path):
     src, out, _ = mobilenet
     text = (out / "model.py").read_text()
@@ -104,7 +91,7 @@ def test_torch_compile_and_export_without_graph_breaks(mobilenet):
     import torch._dynamo
 
     _, out, _ = mobilenet
-    model = _load_generated(out)
+    model = load_written_model(out)
     x = torch.from_numpy(np.random.default_rng(4).standard_normal((2, 96, 96, 3)).astype("float32"))
     with torch.no_grad():
         eager = model(x)
@@ -128,7 +115,7 @@ def test_conditioned_model_is_informative(mobilenet):
 
     src, out, _ = mobilenet
     reference = keras().saving.load_model(str(src))
-    written = _load_generated(out)
+    written = load_written_model(out)
     x = np.random.default_rng(5).uniform(-1, 1, (4, 96, 96, 3)).astype("float32")  # preprocess_input's range
     with torch.no_grad():
         got = written(torch.from_numpy(x)).numpy()

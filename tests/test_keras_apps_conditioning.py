@@ -3,19 +3,13 @@ branch's output scaled by 0.2, found from the functional graph alone. A branch i
 weighted layers of its own; its last scaling layer (BatchNormalization gamma and beta, or a conv's kernel and
 bias) is scaled; shortcuts and sibling branches of equal weight (NASNet) are left alone."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "keras_apps_all.py"
+from tests_support import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("porter_bench_keras_apps_all", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("keras_apps_all")
 
 
 def _keras():

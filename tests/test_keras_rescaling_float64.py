@@ -4,12 +4,12 @@ The written torch Rescaling rounds scale and offset the same way; without it a f
 was 2.3e-5 away from Keras float64 on the logits (EfficientNetV2B0 3.9e-5), with it 1.9e-13 / 4.6e-14.
 In float32 nothing changes: torch multiplies a float32 tensor by the scalar rounded to float32 anyway."""
 
-import importlib.util
 
 import numpy as np
+from porter.verifiers.training_float64 import keras_in_float64
+from tests_support import load_written_model
 
 import porter
-from porter.verifiers.training_float64 import keras_in_float64
 
 
 def _model():
@@ -30,10 +30,7 @@ def _converted(tmp_path):
     model.save(str(src))
     result = porter.convert(str(src), source="tf", target="torch", out=out, atol=1e-6, rtol=0.0)
     assert result.route == "keras layers" and result.passed, result.verification.failures()
-    spec = importlib.util.spec_from_file_location("_rescale_net_model", out / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return model, module.load(str(out))
+    return model, load_written_model(out)
 
 
 def _pixels():

@@ -9,7 +9,12 @@ import pytest
 from porter import memory_estimate
 from porter.errors import PorterError
 from porter.memory_estimate import GB, IMPORT_FLOOR_BYTES, size_text
-from porter.memory_estimate_onnx import CONVERT_COPIES, VERIFY_COPIES, check_onnx_route_fits, weights_on_disk
+from porter.memory_estimate_onnx import (
+    CONVERT_COPIES,
+    VERIFY_COPIES,
+    check_onnx_route_fits,
+    weights_on_disk,
+)
 
 RSS = int(0.4 * GB)
 

@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from tests_support import BATCH, save_pt2
 
 import porter
-from tests_support import BATCH, save_pt2
 
 
 def _keras_model(seed: int = 0):
@@ -145,13 +145,9 @@ def test_legacy_formats_to_torch(cli, kind, tmp_path):
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
     assert report["layout"]["candidate"] == "nchw"
     import torch
+    from tests_support import load_written_model
 
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("converted_small_cnn", out / "model.py")
-    code_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(code_module)
-    module = code_module.load(str(out))
+    module = load_written_model(out)
     x = np.random.default_rng(3).standard_normal((5, 8, 8, 3)).astype("float32")
     got = module(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
     assert np.abs(got.detach().numpy() - model(x).numpy()).max() <= 1e-5

@@ -11,8 +11,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from porter.routes.onnx_graph import (big_initializers, save_with_weights, with_inferred_shapes, with_weights,
-                                      without_weights)
+from porter.routes.onnx_graph import (
+    big_initializers,
+    save_with_weights,
+    with_inferred_shapes,
+    with_weights,
+    without_weights,
+)
 
 
 def _mlp(hidden=64):

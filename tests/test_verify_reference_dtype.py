@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from test_hf_direct import cli, make_checkpoint  # noqa: F401  (cli: the module-scoped runner)
 from test_reference_plan import bf16_llama  # noqa: F401  (module-scoped bf16 Llama folder)
 
@@ -21,7 +20,7 @@ def written(cli, bf16_llama, tmp_path_factory):  # noqa: F811
     return out
 
 
-def _verify(cli, ref, cand, tmp_path, *extra):
+def _verify(cli, ref, cand, tmp_path, *extra):  # noqa: F811
     report = tmp_path / "report.json"
     code, output = cli("verify", ref, cand, "--report", report, *extra)
     return code, " ".join(output.split()), json.loads(report.read_text()) if report.exists() else None

@@ -24,6 +24,17 @@ def save_pt2(module, example, path, dynamic: dict | None = None):
     return path
 
 
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"porter_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_written_model(folder):
     """The torch model in a porter-written ``folder`` (its model.py executed as porter's own output, then load())."""
     import types

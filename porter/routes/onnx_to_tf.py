@@ -3,7 +3,6 @@ against onnxruntime at other sizes, else retried with dims fixed and listed); --
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,9 +10,19 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError, UnsupportedModelError
-from porter.routes.onnx_graph import (NCHW_TO_NHWC, NHWC_TO_NCHW, big_initializers, load_onnx, onnx_io, opset,
-                                     save_with_weights, with_inferred_shapes, without_weights)
+from porter.routes.onnx_graph import (
+    NCHW_TO_NHWC,
+    NHWC_TO_NCHW,
+    big_initializers,
+    load_onnx,
+    onnx_io,
+    opset,
+    save_with_weights,
+    with_inferred_shapes,
+    without_weights,
+)
 from porter.routes.to_onnx import captured_output
+
 
 def check_onnx2tf_ops(model) -> None:
     """Every op onnx2tf has no converter for, with counts, at once (before the slow conversion)."""
