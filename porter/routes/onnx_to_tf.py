@@ -268,8 +268,8 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
 
     notes = []
     model = handed.pop() if handed else load_onnx(onnx_path)
-    if not _optimized_by_exporter(model):
-        model = None
+    if not _optimized_by_exporter(model):  # porter's own torch exports skip it: on bert-base onnx-simplifier took
+        model = None                        # 12-26 s and 3.5 GB in its own process and only removed Adds of zero
         simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
         # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
         with progress.step(f"onnx-simplifier on {onnx_path.name}"):
@@ -286,9 +286,9 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
     save_with_weights(_named_and_typed(light), weights, path)
     del model, light, weights
-    from porter.routes.to_onnx import _return_freed_memory
+    from porter.routes.to_onnx import return_freed_memory
 
-    _return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
+    return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
     return path, notes
 
 

@@ -164,10 +164,10 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
         program.model.metadata_props[OPTIMIZED_MARK] = "torch.onnx.export(dynamo=True, optimize=True)"
         program.save(str(path))
     del program
-    _return_freed_memory()
+    return_freed_memory()
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """The exporter's graphs and weight copies are garbage now; hand the freed heap back to the OS, so
     the steps after the export (onnx2tf, the SavedModel writer) do not stack on top of it."""
     import ctypes
