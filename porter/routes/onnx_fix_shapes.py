@@ -283,10 +283,10 @@ def _reshape_target(in_a, out_a, in_b, out_b):
 
 
 def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
-    """``names`` computed by onnxruntime for each of ``feeds``, in one session. The asked tensors are
-    added to ``model``'s outputs only while it is serialised, and the weights are not serialised at all:
-    onnxruntime gets them as arrays (a copy of bert-base's 440 MB each, and the serialised model held
-    another, all kept in the process's memory)."""
+    """``names`` computed by onnxruntime for each of ``feeds``, in one session. The asked tensors become
+    outputs of a copy of the graph without its weights (``model`` is not changed), and onnxruntime gets the
+    weights as arrays: a full copy, its serialised bytes and onnxruntime's own copy were each 440 MB on
+    bert-base, all kept in the process's memory."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
