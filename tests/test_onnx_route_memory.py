@@ -71,6 +71,19 @@ def test_the_prepared_file_is_the_merged_model(tmp_path):
     np.testing.assert_array_equal(_run(read, x), _run(model, x))
 
 
+def test_weights_past_the_inline_limit_go_to_external_data(tmp_path):
+    """Protobuf cannot read a file over 2 GB: past the limit the weights are written beside the graph."""
+    model = _mlp()
+    path = tmp_path / "m.onnx"
+    save_with_weights(without_weights(model), big_initializers(model), path, inline_limit=0)
+    assert (tmp_path / "m.onnx.data").stat().st_size == sum(t.raw_data.__len__() for t in big_initializers(model))
+    assert path.stat().st_size < 2048  # the graph only
+    onnx.checker.check_model(str(path))
+    read = onnx.load(str(path))  # loads the external data
+    x = np.random.default_rng(4).standard_normal((2, 32)).astype(np.float32)
+    np.testing.assert_array_equal(_run(read, x), _run(model, x))
+
+
 def test_a_weight_the_graph_no_longer_uses_is_not_written(tmp_path):
     model = _mlp()
     light = without_weights(model)
@@ -121,5 +134,25 @@ def test_onnx2tf_weights_are_saved_model_variables(tmp_path):
     stored = tf.train.list_variables(str(tmp_path / "tf" / "variables" / "variables"))
     assert sum(int(np.prod(shape)) for _, shape in stored) >= 32 * 256 + 256 * 16
     x = np.random.default_rng(3).standard_normal((4, 32)).astype(np.float32)
+    got = loaded.signatures["serving_default"](x=tf.constant(x))["y"].numpy()
+    np.testing.assert_allclose(got, _run(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx2tf_reads_a_prepared_graph_with_external_weights(tmp_path, monkeypatch):
+    """The prepared file onnx2tf reads, with its weights as external data (as a graph over 2 GB is written)."""
+    import functools
+
+    from porter.frameworks import tensorflow
+    from porter.routes import onnx_to_tf
+
+    tf = tensorflow()
+    monkeypatch.setattr(onnx_to_tf, "save_with_weights", functools.partial(save_with_weights, inline_limit=0))
+    model = _mlp(hidden=256)
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    onnx_to_tf.onnx_to_saved_model(tmp_path / "m.onnx", tmp_path / "tf")
+    assert (tmp_path / "m.for-onnx2tf.onnx.data").is_file()
+    loaded = tf.saved_model.load(str(tmp_path / "tf"))
+    x = np.random.default_rng(5).standard_normal((3, 32)).astype(np.float32)
     got = loaded.signatures["serving_default"](x=tf.constant(x))["y"].numpy()
     np.testing.assert_allclose(got, _run(model, x), rtol=1e-5, atol=1e-5)

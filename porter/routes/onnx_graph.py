@@ -3,6 +3,7 @@ its inputs and outputs, the id ranges its embeddings take, and the NHWC/NCHW per
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -136,18 +137,39 @@ def drop_weight_inputs(light, weights: list) -> set[str]:
     return {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
 
 
-def save_with_weights(light, weights: list, path) -> None:
+def save_with_weights(light, weights: list, path, inline_limit: int = int(1.8e9)) -> None:
     """with_weights(light, weights) written to ``path`` without building it: a serialised protobuf message
     followed by another is their merge, and repeated fields append, so the graph is written first and then
     each weight as a graph of one initializer. Never more than one tensor is copied (with_weights and
-    onnx.save would hold the weights twice more: the merged model and its bytes)."""
+    onnx.save would hold the weights twice more: the merged model and its bytes). Weights over
+    ``inline_limit`` bytes in all go to ``path``.data as ONNX external data: protobuf cannot read a file
+    over 2 GB."""
     import onnx
+    from onnx import numpy_helper
 
     used = drop_weight_inputs(light, weights)
-    with open(path, "wb") as f:
+    kept = [t for t in weights if t.name in used]
+    external = sum(_nbytes(t) for t in kept) > inline_limit
+    data_path = Path(str(path) + ".data")
+    with open(path, "wb") as f, (open(data_path, "wb") if external else contextlib.nullcontext()) as data:
         f.write(light.SerializeToString())
-        for tensor in weights:
-            if tensor.name in used:
-                piece = onnx.ModelProto()
+        for tensor in kept:
+            piece = onnx.ModelProto()
+            if external:  # the bytes to the side file, a reference to them in the graph
+                raw = numpy_helper.to_array(tensor).tobytes()
+                stub = piece.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                                   data_location=onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", data_path.name), ("offset", str(data.tell())), ("length", str(len(raw)))):
+                    stub.external_data.add(key=key, value=value)
+                data.write(raw)
+            else:
                 piece.graph.initializer.append(tensor)
-                f.write(piece.SerializeToString())
+            f.write(piece.SerializeToString())
+
+
+def _nbytes(tensor) -> int:
+    import math
+
+    from onnx import helper
+
+    return math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
