@@ -156,3 +156,27 @@ def test_onnx2tf_reads_a_prepared_graph_with_external_weights(tmp_path, monkeypa
     x = np.random.default_rng(5).standard_normal((3, 32)).astype(np.float32)
     got = loaded.signatures["serving_default"](x=tf.constant(x))["y"].numpy()
     np.testing.assert_allclose(got, _run(model, x), rtol=1e-5, atol=1e-5)
+
+
+def _external(model, folder):
+    folder.mkdir()
+    onnx.save(model, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.weights")  # onnx keeps tensors under 1 KB (the Reshape shape) inline
+    return folder / "m.onnx"
+
+
+def test_an_onnx_file_with_external_weights_converts_with_them(cli, tmp_path):
+    """The weights of a model over 2 GB live beside its .onnx file; the route copies them with it."""
+    src = _external(_mlp(), tmp_path / "src")
+    out = tmp_path / "torch"
+    code, output = cli("convert", str(src), "--from", "onnx", "--to", "torch", "--out", str(out))
+    assert code == 0 and "verified" in output, output
+
+
+def test_external_weights_that_are_not_there_are_named(cli, tmp_path):
+    src = _external(_mlp(), tmp_path / "src")
+    (tmp_path / "src" / "m.weights").unlink()
+    code, output = cli("convert", str(src), "--from", "onnx", "--to", "torch", "--out", str(tmp_path / "torch"))
+    text = " ".join(output.split())
+    assert code == 2 and "m.onnx" in text and "Traceback" not in text, text
+    assert not (tmp_path / "torch").exists()

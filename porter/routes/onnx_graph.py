@@ -173,3 +173,26 @@ def _nbytes(tensor) -> int:
     from onnx import helper
 
     return math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def copy_onnx(src: Path, dst: Path) -> None:
+    """``src`` copied to ``dst`` with the external data files its initializers name, under the same relative
+    names beside ``dst`` (a model over 2 GB keeps its weights there: the .onnx file alone is a graph without them)."""
+    import shutil
+
+    import onnx
+
+    shutil.copyfile(src, dst)
+    try:
+        graph = onnx.load(str(src), load_external_data=False).graph
+    except Exception:  # unreadable: load_onnx names the file when it is read
+        return
+    locations = sorted({entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                        for entry in t.external_data if entry.key == "location"})
+    for location in locations:
+        relative = Path(location)
+        if relative.is_absolute() or ".." in relative.parts or not (src.parent / relative).is_file():
+            raise PorterError(f"{src} keeps weights in external data {location!r}, which is not a file beside it",
+                              hint="keep the external data files in the .onnx file's folder, under the names it gives")
+        (dst.parent / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.parent / relative, dst.parent / relative)

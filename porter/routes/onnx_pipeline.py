@@ -100,7 +100,7 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             from porter.onnx_to_torch.converter import _opsets, check_model
 
             check_model(model, _opsets(model))  # every unsupported op and attribute, before anything is written
-        shutil.copyfile(artifact.path, onnx_path)
+        onnx_graph.copy_onnx(artifact.path, onnx_path)
         export = to_onnx.OnnxExport(onnx_path, inputs, outputs, specs)
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_graph.index_bounds(model)))
     if zoo_source is not None:  # a zoo model on the ONNX route
@@ -206,7 +206,7 @@ def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
 def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) -> tuple[Path, dict]:
     onnx_path = prep.export.path
     if target == "onnx":
-        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        onnx_graph.copy_onnx(onnx_path, tmp / "model.onnx")
         _, _, specs = onnx_graph.onnx_io(onnx_graph.load_onnx(onnx_path))
         return tmp / "model.onnx", {"static_dims": _static_vs(prep.export.input_specs, specs), "inputs": specs,
                                     "layout": _layout_info(prep, None)}
