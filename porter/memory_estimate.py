@@ -148,13 +148,17 @@ def _rss_bytes() -> int:
         return 0
 
 
-def check_fits(estimate: Estimate, what: str, verify: bool, ignore: bool) -> None:
-    """Refuse (exit 2) when ``estimate`` exceeds the available memory, unless ``ignore``."""
+def check_fits(estimate, what: str, verify: bool, ignore: bool, other_way: str = "") -> None:
+    """Refuse (exit 2) when ``estimate`` exceeds the available memory, unless ``ignore``. ``estimate``: an Estimate,
+    or any object with its ``total``, ``convert_bytes`` and ``parts()`` (memory_estimate_onnx.py); ``other_way``: one
+    more way out for the hint."""
     free = available_bytes()
     if ignore or free is None or estimate.total <= free:
         return
     hint = f"pass {FLAG} to go ahead anyway"
     if verify and estimate.convert_bytes <= free:
         hint += f", or --no-verify (converting alone needs about {size_text(estimate.convert_bytes)}) and verify elsewhere"
+    if other_way:
+        hint += f", or {other_way}"
     raise PorterError(f"{what} needs about {size_text(estimate.total)} of memory by porter's estimate, "
                       f"and {size_text(free)} is available", problems=estimate.parts(), hint=hint)

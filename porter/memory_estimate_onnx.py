@@ -9,11 +9,11 @@ also verified at 3.11 GB: about 5.5 copies of the weights above the imports whil
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from porter import memory_estimate
-from porter.errors import PorterError
-from porter.memory_estimate import FLAG, IMPORT_FLOOR_BYTES, size_text
+from porter.memory_estimate import IMPORT_FLOOR_BYTES, check_fits, size_text
 
 CONVERT_COPIES = 5.5  # the export's graph and the torch model, then onnx2tf's graph copies and TF constants
 VERIFY_COPIES = 1.0  # the torch reference and the SavedModel, beside what TensorFlow kept of the conversion
@@ -27,28 +27,36 @@ def weights_on_disk(path: Path) -> int:
     return sum(f.stat().st_size for pattern in WEIGHT_FILES for f in path.glob(pattern) if f.is_file())
 
 
-def check_onnx_route_fits(path: Path, verify: bool, ignore: bool, current_rss: int | None = None) -> None:
+@dataclass
+class OnnxRouteEstimate:
+    """Bytes an ONNX-route conversion from torch is expected to add to this process (what check_fits reads)."""
+
+    weights: int  # on disk
+    imports: int  # the frameworks still to be imported
+    verify: bool
+
+    @property
+    def convert_bytes(self) -> int:
+        return self.imports + int(CONVERT_COPIES * self.weights)
+
+    @property
+    def total(self) -> int:
+        return self.convert_bytes + (int(VERIFY_COPIES * self.weights) if self.verify else 0)
+
+    def parts(self) -> list[str]:
+        lines = [f"weights on disk: {size_text(self.weights)}",
+                 f"export and onnx2tf: about {CONVERT_COPIES:g} copies of them ({size_text(int(CONVERT_COPIES * self.weights))})",
+                 f"imports of torch/tensorflow still to load: {size_text(self.imports)}"]
+        if self.verify:
+            lines.append(f"verification: about {VERIFY_COPIES:g} more ({size_text(int(VERIFY_COPIES * self.weights))})")
+        return lines
+
+
+def check_onnx_route_fits(path: Path, verify: bool, ignore: bool) -> None:
     """Refuse (exit 2) when the estimate for converting ``path`` on the ONNX route exceeds the available memory."""
     weights = weights_on_disk(path)
-    free = memory_estimate.available_bytes()
-    if ignore or free is None or not weights:
+    if not weights:
         return
-    rss = memory_estimate._rss_bytes() if current_rss is None else current_rss
-    imports = max(0, IMPORT_FLOOR_BYTES - rss)
-    convert = imports + int(CONVERT_COPIES * weights)
-    total = convert + (int(VERIFY_COPIES * weights) if verify else 0)
-    if total <= free:
-        return
-    hint = f"pass {FLAG} to go ahead anyway"
-    if verify and convert <= free:
-        hint += f", or --no-verify (converting alone needs about {size_text(convert)}) and verify elsewhere"
-    if path.is_dir():
-        hint += ", or --route direct where the model's family has one (it streams the weights)"
-    raise PorterError(
-        f"converting {path} on the ONNX route needs about {size_text(total)} of memory by porter's estimate, "
-        f"and {size_text(free)} is available",
-        problems=[f"weights on disk: {size_text(weights)}",
-                  f"export and onnx2tf: about {CONVERT_COPIES:g} copies of them ({size_text(int(CONVERT_COPIES * weights))})",
-                  f"imports of torch/tensorflow still to load: {size_text(imports)}",
-                  *([f"verification: about {VERIFY_COPIES:g} more ({size_text(int(VERIFY_COPIES * weights))})"] if verify else [])],
-        hint=hint)
+    estimate = OnnxRouteEstimate(weights, max(0, IMPORT_FLOOR_BYTES - memory_estimate._rss_bytes()), verify)
+    other_way = "--route direct where the model's family has one (it streams the weights)" if path.is_dir() else ""
+    check_fits(estimate, f"converting {path} on the ONNX route", verify, ignore, other_way)
