@@ -183,6 +183,8 @@ def copy_onnx(src: Path, dst: Path) -> None:
     import onnx
 
     shutil.copyfile(src, dst)
+    if not any(p != src for p in src.parent.iterdir()):  # nothing beside it to name: skip reading the graph
+        return
     try:
         graph = onnx.load(str(src), load_external_data=False).graph
     except Exception:  # unreadable: load_onnx names the file when it is read

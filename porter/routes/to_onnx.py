@@ -164,6 +164,7 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
         program.model.metadata_props[OPTIMIZED_MARK] = "torch.onnx.export(dynamo=True, optimize=True)"
         program.save(str(path))
     del program
+    _drop_rewriter_matches()
     return_freed_memory()
 
 
@@ -173,7 +174,6 @@ def return_freed_memory() -> None:
     import ctypes
     import gc
 
-    _drop_rewriter_matches()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -183,9 +183,9 @@ def return_freed_memory() -> None:
 
 def _drop_rewriter_matches() -> None:
     """onnxscript's rewrite rules are module-level objects whose pattern matchers keep the last graph they
-    matched (``_graph``, ``_current_node``, the bindings in ``_match``): after torch.onnx.export(optimize=True) that is the exported
-    graph, whose initializers still reference the torch model's parameters, so the model (bert-base:
-    440 MB) outlived the export. Forgetting the match lets both go."""
+    matched (``_graph``, ``_current_node``, the bindings in ``_match``): after torch.onnx.export(optimize=True)
+    that is the exported graph, whose initializers still reference the torch model's parameters, so the model
+    (bert-base: 440 MB) outlived the export. Forgetting the match lets both go."""
     import gc
     import sys
 
