@@ -48,8 +48,11 @@ def test_weights_leave_the_light_copy_and_come_back():
     model = _mlp()
     weights = big_initializers(model)
     assert sorted(t.name for t in weights) == ["w1", "w2"]  # the 3-element shape stays a constant
+    helper.set_model_props(model, {"porter-mark": "kept"})
     light = without_weights(model)
     assert [t.name for t in light.graph.initializer] == ["shape"]
+    assert {p.key: p.value for p in light.metadata_props} == {"porter-mark": "kept"}  # every other field comes along
+    assert light.opset_import == model.opset_import and light.ir_version == model.ir_version
     assert {"w1", "w2"} <= {i.name for i in light.graph.input}
     x = np.random.default_rng(1).standard_normal((3, 32)).astype(np.float32)
     back = with_weights(light, weights)

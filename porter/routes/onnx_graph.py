@@ -83,25 +83,32 @@ def big_initializers(model, min_elements: int = 1024) -> list:
 
 def without_weights(model, min_elements: int = 1024):
     """A copy of ``model`` whose large initializers are graph inputs of the same type and shape instead:
-    what shape inference and the shape probes need, without copying the weights (bert-base: 440 MB per copy)."""
+    what shape inference and the shape probes need, without copying the weights (bert-base: 440 MB per copy).
+    Every other field comes along (metadata, functions, sparse initializers, doc strings)."""
     import onnx
     from onnx import helper
 
     big = {t.name for t in big_initializers(model, min_elements)}
-    light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name, domain=model.domain,
-                            model_version=model.model_version)
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    graph = model.graph
-    light.graph.name = graph.name
-    light.graph.node.extend(graph.node)
-    light.graph.input.extend(graph.input)
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip={"graph"})
+    _copy_fields(model.graph, light.graph, skip={"initializer"})
     light.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                             for t in graph.initializer if t.name in big)
-    light.graph.initializer.extend(t for t in graph.initializer if t.name not in big)
-    light.graph.output.extend(graph.output)
-    light.graph.value_info.extend(graph.value_info)
+                             for t in model.graph.initializer if t.name in big)
+    light.graph.initializer.extend(t for t in model.graph.initializer if t.name not in big)
     return light
+
+
+def _copy_fields(src, dst, skip: set) -> None:
+    """Every set field of protobuf message ``src`` into ``dst``, but those named in ``skip``."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if field.label == field.LABEL_REPEATED:
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def with_inferred_shapes(model):
