@@ -152,9 +152,12 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
     path = onnx_path.with_name(onnx_path.stem + ".batch-only.onnx")
     onnx.save(model, str(path))
     batch_specs = {n: (d, tuple(fixed[n].get(a, s) for a, s in enumerate(shape))) for n, (d, shape) in specs.items()}
+    symbols = dynamic_symbols(model, batch_specs)
+    handed = [model]  # prepared from this copy, not loaded again
+    del model
     try:
-        prepared, notes = _prepared_for_dynamic_dims(path, batch_specs)
-        keras_model = _checked_onnx2tf(prepared, path, batch_specs, dynamic_symbols(model, batch_specs), keep)
+        prepared, notes = _prepared_for_dynamic_dims(path, batch_specs, handed)
+        keras_model = _checked_onnx2tf(prepared, path, batch_specs, symbols, keep)
     except PorterError:
         return None, []
     return keras_model, [f"onnx2tf could not keep every dynamic dim ({why}); kept the batch dynamic and fixed the others", *notes]
