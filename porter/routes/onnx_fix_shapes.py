@@ -32,14 +32,14 @@ def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
     from porter.routes.onnx_graph import with_weights
 
     light, weights, notes = prepared_without_weights(model, specs)
-    return (model, notes) if light is None else (with_weights(light, weights), notes)
+    return (with_weights(light, weights), notes) if notes else (model, notes)
 
 
 def prepared_without_weights(model, specs: dict) -> tuple[object, list, list[str]]:
-    """prepare_for_onnx2tf's rewrites, returned as (the rewritten graph without its weights, the weights,
-    notes), or (None, [], notes) when nothing was rewritten. The rewrites copy the graph (the caller's model
-    stays as it was) without the weights, which onnx_graph.with_weights or save_with_weights put back once
-    (bert-base: 440 MB a copy, and the process kept each one)."""
+    """prepare_for_onnx2tf's rewrites, returned as (the graph without its weights, the weights, notes); no notes
+    when nothing was rewritten. The rewrites copy the graph (the caller's model stays as it was) without the
+    weights, which onnx_graph.with_weights or save_with_weights put back once (bert-base: 440 MB a copy, and
+    the process kept each one)."""
     from porter.routes.onnx_fix_expand import class_tokens_by_broadcast
     from porter.routes.onnx_graph import big_initializers, without_weights
 
@@ -47,8 +47,6 @@ def prepared_without_weights(model, specs: dict) -> tuple[object, list, list[str
     weights = big_initializers(model)
     light, notes = _split_unsqueezes(without_weights(model))
     light, more = fold_shape_computations(light, specs, weights=weights)
-    if not tokens and not notes and not more:
-        return None, [], []
     return light, weights, tokens + notes + more
 
 

@@ -13,13 +13,11 @@ from porter.errors import PorterError, UnsupportedModelError
 from porter.routes.onnx_graph import (
     NCHW_TO_NHWC,
     NHWC_TO_NCHW,
-    big_initializers,
     load_onnx,
     onnx_io,
     opset,
     save_with_weights,
     with_inferred_shapes,
-    without_weights,
 )
 from porter.routes.to_onnx import captured_output
 
@@ -284,8 +282,6 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
         model = onnx.load(str(simplified))
     light, weights, more = prepared_without_weights(model, specs)
     notes += more
-    if light is None:
-        light, weights = without_weights(model), big_initializers(model)
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
     save_with_weights(_named_and_typed(light), weights, path)
     del model, light, weights
