@@ -5,8 +5,8 @@ the estimate, the available memory and the flags, and writes nothing."""
 from __future__ import annotations
 
 import pytest
+from test_memory_estimate import squeezed  # noqa: F401  (the available memory, and RSS fixed)
 
-from porter import memory_estimate
 from porter.errors import PorterError
 from porter.memory_estimate import GB, IMPORT_FLOOR_BYTES, size_text
 from porter.memory_estimate_onnx import (
@@ -16,17 +16,7 @@ from porter.memory_estimate_onnx import (
     weights_on_disk,
 )
 
-RSS = int(0.4 * GB)
-
-
-@pytest.fixture
-def squeezed(monkeypatch):
-    monkeypatch.setattr(memory_estimate, "_rss_bytes", lambda: RSS)
-
-    def squeeze(available):
-        monkeypatch.setattr(memory_estimate, "available_bytes", lambda: available)
-
-    return squeeze
+RSS = int(0.4 * GB)  # what test_memory_estimate's squeezed fixture fixes this process's RSS at
 
 
 def _needed(folder, verify: bool) -> int:
@@ -39,7 +29,7 @@ def test_weights_on_disk_counts_weight_files_only(tiny_bert):
     assert size > 0 and weights_on_disk(tiny_bert) == size  # config.json and tokenizer files are not weights
 
 
-def test_refused_before_loading_with_estimate_and_flags(cli, tiny_bert, tmp_path, squeezed):
+def test_refused_before_loading_with_estimate_and_flags(cli, tiny_bert, tmp_path, squeezed):  # noqa: F811
     needed = _needed(tiny_bert, verify=True)
     squeezed(needed - 1)
     out = tmp_path / "out"
@@ -51,13 +41,13 @@ def test_refused_before_loading_with_estimate_and_flags(cli, tiny_bert, tmp_path
     assert "Traceback" not in text and not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_exactly_enough_is_not_refused(tiny_bert, squeezed):
+def test_exactly_enough_is_not_refused(tiny_bert, squeezed):  # noqa: F811
     squeezed(_needed(tiny_bert, verify=False))
     check_onnx_route_fits(tiny_bert, verify=False, ignore=False)  # converting alone fits at that figure
     with pytest.raises(PorterError, match="--no-verify"):  # with verification it does not, and says what would
         check_onnx_route_fits(tiny_bert, verify=True, ignore=False)
 
 
-def test_the_flag_goes_ahead(tiny_bert, squeezed):
+def test_the_flag_goes_ahead(tiny_bert, squeezed):  # noqa: F811
     squeezed(1)
     check_onnx_route_fits(tiny_bert, verify=True, ignore=True)
