@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from tests_support import run_onnx
 
 from porter.errors import UnsupportedModelError
 from porter.onnx_to_torch import onnx_to_torch, write_torch_package
@@ -32,10 +33,7 @@ def _model(graph, opset=17):
 
 
 def _ort(model, feeds):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    return run_onnx(model, feeds)
 
 
 def _check(model, feeds, gm=None):

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tests_support import run_onnx
 
 from porter.routes.onnx_graph import (
     big_initializers,
@@ -38,10 +39,7 @@ def _mlp(hidden=64):
 
 
 def _run(model, x):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"x": x})[0]
+    return run_onnx(model, {"x": x})[0]
 
 
 def test_weights_leave_the_light_copy_and_come_back():

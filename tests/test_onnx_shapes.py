@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tests_support import run_onnx
 
 from porter.routes.onnx_fix_shapes import fold_shape_computations, prepare_for_onnx2tf
 from porter.routes.onnx_graph import onnx_io
@@ -19,10 +20,7 @@ def _model(nodes, inputs, outputs, initializers=()):
 
 
 def _run(model, feeds):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    return run_onnx(model, feeds)
 
 
 def _flatten_tail():
@@ -98,8 +96,9 @@ def test_multi_axis_unsqueeze_is_split_into_single_axes(axes):
 
 
 def test_index_bounds_follow_casts_into_embedding_tables():
-    from porter.routes.onnx_graph import index_bounds
     from porter.verifiers.inputs import from_specs
+
+    from porter.routes.onnx_graph import index_bounds
 
     ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"])
     kind = helper.make_tensor_value_info("kind", TensorProto.INT64, ["batch", "seq"])

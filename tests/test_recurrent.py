@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from tests_support import run_onnx
 from torch import nn
 
 import porter
@@ -153,10 +154,7 @@ def _run(gm, x, feeds):
 
 
 def _onnxruntime(model, x, feeds):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"X": x, **feeds})
+    return run_onnx(model, {"X": x, **feeds})
 
 
 NATIVE = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}

@@ -24,6 +24,14 @@ def save_pt2(module, example, path, dynamic: dict | None = None):
     return path
 
 
+def run_onnx(model, feeds: dict) -> list:
+    """``model`` (a ModelProto) run by onnxruntime on ``feeds``: every output."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
 def load_benchmark(name: str):
     """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
     import importlib.util
