@@ -42,8 +42,10 @@ def localise(reference, candidate, feed: dict, info, *, atol=None, rtol=None, la
     checked = 0
     for module in order:
         a, b = t_acts[module], k_acts.get(pairs[module])
-        if b is not None and a.shape != b.shape and a.size == b.size and a.shape[:2] == b.shape[:2]:
-            b = b.reshape(a.shape)  # keras-hub's per-head projections: (batch, seq, heads, head_dim) vs torch's (batch, seq, heads*head_dim)
+        if b is not None and a.shape != b.shape and a.size == b.size and (a.shape[:2] == b.shape[:2] or a.shape[-1] == b.shape[-1]):
+            # keras-hub's per-head projections: (batch, seq, heads, head_dim) vs torch's (batch, seq, heads*head_dim);
+            # porter's BERT encoder runs on (batch * seq, hidden) vs torch's (batch, seq, hidden)
+            b = b.reshape(a.shape)
         if b is None or a.shape != b.shape:
             continue
         checked += 1
