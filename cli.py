@@ -345,6 +345,9 @@ def main(args: Optional[List[str]] = None) -> None:
     from porter.crash import run_cli
 
     signals.install()  # SIGTERM/SIGHUP stop a run as Ctrl-C does: the staged output is removed
+    from porter import frameworks
+
+    frameworks.freeze_after_import = True
     sys.exit(run_cli(app, args))
 
 

@@ -100,7 +100,8 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         # the verifier loads what was written; dropped here, though TensorFlow keeps most of the freed memory
         # (measured: memory_estimate counts the Keras model through verification)
         del model
-        gc.collect()
+        if verify:
+            gc.collect()
         fallback = {"reference_dtype": reference.dtype, "shapes": reference.shapes} if reference.fallback else {}
         verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency, **fallback)
                         if verify else None)
