@@ -25,7 +25,8 @@ class Source:
     config: dict
 
 
-def resolve(model: str, source: str, checkpoint) -> Source:
+def resolve(model: str, source: str, checkpoint, beside=None) -> Source:
+    """``beside``: work (an import) to do while the config is completed with transformers' defaults."""
     path = Path(checkpoint) if checkpoint else None
     if path is None and str(model) in zoo.ENTRIES:
         entry = zoo.get(str(model))
@@ -47,7 +48,11 @@ def resolve(model: str, source: str, checkpoint) -> Source:
     if str(model) in zoo.ENTRIES and zoo.get(str(model)).name != entry.name:
         raise PorterError(f"{path} holds a {entry.name!r} model, not {model!r}")
     entry.impl.check_config(config, f"{path}/config.json")
-    return Source(entry, path, artifact, entry.impl.full_config(config))
+    if beside is None:
+        return Source(entry, path, artifact, entry.impl.full_config(config))
+    from porter.config_completion import complete_beside
+
+    return Source(entry, path, artifact, complete_beside(entry, config, beside))
 
 
 def default_out(model, target: str) -> Path:
@@ -140,10 +145,13 @@ def convert(
                            ignore_memory_estimate=ignore_memory_estimate)
     from porter.routes import direct
 
-    src = resolve(model, source, checkpoint)
     if (source, target) == ("torch", "tf"):
+        from porter.frameworks import tensorflow
+
+        src = resolve(model, source, checkpoint, beside=tensorflow)  # the Keras model is built next
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
                                   ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype)
+    src = resolve(model, source, checkpoint)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")

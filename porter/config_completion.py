@@ -1,0 +1,71 @@
+"""A zoo entry's config.json completed with transformers' defaults, computed beside other work.
+
+Completing a config takes transformers' config class, and transformers 5's config module imports torch:
+~1.8 s of imports. The direct route torch -> tf needs neither of them afterwards unless it verifies, but it
+needs TensorFlow (~3 s to import) next. So, on a machine with a second core, the completion runs in a child
+process (this module, ``python -m porter.config_completion ENTRY``, the config on stdin) while this process
+imports TensorFlow: bert-base's `convert --no-verify` takes 1.8 s less, and its process never holds torch.
+The child runs the same ``entry.impl.full_config``; where it fails for any reason but a PorterError, the
+completion is done here again, so its errors and their handling are the in-process ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from porter import errors
+
+
+def complete_beside(entry, config: dict, work) -> dict:
+    """``entry.impl.full_config(config)``, computed while ``work()`` runs here. In this process when it already
+    holds transformers (a keras-hub family's config check completes the config itself) or has one core only."""
+    if in_process():
+        work()
+        return entry.impl.full_config(config)
+    child = subprocess.Popen([sys.executable, "-m", "porter.config_completion", entry.name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        child.stdin.write(json.dumps(config).encode())
+        child.stdin.close()
+        work()
+        answer = child.stdout.read()
+        child.wait()
+    finally:
+        if child.poll() is None:  # interrupted: the child writes nothing anywhere, but should not outlive us
+            child.kill()
+            child.wait()
+    if child.returncode == 0:
+        payload = json.loads(answer)
+        if "error" in payload:
+            raise _porter_error(payload["error"])
+        return payload["config"]
+    return entry.impl.full_config(config)
+
+
+def in_process() -> bool:
+    return "transformers" in sys.modules or len(os.sched_getaffinity(0)) < 2
+
+
+def _porter_error(fields: dict) -> errors.PorterError:
+    cls = getattr(errors, fields.pop("type"), errors.PorterError)
+    cls = cls if isinstance(cls, type) and issubclass(cls, errors.PorterError) else errors.PorterError
+    return cls(fields.pop("message"), **fields)
+
+
+def _main(entry_name: str) -> int:
+    from porter import zoo
+
+    config = json.loads(sys.stdin.read())
+    try:
+        payload = {"config": zoo.get(entry_name).impl.full_config(config)}
+    except errors.PorterError as e:
+        payload = {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "problems": e.problems}}
+    sys.stdout.write(json.dumps(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))
