@@ -160,8 +160,14 @@ def report(rows: dict, size: float, peer, reps: int) -> None:
     line("whole process", "whole_s", "s")
     line("whole process peak RSS", "whole_rss_mb", "MB", "{:.0f}")
     floor = median(f, "whole_s")
+    # paired: each rep's porter process against the floor process run just before it (the machine's speed drifts
+    # by 15% between reps here, which a ratio of medians would mix in)
+    paired = [r["whole_s"] / g["whole_s"] for r, g in zip(p, f)]
     print(f"import-only floor (torch+tensorflow+transformers): {floor:.2f} s, {median(f, 'whole_rss_mb'):.0f} MB; "
-          f"porter whole / floor {median(p, 'whole_s') / floor:.2f}")
+          f"porter whole / floor per rep {', '.join(f'{x:.2f}' for x in paired)}: median {statistics.median(paired):.2f}")
+    if rows["peer"]:
+        paired = [r["whole_s"] / q["whole_s"] for r, q in zip(p, rows["peer"])]
+        print(f"porter whole / peer whole per rep {', '.join(f'{x:.2f}' for x in paired)}: median {statistics.median(paired):.2f}")
     if not rows["peer"]:
         print("no peer run: no peer interpreter (pass --peer-python or PORTER_PEER_PYTHON; benchmarks/README.md makes one); "
               "the peer columns are empty, nothing is quoted in their place")
