@@ -4,13 +4,15 @@ Completing a config takes transformers' config class, and transformers 5's confi
 ~1.8 s of imports. The direct route torch -> tf needs neither of them afterwards unless it verifies, but it
 needs TensorFlow (~3 s to import) next. So, on a machine with a second core, the completion runs in a child
 process (this module, ``python -m porter.config_completion ENTRY``, the config on stdin) while this process
-imports TensorFlow: bert-base's `convert --no-verify` takes 1.8 s less, and its process never holds torch.
+imports TensorFlow: bert-base's `convert --no-verify` takes 1.8 s less, and its process never holds torch or
+transformers (~0.4 GB less memory: what an LLM-sized conversion has least to spare).
 The child runs the same ``entry.impl.full_config``; where it fails for any reason but a PorterError, the
 completion is done here again, so its errors and their handling are the in-process ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,15 +23,16 @@ from porter import errors
 
 def complete_beside(entry, config: dict, work) -> dict:
     """``entry.impl.full_config(config)``, computed while ``work()`` runs here. In this process when it already
-    holds transformers (a keras-hub family's config check completes the config itself) or has one core only."""
+    holds transformers (a caller imported it: the child would only repeat that) or has one core only."""
     if in_process():
         work()
         return entry.impl.full_config(config)
     child = subprocess.Popen([sys.executable, "-m", "porter.config_completion", entry.name], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        child.stdin.write(json.dumps(config).encode())
-        child.stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # a child gone already: its exit status says so below
+            with child.stdin:
+                child.stdin.write(json.dumps(config).encode())
         work()
         answer = child.stdout.read()
         child.wait()

@@ -44,15 +44,18 @@ def resolve(model: str, source: str, checkpoint, beside=None) -> Source:
         if artifact.format in ("keras", "keras_hub_preset"):
             return Source(None, path, artifact, {})  # the .keras file (or preset) carries its own config
         raise PorterError(f"{path} has no config.json beside it", hint="porter's direct route reads the model's config.json")
-    entry = zoo.for_config(config, f"{path if path.is_dir() else path.parent}/config.json")
+    where = f"{path if path.is_dir() else path.parent}/config.json"
+    entry = zoo.for_config(config, where, complete=False)
     if str(model) in zoo.ENTRIES and zoo.get(str(model)).name != entry.name:
         raise PorterError(f"{path} holds a {entry.name!r} model, not {model!r}")
-    entry.impl.check_config(config, f"{path}/config.json")
     if beside is None:
-        return Source(entry, path, artifact, entry.impl.full_config(config))
-    from porter.config_completion import complete_beside
+        full = entry.impl.full_config(config)
+    else:
+        from porter.config_completion import complete_beside
 
-    return Source(entry, path, artifact, complete_beside(entry, config, beside))
+        full = complete_beside(entry, config, beside)
+    zoo.check_completed(entry, config, full, where)
+    return Source(entry, path, artifact, full)
 
 
 def default_out(model, target: str) -> Path:

@@ -266,3 +266,15 @@ def test_zoo_list_and_show(cli):
     assert code == 0
     assert "{prefix}h.{i}.attn.c_attn.weight -> transformer_layer_{i}/self_attention/query/kernel + " in output
     assert "tied to {prefix}wte.weight" in output
+
+
+def test_base_model_prefix_is_transformers_own():
+    """families.py keeps each family's base_model_prefix (so mapping needs no transformers import): it must
+    equal transformers' attribute on the base class and on every head class porter converts."""
+    import transformers
+
+    from porter.zoo.keras_hub import families
+
+    for fam in families.FAMILIES.values():
+        for cls in (fam.base, *fam.task):
+            assert getattr(transformers, cls).base_model_prefix == fam.base_model_prefix, (fam.model_type, cls)

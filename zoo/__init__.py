@@ -50,8 +50,10 @@ def get(name: str) -> ZooEntry:
     return ENTRIES[name]
 
 
-def for_config(config: dict, where: str = "config.json") -> ZooEntry:
-    """The entry for a config.json's model_type, after the entry has checked the config's keys and types."""
+def for_config(config: dict, where: str = "config.json", complete: bool = True) -> ZooEntry:
+    """The entry for a config.json's model_type, after the entry has checked the config's keys and types.
+    ``complete=False``: not yet the checks that need the config completed with transformers' defaults
+    (the caller runs ``check_completed`` once it has completed it)."""
     if not isinstance(config, dict):
         raise PorterError(f"{where} holds a JSON {type(config).__name__}, not an object of config keys")
     refuse_remote_code(config, where)
@@ -64,7 +66,15 @@ def for_config(config: dict, where: str = "config.json") -> ZooEntry:
     entry = ENTRIES[model_type]
     check_sizes(config, where)  # a zero or negative size, before any entry divides by it
     entry.impl.check_config(config, where)
+    if complete and hasattr(entry.impl, "check_completed"):
+        entry.impl.check_completed(config, entry.impl.full_config(config), where)
     return entry
+
+
+def check_completed(entry: ZooEntry, config: dict, full: dict, where: str) -> None:
+    """The entry's checks of ``config`` completed with transformers' defaults (``full``), where it has any."""
+    if hasattr(entry.impl, "check_completed"):
+        entry.impl.check_completed(config, full, where)
 
 
 def drops_head(config) -> bool:

@@ -44,10 +44,16 @@ def head_class(config: dict) -> str | None:
 
 
 def check_config(config: dict, where: str) -> None:
-    """Every problem is a PorterError naming the key: a model keras-hub cannot reproduce is refused."""
+    """What config.json says itself (the family, the head); ``check_completed`` checks the rest."""
+    family(config)
+    head_class(config)
+
+
+def check_completed(config: dict, full: dict, where: str) -> None:
+    """Every problem is a PorterError naming the key: a model keras-hub cannot reproduce is refused.
+    ``full``: ``config`` completed with transformers' defaults (full_config)."""
     fam = family(config)
     head = head_class(config)
-    full = full_config(config)
     fam.translate(full, head)
     if head and fam.always_tied and not full.get("tie_word_embeddings", True):
         raise UnsupportedModelError(
@@ -81,7 +87,7 @@ def mapping_params(config: dict) -> dict:
     head = head_class(config)
     prefix = ""
     if head:
-        prefix = torch_model_class(config).base_model_prefix + "."
+        prefix = family(config).base_model_prefix + "."
     return {"prefix": prefix, "tied": bool(config.get("tie_word_embeddings", True)) if head else True}
 
 

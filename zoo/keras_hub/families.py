@@ -46,6 +46,10 @@ class Family:
     # a dict-returning backbone maps its keys: {"sequence_output": "last_hidden_state", ...}).
     # A task model returns one tensor, named "logits".
     keras_outputs: dict = field(default_factory=lambda: {"": "last_hidden_state"})
+    # transformers' base_model_prefix (the base model's attribute inside a head class), kept here so that mapping
+    # a checkpoint needs neither transformers nor torch (1.8 s, ~0.4 GB); tests/test_keras_hub_families.py holds
+    # it equal to transformers' own for every class of the family
+    base_model_prefix: str = "model"
 
     @property
     def mapping_file(self) -> str:
@@ -324,7 +328,7 @@ def task_kwargs(config: dict, head: str | None) -> dict:
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
-        Family("gpt2", "GPT2Backbone", "GPT2Model", gpt2, {"GPT2LMHeadModel": "GPT2CausalLM"}, always_tied=True,
+        Family("gpt2", "GPT2Backbone", "GPT2Model", gpt2, {"GPT2LMHeadModel": "GPT2CausalLM"}, base_model_prefix="transformer", always_tied=True,
                notes="c_attn (fused q,k,v; Conv1D (in, out) layout) split by the rules; keras-hub's GPT2 fixes "
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
         Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
@@ -341,12 +345,12 @@ FAMILIES: dict[str, Family] = {
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
                      "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),
         Family("distilbert", "DistilBertBackbone", "DistilBertModel", distilbert,
-               {"DistilBertForSequenceClassification": "DistilBertTextClassifier"}, keras_inputs=_TEXT,
+               {"DistilBertForSequenceClassification": "DistilBertTextClassifier"}, base_model_prefix="distilbert", keras_inputs=_TEXT,
                notes="no config translation beyond names (dim -> hidden_dim, hidden_dim -> intermediate_dim); the "
                      "classifier head (pre_classifier + ReLU + classifier on the first token) is keras-hub's "
                      "DistilBertTextClassifier (pooled_dense + logits), built without a preprocessor and dropout 0; "
                      "keras-hub's backbone exposes its token table twice (token_embedding/ is an alias, ignored by the rules)"),
-        Family("xlm-roberta", "XLMRobertaBackbone", "XLMRobertaModel", xlm_roberta, keras_inputs=_TEXT,
+        Family("xlm-roberta", "XLMRobertaBackbone", "XLMRobertaModel", xlm_roberta, base_model_prefix="roberta", keras_inputs=_TEXT,
                keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
                notes="one layer of porter's own (zoo/keras_hub/fixes.py, porter>XLMRobertaBackbone, a keras_hub "
                      "XLMRobertaBackbone subclass with keras-hub's TransformerEncoder layers): keras-hub 0.30's embedding "
@@ -354,31 +358,31 @@ FAMILIES: dict[str, Family] = {
                      "table's first rows would be lost: no bit-exact way back), has no token-type row (transformers "
                      "adds token_type_embeddings[0] to every token) and no pooler; layer_norm_eps passed through. Base "
                      "model only (its outputs are a dict; keras-hub's XLMRobertaTextClassifier wants one tensor)"),
-        Family("albert", "AlbertBackbone", "AlbertModel", albert, keras_inputs=_TEXT_SEGMENTS,
+        Family("albert", "AlbertBackbone", "AlbertModel", albert, base_model_prefix="albert", keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
                notes="num_hidden_groups -> num_groups, inner_group_num -> num_inner_repetitions (layers shared per "
                      "group as transformers does); embedding_size -> embedding_dim (the projection to hidden_dim); "
                      "keras-hub fixes the tanh GELU (gelu_new, ALBERT's default) and layer_norm_eps 1e-12"),
-        Family("electra", "ElectraBackbone", "ElectraModel", electra, keras_inputs=_TEXT_SEGMENTS,
+        Family("electra", "ElectraBackbone", "ElectraModel", electra, base_model_prefix="electra", keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state"},
                notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30's ElectraBackbone hard-codes the "
                      "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
                      "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
-        Family("vit", "ViTBackbone", "ViTModel", vit, {"ViTForImageClassification": "ViTImageClassifier"},
+        Family("vit", "ViTBackbone", "ViTModel", vit, {"ViTForImageClassification": "ViTImageClassifier"}, base_model_prefix="vit",
                keras_inputs={"pixel_values": "images"},
                notes="ViTForImageClassification -> ViTImageClassifier (pooling='token', a linear head on the class "
                      "token after the final norm); the base ViTModel is refused (its pooler has no keras-hub "
                      "counterpart); image size fixed (learned position table), batch dynamic; one porter-own "
                      "correction (zoo/keras_hub/fixes.py): keras-hub 0.30 numbers ViT's blocks from 1, porter>ViTBackbone "
                      "renames them from 0 (names only) so one rule binds layer.{i} to transformer_block_{i}"),
-        Family("deit", "DeiTBackbone", "DeiTModel", deit, {"DeiTForImageClassification": "DeiTImageClassifier"},
+        Family("deit", "DeiTBackbone", "DeiTModel", deit, {"DeiTForImageClassification": "DeiTImageClassifier"}, base_model_prefix="deit",
                keras_inputs={"pixel_values": "images"},
                notes="DeiTForImageClassification -> DeiTImageClassifier (pooling='token': the class token, not the "
                      "distillation token, as transformers' DeiTForImageClassification); DeiTForImageClassificationWithTeacher "
                      "and the base DeiTModel (a pooler keras-hub lacks) are refused; image size fixed, batch dynamic; "
                      "porter>DeiTBackbone numbers keras-hub's blocks from 0 (names only), as for ViT"),
-        Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, keras_inputs={"pixel_values": "images"},
+        Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, base_model_prefix="dinov2", keras_inputs={"pixel_values": "images"},
                notes="image_shape = position_embedding_shape = image_size (dims kept: batch; the image size is fixed, "
                      "as keras-hub builds its position table for one size); apply_layernorm=True (transformers' "
                      "last_hidden_state is after the final norm); intermediate_dim = hidden_size x mlp_ratio; keras-hub's "
