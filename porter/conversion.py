@@ -260,10 +260,10 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
             return convert_keras_layers(artifact, planned, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                                         layout=layout, console=console, inputs=inputs, latency=latency)
         reason = planned.reason or reason
-    if artifact.framework == "torch":  # measured there; the TF side of the route is not estimated yet
+    if artifact.framework in ("torch", "tf"):  # an ONNX or TFLite source is loaded as it is, once
         from porter.memory_estimate_onnx import check_onnx_route_fits
 
-        check_onnx_route_fits(artifact.path, verify, ignore_memory_estimate)
+        check_onnx_route_fits(artifact.path, verify, ignore_memory_estimate, artifact.framework)
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                             layout=layout, console=console, zoo_source=zoo_source, inputs=inputs, static_shapes=static_shapes,
                             route_reason=reason, latency=latency)

@@ -205,3 +205,23 @@ def test_tf_to_onnx_and_onnx_to_tf(cli, keras_src, tmp_path):
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
     code, output = cli("verify", keras_src, tf_out)  # the round trip, against the original Keras model
     assert code == 0, output
+
+
+def test_porters_own_saved_model_on_the_onnx_route(tmp_path, cli):
+    """porter's BERT is a subclassed Keras model (no input layers): its SavedModel folder goes to ONNX by its
+    serving signature (this was an internal error), and its model.keras alone is refused by name with exit 2."""
+    from conftest import TINY_BERT, make_hf_checkpoint
+
+    # gelu_new: tf2onnx has no Erf, so the erf-based GELU of tiny_bert would stop the route there
+    ckpt = make_hf_checkpoint(tmp_path / "hf", dict(TINY_BERT, hidden_act="gelu_new"))
+    tf_out = porter.convert(str(ckpt), source="torch", target="tf", out=tmp_path / "tf")
+    assert tf_out.passed
+    code, text = cli("convert", tmp_path / "tf", "--from", "tf", "--to", "torch", "--route", "onnx", "--out", tmp_path / "torch")
+    assert code == 0, text
+    report = json.loads((tmp_path / "torch" / "porter_report.json").read_text())
+    assert report["status"] == "passed" and report["route"] == "onnx"
+    assert all(o["max_abs"] <= 1e-5 for s in report["verification"]["shapes"] for o in s["outputs"])
+    code, text = cli("convert", tmp_path / "tf" / "model.keras", "--from", "tf", "--to", "torch", "--route", "onnx",
+                     "--out", tmp_path / "keras-torch")
+    assert code == 2 and "subclassed Keras model (BertModel)" in text and "--route direct" in text, text
+    assert "Traceback" not in text and not (tmp_path / "keras-torch").exists()

@@ -74,17 +74,22 @@ def specs_of(runner, info: ZooInfo | None) -> dict[str, tuple]:
     return specs
 
 
+def zoo_input_sets(info: ZooInfo, names, shapes=None, seed: int = SEED) -> InputSets:
+    """The zoo entry's own feeds (``info.entry.impl.input_sets``), keeping the inputs in ``names`` (all when empty)."""
+    # given shapes are exactly the shapes run (no extra tokenized sentences)
+    kwargs = {"shapes": tuple(tuple(s) for s in shapes), "checkpoint": None} if shapes else {"checkpoint": info.checkpoint}
+    feeds = info.entry.impl.input_sets(info.config, seed=seed, **kwargs)
+    names = set(names) or set(feeds[0])
+    feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+    what = ("pixel_values NCHW at the configured image size, standard-normal pixels" if "pixel_values" in feeds[0]
+            else f"token ids inside the vocabulary of {info.config.get('vocab_size')}, padded masks")
+    return InputSets(feeds, [f"inputs: {info.entry.name} sample inputs ({what})"])
+
+
 def generate(runner, info: ZooInfo | None = None, shapes=None, seed: int = SEED) -> InputSets:
     """Feeds for the reference ``runner``: the zoo's when it is a zoo model, else from its signature."""
     if info is not None and hasattr(info.entry.impl, "input_sets"):
-        # given shapes are exactly the shapes run (no extra tokenized sentences)
-        kwargs = {"shapes": tuple(tuple(s) for s in shapes), "checkpoint": None} if shapes else {"checkpoint": info.checkpoint}
-        feeds = info.entry.impl.input_sets(info.config, seed=seed, **kwargs)
-        names = set(runner.input_names) or set(feeds[0])
-        feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
-        what = ("pixel_values NCHW at the configured image size, standard-normal pixels" if "pixel_values" in feeds[0]
-                else f"token ids inside the vocabulary of {info.config.get('vocab_size')}, padded masks")
-        return InputSets(feeds, [f"inputs: {info.entry.name} sample inputs ({what})"])
+        return zoo_input_sets(info, runner.input_names, shapes, seed)
     specs = specs_of(runner, info)
     if not specs:
         raise PorterError(

@@ -121,16 +121,27 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path), ranges))
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"
-        if fmt == "saved_model" and not (artifact.path / "model.keras").is_file():
-            export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path)
-            if nchw:
-                export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
-            reference = artifact.path
-        else:
+        model = None
+        if fmt != "saved_model" or (artifact.path / "model.keras").is_file():
             from porter.routes.tf_weights import load_keras_artifact
 
             with progress.step(f"loading {artifact.path}"):
                 model, _ = load_keras_artifact(artifact)
+            if getattr(model, "inputs", None) is None:  # a subclassed model (porter's own BERT) has no input layers
+                if fmt != "saved_model":
+                    raise PorterError(f"{artifact.path} holds a subclassed Keras model ({type(model).__name__}): it has no "
+                                      "input signature to export to ONNX",
+                                      hint="convert the SavedModel folder it came with, or pass --route direct")
+                model = None  # porter's SavedModel folder: its serving signature is exported instead
+        if model is None:
+            export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path)
+            if nchw:
+                export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
+            zoo_feeds = _zoo_feeds(artifact, export.input_specs)
+            if zoo_feeds is not None:  # porter's own folder: ids its tables take (Keras' take hides them from index_bounds)
+                return Prepared(artifact.path, export, model_name=artifact.path.stem, source_layout="nhwc", **zoo_feeds)
+            reference = artifact.path
+        else:
             _, _, specs = to_onnx.keras_io(model)
             export = to_onnx.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
@@ -148,6 +159,23 @@ def _generated(specs: dict, index_bounds: dict | None = None, ranges: dict | Non
 
     sets = from_specs(specs, index_bounds=index_bounds, ranges=ranges)
     return {"feeds": sets.feeds, "input_notes": ["inputs: generated from the source's input signature", *sets.notes]}
+
+
+def _zoo_feeds(artifact, specs: dict) -> dict | None:
+    """Prepared's feeds and input notes from the zoo entry of a folder with a zoo config.json (as `porter verify`
+    makes them for a zoo model), or None."""
+    from porter import zoo
+    from porter.verifiers.inputs import ZooInfo, zoo_input_sets
+
+    config = artifact.config
+    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES:
+        return None
+    entry = zoo.get(config["model_type"])
+    if not hasattr(entry.impl, "input_sets"):
+        return None
+    full = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
+    sets = zoo_input_sets(ZooInfo(entry, full, None), list(specs))
+    return {"feeds": sets.feeds, "input_notes": sets.notes}
 
 
 def _bounds_of(onnx_path: Path) -> dict:
