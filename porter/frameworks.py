@@ -16,14 +16,17 @@ from porter.errors import PorterError
 
 # Set by the `porter` command (never for a library caller, whose process porter does not own).
 freeze_after_import = False
+_frozen_after: set[str] = set()
 
 
-def _imported() -> None:
-    """After a framework's import, in the `porter` process: move the ~1M objects the imports created into the
-    collector's permanent generation (gc.freeze: O(1)). Every later collection (automatic ones while TensorFlow traces a graph,
-    explicit ones between steps) walked them all: 1.6 s of bert-base's 16 s conversion. They are module-level
-    objects that live as long as the process anyway."""
-    if freeze_after_import:
+def _imported(framework: str) -> None:
+    """After a framework's first import, in the `porter` process: move the ~1M objects the imports created into
+    the collector's permanent generation (gc.freeze: O(1)). Every later collection (automatic ones while TensorFlow
+    traces a graph, explicit ones between steps) walked them all: 1.6 s of bert-base's 16 s conversion. They are
+    module-level objects that live as long as the process anyway. Once per framework, right after its import, so
+    no model built later is frozen (a frozen reference cycle is never collected)."""
+    if freeze_after_import and framework not in _frozen_after:
+        _frozen_after.add(framework)
         gc.freeze()
 
 
@@ -69,7 +72,7 @@ def tensorflow():
             tf.config.list_physical_devices("GPU")
 
     tf.get_logger().setLevel("ERROR")
-    _imported()
+    _imported("tensorflow")
     return tf
 
 
@@ -98,7 +101,7 @@ def torch():
     if "torch" not in sys.modules:
         import torch  # noqa: F401
 
-        _imported()
+        _imported("torch")
     return sys.modules["torch"]
 
 
@@ -108,7 +111,7 @@ def transformers():
 
     _transformers.logging.set_verbosity_error()
     _transformers.logging.disable_progress_bar()
-    _imported()
+    _imported("transformers")
     return _transformers
 
 

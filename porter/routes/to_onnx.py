@@ -192,6 +192,8 @@ def _drop_rewriter_matches() -> None:
     matcher = getattr(sys.modules.get("onnxscript.rewriter._matcher"), "SimplePatternMatcher", None)
     if matcher is None:
         return
+    if gc.get_freeze_count():  # gc.get_objects() does not list frozen objects (porter.frameworks froze the imports)
+        gc.unfreeze()
     for obj in gc.get_objects():
         if isinstance(obj, matcher):
             for attr in ("_graph", "_current_node"):
