@@ -182,6 +182,23 @@ def _nbytes(tensor) -> int:
     return math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
+def write_onnx_output(src: Path, dst: Path, inline_limit: int = int(1.8e9)) -> None:
+    """``src`` written to ``dst`` as one file where its weights fit protobuf's limit (porter's own exports keep
+    their weights as external data while converting: serialising them whole took 5 copies of the weights),
+    else with its external data beside it, as copy_onnx does."""
+    import onnx
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    del graph
+    if not external or sum(_nbytes(t) for t in external) > inline_limit:
+        copy_onnx(src, dst)
+        return
+    model = load_onnx(src)
+    weights = big_initializers(model)
+    save_with_weights(without_weights(model), weights, dst, inline_limit)
+
+
 def copy_onnx(src: Path, dst: Path) -> None:
     """``src`` copied to ``dst`` with the external data files its initializers name, under the same relative
     names beside ``dst`` (a model over 2 GB keeps its weights there: the .onnx file alone is a graph without them)."""

@@ -162,7 +162,7 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
             dynamic_shapes=dynamic_shapes, opset_version=OPSET, verbose=False, report=False, optimize=True,
         )
         program.model.metadata_props[OPTIMIZED_MARK] = "torch.onnx.export(dynamo=True, optimize=True)"
-        program.save(str(path))
+        program.save(str(path), external_data=True)
     del program
     _drop_rewriter_matches()
     return_freed_memory()
