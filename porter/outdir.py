@@ -133,8 +133,16 @@ def temp_dir(prefix: str, dir=None) -> Path:
     """mkdtemp with porter's owner marker; stale ones in the same folder (owner gone) are removed first."""
     where = Path(dir) if dir is not None else Path(tempfile.gettempdir())
     sweep_stale(where)
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
-    _mark(path)
+    with signals.held():  # a SIGTERM between mkdtemp and the return would leave the folder behind
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+        try:
+            _mark(path)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+    if signals.received() is not None:
+        shutil.rmtree(path, ignore_errors=True)
+        signals.check()
     return path
 
 
@@ -364,8 +372,8 @@ def staged_output(out, force: bool, protected=()):
         tmp = temp_dir(prefix=f".{out.name}.tmp-", dir=out.parent)
     except OSError as exc:
         raise (write_failed(exc, out, "--out") or exc) from None
-    _staged[str(tmp)] = str(out)
     try:
+        _staged[str(tmp)] = str(out)
         yield tmp
         signals.check()  # a SIGTERM that library code swallowed still stops the move
         apply_umask(tmp)

@@ -39,6 +39,7 @@ def install() -> None:
 
 
 _cleaning = 0  # > 0 while porter removes what a stopped run wrote
+_holding = 0  # > 0 while porter makes a folder it must register before a signal may stop it
 
 
 def _handle(signum, frame) -> None:
@@ -47,7 +48,21 @@ def _handle(signum, frame) -> None:
         return  # already stopping: let the cleanup finish
     if _received is None:
         _received = signum
+    if _holding:
+        return  # recorded: the held block's owner raises it when the block ends (held)
     raise Terminated(_received)  # again on a second signal: the first may have been swallowed
+
+
+@contextlib.contextmanager
+def held():
+    """A block a signal must not cut in two (a temp folder made but not yet marked and returned): a signal
+    that comes meanwhile is recorded, and the caller checks ``received()`` (or ``check()``) after the block."""
+    global _holding
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
 
 
 @contextlib.contextmanager

@@ -429,6 +429,25 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(workdir, signum, when):
     assert sorted(os.listdir(workdir)) == ["models", "notes.txt"]
 
 
+def test_a_signal_while_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """SIGTERM right after mkdtemp (while the owner marker is written) once left the folder behind: the test
+    above sends it the moment the folder appears. The signal is held until the folder can be removed."""
+    from porter import signals
+
+    monkeypatch.setattr(signals, "_received", None)
+    marked = outdir._mark
+
+    def mark_then_signal(path):
+        marked(path)
+        signals._handle(signal.SIGTERM, None)  # what the installed handler does when SIGTERM arrives here
+
+    monkeypatch.setattr(outdir, "_mark", mark_then_signal)
+    with pytest.raises(signals.Terminated):
+        with outdir.staged_output(tmp_path / "out", False):
+            pytest.fail("the block ran after the signal")
+    assert leftovers(tmp_path) == [] and list(tmp_path.iterdir()) == []
+
+
 def test_a_swallowed_signal_still_stops_the_move(tmp_path, monkeypatch):
     """Library code (a Keras layer being traced) may catch the KeyboardInterrupt or turn it into its
     own error: the move checks again, and the error it became is reported as the signal."""
