@@ -181,10 +181,11 @@ def verify(
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="import a model.py that porter did not write (or that changed since); only for code you trust"),
     train: bool = typer.Option(False, "--train", help="training parity (Keras model vs the torch folder porter's keras layers writer made): one SGD step on the same batch, MSE, dropout 0, BatchNorm in training mode; compares loss, gradients per layer, running statistics and outputs after the step (taken in float64 on both sides; atol/rtol 1e-4)"),
     lr: float = typer.Option(0.1, "--lr", help="--train: the SGD learning rate"),
-    reference_dtype: Literal["float32", "checkpoint"] = typer.Option(
-        "float32", "--reference-dtype", help="the dtype a zoo model's HF torch REFERENCE is loaded in: checkpoint = its own "
-                                             "bf16/fp16 (half a float32 reference's memory; 16-bit tolerances, shapes "
-                                             "1x16 2x12 unless --shape or --inputs)"),
+    reference_dtype: Literal["auto", "float32", "checkpoint"] = typer.Option(
+        "auto", "--reference-dtype", help="the dtype a zoo model's HF torch REFERENCE is loaded in: checkpoint = its own "
+                                          "bf16/fp16 (half a float32 reference's memory; 16-bit tolerances, shapes "
+                                          "1x16 2x12 unless --shape or --inputs); auto = float32 unless porter's memory "
+                                          "estimate says it does not fit and the checkpoint is one 16-bit dtype"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one test case per output per shape)"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write a Markdown summary here (CI step summary)"),
@@ -208,7 +209,7 @@ def verify(
         rtol_all, rtol_per = _tolerances(rtol, "--rtol")
         from porter.reference_plan import verify_reference
 
-        ref_dtype, ref_shapes, ref_note = verify_reference(reference, reference_dtype)
+        ref_dtype, ref_shapes, ref_note = verify_reference(reference, reference_dtype, candidate)
         result = run(
             reference, candidate, inputs=inputs, atol=atol_all, rtol=rtol_all, per_output_atol=atol_per,
             per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, allow_nonfinite=allow_nonfinite, latency=latency,

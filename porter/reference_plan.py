@@ -96,15 +96,16 @@ def reference_note(plan: ReferencePlan, verification, inputs_given: bool) -> str
             f"(a float32 reference is the stronger check: run it where it fits)")
 
 
-def verify_reference(path, choice: str) -> tuple[str | None, tuple | None, str]:
+def verify_reference(path, choice: str, candidate=None) -> tuple[str | None, tuple | None, str]:
     """``porter verify --reference-dtype``: (the dtype transformers loads REFERENCE in, or None for float32; the
     fallback shapes, or None; a note for the report). "checkpoint" asks for the checkpoint's own 16-bit dtype, the
     reference that fits where a float32 one does not (a 3B bf16 Llama: 12.1 GB float32 against 5.75 GB of mapped
-    pages): it must be a zoo model's HF torch folder whose loader takes a dtype."""
+    pages): it must be a zoo model's HF torch folder whose loader takes a dtype. "auto" (the default) takes that
+    16-bit reference only where porter's estimate says a float32 one and the ``candidate`` would not fit."""
     from pathlib import Path
 
-    if choice not in ("float32", "checkpoint"):
-        raise PorterError(f"--reference-dtype {choice!r} is not one of float32, checkpoint")
+    if choice not in CHOICES:
+        raise PorterError(f"--reference-dtype {choice!r} is not one of {', '.join(CHOICES)}")
     if choice == "float32":
         return None, None, ""
     from porter import zoo
@@ -115,13 +116,39 @@ def verify_reference(path, choice: str) -> tuple[str | None, tuple | None, str]:
     config = artifact.config or {}
     entry = zoo.ENTRIES.get(config.get("model_type")) if artifact.format == "hf" else None
     if entry is None or not _loads_in(entry):
+        if choice == "auto":
+            return None, None, ""
         raise PorterError(f"--reference-dtype checkpoint: {path} is not a checkpoint porter's zoo loads in its own dtype "
                           f"(a {artifact.description}); only a zoo model's HF torch folder is",
                           hint="leave --reference-dtype out (float32)")
-    floats = {d for d in open_torch_checkpoint(artifact.path).dtypes.values() if d.startswith(("float", "bfloat"))}
+    checkpoint = open_torch_checkpoint(artifact.path)
+    floats = {d for d in checkpoint.dtypes.values() if d.startswith(("float", "bfloat"))}
     if len(floats) != 1 or next(iter(floats)) not in HALF:
+        if choice == "auto":
+            return None, None, ""
         raise PorterError(f"--reference-dtype checkpoint: {path} stores {', '.join(sorted(floats)) or 'no float'} weights, "
                           f"not one 16-bit dtype ({', '.join(HALF)})", hint="leave --reference-dtype out (float32)")
     dtype = next(iter(floats))
+    if choice == "auto":
+        return _auto_verify_reference(checkpoint, dtype, candidate)
     return dtype, FALLBACK_SHAPES, (f"reference: transformers in {dtype}, not float32: asked for by --reference-dtype "
                                     f"checkpoint; compared at {dtype} tolerances (a float32 reference is the stronger check)")
+
+
+def _auto_verify_reference(checkpoint, dtype: str, candidate) -> tuple[str | None, tuple | None, str]:
+    from pathlib import Path
+
+    from porter.memory_estimate import estimate_verify
+    from porter.memory_estimate_onnx import weights_on_disk
+
+    written = weights_on_disk(Path(candidate), "tf") if candidate is not None and Path(candidate).exists() else 0
+    need = estimate_verify(checkpoint.shapes, checkpoint.dtypes, written)
+    free = available_bytes()
+    if free is None or need <= free:
+        return None, None, ""
+    half = estimate_verify(checkpoint.shapes, checkpoint.dtypes, written, reference_dtype=dtype)
+    return dtype, FALLBACK_SHAPES, (f"reference: transformers in {dtype}, not float32: a float32 reference and the "
+                                    f"candidate need about {size_text(need)} by porter's estimate, {size_text(free)} "
+                                    f"is available ({dtype}: {size_text(half)}); compared at {dtype} tolerances on "
+                                    f"{', '.join(f'{b}x{s}' for b, s in FALLBACK_SHAPES)} (a float32 reference is the "
+                                    f"stronger check: run it where it fits)")

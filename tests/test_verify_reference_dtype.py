@@ -1,6 +1,7 @@
 """`porter verify --reference-dtype checkpoint`: a zoo model's bf16/fp16 HF folder is loaded by transformers in
 its own dtype (half a float32 reference's memory), compared at 16-bit tolerances on the fallback shapes, and the
-report says so; a wrong weight still fails; references that have no 16-bit dtype of their own are refused (exit 2)."""
+report says so; a wrong weight still fails; references that have no 16-bit dtype of their own are refused (exit 2).
+The default, auto, takes that reference only where porter's estimate says a float32 one does not fit."""
 
 from __future__ import annotations
 
@@ -77,3 +78,40 @@ def test_refused_where_the_reference_has_no_16bit_dtype(cli, tmp_path, which, bf
     code, output = cli("verify", ref, written, "--reference-dtype", "checkpoint")
     text = " ".join(output.split())
     assert code == 2 and expect in text and "leave --reference-dtype out" in text and "Traceback" not in text, text
+
+
+def test_auto_takes_the_checkpoint_dtype_only_where_float32_does_not_fit(cli, bf16_llama, written, tmp_path, monkeypatch):  # noqa: F811
+    from porter import memory_estimate, reference_plan
+    from porter.checkpoints import open_torch_checkpoint
+    from porter.memory_estimate import GB, estimate_verify
+    from porter.memory_estimate_onnx import weights_on_disk
+
+    def available(nbytes):
+        monkeypatch.setattr(reference_plan, "available_bytes", lambda: nbytes)
+
+    monkeypatch.setattr(memory_estimate, "_rss_bytes", lambda: int(0.4 * GB))
+    ckpt = open_torch_checkpoint(bf16_llama)
+    need = estimate_verify(ckpt.shapes, ckpt.dtypes, weights_on_disk(written, "tf"))
+    assert need > estimate_verify(ckpt.shapes, ckpt.dtypes, weights_on_disk(written, "tf"), reference_dtype="bfloat16")
+    available(need)  # float32 fits exactly: kept
+    code, output, report = _verify(cli, bf16_llama, written, tmp_path)
+    assert code == 0 and {o["dtype"] for s in report["shapes"] for o in s["outputs"]} == {"float32"}, output
+    available(need - 1)  # one byte short: the bf16 reference
+    code, output, report = _verify(cli, bf16_llama, written, tmp_path)
+    assert code == 0, output
+    assert "reference: transformers in bfloat16, not float32: a float32 reference and the candidate need about" in output, output
+    assert {o["dtype"] for s in report["shapes"] for o in s["outputs"]} == {"bfloat16"}
+    assert [s["input_shapes"]["input_ids"] for s in report["shapes"]] == [[1, 16], [2, 12]]
+    code, output, report = _verify(cli, bf16_llama, written, tmp_path, "--reference-dtype", "float32")  # asked for
+    assert code == 0 and {o["dtype"] for s in report["shapes"] for o in s["outputs"]} == {"float32"}, output
+
+
+def test_auto_keeps_float32_where_no_16bit_reference_exists(cli, tmp_path, written, monkeypatch):  # noqa: F811
+    from porter import reference_plan
+
+    monkeypatch.setattr(reference_plan, "available_bytes", lambda: 1)
+    ref = make_checkpoint(tmp_path / "fp32", "llama", True, tied=False)
+    from porter.reference_plan import verify_reference
+
+    assert verify_reference(ref, "auto", written) == (None, None, "")
+    assert verify_reference(written / "model.keras", "auto", written) == (None, None, "")
