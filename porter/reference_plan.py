@@ -102,12 +102,26 @@ def verify_reference(path, choice: str, candidate=None) -> tuple[str | None, tup
     reference that fits where a float32 one does not (a 3B bf16 Llama: 12.1 GB float32 against 5.75 GB of mapped
     pages): it must be a zoo model's HF torch folder whose loader takes a dtype. "auto" (the default) takes that
     16-bit reference only where porter's estimate says a float32 one and the ``candidate`` would not fit."""
-    from pathlib import Path
-
     if choice not in CHOICES:
         raise PorterError(f"--reference-dtype {choice!r} is not one of {', '.join(CHOICES)}")
     if choice == "float32":
         return None, None, ""
+    if choice == "auto":
+        try:
+            checkpoint, dtype = _own_16bit_reference(path, choice)
+        except PorterError:  # no 16-bit zoo reference here (or a bad path, which verify reports itself, in its order)
+            return None, None, ""
+        return _auto_verify_reference(checkpoint, dtype, candidate)
+    _, dtype = _own_16bit_reference(path, choice)
+    return dtype, FALLBACK_SHAPES, (f"reference: transformers in {dtype}, not float32: asked for by --reference-dtype "
+                                    f"checkpoint; compared at {dtype} tolerances (a float32 reference is the stronger check)")
+
+
+def _own_16bit_reference(path, choice: str):
+    """(the checkpoint, its one 16-bit dtype) of a zoo model's HF torch folder whose loader takes a dtype; else
+    a PorterError naming what ``path`` is."""
+    from pathlib import Path
+
     from porter import zoo
     from porter.artifacts import detect
     from porter.checkpoints import open_torch_checkpoint
@@ -116,23 +130,15 @@ def verify_reference(path, choice: str, candidate=None) -> tuple[str | None, tup
     config = artifact.config or {}
     entry = zoo.ENTRIES.get(config.get("model_type")) if artifact.format == "hf" else None
     if entry is None or not _loads_in(entry):
-        if choice == "auto":
-            return None, None, ""
-        raise PorterError(f"--reference-dtype checkpoint: {path} is not a checkpoint porter's zoo loads in its own dtype "
+        raise PorterError(f"--reference-dtype {choice}: {path} is not a checkpoint porter's zoo loads in its own dtype "
                           f"(a {artifact.description}); only a zoo model's HF torch folder is",
                           hint="leave --reference-dtype out (float32)")
     checkpoint = open_torch_checkpoint(artifact.path)
     floats = {d for d in checkpoint.dtypes.values() if d.startswith(("float", "bfloat"))}
     if len(floats) != 1 or next(iter(floats)) not in HALF:
-        if choice == "auto":
-            return None, None, ""
-        raise PorterError(f"--reference-dtype checkpoint: {path} stores {', '.join(sorted(floats)) or 'no float'} weights, "
+        raise PorterError(f"--reference-dtype {choice}: {path} stores {', '.join(sorted(floats)) or 'no float'} weights, "
                           f"not one 16-bit dtype ({', '.join(HALF)})", hint="leave --reference-dtype out (float32)")
-    dtype = next(iter(floats))
-    if choice == "auto":
-        return _auto_verify_reference(checkpoint, dtype, candidate)
-    return dtype, FALLBACK_SHAPES, (f"reference: transformers in {dtype}, not float32: asked for by --reference-dtype "
-                                    f"checkpoint; compared at {dtype} tolerances (a float32 reference is the stronger check)")
+    return checkpoint, next(iter(floats))
 
 
 def _auto_verify_reference(checkpoint, dtype: str, candidate) -> tuple[str | None, tuple | None, str]:
