@@ -207,3 +207,37 @@ def test_torch_export_keeps_weights_external_and_the_onnx_output_is_one_file(tmp
     assert not any(t.data_location == TensorProto.EXTERNAL for t in single.graph.initializer)
     expected = net(x).detach().numpy()
     np.testing.assert_allclose(run_onnx(single, {"x": x.numpy()})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_batch_only_graph_is_written_without_a_merged_copy(tmp_path, monkeypatch):
+    """_batch_kept (onnx2tf could not keep every dynamic dim) fixes the other dims in a copy of the graph; that copy
+    is written by save_with_weights (onnx.save cannot write over 2 GB): the same weights, the same outputs."""
+    from porter.errors import PorterError
+    from porter.routes import onnx_to_tf
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((32, 64)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 64])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    source = tmp_path / "m.onnx"
+    onnx.save(model, str(source))
+    written = []
+
+    def stop(path, specs, handed=None):
+        written.append((path, specs))
+        raise PorterError("stopped here: the written file is what this test reads")
+
+    monkeypatch.setattr(onnx_to_tf, "_prepared_for_dynamic_dims", stop)
+    x = rng.standard_normal((2, 5, 32)).astype(np.float32)
+    assert onnx_to_tf._batch_kept(source, {"x": ("float32", (None, None, 32))}, {"x": x}, [], "test") == (None, [])
+    path, specs = written[0]
+    assert specs == {"x": ("float32", (None, 5, 32))}
+    batch_only = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in batch_only.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 5, 32]
+    np.testing.assert_array_equal(numpy_helper.to_array(batch_only.graph.initializer[0]), w)
+    np.testing.assert_allclose(run_onnx(batch_only, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)

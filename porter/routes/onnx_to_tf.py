@@ -13,11 +13,13 @@ from porter.errors import PorterError, UnsupportedModelError
 from porter.routes.onnx_graph import (
     NCHW_TO_NHWC,
     NHWC_TO_NCHW,
+    big_initializers,
     load_onnx,
     onnx_io,
     opset,
     save_with_weights,
     with_inferred_shapes,
+    without_weights,
 )
 from porter.routes.to_onnx import captured_output
 
@@ -148,7 +150,8 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
             dim.ClearField("dim_param")
             dim.dim_value = size
     path = onnx_path.with_name(onnx_path.stem + ".batch-only.onnx")
-    onnx.save(model, str(path))
+    # without a merged copy, and past 1.8 GB of weights as external data (onnx.save cannot write over 2 GB)
+    save_with_weights(without_weights(model), big_initializers(model), path)
     batch_specs = {n: (d, tuple(fixed[n].get(a, s) for a, s in enumerate(shape))) for n, (d, shape) in specs.items()}
     symbols = dynamic_symbols(model, batch_specs)
     handed = [model]  # prepared from this copy, not loaded again
