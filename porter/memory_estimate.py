@@ -104,40 +104,46 @@ def estimate_torch_to_tf(shapes: dict, dtypes: dict, written: str, verify: bool,
     """``shapes``/``dtypes``: the checkpoint's tensors as stored; ``written``: the Keras model's float dtype;
     ``reference_dtype``: the float dtype transformers loads the verification reference in."""
     out_size = _ITEMSIZE.get(written, 4)
-    variables, largest, reference, transient = 0, 0, 0, 0
+    variables, largest = 0, 0
     for key, shape in shapes.items():
         n, stored_dtype = _numel(shape), dtypes.get(key, "float32")
         stored = _ITEMSIZE.get(stored_dtype, 4)
-        float_key = stored_dtype.startswith(("float", "bfloat"))
-        variables += n * (out_size if float_key else stored)
+        variables += n * (out_size if stored_dtype.startswith(("float", "bfloat")) else stored)
         largest = max(largest, n * max(stored, out_size))
-        if float_key and stored_dtype != reference_dtype:  # copied into the reference's dtype, pages mapped meanwhile
-            reference, transient = reference + n * _ITEMSIZE.get(reference_dtype, 4), transient + n * stored
-        else:  # kept as it is stored: a view of the mapped file, no copy
-            reference += n * stored
     rss = _rss_bytes() if current_rss is None else current_rss
     unneeded = TORCH_IMPORTS_BYTES if not verify and "torch" not in sys.modules else 0
     imports = max(0, IMPORT_FLOOR_BYTES - unneeded - rss)
     estimate = Estimate(variables, STREAMING_TENSORS * largest, imports, rss=rss)
     if verify:
-        estimate.reference, estimate.reference_transient, estimate.reference_dtype = reference, transient, reference_dtype
-        estimate.candidate = variables + variables // 10  # TF's SavedModel restore: 3B bf16 measured 1.10x its variables
+        estimate.reference, estimate.reference_transient = _reference_bytes(shapes, dtypes, reference_dtype)
+        estimate.reference_dtype, estimate.candidate = reference_dtype, _restored(variables)
     return estimate
 
 
 def estimate_verify(shapes: dict, dtypes: dict, candidate_bytes: int, reference_dtype: str = "float32") -> int:
-    """Bytes `porter verify` adds to this process for a transformers reference loaded in ``reference_dtype`` (its
-    copies, or the mapped pages themselves, memory_estimate's module doc) and a written SavedModel of
-    ``candidate_bytes`` variables on disk (its restore: 1.10x, measured on the 3B), after the imports."""
+    """Bytes `porter verify` adds to this process for a transformers reference loaded in ``reference_dtype`` and a
+    written SavedModel of ``candidate_bytes`` variables on disk, after the imports."""
+    reference, transient = _reference_bytes(shapes, dtypes, reference_dtype)
+    return max(0, IMPORT_FLOOR_BYTES - _rss_bytes()) + reference + max(transient, _restored(candidate_bytes))
+
+
+def _reference_bytes(shapes: dict, dtypes: dict, reference_dtype: str) -> tuple[int, int]:
+    """(resident, transient while loading) of transformers' reference in ``reference_dtype`` (module doc)."""
     reference, transient = 0, 0
     for key, shape in shapes.items():
         n, stored_dtype = _numel(shape), dtypes.get(key, "float32")
         stored = _ITEMSIZE.get(stored_dtype, 4)
         if stored_dtype.startswith(("float", "bfloat")) and stored_dtype != reference_dtype:
+            # copied into the reference's dtype, pages mapped meanwhile
             reference, transient = reference + n * _ITEMSIZE.get(reference_dtype, 4), transient + n * stored
-        else:
+        else:  # kept as it is stored: a view of the mapped file, no copy
             reference += n * stored
-    return max(0, IMPORT_FLOOR_BYTES - _rss_bytes()) + reference + max(transient, candidate_bytes + candidate_bytes // 10)
+    return reference, transient
+
+
+def _restored(variables: int) -> int:
+    """TF's SavedModel restore of ``variables`` bytes: 3B bf16 measured 1.10x its variables."""
+    return variables + variables // 10
 
 
 def available_bytes() -> int | None:

@@ -47,7 +47,7 @@ class Family:
     # A task model returns one tensor, named "logits".
     keras_outputs: dict = field(default_factory=lambda: {"": "last_hidden_state"})
     # transformers' base_model_prefix (the base model's attribute inside a head class), kept here so that mapping
-    # a checkpoint needs neither transformers nor torch (1.8 s, ~0.4 GB); tests/test_keras_hub_families.py holds
+    # a checkpoint needs neither transformers nor torch (1.8 s, ~0.4 GB); tests/test_hf_direct.py holds
     # it equal to transformers' own for every class of the family
     base_model_prefix: str = "model"
 
