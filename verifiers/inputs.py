@@ -48,20 +48,26 @@ class InputSets:
 
 def zoo_of(runner) -> ZooInfo | None:
     """The zoo entry a running model belongs to, from its config.json or its Keras model."""
-    from porter import zoo
-
     artifact = getattr(runner, "artifact", None)
     config = getattr(artifact, "config", None)
     if not config:
         config = getattr(getattr(runner, "model", None), "hf_config", None)
-    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES or getattr(runner, "outside_zoo", False):
+    if getattr(runner, "outside_zoo", False):
+        return None
+    return zoo_info(config, Path(getattr(artifact, "path", ".")))
+
+
+def zoo_info(config, path: Path) -> ZooInfo | None:
+    """The zoo entry of a model with this config.json (``path``: its file or folder), or None."""
+    from porter import zoo
+
+    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES:
         return None
     try:
         entry = zoo.for_config(config)
         config = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
     except UnsupportedModelError:
         return None  # a variant the zoo refuses (ViTModel): run as transformers runs it, inputs from its signature
-    path = Path(getattr(artifact, "path", "."))
     return ZooInfo(entry, config, path if path.is_dir() else None)
 
 

@@ -164,17 +164,12 @@ def _generated(specs: dict, index_bounds: dict | None = None, ranges: dict | Non
 def _zoo_feeds(artifact, specs: dict) -> dict | None:
     """Prepared's feeds and input notes from the zoo entry of a folder with a zoo config.json (as `porter verify`
     makes them for a zoo model), or None."""
-    from porter import zoo
-    from porter.verifiers.inputs import ZooInfo, zoo_input_sets
+    from porter.verifiers.inputs import zoo_info, zoo_input_sets
 
-    config = artifact.config
-    if not isinstance(config, dict) or config.get("model_type") not in zoo.ENTRIES:
+    info = zoo_info(artifact.config, artifact.path)
+    if info is None or not hasattr(info.entry.impl, "input_sets"):
         return None
-    entry = zoo.get(config["model_type"])
-    if not hasattr(entry.impl, "input_sets"):
-        return None
-    full = entry.impl.full_config({k: v for k, v in config.items() if not k.startswith("_porter")})
-    sets = zoo_input_sets(ZooInfo(entry, full, None), list(specs))
+    sets = zoo_input_sets(info, list(specs))
     return {"feeds": sets.feeds, "input_notes": sets.notes}
 
 
