@@ -3,8 +3,9 @@ before anything is loaded, and refused (exit 2) as the direct route's estimate i
 
 Unlike the direct route, the ONNX route cannot stream: the exporter, the ONNX graph and onnx2tf each hold the whole
 model. Measured on bert-base (440 MB of float32 weights, benchmarks/README.md): the dynamo export peaked at 2.7 GB
-with torch and transformers imported (0.3 GB), onnx2tf at 2.78 GB with TensorFlow imported too, and a run that
-also verified at 3.11 GB: about 5.5 copies of the weights above the imports while converting, one more when verifying.
+with torch and transformers imported (0.3 GB; 0.9 GB since it writes the weights as external data), onnx2tf at
+2.78-2.81 GB with TensorFlow imported too, and a run that also verified at 3.11 GB: about 5.5 copies of the weights
+above the imports while converting, one more when verifying.
 
 From TensorFlow (tf2onnx, then porter's ONNX -> torch converter) it is more: Keras' load builds every variable with
 its initializer before reading the weights, the .keras archive's weights file is read whole, and tf2onnx holds the
@@ -40,7 +41,8 @@ def weights_on_disk(path: Path, framework: str = "torch") -> int:
 
 @dataclass
 class OnnxRouteEstimate:
-    """Bytes an ONNX-route conversion from torch is expected to add to this process (what check_fits reads)."""
+    """Bytes an ONNX-route conversion is expected to add to this process (what check_fits reads); ``convert_copies``:
+    the source framework's (CONVERT_COPIES from torch, TF_CONVERT_COPIES from TensorFlow)."""
 
     weights: int  # on disk
     imports: int  # the frameworks still to be imported

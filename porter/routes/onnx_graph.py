@@ -14,6 +14,8 @@ NHWC_TO_NCHW = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
 NCHW_TO_NHWC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
                 11: "float64", 16: "bfloat16"}
+# weights past this many bytes go to an external data file: protobuf cannot read a file over 2 GB
+INLINE_LIMIT = int(1.8e9)
 
 
 def load_onnx(path: Path):
@@ -144,7 +146,7 @@ def drop_weight_inputs(light, weights: list) -> set[str]:
     return {i for n in light.graph.node for i in n.input} | {o.name for o in light.graph.output}
 
 
-def save_with_weights(light, weights: list, path, inline_limit: int = int(1.8e9)) -> None:
+def save_with_weights(light, weights: list, path, inline_limit: int = INLINE_LIMIT) -> None:
     """with_weights(light, weights) written to ``path`` without building it: a serialised protobuf message
     followed by another is their merge, and repeated fields append, so the graph is written first and then
     each weight as a graph of one initializer. Never more than one tensor is copied (with_weights and
@@ -182,7 +184,7 @@ def _nbytes(tensor) -> int:
     return math.prod(tensor.dims) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
-def write_onnx_output(src: Path, dst: Path, inline_limit: int = int(1.8e9)) -> None:
+def write_onnx_output(src: Path, dst: Path, inline_limit: int = INLINE_LIMIT) -> None:
     """``src`` written to ``dst`` as one file where its weights fit protobuf's limit (porter's own exports keep
     their weights as external data while converting: serialising them whole took 5 copies of the weights),
     else with its external data beside it, as copy_onnx does."""
