@@ -35,18 +35,18 @@ def prepare_for_onnx2tf(model, specs: dict) -> tuple[object, list[str]]:
     return (with_weights(light, weights), notes) if notes else (model, notes)
 
 
-def prepared_without_weights(model, specs: dict) -> tuple[object, list, list[str]]:
+def prepared_without_weights(model, specs: dict, arrays: dict | None = None) -> tuple[object, list, list[str]]:
     """prepare_for_onnx2tf's rewrites, returned as (the graph without its weights, the weights, notes); no notes
     when nothing was rewritten. The rewrites copy the graph (the caller's model stays as it was) without the
     weights, which onnx_graph.with_weights or save_with_weights put back once (bert-base: 440 MB a copy, and
-    the process kept each one)."""
+    the process kept each one). ``arrays``: the mappings of weights that are external-data stubs (onnx_mapped)."""
     from porter.routes.onnx_fix_expand import class_tokens_by_broadcast
     from porter.routes.onnx_graph import big_initializers, without_weights
 
     model, tokens = class_tokens_by_broadcast(model)  # reads the class token, an initializer; copies only if found
     weights = big_initializers(model)
     light, notes = _split_unsqueezes(without_weights(model))
-    light, more = fold_shape_computations(light, specs, weights=weights)
+    light, more = fold_shape_computations(light, specs, weights=weights, arrays=arrays)
     return light, weights, tokens + notes + more
 
 
@@ -93,10 +93,11 @@ def _fresh(name: str, taken: set) -> str:
     return name
 
 
-def fold_shape_computations(model, specs: dict, weights: list | None = None) -> tuple[object, list[str]]:
+def fold_shape_computations(model, specs: dict, weights: list | None = None, arrays: dict | None = None) -> tuple[object, list[str]]:
     """(a rewritten copy of ``model``, notes). ``specs``: input name -> (dtype, shape, None = dynamic).
     Returns the model itself, unchanged, when it has no dynamic dims or no computed shapes. ``weights``: given
-    when ``model`` comes without them (onnx_graph.without_weights): the probes get them as arrays."""
+    when ``model`` comes without them (onnx_graph.without_weights): the probes get them as arrays, those
+    in ``arrays`` (onnx_mapped's mappings) as they are."""
     import onnx
 
     symbols = dynamic_symbols(model, specs)
@@ -110,7 +111,8 @@ def fold_shape_computations(model, specs: dict, weights: list | None = None) -> 
     outputs = [o.name for o in graph.output]  # probe 1's outputs are the reference the folded graph is checked against
     wanted = sorted(frontier | set(outputs) | {t for n in reshapes for t in (n.input[0], n.output[0])})
     try:
-        probes = _run(model, wanted, *(probe_feeds(specs, symbols, which) for which in (0, 1)), weights=weights)
+        probes = _run(model, wanted, *(probe_feeds(specs, symbols, which) for which in (0, 1)), weights=weights,
+                      arrays=arrays)
     except Exception as exc:  # a graph onnxruntime cannot run at the probe sizes: leave it to onnx2tf
         return model, [f"shape arithmetic not folded: onnxruntime could not run the probes ({type(exc).__name__})"]
 
@@ -149,7 +151,7 @@ def fold_shape_computations(model, specs: dict, weights: list | None = None) -> 
     _replace_with_initializers(graph, constants)
     _add_initializers(graph, new_targets)
     _drop_dead_nodes(graph)
-    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1), weights=weights)[0]
+    before, after = probes[1], _run(folded, outputs, probe_feeds(specs, symbols, 1), weights=weights, arrays=arrays)[0]
     bad = [n for n in outputs if before[n].shape != after[n].shape or not np.allclose(before[n], after[n], rtol=0, atol=1e-6, equal_nan=True)]
     if bad:
         return model, [f"shape arithmetic not folded: the folded graph disagreed on {', '.join(bad)}"]
@@ -280,16 +282,16 @@ def _reshape_target(in_a, out_a, in_b, out_b):
     return np.asarray(target, dtype=np.int64) if inferred <= 1 else None
 
 
-def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
+def _run(model, names, *feeds, weights: list | None = None, arrays: dict | None = None) -> list[dict]:
     """``names`` computed by onnxruntime for each of ``feeds``, in one session. The asked tensors become
     outputs of a copy of the graph without its weights (``model`` is not changed), and onnxruntime gets the
-    weights as arrays: a full copy, its serialised bytes and onnxruntime's own copy were each 440 MB on
-    bert-base, all kept in the process's memory."""
+    weights as arrays it shares (``arrays``' mappings where given): a full copy, its serialised bytes and
+    onnxruntime's own copy were each 440 MB on bert-base, all kept in the process's memory."""
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
 
     from porter.routes.onnx_graph import big_initializers, drop_weight_inputs, without_weights
+    from porter.routes.onnx_mapped import ort_session, values
 
     if weights is None:  # else ``model`` is already without them (prepare_for_onnx2tf's copy)
         weights = big_initializers(model)
@@ -297,7 +299,7 @@ def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
     present = {o.name for o in light.graph.output}
     light.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in present)
     drop_weight_inputs(light, weights)
-    for t in weights:  # stand-ins marked external: onnxruntime replaces only those with the arrays given
+    for t in weights:  # stand-ins marked external: onnxruntime replaces them with the arrays given
         stub = light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
                                            data_location=onnx.TensorProto.EXTERNAL)
         stub.external_data.add(key="location", value="given-as-array")
@@ -306,9 +308,7 @@ def _run(model, names, *feeds, weights: list | None = None) -> list[dict]:
     options.log_severity_level = 3
     options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every MatMul weight
     options.enable_cpu_mem_arena = False  # the probes' activations go back when the session ends
-    arrays = [numpy_helper.to_array(t) for t in weights]
-    options.add_external_initializers([t.name for t in weights], [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
-    session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort_session(light, {t.name: values(t, arrays or {}) for t in weights}, options)
     return [dict(zip(names, session.run(list(names), f))) for f in feeds]
 
 

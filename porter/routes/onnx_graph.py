@@ -18,11 +18,12 @@ _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: 
 INLINE_LIMIT = int(1.8e9)
 
 
-def load_onnx(path: Path):
+def load_onnx(path: Path, weights: bool = True):
+    """The model at ``path``; with ``weights=False`` its external-data tensors stay references (onnx_mapped)."""
     import onnx
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=weights)
     except Exception as exc:  # protobuf raises several types for a damaged file
         raise PorterError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
                           hint="the file is corrupt or truncated: export it again") from None
@@ -152,19 +153,20 @@ def save_with_weights(light, weights: list, path, inline_limit: int = INLINE_LIM
     each weight as a graph of one initializer. Never more than one tensor is copied (with_weights and
     onnx.save would hold the weights twice more: the merged model and its bytes). Weights over
     ``inline_limit`` bytes in all go to ``path``.data as ONNX external data: protobuf cannot read a file
-    over 2 GB."""
+    over 2 GB. A weight that is an external-data reference already (onnx_mapped) is written as that
+    reference, its bytes not copied: ``path`` must be in the folder of the file it names."""
     import onnx
     from onnx import numpy_helper
 
     used = drop_weight_inputs(light, weights)
     kept = [t for t in weights if t.name in used]
-    external = sum(_nbytes(t) for t in kept) > inline_limit
+    external = sum(_nbytes(t) for t in kept if t.data_location != onnx.TensorProto.EXTERNAL) > inline_limit
     data_path = Path(str(path) + ".data")
     with open(path, "wb") as f, (open(data_path, "wb") if external else contextlib.nullcontext()) as data:
         f.write(light.SerializeToString())
         for tensor in kept:
             piece = onnx.ModelProto()
-            if external:  # the bytes to the side file, a reference to them in the graph
+            if external and tensor.data_location != onnx.TensorProto.EXTERNAL:  # the bytes to the side file, a reference to them in the graph
                 raw = numpy_helper.to_array(tensor).tobytes()
                 stub = piece.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
                                                    data_location=onnx.TensorProto.EXTERNAL)

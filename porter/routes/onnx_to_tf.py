@@ -14,13 +14,13 @@ from porter.routes.onnx_graph import (
     NCHW_TO_NHWC,
     NHWC_TO_NCHW,
     big_initializers,
-    load_onnx,
     onnx_io,
     opset,
     save_with_weights,
     with_inferred_shapes,
     without_weights,
 )
+from porter.routes.onnx_mapped import graphsurgeon_reads, load_mapped
 from porter.routes.to_onnx import captured_output
 
 
@@ -52,7 +52,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     from porter.frameworks import tensorflow
 
     tf = tensorflow()
-    model = load_onnx(onnx_path)
+    model, arrays = load_mapped(onnx_path)  # the weights stay in their file, mapped (onnx_mapped)
     check_onnx2tf_ops(model)
     inputs, outputs, specs = onnx_io(model)
     # plain values, not the output protos: those would keep the whole loaded model (weights too) alive
@@ -67,11 +67,11 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     dynamic = any(d is None for _, s in specs.values() for d in s)
     try:
         if not dynamic:
-            del model
+            del model, arrays
             keras_model = _onnx2tf(onnx_path, keep, None)
         else:
-            handed = [model]  # handed over: the caller keeps no reference, so the weights are held once
-            del model
+            handed = [(model, arrays)]  # handed over: the caller keeps no reference to the graph
+            del model, arrays
             prepared, prep_notes = _prepared_for_dynamic_dims(onnx_path, specs, handed)
             notes += prep_notes
             keras_model = _checked_onnx2tf(prepared, onnx_path, specs, symbols, keep)
@@ -135,7 +135,6 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
     """The middle way when onnx2tf cannot keep every dynamic dim: fix the others (sequence, image
     size) at ``example``'s sizes in the graph itself and try again with the batch dynamic, checked
     as the all-dynamic attempt is. (keras model, notes), or (None, []) when that fails too."""
-    import onnx
 
     from porter.routes.onnx_fix_shapes import dynamic_symbols
 
@@ -143,19 +142,19 @@ def _batch_kept(onnx_path: Path, specs: dict, example: dict, keep: list[str], wh
              for n, (_, shape) in specs.items()}
     if not any(fixed.values()) or not any(shape and shape[0] is None for _, shape in specs.values()):
         return None, []
-    model = onnx.load(str(onnx_path))
+    model, arrays = load_mapped(onnx_path)
     for value in model.graph.input:
         for axis, size in fixed.get(value.name, {}).items():
             dim = value.type.tensor_type.shape.dim[axis]
             dim.ClearField("dim_param")
             dim.dim_value = size
     path = onnx_path.with_name(onnx_path.stem + ".batch-only.onnx")
-    # without a merged copy, and past 1.8 GB of weights as external data (onnx.save cannot write over 2 GB)
+    # beside the same external data, which it names rather than copies (a weight held inline is written once)
     save_with_weights(without_weights(model), big_initializers(model), path)
     batch_specs = {n: (d, tuple(fixed[n].get(a, s) for a, s in enumerate(shape))) for n, (d, shape) in specs.items()}
     symbols = dynamic_symbols(model, batch_specs)
-    handed = [model]  # prepared from this copy, not loaded again
-    del model
+    handed = [(model, arrays)]  # prepared from this copy, not loaded again
+    del model, arrays
     try:
         prepared, notes = _prepared_for_dynamic_dims(path, batch_specs, handed)
         keras_model = _checked_onnx2tf(prepared, path, batch_specs, symbols, keep)
@@ -208,11 +207,10 @@ def _agrees_at_other_sizes(keras_model, onnx_path: Path, specs: dict, symbols, k
     -1s) or that computes something else at sizes it did not trace (a transpose it mis-inferred):
     run it at two sizes per dynamic dim against onnxruntime, so that such a model is retried with
     the dims fixed. A coarse check for wrong structure; the verification that follows is the strict one."""
-    import onnxruntime as ort
-
     from porter.routes.onnx_fix_shapes import probe_feeds
+    from porter.routes.onnx_mapped import ort_session
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort_session(*load_mapped(onnx_path))  # the weights mapped, not a copy beside the Keras model's
     for which in (0, 1):
         feeds = probe_feeds(specs, symbols, which)
         args = [np.transpose(feeds[n], NCHW_TO_NHWC[feeds[n].ndim]) if n not in keep and feeds[n].ndim in NCHW_TO_NHWC else feeds[n]
@@ -261,19 +259,17 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
     """onnx-simplifier first (what onnx2tf would run itself; not on porter's own optimized torch exports),
     then porter's rewrites that keep dims dynamic (which the simplifier would partly undo, e.g. by fusing
     Unsqueezes again), then what onnx2tf's op-name pass would do (see _onnx2tf). Written to the file that
-    onnx2tf reads. ``handed``: [``onnx_path`` already loaded], emptied here (a second load, or a reference
-    the caller kept, is another copy of the weights)."""
+    onnx2tf reads. ``handed``: [``onnx_path`` already loaded by onnx_mapped.load_mapped: (graph, mappings)],
+    emptied here. The file written beside ``onnx_path`` names the same external data: no copy of the weights."""
     import subprocess
     import sys
-
-    import onnx
 
     from porter.routes.onnx_fix_shapes import prepared_without_weights
 
     notes = []
-    model = handed.pop() if handed else load_onnx(onnx_path)
+    model, arrays = handed.pop() if handed else load_mapped(onnx_path)
     if not _optimized_by_exporter(model):  # porter's own torch exports skip it: on bert-base onnx-simplifier took
-        model = None                        # 12-26 s and 3.5 GB in its own process and only removed Adds of zero
+        model = arrays = None               # 12-26 s and 3.5 GB in its own process and only removed Adds of zero
         simplified = onnx_path.with_name(onnx_path.stem + ".simplified.onnx")
         # in a subprocess, as onnx2tf runs it: the simplifier's C++ side can abort the process
         with progress.step(f"onnx-simplifier on {onnx_path.name}"):
@@ -282,12 +278,12 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
             tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
             notes.append(f"onnx-simplifier failed on {onnx_path.name} ({tail[0]}); converted the graph unsimplified")
             simplified = onnx_path
-        model = onnx.load(str(simplified))
-    light, weights, more = prepared_without_weights(model, specs)
+        model, arrays = load_mapped(simplified)
+    light, weights, more = prepared_without_weights(model, specs, arrays)
     notes += more
     path = onnx_path.with_name(onnx_path.stem + ".for-onnx2tf.onnx")
     save_with_weights(_named_and_typed(light), weights, path)
-    del model, light, weights
+    del model, light, weights, arrays
     from porter.routes.to_onnx import return_freed_memory
 
     return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
@@ -332,17 +328,23 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
     import onnx2tf.onnx2tf as onnx2tf_main
     from onnx2tf.utils.common_functions import dummy_onnx_inference
 
+    from porter.outdir import temp_files_marked
+    from porter.routes.to_onnx import return_freed_memory
+
     onnx2tf_main.download_test_image_data = _no_download_images
     onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference if op_search else _no_op_search
-
-    from porter.outdir import temp_files_marked
-
+    # a file porter prepared is handed over as a graph whose weights stay mapped from their file (onnx_mapped):
+    # onnx2tf's own load held the weights three times. Its simplifier and its layout search (which runs the
+    # graph under onnxruntime) need the file itself.
+    graph, arrays = (None, {}) if simplify or op_search else load_mapped(onnx_path)
+    source = {"onnx_graph": graph} if graph is not None else {"input_onnx_file_path": str(onnx_path)}
+    del graph
     # its output folder and any temp file made meanwhile: marked, so a killed run's are swept by the next run
     try:
-        with temp_files_marked("porter-onnx2tf-") as work, \
+        with temp_files_marked("porter-onnx2tf-") as work, graphsurgeon_reads(arrays), \
                 captured_output(f"onnx2tf on {onnx_path.name}" + ("" if op_search else " (per-op layout search off)")):
             return onnx2tf.convert(
-                input_onnx_file_path=str(onnx_path), output_folder_path=str(work), non_verbose=True,
+                **source, output_folder_path=str(work), non_verbose=True,
                 keep_ncw_or_nchw_or_ncdhw_input_names=keep or None, overwrite_input_shape=overwrite,
                 disable_model_save=True, not_use_onnxsim=not simplify,
                 # its grouped Conv2D layers hold variables that the SavedModel writer cannot track
@@ -353,6 +355,9 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
             )
     finally:
         onnx2tf_main.dummy_onnx_inference = dummy_onnx_inference
+        source.clear()
+        arrays.clear()  # the mappings onnx2tf did not keep go; its graph (cycles) goes at the collection
+        return_freed_memory()
 
 
 def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
