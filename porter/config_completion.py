@@ -43,19 +43,13 @@ def complete_beside(entry, config: dict, work) -> dict:
     if child.returncode == 0:
         payload = json.loads(answer)
         if "error" in payload:
-            raise _porter_error(payload["error"])
+            raise errors.from_fields(payload["error"])
         return payload["config"]
     return entry.impl.full_config(config)
 
 
 def in_process() -> bool:
     return "transformers" in sys.modules or len(os.sched_getaffinity(0)) < 2
-
-
-def _porter_error(fields: dict) -> errors.PorterError:
-    cls = getattr(errors, fields.pop("type"), errors.PorterError)
-    cls = cls if isinstance(cls, type) and issubclass(cls, errors.PorterError) else errors.PorterError
-    return cls(fields.pop("message"), **fields)
 
 
 def _main(entry_name: str) -> int:
@@ -65,7 +59,7 @@ def _main(entry_name: str) -> int:
     try:
         payload = {"config": zoo.get(entry_name).impl.full_config(config)}
     except errors.PorterError as e:
-        payload = {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "problems": e.problems}}
+        payload = {"error": errors.as_fields(e)}
     sys.stdout.write(json.dumps(payload))
     return 0
 

@@ -23,10 +23,12 @@ class Source:
     path: Path
     artifact: object
     config: dict
+    completed: bool = True  # config has transformers' defaults (resolve(complete=False): the folder's own)
 
 
-def resolve(model: str, source: str, checkpoint, beside=None) -> Source:
-    """``beside``: work (an import) to do while the config is completed with transformers' defaults."""
+def resolve(model: str, source: str, checkpoint, beside=None, complete: bool = True) -> Source:
+    """``beside``: work (an import) to do while the config is completed with transformers' defaults.
+    ``complete=False``: the config is left as the folder has it, for a step that completes it elsewhere."""
     path = Path(checkpoint) if checkpoint else None
     if path is None and str(model) in zoo.ENTRIES:
         entry = zoo.get(str(model))
@@ -48,6 +50,8 @@ def resolve(model: str, source: str, checkpoint, beside=None) -> Source:
     entry = zoo.for_config(config, where, complete=False)
     if str(model) in zoo.ENTRIES and zoo.get(str(model)).name != entry.name:
         raise PorterError(f"{path} holds a {entry.name!r} model, not {model!r}")
+    if not complete:
+        return Source(entry, path, artifact, config, completed=False)
     if beside is None:
         full = entry.impl.full_config(config)
     else:
@@ -240,7 +244,8 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
     zoo_source = None
     hf_outside = path.exists() and detect(path).format == "hf" and _onnx_reads_with_transformers(detect(path).config)
     if str(model) in zoo.ENTRIES and not checkpoint or (not hf_outside and path.exists() and detect(path).format in ("hf", "safetensors")):
-        zoo_source = resolve(model, source, checkpoint)
+        # completed where it is exported (routes/zoo_onnx_export.py: in a child process, for a TensorFlow target)
+        zoo_source = resolve(model, source, checkpoint, complete=False)
         artifact = zoo_source.artifact
         if source != "torch":
             raise PorterError("the ONNX route starts a zoo model from its torch checkpoint", hint="pass --from torch")

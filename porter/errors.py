@@ -48,6 +48,24 @@ class CannotConvertYet(UnsupportedModelError):
         return "porter cannot convert this model yet: " + super().render()
 
 
+def as_fields(error: PorterError) -> dict:
+    """``error`` as plain JSON fields, for a child process to hand back (from_fields rebuilds it)."""
+    fields = {"type": type(error).__name__, "message": error.message, "hint": error.hint, "problems": error.problems}
+    if isinstance(error, CannotConvertYet):
+        fields["tool_output"] = error.tool_output
+    return fields
+
+
+def from_fields(fields: dict) -> PorterError:
+    """The PorterError as_fields wrote: its class where porter.errors has it, else a plain PorterError."""
+    fields = dict(fields)
+    cls = globals().get(fields.pop("type"), PorterError)
+    cls = cls if isinstance(cls, type) and issubclass(cls, PorterError) else PorterError
+    if not issubclass(cls, CannotConvertYet):
+        fields.pop("tool_output", None)
+    return cls(fields.pop("message"), **fields)
+
+
 class VerificationFailed(AssertionError):
     """Raised by porter.testing.assert_equivalent; carries the rendered table."""
 

@@ -2,10 +2,12 @@
 before anything is loaded, and refused (exit 2) as the direct route's estimate is (porter/memory_estimate.py).
 
 Unlike the direct route, the ONNX route cannot stream: the exporter, the ONNX graph and onnx2tf each hold the whole
-model. Measured on bert-base (440 MB of float32 weights, benchmarks/README.md): the dynamo export peaked at 2.7 GB
-with torch and transformers imported (0.3 GB; 0.9 GB since it writes the weights as external data), onnx2tf at
-2.78-2.81 GB with TensorFlow imported too, and a run that also verified at 3.11 GB: about 5.5 copies of the weights
-above the imports while converting, one more when verifying.
+model. Measured on bert-base (440 MB of float32 weights, benchmarks/onnx_route_scaling.py): the export, in a child
+process beside TensorFlow's import, peaked at 1.53 GB for both processes together; onnx2tf, reading the weights
+mapped from the export's file (routes/onnx_mapped.py), at 1.57 GB; a run that also verified at 1.90 GB (it was 3.11 GB
+before both). Where the export runs in this process (one core) the conversion peaked at 1.95 GB. That is at most
+about 2.2 copies of the weights above the imports while converting, and one more when verifying; the estimate
+keeps 3 as margin for graphs other than BERT's.
 
 From TensorFlow (tf2onnx, then porter's ONNX -> torch converter) it is more: Keras' load builds every variable with
 its initializer before reading the weights, the .keras archive's weights file is read whole, and tf2onnx holds the
@@ -21,7 +23,7 @@ from pathlib import Path
 from porter import memory_estimate
 from porter.memory_estimate import IMPORT_FLOOR_BYTES, check_fits, size_text
 
-CONVERT_COPIES = 5.5  # the export's graph and the torch model, then onnx2tf's graph copies and TF constants
+CONVERT_COPIES = 3.0  # the torch model and the export's tensors, then onnx2tf's mapped weights and TF's constants
 VERIFY_COPIES = 1.0  # the torch reference and the SavedModel, beside what TensorFlow kept of the conversion
 # from TensorFlow: measured 9.0 converting (VGG16), and no higher verifying; the verify copy is kept as margin
 TF_CONVERT_COPIES = 9.5

@@ -27,7 +27,6 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError
-from porter.hf_load import load_zoo_torch
 from porter.model_code import model_code_record
 from porter.routes import onnx_graph, onnx_to_tf, onnx_to_torch_folder, to_onnx
 
@@ -104,7 +103,7 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         export = to_onnx.OnnxExport(onnx_path, inputs, outputs, specs)
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, onnx_graph.index_bounds(model)))
     if zoo_source is not None:  # a zoo model on the ONNX route
-        return _prepare_zoo_torch(zoo_source, onnx_path)
+        return _prepare_zoo_torch(zoo_source, onnx_path, target)
     if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
         return _prepare_hf(artifact, onnx_path)
     if fmt == "pt2":
@@ -183,44 +182,21 @@ def _channel_inputs(specs: dict) -> list[str]:
     return [n for n, (dtype, shape) in specs.items() if len(shape) == 4 and np.dtype(dtype).kind == "f"]
 
 
-def _prepare_zoo_torch(src, onnx_path: Path) -> Prepared:
-    """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence."""
-    from porter.frameworks import torch
+def _prepare_zoo_torch(src, onnx_path: Path, target: str) -> Prepared:
+    """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence; to a
+    TensorFlow target in a child process, while this one imports TensorFlow (routes/zoo_onnx_export.py)."""
+    from porter.routes import zoo_onnx_export
 
-    torch = torch()
-    entry = src.entry
-    with progress.step(f"loading {src.path}"):
-        hf = load_zoo_torch(entry, src.path)
-    # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a
-    # computed-shape Reshape that onnx2tf can convert only with batch and sequence fixed
-    hf.set_attn_implementation("eager")
-    names, outputs = list(entry.inputs), list(entry.outputs)
-
-    class Outputs(torch.nn.Module):  # named tensors in, a tuple in entry.outputs order out
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            # the additive [batch, 1, 1, seq] mask, built here: transformers 5 builds it with vmap-style
-            # index arithmetic (Range, GatherND over a dynamic Expand) that onnx2tf can only convert with
-            # batch and sequence fixed; given a 4D mask it uses it as is (bit-identical outputs)
-            additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
-            out = self.model(input_ids=input_ids, attention_mask=additive, token_type_ids=token_type_ids)
-            return tuple(out[k] for k in outputs)
-
-    feeds = entry.impl.input_sets(src.config, checkpoint=src.path if src.path.is_dir() else None)
-    example = tuple(torch.as_tensor(np.asarray(feeds[-1][n], dtype=np.int64)) for n in names)
-    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("sequence", min=2, max=512)
-    dynamic = {n: {0: batch, 1: seq} for n in names}
-    to_onnx.torch_to_onnx(Outputs(hf).eval(), example, names, outputs, onnx_path, dynamic_shapes=dynamic)
+    args = (src.entry, src.path, src.config, onnx_path)
+    if target in ("tf", "tflite"):
+        done = zoo_onnx_export.export_beside(*args, work=onnx_to_tf.import_onnx2tf, completed=src.completed)
+    else:
+        done = zoo_onnx_export.export(*args, completed=src.completed)
+    names, outputs = done["names"], done["outputs"]
     specs = {n: ("int64", (None, None)) for n in names}
-    feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds]
-    # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
-    feeds = feeds[-1:] + feeds[:-1]
-    notes = [f"inputs: {entry.name} sample inputs (real sentences where the checkpoint ships a tokenizer, padded masks)"]
-    return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), feeds, entry.name, zoo_entry=entry,
-                    input_notes=notes)
+    feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in done["feeds"]]
+    return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), feeds, src.entry.name,
+                    zoo_entry=src.entry, input_notes=[done["note"]])
 
 
 # -- ONNX -> target -----------------------------------------------------------------------------

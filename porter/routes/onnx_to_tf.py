@@ -44,6 +44,14 @@ def check_onnx2tf_ops(model) -> None:
 # -- ONNX -> TF ---------------------------------------------------------------------------------
 
 
+def import_onnx2tf() -> None:
+    """TensorFlow (quietened by porter.frameworks first), then onnx2tf on top of it."""
+    from porter.frameworks import tensorflow
+
+    tensorflow()
+    import onnx2tf  # noqa: F401
+
+
 def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", example: dict | None = None) -> dict:
     """onnx2tf into a temporary folder, then a SavedModel in ``folder`` whose serving_default takes
     and returns the ONNX graph's names. Dynamic dims are kept where onnx2tf can; else they are

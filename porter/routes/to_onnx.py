@@ -148,8 +148,10 @@ def load_exported_program(path: Path):
                           hint="save the model with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
 
 
-def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path: Path, dynamic_shapes=None) -> None:
-    """torch.onnx.export(dynamo=True) of an nn.Module or ExportedProgram into ``path``.
+def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path: Path, dynamic_shapes=None,
+                  release: bool = True) -> None:
+    """torch.onnx.export(dynamo=True) of an nn.Module or ExportedProgram into ``path``; ``release``: hand the
+    exporter's memory back afterwards (a process about to exit skips that).
 
     The legacy TorchScript exporter is never used: on this machine it exported a BERT
     with a wrong attention mask and no error (see DESIGN.md)."""
@@ -164,8 +166,9 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
         program.model.metadata_props[OPTIMIZED_MARK] = "torch.onnx.export(dynamo=True, optimize=True)"
         program.save(str(path), external_data=True)
     del program
-    _drop_rewriter_matches()
-    return_freed_memory()
+    if release:
+        _drop_rewriter_matches()
+        return_freed_memory()
 
 
 def return_freed_memory() -> None:
