@@ -206,7 +206,7 @@ def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) ->
     onnx_path = prep.export.path
     if target == "onnx":
         onnx_graph.write_onnx_output(onnx_path, tmp / "model.onnx")
-        _, _, specs = onnx_graph.onnx_io(onnx_graph.load_onnx(onnx_path))
+        _, _, specs = onnx_graph.onnx_io(onnx_graph.load_onnx(onnx_path, weights=False))  # its inputs only
         return tmp / "model.onnx", {"static_dims": _static_vs(prep.export.input_specs, specs), "inputs": specs,
                                     "layout": _layout_info(prep, None)}
     if target in ("tf", "tflite"):
