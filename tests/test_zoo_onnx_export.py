@@ -107,3 +107,19 @@ def test_the_export_child_dies_with_a_killed_porter():
             "sig = ctypes.c_int()\nctypes.CDLL('libc.so.6').prctl(2, ctypes.byref(sig))\nprint(sig.value)\n")  # PR_GET_PDEATHSIG
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "9"
+
+
+def test_one_core_exports_here_after_the_work(tiny_bert, tmp_path, monkeypatch):
+    """With one core the child would only take turns with this process: no child, the work first, then the export."""
+    import os
+
+    config = _config(tiny_bert)
+    entry = zoo.for_config(config)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a child was started"))
+    order = []
+    real = zoo_onnx_export.export
+    monkeypatch.setattr(zoo_onnx_export, "export", lambda *a, **k: order.append("export") or real(*a, **k))
+    done = zoo_onnx_export.export_beside(entry, tiny_bert, config, tmp_path / "m.onnx", work=lambda: order.append("work"),
+                                         completed=False)
+    assert order == ["work", "export"] and done["names"] == list(entry.inputs)
