@@ -244,7 +244,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
     zoo_source = None
     hf_outside = path.exists() and detect(path).format == "hf" and _onnx_reads_with_transformers(detect(path).config)
     if str(model) in zoo.ENTRIES and not checkpoint or (not hf_outside and path.exists() and detect(path).format in ("hf", "safetensors")):
-        # completed where it is exported (routes/zoo_onnx_export.py: in a child process, for a TensorFlow target)
+        # completed where it is exported (routes/onnx_export_child.py: in a child process, for a TensorFlow target)
         zoo_source = resolve(model, source, checkpoint, complete=False)
         artifact = zoo_source.artifact
         if source != "torch":

@@ -292,22 +292,31 @@ def run(model, feeds: dict, output_names) -> dict:
 # -- export ---------------------------------------------------------------------------------------
 
 
-def export_onnx(path: Path, onnx_path: Path):
+def exported(path, onnx_path: Path, release: bool = True) -> dict:
+    """export_onnx as plain values (routes/onnx_export_child.py, kind "hf"): {"names", "outputs", "specs",
+    "feeds", "architecture", "input_text", "notes"}."""
+    hf, export = export_onnx(Path(path), onnx_path, release)
+    specs = {n: [dtype, list(shape)] for n, (dtype, shape) in export.input_specs.items()}  # as JSON gives them back
+    return {"names": export.input_names, "outputs": export.output_names, "specs": specs, "feeds": hf.feeds,
+            "architecture": hf.architecture, "input_text": hf.input_text, "notes": list(hf.notes)}
+
+
+def export_onnx(path: Path, onnx_path: Path, release: bool = True):
     """The folder's model -> ONNX with dynamic batch and sequence (and image size where it allows).
-    Returns (HFModel described on the loaded model, OnnxExport)."""
+    Returns (HFModel described on the loaded model, OnnxExport). ``release``: as to_onnx.torch_to_onnx's."""
     # eager attention exports as plain MatMuls; sdpa's decomposition reshapes through computed
     # shapes that onnx2tf converts only with dims fixed
     model, config, name = load(path, attn_implementation="eager")
     hf = describe(model, config, name)
     try:
-        return hf, _export(model, hf, onnx_path)
+        return hf, _export(model, hf, onnx_path, release)
     except PorterError as exc:
         if "pixel_values" not in hf.specs or hf.specs["pixel_values"][1][2] is not None:
             raise
         # the model computes with the image size as a Python number (e.g. "same" padding): it exports
         # only at one size, so height and width are fixed at config.image_size
         _fix_image_size(hf, exc.message)
-        return hf, _export(model, hf, onnx_path)
+        return hf, _export(model, hf, onnx_path, release)
 
 
 def _fix_image_size(hf: HFModel, why: str) -> None:
@@ -321,7 +330,7 @@ def _fix_image_size(hf: HFModel, why: str) -> None:
                     f"({why.splitlines()[0][:160]})")
 
 
-def _export(model, hf: HFModel, onnx_path: Path):
+def _export(model, hf: HFModel, onnx_path: Path, release: bool = True):
     from porter.frameworks import torch
     from porter.routes import to_onnx
 
@@ -352,7 +361,7 @@ def _export(model, hf: HFModel, onnx_path: Path):
     args = tuple(torch.from_numpy(example[n]) for n in names)
     with plain_padding_masks(model):
         program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
-    to_onnx.torch_to_onnx(program, args, names, outputs, onnx_path)
+    to_onnx.torch_to_onnx(program, args, names, outputs, onnx_path, release=release)
     return to_onnx.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
 
 

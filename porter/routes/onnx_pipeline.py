@@ -7,12 +7,15 @@
 
 One module per leg, named by its role:
     source -> ONNX      to_onnx.py (torch.onnx.export, tf2onnx), to_onnx_leftovers.py (ops tf2onnx left as TF ops),
-                        hf_source.py (an HF folder read by transformers, with its inputs and dynamic dims)
+                        hf_source.py (an HF folder read by transformers, with its inputs and dynamic dims),
+                        zoo_onnx_export.py (a zoo folder), onnx_export_child.py (either, in a child process
+                        while this one imports TensorFlow)
     ONNX graph fixes    onnx_fix_shapes.py (shape arithmetic folded, so onnx2tf keeps dims dynamic),
                         onnx_fix_expand.py (class-token broadcast)
     ONNX -> TF          onnx_to_tf.py (onnx2tf, agreement probes, static fallback, TFLite)
     ONNX -> torch       onnx_to_torch_folder.py (porter's converter: model.py + model.safetensors + model.pt2)
-    shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts)
+    shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts),
+                        onnx_mapped.py (the weights read through a memory map of their external data file)
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
     if zoo_source is not None:  # a zoo model on the ONNX route
         return _prepare_zoo_torch(zoo_source, onnx_path, target)
     if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
-        return _prepare_hf(artifact, onnx_path)
+        return _prepare_hf(artifact, onnx_path, target)
     if fmt == "pt2":
         with progress.step(f"loading {artifact.path}"):
             program = to_onnx.load_exported_program(artifact.path)
@@ -183,20 +186,24 @@ def _channel_inputs(specs: dict) -> list[str]:
 
 
 def _prepare_zoo_torch(src, onnx_path: Path, target: str) -> Prepared:
-    """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence; to a
-    TensorFlow target in a child process, while this one imports TensorFlow (routes/zoo_onnx_export.py)."""
-    from porter.routes import zoo_onnx_export
-
-    args = (src.entry, src.path, src.config, onnx_path)
-    if target in ("tf", "tflite"):
-        done = zoo_onnx_export.export_beside(*args, work=onnx_to_tf.import_onnx2tf, completed=src.completed)
-    else:
-        done = zoo_onnx_export.export(*args, completed=src.completed)
+    """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence
+    (routes/zoo_onnx_export.py)."""
+    done = _export_torch("zoo", onnx_path, target, f"loading {src.path} and torch.onnx.export (dynamo=True)",
+                         entry=src.entry.name, folder=str(src.path), config=src.config, completed=src.completed)
     names, outputs = done["names"], done["outputs"]
     specs = {n: ("int64", (None, None)) for n in names}
-    feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in done["feeds"]]
-    return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), feeds, src.entry.name,
+    return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), done["feeds"], src.entry.name,
                     zoo_entry=src.entry, input_notes=[done["note"]])
+
+
+def _export_torch(kind: str, onnx_path: Path, target: str, what: str, **kwargs) -> dict:
+    """routes/onnx_export_child.py's export ``kind``: to a TensorFlow target in a child process, while this one
+    imports TensorFlow and onnx2tf; else here."""
+    from porter.routes import onnx_export_child
+
+    if target in ("tf", "tflite"):
+        return onnx_export_child.export_beside(kind, onnx_path, onnx_to_tf.import_onnx2tf, what, **kwargs)
+    return onnx_export_child.run(kind, onnx_path, **kwargs)
 
 
 # -- ONNX -> target -----------------------------------------------------------------------------
@@ -254,12 +261,14 @@ def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
 # -- verification and report ------------------------------------------------------------------
 
 
-def _prepare_hf(artifact, onnx_path: Path) -> Prepared:
-    from porter.routes.hf_source import export_onnx
-
-    hf, export = export_onnx(artifact.path, onnx_path)
-    notes = [f"inputs: generated for {hf.architecture}: {hf.input_text}", *hf.notes]
-    return Prepared(artifact.path, export, hf.feeds, artifact.path.name, input_notes=notes, architecture=hf.architecture)
+def _prepare_hf(artifact, onnx_path: Path, target: str) -> Prepared:
+    done = _export_torch("hf", onnx_path, target, f"loading {artifact.path} and torch.onnx.export (dynamo=True)",
+                         path=str(artifact.path))
+    specs = {n: (dtype, tuple(shape)) for n, (dtype, shape) in done["specs"].items()}
+    export = to_onnx.OnnxExport(onnx_path, done["names"], done["outputs"], specs, notes=list(done["notes"]))
+    notes = [f"inputs: generated for {done['architecture']}: {done['input_text']}", *done["notes"]]
+    return Prepared(artifact.path, export, done["feeds"], artifact.path.name, input_notes=notes,
+                    architecture=done["architecture"])
 
 
 def static_dims_text(dims: list[dict]) -> str:

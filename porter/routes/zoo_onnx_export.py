@@ -1,30 +1,16 @@
-"""A zoo model's torch side exported to ONNX (transformers' own loader, dynamic batch and sequence), in a child
-process where that pays.
-
-All of that export is torch and transformers: their imports, the config completed with transformers' defaults,
-the checkpoint loaded, torch.onnx.export (bert-base: ~14 s). What comes after it is TensorFlow (onnx2tf), whose
-import took another ~3 s after the export. So on a machine with a second core the export runs in a child process
-(``python -m porter.routes.zoo_onnx_export``: this module) while this process imports TensorFlow, and this process
-never holds torch, transformers or the torch model. The child runs the same ``export`` as the in-process path
-and hands back its PorterError; where it fails otherwise (or cannot start), the export runs here again, so the
-errors and their handling are the in-process ones (porter/config_completion.py does the same for the direct route).
-"""
+"""A zoo model's torch side exported to ONNX: transformers' own loader, eager attention, dynamic batch and sequence.
+On the way to TensorFlow it runs in a child process (routes/onnx_export_child.py, kind "zoo")."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from porter import errors, progress
+from porter import progress
 
 
-def export(entry, folder: Path, config: dict, onnx_path: Path, completed: bool = True, release: bool = True) -> dict:
-    """The zoo model in ``folder`` exported to ``onnx_path``: {"names", "outputs", "feeds" (its sample input
-    sets, as lists), "note"}. ``completed``: whether ``config`` has transformers' defaults already;
+def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = True, release: bool = True) -> dict:
+    """Zoo entry ``entry``'s model in ``folder`` exported to ``onnx_path``: {"names", "outputs", "feeds" (its
+    sample input sets), "note"}. ``completed``: whether ``config`` has transformers' defaults already;
     ``release``: hand the exporter's memory back afterwards (to_onnx.torch_to_onnx; not in a child about to exit)."""
     import numpy as np
 
@@ -33,6 +19,7 @@ def export(entry, folder: Path, config: dict, onnx_path: Path, completed: bool =
     from porter.hf_load import load_zoo_torch
     from porter.routes import to_onnx
 
+    entry, folder = zoo.get(entry), Path(folder)
     if not completed:
         full = entry.impl.full_config(config)
         zoo.check_completed(entry, config, full, f"{folder}/config.json")
@@ -66,61 +53,5 @@ def export(entry, folder: Path, config: dict, onnx_path: Path, completed: bool =
     # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
     feeds = feeds[-1:] + feeds[:-1]
     return {"names": names, "outputs": outputs,
-            "feeds": [{k: np.asarray(v, dtype=np.int64).tolist() for k, v in f.items()} for f in feeds],
+            "feeds": [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds],
             "note": f"inputs: {entry.name} sample inputs (real sentences where the checkpoint ships a tokenizer, padded masks)"}
-
-
-def export_beside(entry, folder: Path, config: dict, onnx_path: Path, work, completed: bool = True) -> dict:
-    """``export(...)``, run in a child process while ``work()`` runs here; both here when this process has one
-    core (the child would only take turns with it)."""
-    if len(os.sched_getaffinity(0)) < 2:
-        work()
-        return export(entry, folder, config, onnx_path, completed)
-    answer = onnx_path.with_name(onnx_path.name + ".export.json")
-    command = [sys.executable, "-m", __name__, entry.name, str(folder), str(onnx_path), str(answer), str(int(completed))]
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with contextlib.suppress(BrokenPipeError):  # a child gone already: its exit status says so below
-            with child.stdin:
-                child.stdin.write(json.dumps(config).encode())
-        work()
-        with progress.step(f"loading {folder} and torch.onnx.export (dynamo=True), in a child process"):
-            child.wait()
-    finally:
-        if child.poll() is None:  # interrupted: the child's files are in this run's work folder, removed with it
-            child.kill()
-            child.wait()
-    if child.returncode == 0 and answer.is_file():
-        payload = json.loads(answer.read_text())
-        if "error" in payload:
-            raise errors.from_fields(payload["error"])
-        return payload
-    return export(entry, folder, config, onnx_path, completed)
-
-
-def _die_with_parent() -> None:
-    """A child whose porter is killed stops too (Linux: PR_SET_PDEATHSIG), rather than export into a removed folder."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
-
-
-def _main(entry_name: str, folder: str, onnx_path: str, answer: str, completed: str) -> None:
-    _die_with_parent()
-    from porter import frameworks, zoo
-
-    frameworks.freeze_after_import = True  # as in the porter process: the collector skips the imports' objects
-    config = json.loads(sys.stdin.read())
-    try:
-        payload = export(zoo.get(entry_name), Path(folder), config, Path(onnx_path), completed == "1", release=False)
-    except errors.PorterError as e:
-        payload = {"error": errors.as_fields(e)}
-    Path(answer).write_text(json.dumps(payload))
-    # everything is written and closed: the interpreter's teardown of torch's modules would only cost time
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    _main(*sys.argv[1:])

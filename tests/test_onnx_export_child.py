@@ -1,6 +1,7 @@
-"""A zoo model's torch export on the ONNX route, run in a child process while porter imports TensorFlow
-(porter/routes/zoo_onnx_export.py): the same graph, inputs and errors as the in-process export, the in-process
-path when the child fails, and a `convert --route onnx --no-verify` whose process never imports torch."""
+"""The torch side of the ONNX route, exported in a child process while porter imports TensorFlow
+(porter/routes/onnx_export_child.py): the same graph, inputs and errors as the in-process export (a zoo folder
+and an HF folder outside the zoo), the in-process path when the child fails or there is one core, no child left
+behind a stopped porter, and a `convert --route onnx --no-verify` whose process never imports torch."""
 
 import json
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from porter import zoo
 from porter.errors import PorterError
-from porter.routes import zoo_onnx_export
+from porter.routes import onnx_export_child
 
 
 def _config(folder, **changes):
@@ -24,27 +25,43 @@ def _outputs(path, feed):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
-def test_the_child_exports_what_this_process_exports(tiny_bert, tmp_path):
-    config = _config(tiny_bert)
-    entry = zoo.for_config(config)
+def _same(a: dict, b: dict) -> None:
+    assert {k: v for k, v in a.items() if k != "feeds"} == {k: v for k, v in b.items() if k != "feeds"}
+    assert [sorted(f) for f in a["feeds"]] == [sorted(f) for f in b["feeds"]]
+    for fa, fb in zip(a["feeds"], b["feeds"]):
+        for name in fa:
+            assert fa[name].dtype == fb[name].dtype
+            np.testing.assert_array_equal(fa[name], fb[name])
+
+
+def _zoo_args(folder, config):
+    return {"entry": zoo.for_config(config).name, "folder": str(folder), "config": config, "completed": False}
+
+
+@pytest.mark.parametrize("kind", ["zoo", "hf"])
+def test_the_child_exports_what_this_process_exports(kind, tiny_bert, tmp_path):
+    if kind == "zoo":
+        args = _zoo_args(tiny_bert, _config(tiny_bert))
+    else:
+        from hf_tiny import make_tiny
+
+        args = {"path": str(make_tiny(tmp_path / "distilbert", "distilbert"))}
     ran = []
-    beside = zoo_onnx_export.export_beside(entry, tiny_bert, config, tmp_path / "child.onnx",
-                                           work=lambda: ran.append(True), completed=False)
-    here = zoo_onnx_export.export(entry, tiny_bert, config, tmp_path / "here.onnx", completed=False)
+    beside = onnx_export_child.export_beside(kind, tmp_path / "child.onnx", lambda: ran.append(True), "exporting", **args)
+    here = onnx_export_child.run(kind, tmp_path / "here.onnx", **args)
     assert ran == [True]
-    assert beside == here  # names, outputs, the sample inputs (as lists), the note
-    feed = {k: np.asarray(v, dtype=np.int64) for k, v in here["feeds"][1].items()}
+    _same(beside, here)  # names, outputs, the sample inputs (dtypes too), the notes
+    feed = here["feeds"][1]
     for got, want in zip(_outputs(tmp_path / "child.onnx", feed), _outputs(tmp_path / "here.onnx", feed)):
         np.testing.assert_array_equal(got, want)
 
 
 def test_an_error_in_the_child_is_the_in_process_error(tiny_bert, tmp_path):
-    config = _config(tiny_bert, initializer_range="x")  # transformers rejects it while completing the config
-    entry = zoo.for_config(config)
+    args = _zoo_args(tiny_bert, _config(tiny_bert, initializer_range="x"))  # transformers rejects it while completing it
     with pytest.raises(PorterError) as here:
-        zoo_onnx_export.export(entry, tiny_bert, config, tmp_path / "here.onnx", completed=False)
+        onnx_export_child.run("zoo", tmp_path / "here.onnx", **args)
     with pytest.raises(PorterError) as beside:
-        zoo_onnx_export.export_beside(entry, tiny_bert, config, tmp_path / "child.onnx", work=lambda: None, completed=False)
+        onnx_export_child.export_beside("zoo", tmp_path / "child.onnx", lambda: None, "exporting", **args)
     assert type(beside.value) is type(here.value)
     assert beside.value.render() == here.value.render()
     assert "initializer_range" in beside.value.render()
@@ -52,11 +69,10 @@ def test_an_error_in_the_child_is_the_in_process_error(tiny_bert, tmp_path):
 
 
 def test_a_child_that_fails_leaves_the_export_to_this_process(tiny_bert, tmp_path, monkeypatch):
-    config = _config(tiny_bert)
-    entry = zoo.for_config(config)
+    args = _zoo_args(tiny_bert, _config(tiny_bert))
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the child exits 1 without an answer
-    done = zoo_onnx_export.export_beside(entry, tiny_bert, config, tmp_path / "m.onnx", work=lambda: None, completed=False)
-    assert done["names"] == list(entry.inputs) and (tmp_path / "m.onnx").is_file()
+    done = onnx_export_child.export_beside("zoo", tmp_path / "m.onnx", lambda: None, "exporting", **args)
+    assert done["names"] == list(zoo.get(args["entry"]).inputs) and (tmp_path / "m.onnx").is_file()
 
 
 def test_the_onnx_route_without_verification_never_imports_torch(tiny_bert, tmp_path):
@@ -90,7 +106,7 @@ def test_a_stopped_porter_leaves_no_export_running(tiny_bert, tmp_path):
                               env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, child = time.monotonic() + 120, None
     while child is None and time.monotonic() < deadline and porter.poll() is None:
-        child = next((p for p in psutil.Process(porter.pid).children() if "porter.routes.zoo_onnx_export" in " ".join(p.cmdline())), None)
+        child = next((p for p in psutil.Process(porter.pid).children() if "porter.routes.onnx_export_child" in " ".join(p.cmdline())), None)
         time.sleep(0.05)
     assert child is not None, "no export child seen"
     porter.send_signal(signal.SIGTERM)
@@ -103,7 +119,7 @@ def test_a_stopped_porter_leaves_no_export_running(tiny_bert, tmp_path):
 
 def test_the_export_child_dies_with_a_killed_porter():
     """SIGKILL gives porter no chance to kill its child: the child asked the kernel for SIGKILL when its parent dies."""
-    code = ("import ctypes\nfrom porter.routes.zoo_onnx_export import _die_with_parent\n_die_with_parent()\n"
+    code = ("import ctypes\nfrom porter.routes.onnx_export_child import _die_with_parent\n_die_with_parent()\n"
             "sig = ctypes.c_int()\nctypes.CDLL('libc.so.6').prctl(2, ctypes.byref(sig))\nprint(sig.value)\n")  # PR_GET_PDEATHSIG
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "9"
@@ -113,13 +129,11 @@ def test_one_core_exports_here_after_the_work(tiny_bert, tmp_path, monkeypatch):
     """With one core the child would only take turns with this process: no child, the work first, then the export."""
     import os
 
-    config = _config(tiny_bert)
-    entry = zoo.for_config(config)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    args = _zoo_args(tiny_bert, _config(tiny_bert))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # what in_process() reads
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a child was started"))
     order = []
-    real = zoo_onnx_export.export
-    monkeypatch.setattr(zoo_onnx_export, "export", lambda *a, **k: order.append("export") or real(*a, **k))
-    done = zoo_onnx_export.export_beside(entry, tiny_bert, config, tmp_path / "m.onnx", work=lambda: order.append("work"),
-                                         completed=False)
-    assert order == ["work", "export"] and done["names"] == list(entry.inputs)
+    real = onnx_export_child.run
+    monkeypatch.setattr(onnx_export_child, "run", lambda *a, **k: order.append("export") or real(*a, **k))
+    done = onnx_export_child.export_beside("zoo", tmp_path / "m.onnx", lambda: order.append("work"), "exporting", **args)
+    assert order == ["work", "export"] and done["names"] == list(zoo.get(args["entry"]).inputs)
