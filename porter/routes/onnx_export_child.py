@@ -29,6 +29,7 @@ from porter import errors
 EXPORTS = {  # kind -> (module, function)
     "zoo": ("porter.routes.zoo_onnx_export", "export"),  # a zoo entry's folder (porter's BERT/RoBERTa)
     "hf": ("porter.routes.hf_source", "exported"),  # an HF folder transformers builds
+    "pt2": ("porter.routes.to_onnx", "exported_pt2"),  # a torch.export ExportedProgram
 }
 
 

@@ -110,16 +110,11 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
     if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
         return _prepare_hf(artifact, onnx_path, target)
     if fmt == "pt2":
-        with progress.step(f"loading {artifact.path}"):
-            program = to_onnx.load_exported_program(artifact.path)
-        inputs, outputs, specs = to_onnx.exported_program_io(program)
-        import torch
-
-        example = tuple(torch.from_numpy(_generated(specs, None, to_onnx.exported_program_ranges(program))["feeds"][0][n])
-                        for n in inputs)  # shapes and dtypes only
-        to_onnx.torch_to_onnx(program, example, inputs, outputs, onnx_path)
-        export = to_onnx.OnnxExport(onnx_path, inputs, outputs, specs)
-        ranges = to_onnx.exported_program_ranges(program)
+        done = _export_torch("pt2", onnx_path, target, f"loading {artifact.path} and torch.onnx.export (dynamo=True)",
+                             path=str(artifact.path))
+        specs = {n: (d, tuple(s)) for n, (d, s) in done["specs"].items()}
+        ranges = {n: {int(axis): tuple(r) for axis, r in axes.items()} for n, axes in done["ranges"].items()}
+        export = to_onnx.OnnxExport(onnx_path, done["names"], done["outputs"], specs)
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path), ranges))
     if artifact.framework == "tf":
         nchw = layout == "nchw" and target == "torch"

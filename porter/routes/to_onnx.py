@@ -148,6 +148,24 @@ def load_exported_program(path: Path):
                           hint="save the model with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
 
 
+def exported_pt2(path, onnx_path: Path, release: bool = True) -> dict:
+    """A .pt2 ExportedProgram (loaded without its pickles) exported to ``onnx_path``, as plain values
+    (routes/onnx_export_child.py, kind "pt2"): {"names", "outputs", "specs", "ranges"}, JSON's lists for tuples."""
+    from porter import progress
+    from porter.frameworks import torch
+    from porter.verifiers.inputs import from_specs
+
+    with progress.step(f"loading {path}"):
+        program = load_exported_program(Path(path))
+    inputs, outputs, specs = exported_program_io(program)
+    ranges = exported_program_ranges(program)
+    feed = from_specs(specs, ranges=ranges).feeds[0]
+    example = tuple(torch().from_numpy(feed[n]) for n in inputs)  # shapes and dtypes only
+    torch_to_onnx(program, example, inputs, outputs, onnx_path, release=release)
+    return {"names": inputs, "outputs": outputs, "specs": {n: [d, list(s)] for n, (d, s) in specs.items()},
+            "ranges": {n: {str(axis): list(r) for axis, r in axes.items()} for n, axes in ranges.items()}}
+
+
 def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path: Path, dynamic_shapes=None,
                   release: bool = True) -> None:
     """torch.onnx.export(dynamo=True) of an nn.Module or ExportedProgram into ``path``; ``release``: hand the
