@@ -110,9 +110,8 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
     if fmt == "hf":  # an HF folder outside the zoo: transformers builds it
         return _prepare_hf(artifact, onnx_path, target)
     if fmt == "pt2":
-        done = _export_torch("pt2", onnx_path, target, f"loading {artifact.path} and torch.onnx.export (dynamo=True)",
-                             path=str(artifact.path))
-        specs = {n: (d, tuple(s)) for n, (d, s) in done["specs"].items()}
+        done = _export_torch("pt2", onnx_path, target, artifact.path, path=str(artifact.path))
+        specs = done["specs"]
         ranges = {n: {int(axis): tuple(r) for axis, r in axes.items()} for n, axes in done["ranges"].items()}
         export = to_onnx.OnnxExport(onnx_path, done["names"], done["outputs"], specs)
         return Prepared(artifact.path, export, model_name=artifact.path.stem, **_generated(specs, _bounds_of(onnx_path), ranges))
@@ -183,22 +182,27 @@ def _channel_inputs(specs: dict) -> list[str]:
 def _prepare_zoo_torch(src, onnx_path: Path, target: str) -> Prepared:
     """A zoo model's torch side (transformers' own loader) exported with dynamic batch and sequence
     (routes/zoo_onnx_export.py)."""
-    done = _export_torch("zoo", onnx_path, target, f"loading {src.path} and torch.onnx.export (dynamo=True)",
-                         entry=src.entry.name, folder=str(src.path), config=src.config, completed=src.completed)
+    done = _export_torch("zoo", onnx_path, target, src.path, entry=src.entry.name, folder=str(src.path), config=src.config,
+                         completed=src.completed)
     names, outputs = done["names"], done["outputs"]
     specs = {n: ("int64", (None, None)) for n in names}
     return Prepared(src.path, to_onnx.OnnxExport(onnx_path, names, outputs, specs), done["feeds"], src.entry.name,
                     zoo_entry=src.entry, input_notes=[done["note"]])
 
 
-def _export_torch(kind: str, onnx_path: Path, target: str, what: str, **kwargs) -> dict:
-    """routes/onnx_export_child.py's export ``kind``: to a TensorFlow target in a child process, while this one
-    imports TensorFlow and onnx2tf; else here."""
+def _export_torch(kind: str, onnx_path: Path, target: str, source: Path, **kwargs) -> dict:
+    """routes/onnx_export_child.py's export ``kind`` of ``source``: to a TensorFlow target in a child process,
+    while this one imports TensorFlow and onnx2tf; else here. "specs" come back as (dtype, shape tuple)."""
     from porter.routes import onnx_export_child
 
     if target in ("tf", "tflite"):
-        return onnx_export_child.export_beside(kind, onnx_path, onnx_to_tf.import_onnx2tf, what, **kwargs)
-    return onnx_export_child.run(kind, onnx_path, **kwargs)
+        what = f"loading {source} and torch.onnx.export (dynamo=True)"
+        done = onnx_export_child.export_beside(kind, onnx_path, onnx_to_tf.import_onnx2tf, what, **kwargs)
+    else:
+        done = onnx_export_child.run(kind, onnx_path, **kwargs)
+    if "specs" in done:  # JSON's lists
+        done["specs"] = {n: (dtype, tuple(shape)) for n, (dtype, shape) in done["specs"].items()}
+    return done
 
 
 # -- ONNX -> target -----------------------------------------------------------------------------
@@ -257,10 +261,8 @@ def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
 
 
 def _prepare_hf(artifact, onnx_path: Path, target: str) -> Prepared:
-    done = _export_torch("hf", onnx_path, target, f"loading {artifact.path} and torch.onnx.export (dynamo=True)",
-                         path=str(artifact.path))
-    specs = {n: (dtype, tuple(shape)) for n, (dtype, shape) in done["specs"].items()}
-    export = to_onnx.OnnxExport(onnx_path, done["names"], done["outputs"], specs, notes=list(done["notes"]))
+    done = _export_torch("hf", onnx_path, target, artifact.path, path=str(artifact.path))
+    export = to_onnx.OnnxExport(onnx_path, done["names"], done["outputs"], done["specs"], notes=list(done["notes"]))
     notes = [f"inputs: generated for {done['architecture']}: {done['input_text']}", *done["notes"]]
     return Prepared(artifact.path, export, done["feeds"], artifact.path.name, input_notes=notes,
                     architecture=done["architecture"])
