@@ -12,13 +12,11 @@ completion is done here again, so its errors and their handling are the in-proce
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import sys
 
 from porter import errors
+from porter.child_process import answered, one_core, run_beside
 
 
 def complete_beside(entry, config: dict, work) -> dict:
@@ -27,29 +25,14 @@ def complete_beside(entry, config: dict, work) -> dict:
     if in_process():
         work()
         return entry.impl.full_config(config)
-    child = subprocess.Popen([sys.executable, "-m", "porter.config_completion", entry.name], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        with contextlib.suppress(BrokenPipeError):  # a child gone already: its exit status says so below
-            with child.stdin:
-                child.stdin.write(json.dumps(config).encode())
-        work()
-        answer = child.stdout.read()
-        child.wait()
-    finally:
-        if child.poll() is None:  # interrupted: the child writes nothing anywhere, but should not outlive us
-            child.kill()
-            child.wait()
-    if child.returncode == 0:
-        payload = json.loads(answer)
-        if "error" in payload:
-            raise errors.from_fields(payload["error"])
-        return payload["config"]
+    status, answer = run_beside([sys.executable, "-m", "porter.config_completion", entry.name], config, work, capture=True)
+    if status == 0:
+        return answered(json.loads(answer))["config"]
     return entry.impl.full_config(config)
 
 
 def in_process() -> bool:
-    return "transformers" in sys.modules or len(os.sched_getaffinity(0)) < 2
+    return "transformers" in sys.modules or one_core()
 
 
 def _main(entry_name: str) -> int:

@@ -20,11 +20,11 @@ import contextlib
 import importlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from porter import errors
+from porter.child_process import answered, one_core, run_beside
 
 EXPORTS = {  # kind -> (module, function)
     "zoo": ("porter.routes.zoo_onnx_export", "export"),  # a zoo entry's folder (porter's BERT/RoBERTa)
@@ -48,30 +48,15 @@ def export_beside(kind: str, onnx_path: Path, work, what: str, **kwargs) -> dict
     if in_process():
         work()
         return run(kind, onnx_path, **kwargs)
-    answer = _answer(onnx_path)
-    child = subprocess.Popen([sys.executable, "-m", __name__, kind, str(onnx_path)], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with contextlib.suppress(BrokenPipeError):  # a child gone already: its exit status says so below
-            with child.stdin:
-                child.stdin.write(json.dumps(kwargs).encode())
-        work()
-        with progress.step(f"{what}, in a child process"):
-            child.wait()
-    finally:
-        if child.poll() is None:  # interrupted: the child's files are in this run's work folder, removed with it
-            child.kill()
-            child.wait()
-    if child.returncode == 0 and answer.is_file():
-        payload = json.loads(answer.read_text())
-        if "error" in payload:
-            raise errors.from_fields(payload["error"])
-        return _with_feeds(payload, onnx_path)
+    status, _ = run_beside([sys.executable, "-m", __name__, kind, str(onnx_path)], kwargs, work,
+                           waiting=lambda: progress.step(f"{what}, in a child process"))
+    if status == 0 and _answer(onnx_path).is_file():
+        return _with_feeds(answered(json.loads(_answer(onnx_path).read_text())), onnx_path)
     return run(kind, onnx_path, **kwargs)
 
 
 def in_process() -> bool:
-    return len(os.sched_getaffinity(0)) < 2
+    return one_core()
 
 
 def _answer(onnx_path: Path) -> Path:
