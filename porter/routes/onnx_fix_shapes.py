@@ -288,7 +288,6 @@ def _run(model, names, *feeds, weights: list | None = None, arrays: dict | None 
     weights as arrays it shares (``arrays``' mappings where given): a full copy, its serialised bytes and
     onnxruntime's own copy were each 440 MB on bert-base, all kept in the process's memory."""
     import onnx
-    import onnxruntime as ort
 
     from porter.routes.onnx_graph import big_initializers, drop_weight_inputs, without_weights
     from porter.routes.onnx_mapped import ort_session, values
@@ -303,12 +302,7 @@ def _run(model, names, *feeds, weights: list | None = None, arrays: dict | None 
         stub = light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
                                            data_location=onnx.TensorProto.EXTERNAL)
         stub.external_data.add(key="location", value="given-as-array")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor we ask for
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every MatMul weight
-    options.enable_cpu_mem_arena = False  # the probes' activations go back when the session ends
-    session = ort_session(light, {t.name: values(t, arrays or {}) for t in weights}, options)
+    session = ort_session(light, {t.name: values(t, arrays or {}) for t in weights}, arena=False)
     return [dict(zip(names, session.run(list(names), f))) for f in feeds]
 
 

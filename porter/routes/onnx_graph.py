@@ -220,9 +220,16 @@ def copy_onnx(src: Path, dst: Path) -> None:
     locations = sorted({entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
                         for entry in t.external_data if entry.key == "location"})
     for location in locations:
-        relative = Path(location)
-        if relative.is_absolute() or ".." in relative.parts or not (src.parent / relative).is_file():
-            raise PorterError(f"{src} keeps weights in external data {location!r}, which is not a file beside it",
-                              hint="keep the external data files in the .onnx file's folder, under the names it gives")
+        relative = external_data_file(src.parent, location, src).relative_to(src.parent)
         (dst.parent / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.parent / relative, dst.parent / relative)
+
+
+def external_data_file(folder: Path, location: str, owner) -> Path:
+    """The file an external-data ``location`` names, which must be inside ``folder`` (the .onnx file's): never an
+    absolute path or one that climbs out of it. ``owner``: the file or tensor it belongs to, for the error."""
+    relative = Path(location)
+    if not location or relative.is_absolute() or ".." in relative.parts or not (folder / relative).is_file():
+        raise PorterError(f"{owner} keeps its weights in external data {location!r}, which is not a file in {folder}",
+                          hint="keep the external data files in the .onnx file's folder, under the names it gives")
+    return folder / relative

@@ -57,16 +57,14 @@ def _mapped(tensor, folder: Path):
     import onnx
     from onnx import helper
 
+    from porter.routes.onnx_graph import external_data_file
+
     info = {entry.key: entry.value for entry in tensor.external_data}
     if tensor.data_type in (onnx.TensorProto.BFLOAT16, onnx.TensorProto.STRING) or tensor.data_type >= 17:
         return None
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-    location = Path(info.get("location", ""))
-    where = folder / location
-    if not info.get("location") or location.is_absolute() or ".." in location.parts or not where.is_file():
-        raise PorterError(f"{tensor.name!r} keeps its weights in external data {info.get('location')!r}, "
-                          f"which is not a file in {folder}",
-                          hint="keep the external data files in the .onnx file's folder, under the names it gives")
+    location = info.get("location", "")
+    where = external_data_file(folder, location, repr(tensor.name))
     offset, nbytes = int(info.get("offset", 0)), math.prod(tensor.dims) * dtype.itemsize
     if int(info.get("length", nbytes)) != nbytes or offset + nbytes > os.path.getsize(where):
         raise PorterError(f"{tensor.name!r} in external data {location}: {nbytes} bytes of {dtype} at offset {offset} "
@@ -84,19 +82,20 @@ def values(tensor, arrays: dict):
     return mapped if mapped is not None else numpy_helper.to_array(tensor)
 
 
-def ort_session(model, arrays: dict, options=None):
+def ort_session(model, arrays: dict, arena: bool = True):
     """An onnxruntime session of ``model`` whose stub weights are ``arrays``, shared with it: add_initializer
     takes an array as it is, where the session's own load of external data (or add_external_initializers)
-    copied every weight. The arrays live as long as the session. ``options``: given, they must disable
-    onnxruntime's graph optimizations, as the default ones do."""
+    copied every weight. The arrays live as long as the session. ``arena=False``: the activations go back
+    when the session ends (onnxruntime's arena keeps them)."""
     import onnxruntime as ort
 
-    if options is None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every MatMul weight
-        # graph rewrites (Conv+BatchNormalization fusion) read a weight from the graph's stub, not the array given
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.disable_prepacking", "1")  # a packed copy of every MatMul weight
+    # no graph rewrites: every tensor asked for is kept, and a rewrite (Conv+BatchNormalization fusion) would read
+    # a weight from the graph's stub, not the array given
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.enable_cpu_mem_arena = arena
     shared = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
     for name, value in shared.items():
         options.add_initializer(name, value)
