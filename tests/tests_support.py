@@ -94,3 +94,22 @@ def assert_perturbed_keras_hub_copy_fails_localised(cli, src, converted, variabl
     where = json.loads((tmp_path / "r.json").read_text())["localisation"]
     assert where["found"] and where["keras_layer"] == variable.rpartition("/")[0]
 
+
+
+def frameworks_imported_by_cli(args: list[str], timeout: int = 600) -> list[str]:
+    """``porter ARGS`` run in a fresh Python process (exit 0 asserted): which of torch, transformers and
+    tensorflow it imported."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\n"
+              "from porter.cli import main\n"
+              "try:\n"
+              f"    main({[str(a) for a in args]!r})\n"
+              "except SystemExit as e:\n"
+              "    assert e.code == 0, e.code\n"
+              "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'tensorflow') if m in sys.modules)))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
