@@ -294,7 +294,7 @@ def _prepared_for_dynamic_dims(onnx_path: Path, specs: dict, handed: list | None
     del model, light, weights, arrays
     from porter.routes.to_onnx import return_freed_memory
 
-    return_freed_memory()  # onnx2tf loads the file again: the heap these copies held goes back first
+    return_freed_memory()  # the heap the rewrites' graph copies held goes back before onnx2tf builds its graph
     return path, notes
 
 
