@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +22,37 @@ class Artifact:
         if self.format == "keras_hub_preset":
             return None  # its config.json is keras-hub's own; the transformers config is derived from it
         cfg = (self.path if self.path.is_dir() else self.path.parent) / "config.json"
-        return read_config_json(cfg) if cfg.is_file() else None
+        return read_config_json(cfg) if os.path.lexists(cfg) else None
 
 
 def read_config_json(cfg: Path) -> dict:
-    """A config.json as a dict; invalid JSON or another JSON type is bad input naming the file."""
-    try:
-        config = json.loads(cfg.read_text())
-    except UnicodeDecodeError as exc:
-        raise PorterError(f"{cfg} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise PorterError(f"{cfg} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                          hint="fix the file (it must be one JSON object, as transformers' save_pretrained writes)") from None
-    except OSError as exc:
-        raise PorterError(f"{cfg} cannot be read: {exc.strerror}") from None
+    """A config.json as a dict, read by model_files' rules (a file inside its folder, its size and depth
+    bounded); invalid JSON or another JSON type is bad input naming the file."""
+    from porter.model_files import read_json
+
+    config = read_json(cfg, cfg.parent)
     if not isinstance(config, dict):
         raise PorterError(f"{cfg} holds a JSON {type(config).__name__}, not an object of config keys",
                           hint="config.json must be one JSON object, as transformers' save_pretrained writes")
     return config
+
+
+# Files porter, transformers or a tokenizer may open in an HF-style folder: each is held to model_files' rule.
+_READ_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".h5", ".msgpack", ".pt", ".pth", ".onnx", ".tiktoken", ".py")
+# Formats whose loader reads the whole folder (TensorFlow's SavedModel loader, keras-hub presets).
+_WHOLE_TREE = ("saved_model", "keras_hub_preset")
+
+
+def check_folder(path: Path, fmt: str) -> None:
+    """Every file the format's reader may open is a regular file inside the folder (model_files.model_file)."""
+    from porter.model_files import check_tree, model_file
+
+    if fmt in _WHOLE_TREE:
+        check_tree(path)
+        return
+    for entry in sorted(path.iterdir()):
+        if entry.name.endswith(_READ_SUFFIXES) and not entry.is_dir():
+            model_file(entry, path)
 
 
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -58,7 +71,9 @@ def _require_zip(path: Path, what: str, hint: str) -> None:
 
 
 def detect(path) -> Artifact:
-    path = require_path(path)
+    from porter.model_files import regular_file
+
+    path = regular_file(require_path(path), "")
     if path.is_file():
         by_suffix = {
             ".onnx": ("onnx", "onnx", "ONNX model"),
@@ -77,25 +92,33 @@ def detect(path) -> Artifact:
             names = {p.name for p in path.iterdir()}
         except OSError as exc:
             raise PorterError(f"{path} cannot be listed: {exc.strerror}") from None
-        has_config = "config.json" in names
-        if "saved_model.pb" in names:
-            return Artifact(path, "tf", "saved_model", "TensorFlow SavedModel" + (" (porter output)" if "model.keras" in names else ""))
-        if "model.py" in names and "model.safetensors" in names:
-            return Artifact(path, "torch", "torch_py", "porter-generated PyTorch code + safetensors")
-        if has_config and names & set(_TORCH_WEIGHTS):
-            if "model.safetensors.index.json" in names:  # every reader (porter's, transformers') opens what it names
-                from porter.checkpoints import shard_files
+        found = _folder_artifact(path, names)
+        if found is not None:
+            if found.format == "hf" and "model.safetensors.index.json" in names:
+                from porter.checkpoints import shard_files  # every reader (porter's, transformers') opens what it names
 
                 shard_files(path / "model.safetensors.index.json")
-            return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
-        if has_config and ("tf_model.h5" in names or "tf_model.h5.index.json" in names):
-            return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")
-        from porter.zoo.keras_hub.to_hf import is_preset_folder
-
-        if is_preset_folder(path, names):
-            return Artifact(path, "tf", "keras_hub_preset", "keras-hub preset folder (save_to_preset)")
+            check_folder(path, found.format)
+            return found
     raise PorterError(
         f"cannot tell what {path} is",
         hint="porter reads HF folders (config.json + model.safetensors), SavedModel folders, .keras, .h5, "
         ".onnx, .tflite, .pt2 and tf_model.h5 folders",
     )
+
+
+def _folder_artifact(path: Path, names: set[str]) -> Artifact | None:
+    has_config = "config.json" in names
+    if "saved_model.pb" in names:
+        return Artifact(path, "tf", "saved_model", "TensorFlow SavedModel" + (" (porter output)" if "model.keras" in names else ""))
+    if "model.py" in names and "model.safetensors" in names:
+        return Artifact(path, "torch", "torch_py", "porter-generated PyTorch code + safetensors")
+    if has_config and names & set(_TORCH_WEIGHTS):
+        return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
+    if has_config and ("tf_model.h5" in names or "tf_model.h5.index.json" in names):
+        return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")
+    from porter.zoo.keras_hub.to_hf import is_preset_folder
+
+    if is_preset_folder(path, names):
+        return Artifact(path, "tf", "keras_hub_preset", "keras-hub preset folder (save_to_preset)")
+    return None

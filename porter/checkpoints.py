@@ -7,12 +7,13 @@ is checked before a single tensor moves. Pickled checkpoints are read only with
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_files import model_file, read_json
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -100,17 +101,15 @@ def read_pickle_bin(path: Path) -> TensorSource:
 
 
 def shard_files(index: Path) -> list[Path]:
-    """The shards a ``*.index.json`` names, each checked to lie inside the index's folder: a name
-    with ``..``, an absolute path or a symlink resolving elsewhere is refused (an HF hub cache
-    snapshot's links into its own ``blobs/`` folder are allowed)."""
+    """The shards a ``*.index.json`` names, each a file in the index's folder by model_files' rule: a name
+    with ``..``, an absolute path or a link resolving elsewhere is refused (an HF hub cache snapshot's links
+    into its own ``blobs/`` folder are allowed)."""
     index = Path(index)
+    data = read_json(index, index.parent)
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        names = sorted(set(data["weight_map"].values()))
+    except (KeyError, TypeError, AttributeError) as exc:
         raise PorterError(f"{index} is not a valid shard index ({type(exc).__name__}: {exc})") from None
-    folder = index.parent.resolve()
-    roots = [folder] + ([folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [])
     shards = []
     for name in names:
         if not isinstance(name, str) or not name:
@@ -119,11 +118,9 @@ def shard_files(index: Path) -> list[Path]:
         if where.is_absolute() or ".." in where.parts:
             raise PorterError(f"{index}: shard {name!r} is outside the model folder; porter reads only shards beside the index",
                               hint="shard names in weight_map are file names in the model folder, such as model-00001-of-00002.safetensors")
-        resolved = (folder / where).resolve()
-        if not any(resolved.is_relative_to(root) for root in roots):
-            raise PorterError(f"{index}: shard {name!r} is a link to {resolved}, outside the model folder; porter does not follow it",
-                              hint="copy the shard into the model folder")
-        shards.append(index.parent / where)
+        if not os.path.lexists(index.parent / where):
+            raise PorterError(f"checkpoint shard {index.parent / where} is missing (named by {index.name})")
+        shards.append(model_file(index.parent / where, index.parent, f"{index}: shard"))
     return shards
 
 
@@ -134,12 +131,12 @@ def open_torch_checkpoint(path: Path) -> TensorSource:
         return read_safetensors([path])
     if not path.is_dir():
         raise PorterError(f"checkpoint {path} does not exist")
-    if (path / SAFETENSORS).is_file():
-        return read_safetensors([path / SAFETENSORS])
-    if (path / SAFETENSORS_INDEX).is_file():
+    if os.path.lexists(path / SAFETENSORS):
+        return read_safetensors([model_file(path / SAFETENSORS, path)])
+    if os.path.lexists(path / SAFETENSORS_INDEX):
         return read_safetensors(shard_files(path / SAFETENSORS_INDEX))
-    if (path / PICKLE_BIN).is_file():
-        return read_pickle_bin(path / PICKLE_BIN)
+    if os.path.lexists(path / PICKLE_BIN):
+        return read_pickle_bin(model_file(path / PICKLE_BIN, path))
     raise PorterError(
         f"{path} holds no PyTorch weights: expected {SAFETENSORS}, {SAFETENSORS_INDEX} or {PICKLE_BIN}",
         hint="pass the folder that transformers' save_pretrained wrote with --checkpoint",
@@ -147,10 +144,9 @@ def open_torch_checkpoint(path: Path) -> TensorSource:
 
 
 def read_config(folder: Path) -> dict:
+    from porter.artifacts import read_config_json
+
     cfg = Path(folder) / "config.json"
-    if not cfg.is_file():
+    if not os.path.lexists(cfg):
         raise PorterError(f"{folder} has no config.json", hint="porter needs the model's config.json beside its weights")
-    try:
-        return json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise PorterError(f"{cfg} is not valid JSON ({exc})") from None
+    return read_config_json(cfg)

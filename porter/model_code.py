@@ -8,10 +8,11 @@ hash still matches, or when the user says they trust that code (``--trust-model-
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.model_files import read_json
 
 MODEL_CODE = "model.py"
 REPORT = "porter_report.json"
@@ -42,11 +43,11 @@ def verified_model_code(folder: Path, trust: bool = False) -> bytes:
         return source
     hint = (f"porter imports only a model.py it wrote itself; if you trust the code in {code}, "
             f"pass {TRUST_FLAG} (trust_model_code = true in porter check)")
+    if not os.path.lexists(report):
+        raise PorterError(f"{code} was not written by porter (no {REPORT} beside it); it is not imported", hint=hint)
     try:
-        recorded = json.loads(report.read_text())["files"][MODEL_CODE]["sha256"]
-    except FileNotFoundError:
-        raise PorterError(f"{code} was not written by porter (no {REPORT} beside it); it is not imported", hint=hint) from None
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = read_json(report, folder)["files"][MODEL_CODE]["sha256"]
+    except (KeyError, TypeError):
         raise PorterError(f"{code}: {report} records no sha256 for {MODEL_CODE}; it is not imported", hint=hint) from None
     if hashlib.sha256(source).hexdigest() != recorded:
         raise PorterError(f"{code} was changed after porter wrote it (its sha256 differs from the one in {report}); "

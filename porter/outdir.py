@@ -28,6 +28,7 @@ from pathlib import Path
 
 from porter import signals
 from porter.errors import PorterError
+from porter.model_files import read_json
 
 REPORT = "porter_report.json"
 OWNER = ".porter-owner"
@@ -214,8 +215,8 @@ def sweep_stale(folder) -> list[Path]:
         try:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 continue
-            owner = json.loads((path / OWNER).read_text())
-        except (OSError, ValueError):
+            owner = read_json(path / OWNER, path)
+        except (OSError, PorterError):  # unreadable, linked elsewhere, huge or deep: not a marker porter wrote
             continue
         if isinstance(owner, dict) and _owner_gone(owner):
             size = _size(path)

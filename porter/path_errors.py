@@ -43,7 +43,9 @@ def require_path(path, label: str = "", hint: str | None = None) -> Path:
 
 def require_file(path, label: str, suffix: str, hint: str | None = None) -> Path:
     """A readable regular file: a directory given where a file is expected is named as such."""
+    from porter.model_files import regular_file
+
     path = require_path(path, label, hint)
     if path.is_dir():
         raise PorterError(f"{label + ' ' if label else ''}{path} is a directory, not a {suffix} file", hint=hint)
-    return path
+    return regular_file(path, label)  # a pipe (/dev/stdin) or device would block or never end

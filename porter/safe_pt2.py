@@ -22,9 +22,12 @@ import zipfile
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.model_files import DEPTH_LIMIT, tree_depth
 
 _HINT = ("porter loads only plain torch.export.save archives of tensors; re-save the model with "
          "torch.export.save(torch.export.export(model, args), 'model.pt2') from code you trust")
+# A model's graph JSON: a few MB for a small model, tens of MB for a large one.
+PT2_JSON_LIMIT = 256 << 20
 _TENSOR_CONSTANT = "tensor_"  # torch's TENSOR_CONSTANT_FILENAME_PREFIX; custom_obj_/opaque_obj_ are pickles
 # Names a symbolic-shape expression may use: sympy's constructors as torch's serializer prints them
 # (srepr) and torch.utils._sympy.functions; symbols are s0, u3, ... Anything else is refused.
@@ -78,15 +81,32 @@ def _check_entry(path, zf, entry: str, full: str, entries: dict) -> None:
     weights_or_constants = entry.startswith(("data/weights/", "data/constants/"))
     if weights_or_constants and entry.endswith(".pt"):
         refuse(path, full, "legacy weights and constants are pickles")
-    try:
-        if weights_or_constants and entry.endswith("_config.json"):
-            _check_payload_config(path, full, json.loads(zf.read(full)))
-        if entry.startswith("models/"):  # torch loads every entry here as a program
-            _check_model_json(path, full, json.loads(zf.read(full)))
-    except ValueError as exc:
-        raise PorterError(f"{path}: entry {full!r} is not valid JSON ({exc})", hint=_HINT) from None
+    _check_size(path, zf.getinfo(full))
+    if weights_or_constants and entry.endswith("_config.json"):
+        _check_payload_config(path, full, _json_entry(path, zf, full))
+    if entry.startswith("models/"):  # torch loads every entry here as a program
+        _check_model_json(path, full, _json_entry(path, zf, full))
     if entry.startswith("data/sample_inputs/"):
         _check_sample_inputs(path, full, zf.read(full))
+
+
+def _check_size(path, info) -> None:
+    """torch.export.save stores entries uncompressed; a compressed entry that unpacks to far more than it
+    takes is a zip bomb, refused by the sizes the central directory declares (zipfile stops at them)."""
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > 64 * info.compress_size + (1 << 20):
+        raise PorterError(f"{path}: entry {info.filename!r} declares {info.file_size:,} bytes unpacked from "
+                          f"{info.compress_size:,} compressed, past porter's limit of 64x for an archive "
+                          "torch.export.save writes uncompressed", hint=_HINT)
+
+
+def _json_entry(path, zf, full: str):
+    """A JSON entry, its declared size checked before it is read and its depth after (model_files)."""
+    from porter.model_files import parse_json, zip_member
+
+    try:
+        return parse_json(zip_member(zf, full, path, size_limit=PT2_JSON_LIMIT, what="JSON"), f"{path}: entry {full!r}")
+    except PorterError as exc:
+        raise PorterError(exc.message, hint=exc.hint or _HINT) from None
 
 
 def _check_payload_config(path, full: str, config: dict) -> None:
@@ -155,11 +175,16 @@ def pytree_type_names(path: Path) -> set[str]:
         for full in zf.namelist():
             if re.search(r"(^|/)models/.+\.json$", full):
                 for key in ("in_spec", "out_spec"):
-                    for spec in _values_of(json.loads(zf.read(full)), key):
+                    for spec in _values_of(_json_entry(path, zf, full), key):
                         try:
-                            found |= set(_values_of(json.loads(spec), "type"))
+                            tree = json.loads(spec)
                         except ValueError:
                             continue
+                        except RecursionError:
+                            tree = None
+                        if tree is None or tree_depth(tree) > DEPTH_LIMIT:
+                            raise PorterError(f"{path}: entry {full!r} has a {key} nested past porter's limit of {DEPTH_LIMIT} levels", hint=_HINT)
+                        found |= set(_values_of(tree, "type"))
     return {t for t in found if not t.startswith(("builtins.", "collections."))}
 
 

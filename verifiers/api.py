@@ -16,6 +16,7 @@ import numpy as np
 
 from porter import progress
 from porter.errors import PorterError
+from porter.model_files import read_json_if_present
 from porter.path_errors import require_file
 from porter.verifiers import layout as layouts
 from porter.verifiers.inputs import InputSets, generate, load_npz, zoo_of
@@ -226,13 +227,9 @@ def _unique_labels(result) -> None:
 
 
 def _route_of(path) -> str | None:
-    import json
-
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    try:
-        return json.loads((folder / "porter_report.json").read_text()).get("route")
-    except (OSError, ValueError):
-        return None
+    written = read_json_if_present(folder / "porter_report.json", folder)
+    return written.get("route") if isinstance(written, dict) else None
 
 
 def _check_device(device: str) -> None:

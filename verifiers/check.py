@@ -55,8 +55,12 @@ class Job:
 
 def load(path) -> list[Job]:
     path = require_file(path, "", "TOML", hint="pass the TOML file: porter check path/to/porter.toml (see porter check --help)")
+    from porter.model_files import JSON_LIMIT, parse_toml
+
+    if path.stat().st_size > JSON_LIMIT:
+        raise PorterError(f"{path} is {path.stat().st_size:,} bytes, past porter's limit of {JSON_LIMIT:,} for a porter.toml")
     try:
-        data = tomllib.loads(path.read_text())
+        data = parse_toml(path.read_text(), path)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PorterError(f"{path} is not valid TOML: {exc}") from None
     unknown_top = set(data) - {"defaults", "verify"}

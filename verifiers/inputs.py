@@ -222,14 +222,32 @@ def _values(name, dtype, shape, rng, notes, bound=None) -> np.ndarray:
 
 # ------------------------------------------------------------------ npz files
 def load_npz(path, runner, info: ZooInfo | None = None) -> InputSets:
+    from porter.model_files import INPUTS_LIMIT, npz_arrays
+
     path = require_file(path, "--inputs", ".npz")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise PorterError(f"--inputs {path} is not a readable .npz file ({exc})") from None
-    if not arrays:
-        raise PorterError(f"--inputs {path} holds no arrays")
+    specs = specs_of(runner, info)
+
+    def check(headers):  # names, dtypes and shapes from the npy headers: nothing is unpacked before they fit
+        if not headers:
+            raise PorterError(f"--inputs {path} holds no arrays")
+        groups = _grouped(headers, path)
+        problems = []
+        for group, feed in groups.items():
+            where = f"set {group!r}: " if group else ""
+            problems += [where + p for p in _match(feed, runner.input_names, specs)]
+        if problems:
+            raise PorterError(
+                f"--inputs {path} does not match the inputs of {runner.name}",
+                problems=problems,
+                hint=f"the model takes: {', '.join(f'{n} {_spec_text(specs.get(n))}' for n in runner.input_names)}",
+            )
+
+    groups = _grouped(npz_arrays(path, "--inputs", check, INPUTS_LIMIT), path)
+    return InputSets(list(groups.values()), [f"inputs: {len(groups)} set(s) from {path}"])
+
+
+def _grouped(arrays: dict, path) -> dict[str, dict]:
+    """'<set>/<name>' keys as sets of feeds, in order of their set names (one unnamed set for plain keys)."""
     nested = ["/" in k for k in arrays]
     if any(nested) and not all(nested):
         raise PorterError(f"--inputs {path} mixes plain names and '<set>/<name>' keys", hint="use one style for every key")
@@ -237,19 +255,7 @@ def load_npz(path, runner, info: ZooInfo | None = None) -> InputSets:
     for key, arr in arrays.items():
         group, _, name = key.rpartition("/")
         groups.setdefault(group, {})[name] = arr
-    feeds = [groups[g] for g in sorted(groups, key=lambda g: (len(g), g))]
-    specs = specs_of(runner, info)
-    problems = []
-    for group, feed in zip(sorted(groups, key=lambda g: (len(g), g)), feeds):
-        where = f"set {group!r}: " if group else ""
-        problems += [where + p for p in _match(feed, runner.input_names, specs)]
-    if problems:
-        raise PorterError(
-            f"--inputs {path} does not match the inputs of {runner.name}",
-            problems=problems,
-            hint=f"the model takes: {', '.join(f'{n} {_spec_text(specs.get(n))}' for n in runner.input_names)}",
-        )
-    return InputSets(feeds, [f"inputs: {len(feeds)} set(s) from {path}"])
+    return {g: groups[g] for g in sorted(groups, key=lambda g: (len(g), g))}
 
 
 def _spec_text(spec) -> str:

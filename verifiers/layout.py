@@ -21,12 +21,12 @@ declaration applies as written; when it is the reference, it applies backwards. 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_files import read_json_if_present
 
 LAYOUTS = ("nchw", "nhwc")
 ALL = "*"
@@ -50,10 +50,8 @@ def from_report(path) -> dict | None:
     report = folder / "porter_report.json"
     if not report.is_file():
         return None
-    try:
-        block = json.loads(report.read_text()).get("layout")
-    except ValueError:
-        return None
+    written = read_json_if_present(report, report.parent)
+    block = written.get("layout") if isinstance(written, dict) else None
     return block or None
 
 

@@ -12,14 +12,10 @@ from porter.path_errors import require_file
 
 
 def _npz(path, flag: str) -> dict:
+    from porter.model_files import npz_arrays
+
     require_file(path, flag, ".npz", hint="an .npz of arrays keyed by name (numpy.savez)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except ValueError as exc:  # object arrays need pickle, which is never loaded
-        raise PorterError(f"{flag} {path} holds arrays porter does not read ({exc})") from None
-    except Exception as exc:
-        raise PorterError(f"{flag} {path} is not a readable .npz ({type(exc).__name__}: {exc})") from None
+    return npz_arrays(path, flag)
 
 
 class RecordedRunner:

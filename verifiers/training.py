@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_files import read_json_if_present
 
 ATOL = 1e-4  # fp32, after one step: an element fails only outside both atol and rtol x |reference|
 RTOL = 1e-4
@@ -97,10 +98,7 @@ def _pair(reference, candidate):
     if ref.format not in ("keras", "h5") or cand.format != "torch_py":
         raise PorterError(f"--train cannot compare {ref.path} ({ref.description}) with {cand.path} ({cand.description})",
                           hint=hint)
-    try:
-        written = json.loads((Path(cand.path) / "porter_report.json").read_text())
-    except (OSError, ValueError):
-        written = {}
+    written = read_json_if_present(Path(cand.path) / "porter_report.json", cand.path) or {}
     if written.get("writer") != "keras layers":
         raise PorterError(f"{cand.path} was not written by the keras layers writer (its model.py comes from tf2onnx's graph, "
                           "with BatchNorm folded into convolutions and Dropout dropped): its parameters are not the "

@@ -7,6 +7,7 @@ import operator
 import os
 import re
 from collections import Counter
+from pathlib import Path
 
 import onnx
 import torch
@@ -40,10 +41,13 @@ def _load(model_or_path) -> onnx.ModelProto:
     if not os.path.isfile(path):
         raise PorterError(f"ONNX file not found: {path}")
     try:
-        model = onnx.load(path)
+        model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf raises several types for a damaged file
         raise PorterError(f"cannot read ONNX file {path}: {exc}",
                           hint="the file is corrupt or not an ONNX model") from exc
+    from porter.routes.onnx_graph import load_external_data
+
+    load_external_data(model, Path(path))  # each location checked to be a file in the model's folder
     if not model.graph.output:
         raise PorterError(f"cannot read ONNX file {path}: it holds no graph outputs",
                           hint="the file is corrupt or not an ONNX model")

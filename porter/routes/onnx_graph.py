@@ -4,6 +4,7 @@ its inputs and outputs, the id ranges its embeddings take, and the NHWC/NCHW per
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,12 @@ def load_onnx(path: Path, weights: bool = True):
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=weights)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for a damaged file
         raise PorterError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
                           hint="the file is corrupt or truncated: export it again") from None
+    if weights:
+        load_external_data(model, Path(path))
     if not model.graph.node or not model.graph.output:
         raise PorterError(f"{path} is not a readable ONNX model: its graph has no nodes or no outputs",
                           hint="the file is corrupt or truncated: export it again")
@@ -227,9 +230,70 @@ def copy_onnx(src: Path, dst: Path) -> None:
 
 def external_data_file(folder: Path, location: str, owner) -> Path:
     """The file an external-data ``location`` names, which must be inside ``folder`` (the .onnx file's): never an
-    absolute path or one that climbs out of it. ``owner``: the file or tensor it belongs to, for the error."""
+    absolute path, one that climbs out of it, or a link that points out of it (model_files' rule).
+    ``owner``: the file or tensor it belongs to, for the error."""
+    from porter.model_files import model_file
+
     relative = Path(location)
-    if not location or relative.is_absolute() or ".." in relative.parts or not (folder / relative).is_file():
+    if not location or relative.is_absolute() or ".." in relative.parts or not os.path.lexists(folder / relative):
         raise PorterError(f"{owner} keeps its weights in external data {location!r}, which is not a file in {folder}",
                           hint="keep the external data files in the .onnx file's folder, under the names it gives")
-    return folder / relative
+    return model_file(folder / relative, folder, f"external data of {owner}:")
+
+
+def _external_tensors(model, path: Path):
+    """(tensor, its external-data entries) for every tensor (subgraphs' and attributes' included) kept outside
+    the file, each location checked by external_data_file and its declared bytes against the file first:
+    onnx.load and onnxruntime follow any path or link a file names."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            info = {e.key: e.value for e in tensor.external_data}
+            where = external_data_file(Path(path).parent, info.get("location", ""), f"{path} tensor {tensor.name!r}")
+            _check_declared_bytes(tensor, info, where, path)
+            yield tensor, info
+
+
+def check_external_data(path: Path) -> None:
+    """Every external-data file ``path`` names is checked before a runtime (onnxruntime) opens it."""
+    for _ in _external_tensors(load_onnx(path, weights=False), path):
+        pass
+
+
+def load_external_data(model, path: Path) -> None:
+    """Read ``model``'s external-data tensors into it, each checked by _external_tensors first."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    folder = Path(path).parent
+    for tensor, info in list(_external_tensors(model, path)):
+        try:
+            load_external_data_for_tensor(tensor, str(folder))
+        except (OSError, ValueError) as exc:
+            raise PorterError(f"{path}: tensor {tensor.name!r} cannot be read from external data {info.get('location')!r} ({exc})",
+                              hint="the external data file is truncated or does not match the model: export it again") from None
+        del tensor.external_data[:]
+        tensor.data_location = 0  # onnx.TensorProto.DEFAULT
+
+
+def _check_declared_bytes(tensor, info: dict, where: Path, path: Path) -> None:
+    """The bytes a tensor's dims declare must be what its external-data entry gives and the file holds,
+    checked before a byte is read (a forged length or a truncated file is named, not read past)."""
+    import onnx
+
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return  # a type numpy cannot hold (string, 4-bit): onnx's own reader decides
+    if tensor.data_type in (onnx.TensorProto.STRING,) or any(d < 0 for d in tensor.dims):
+        return
+    need = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize if tensor.dims else itemsize
+    try:
+        offset, length = int(info.get("offset") or 0), info.get("length")
+    except ValueError:
+        raise PorterError(f"{path}: tensor {tensor.name!r} has a non-numeric external-data offset {info.get('offset')!r}") from None
+    size = os.path.getsize(where)
+    if (length is not None and int(length) != need) or offset < 0 or offset + need > size:
+        raise PorterError(f"{path}: tensor {tensor.name!r} declares {need:,} bytes (dims {list(tensor.dims)}) at offset {offset:,}"
+                          f"{f' with length {length}' if length is not None else ''}, but {where} holds {size:,} bytes",
+                          hint="the external data file is truncated or does not match the model: export it again")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from porter.artifacts import read_config_json
 
 from porter.errors import MappingError, PorterError
 
@@ -71,7 +71,7 @@ def load_keras_artifact(artifact):
     if fmt == "hf_tf_h5":
         from porter import zoo
 
-        config = json.loads((path / "config.json").read_text())
+        config = read_config_json(path / "config.json")
         entry = zoo.for_config(config, f"{path}/config.json")
         config = entry.impl.full_config(config)
         model = entry.impl.build_keras(config, zero_init=True)

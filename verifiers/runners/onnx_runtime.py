@@ -18,6 +18,10 @@ class OnnxRuntimeRunner(Runner):
     def activate(self):
         import onnxruntime as ort
 
+        from porter.routes.onnx_graph import check_external_data
+
+        check_external_data(self.artifact.path)  # onnxruntime itself would follow a link out of the folder
+
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -6,13 +6,13 @@ fills it from model.safetensors, without porter."""
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 
 import numpy as np
 
 from porter.errors import PorterError
+from porter.model_files import read_json_if_present
 from porter.model_code import verified_model_code
 from porter.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
@@ -42,10 +42,7 @@ class TorchPyRunner(Runner):
         self.output_names = list(getattr(self.model, "onnx_output_names", []))
         report = folder / "porter_report.json"
         if report.is_file():  # the written model's input specs and layout, as convert recorded them
-            try:
-                written = json.loads(report.read_text())
-            except ValueError:
-                written = {}
+            written = read_json_if_present(report, folder) or {}
             self.input_specs = {k: (v["dtype"], tuple(v["shape"])) for k, v in written.get("inputs", {}).items()}
             self.layout = written.get("layout", {}).get("candidate", self.layout)
 
