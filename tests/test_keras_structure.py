@@ -264,3 +264,47 @@ def test_mobilenet_v2_trains_like_keras(mobilenet_v2):
     assert max(g.max_abs for g in trained.groups if g.kind == "gradient") <= 1e-10
     assert trained.outputs["predictions"]["max_abs"] <= 1e-8
     assert trained.forward["compared"] >= 150 and trained.forward["max_abs"] <= 1e-10
+
+
+def _sequential(seed=0):
+    """The same kind of layers as _cnn, as a keras.Sequential (the most common model on disk)."""
+    from porter.frameworks import keras
+
+    k = keras()
+    k.utils.set_random_seed(seed)
+    model = k.Sequential([
+        k.Input((12, 12, 3)),
+        k.layers.Conv2D(6, 3, padding="same", name="conv"),
+        k.layers.BatchNormalization(name="bn"),
+        k.layers.ReLU(name="relu"),
+        k.layers.MaxPooling2D(2, name="pool"),
+        k.layers.Flatten(name="flatten"),
+        k.layers.Dense(10, activation="tanh", name="fc"),
+        k.layers.Dense(4, name="logits"),
+    ], name="seq")
+    return _calibrate_and_perturb(model, (12, 12, 3), seed)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_sequential_model_keeps_its_layers_and_trains(suffix, cli, tmp_path):
+    """A Sequential (.keras, or the legacy HDF5 file tf_keras-era code saves) goes through the keras layers
+    writer as its functional twin does: named modules, outputs as Keras at two batch sizes, --train passing."""
+    model = _sequential()
+    path = tmp_path / f"seq{suffix}"
+    model.save(str(path))
+    out = tmp_path / "seq-torch"
+    code, output = cli("-q", "convert", path, "--from", "tf", "--to", "torch", "--out", out)
+    assert code == 0, output
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["route"] == "keras layers", report
+    torch_model = load_written_model(out)
+    assert {"conv", "bn", "fc", "logits"} <= {name for name, _ in torch_model.named_children()}
+    import torch
+
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).normal(size=(batch, 12, 12, 3)).astype("float32")
+        with torch.no_grad():
+            got = torch_model(torch.from_numpy(x)).numpy()  # the Keras (channels-last) input, as --layout defaults
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5, rtol=1.3e-6)
+    code, output = cli("-q", "verify", path, out, "--train")
+    assert code == 0, output

@@ -136,10 +136,12 @@ def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: 
                           hint="leave --train out: porter verify compares the outputs")
     channel_first = {n for n, v in (written.get("layout") or {}).get("inputs", {}).items()
                      if (written.get("layout") or {}).get("candidate") == "nchw"}
-    plan = plan_model(keras_model)
-    by_name = {n: var for n, var, _, _ in plan.graph.inputs}
-    if channel_first:
-        plan = plan_model(keras_model, {by_name[n]: "cf" for n in channel_first if n in by_name})
+    def planned(model):
+        plan = plan_model(model)
+        by_name = {n: var for n, var, _, _ in plan.graph.inputs}
+        return plan_model(model, {by_name[n]: "cf" for n in channel_first if n in by_name}) if channel_first else plan
+
+    plan = planned(keras_model)
     mapped = {w.torch_key for w in plan.weights if w.trainable}
     if mapped != trainable:
         raise PorterError(f"{cand.path} does not hold the trainable parameters the Keras model's layers map to",
@@ -159,6 +161,7 @@ def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: 
         else:
             keras_model, torch_model = wide, torch_model.double()
             feeds = [feed_as(f, "float64") for f in feeds]
+            plan = planned(wide)  # its variable paths: a Sequential loaded from .h5 loses its name prefix in the copy
     _no_dropout(keras_model, torch_model)
     from porter.verifiers import training_localise as localise
 

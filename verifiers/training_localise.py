@@ -19,7 +19,10 @@ def training_outputs_keras(model, plan, feed) -> dict:
     own graph (layers of an inlined Sequential have no tensor of their own there and are left out)."""
     from porter.frameworks import keras
 
+    from porter.keras_to_torch.graph import functional_of
+
     k = keras()
+    model = functional_of(model)
     ops = {op.name: op for op in model.operations}
     picked = [(c.var, ops[c.name]) for c in plan.graph.calls if c.name in ops and len(ops[c.name]._inbound_nodes) == 1]
     inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]  # as the model is called

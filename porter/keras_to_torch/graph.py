@@ -60,10 +60,26 @@ def _inlined(op, k) -> list | None:
     return layers
 
 
+def functional_of(model):
+    """The functional graph of ``model``: a Keras 3 Sequential (the most common model on disk, tf_keras .h5
+    files included) keeps one as ``_functional`` once its input shape is known; it has no ``operations``."""
+    from porter.errors import PorterError
+    from porter.frameworks import keras
+
+    if not isinstance(model, keras().Sequential):
+        return model
+    functional = getattr(model, "_functional", None)
+    if functional is None:
+        raise PorterError(f"the Sequential model {model.name!r} has no input shape, so its layers cannot be traced",
+                          hint="build it with keras.Input(shape) as its first layer (or call it once) before saving")
+    return functional
+
+
 def read_graph(model) -> KerasGraph:
     from porter.frameworks import keras
 
     k = keras()
+    model = functional_of(model)
     problems, taken = [], set()
     tensor_var: dict[tuple, str] = {}
     inputs = []
@@ -72,6 +88,7 @@ def read_graph(model) -> KerasGraph:
         var = python_name(t.name.split(":")[0], taken)
         tensor_var[(op.name, node_index, tensor_index)] = var
         inputs.append((t.name.split(":")[0], var, tuple(t.shape), getattr(t.dtype, "name", None) or str(t.dtype)))
+    in_graph = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
     pending = []
     for layer in model.operations:  # layers and keras.ops calls (x + 3.0 is an op, not a layer)
         if isinstance(layer, k.layers.InputLayer):
@@ -79,7 +96,8 @@ def read_graph(model) -> KerasGraph:
         if isinstance(layer, k.Model) and _inlined(layer, k) is None:
             problems.append(f"layer {layer.name!r} ({type(layer).__name__}) is a nested model")
             continue
-        nodes = layer._inbound_nodes
+        # only the calls inside this graph: a loaded Sequential's layers also keep nodes of its earlier builds
+        nodes = [n for n in layer._inbound_nodes if not in_graph or id(n) in in_graph]
         if len(nodes) != 1:
             problems.append(f"layer {layer.name!r} ({type(layer).__name__}) is called {len(nodes)} times (a shared layer)")
             continue
