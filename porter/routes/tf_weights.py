@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from porter.artifacts import read_config_json
 
+from porter.artifacts import read_config_json
 from porter.errors import MappingError, PorterError
 
 
