@@ -44,6 +44,13 @@ def _global_options(
     ctx.call_on_close(progress.disable)
 
 
+def _echo(line: str, err: bool = False) -> None:
+    """One line that names a path or a model's names: its control characters shown, so it stays one line."""
+    from porter import escape
+
+    typer.echo(escape.console(line), err=err)
+
+
 def _fail(exc: PorterError) -> None:
     typer.echo(f"error: {exc.render()}", err=True)
     if getattr(exc, "tool_output", "").strip():  # a tool's own log: kept aside, not the message
@@ -108,14 +115,14 @@ def convert(
         _fail(exc)
     status = "verified" if result.verification is not None and result.passed else result.report.get("status")
     reason = result.report.get("route_reason")
-    typer.echo(f"wrote {result.out} (route: {result.route}{f' - {reason}' if reason else ''}, {status})")
+    _echo(f"wrote {result.out} (route: {result.route}{f' - {reason}' if reason else ''}, {status})")
     fixed = [d for d in result.report.get("static_dims") or () if "artifact" not in d]
     if fixed:
         from porter.routes.onnx_pipeline import static_dims_text
 
-        typer.echo(f"static dims: the written model takes only {static_dims_text(fixed)}")
+        _echo(f"static dims: the written model takes only {static_dims_text(fixed)}")
     if not result.passed:
-        typer.echo(f"verification FAILED; the output is written and marked failed in {result.out}/porter_report.json", err=True)
+        _echo(f"verification FAILED; the output is written and marked failed in {result.out}/porter_report.json", err=True)
         raise typer.Exit(1)
 
 
@@ -224,7 +231,7 @@ def verify(
     render(result)
     try:
         for path in write(result, report=report, junit=junit, markdown=markdown, html=html):
-            typer.echo(f"wrote {path}")
+            _echo(f"wrote {path}")
     except PorterError as exc:
         _fail(exc)
     raise typer.Exit(0 if result else LATENCY_UNSTABLE if result.status == "unstable" else 1)
@@ -263,7 +270,7 @@ def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", h
         _fail(exc)
     outcomes = []
     for job in jobs:
-        typer.echo(f"== {job.name}: {job.reference} -> {job.candidate}")
+        _echo(f"== {job.name}: {job.reference} -> {job.candidate}")
         try:
             _check_report_paths(**job.reports)  # before the models load
             result = run(job.reference, job.candidate, **job.options)
@@ -275,7 +282,7 @@ def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", h
             continue
         outcomes.append((job.name, result.status))
     for name, status in outcomes:
-        typer.echo(f"{status:8s} {name}")
+        _echo(f"{status:8s} {name}")
     statuses = {s for _, s in outcomes}
     raise typer.Exit(2 if "error" in statuses else 1 if "failed" in statuses else LATENCY_UNSTABLE if "unstable" in statuses else 0)
 
@@ -323,19 +330,19 @@ def inspect(path: Path = typer.Argument(..., metavar="PATH", help="a model file 
 
     try:
         artifact = detect(path)
-        typer.echo(f"{path}: {artifact.description} [{artifact.framework}/{artifact.format}]")
+        _echo(f"{path}: {artifact.description} [{artifact.framework}/{artifact.format}]")
         config = artifact.config
         if config is not None:
             entry = zoo.for_config(config, f"{path}/config.json")
-            typer.echo(f"zoo entry: {entry.name}; mapping: mappings/{entry.family}.toml; route: direct")
+            _echo(f"zoo entry: {entry.name}; mapping: mappings/{entry.family}.toml; route: direct")
         else:
             from porter.zoo.keras_hub.to_hf import describe_source
 
-            typer.echo(describe_source(artifact) or "zoo entry: none; route: onnx")
+            _echo(describe_source(artifact) or "zoo entry: none; route: onnx")
         from porter.inspection import render, signature
 
         for line in render(*signature(artifact)):
-            typer.echo(line)
+            _echo(line)
     except PorterError as exc:
         _fail(exc)
 

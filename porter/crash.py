@@ -13,6 +13,8 @@ import tempfile
 import time
 import traceback
 
+from porter import escape
+
 INTERNAL_ERROR = 3
 INTERRUPTED = 130
 
@@ -21,10 +23,11 @@ def write_traceback(exc: BaseException) -> str:
     """Write exc's full traceback (and the command line) to a file in the temp dir; return its path."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = os.path.join(tempfile.gettempdir(), f"porter-crash-{stamp}-{os.getpid()}.txt")
-    text = "".join(traceback.format_exception(exc))
+    # argv and the exception messages can hold a model folder's names: no control characters reach the file
+    text = "\n".join(map(escape.console, "".join(traceback.format_exception(exc)).split("\n")))
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(f"porter {' '.join(sys.argv[1:])}\n\n{text}")
+            f.write(f"porter {' '.join(map(escape.console, sys.argv[1:]))}\n\n{text}")
     except OSError:  # an unwritable temp dir must not hide the bug: print the traceback instead
         sys.stderr.write(text)
         return "(stderr above; the temp dir is not writable)"
@@ -44,7 +47,7 @@ def write_text_log(prefix: str, text: str) -> str:
 
 def internal_error_line(exc: BaseException, where: str) -> str:
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"porter: internal error: {type(exc).__name__}: {message} (a porter bug; full traceback in {where})"
+    return escape.console(f"porter: internal error: {type(exc).__name__}: {message} (a porter bug; full traceback in {where})")
 
 
 def _usage_errors() -> tuple:

@@ -7,6 +7,8 @@ result, written and reported), only by ``porter.testing`` helpers.
 
 from __future__ import annotations
 
+from porter import escape
+
 
 class PorterError(Exception):
     """Bad input or usage. The message names the file, key or op at fault."""
@@ -20,10 +22,12 @@ class PorterError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        lines = [self.message]
-        lines += [f"  - {p}" for p in self.problems]
+        """The message, one line per problem, and the hint: each part escaped on its own (it can quote a
+        name from a model folder), so only these joins start a new line on the console."""
+        lines = [escape.console(self.message)]
+        lines += [f"  - {escape.console(p)}" for p in self.problems]
         if self.hint:
-            lines.append(f"hint: {self.hint}")
+            lines.append(f"hint: {escape.console(self.hint)}")
         return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from porter import signals
+from porter import escape, signals
 from porter.errors import PorterError
 from porter.model_files import read_json
 
@@ -223,8 +223,8 @@ def sweep_stale(folder) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             if not os.path.lexists(path):
                 removed.append(path)
-                print(f"porter: removed {path} ({size / 1e6:.1f} MB), left by a run that was killed "
-                      f"(pid {owner.get('pid')})", file=sys.stderr)
+                print(escape.console(f"porter: removed {path} ({size / 1e6:.1f} MB), left by a run that was killed "
+                                     f"(pid {owner.get('pid')})"), file=sys.stderr)
     return removed
 
 

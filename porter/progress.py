@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+from porter import escape
+
 _mode: str | None = None  # None (quiet), "plain" or "rich"
 _stack: list[str] = []
 _live = None  # the rich Live display while a step runs on a terminal
@@ -89,7 +91,7 @@ def note(text: str) -> None:
 
 def _plain(line: str) -> None:
     stream = sys.stderr  # looked up each time: pytest and click's runner swap it
-    stream.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+    stream.write(f"[{time.strftime('%H:%M:%S')}] {escape.console(line)}\n")  # steps name model paths
     stream.flush()
 
 
@@ -158,9 +160,10 @@ def _show() -> None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
+    """A step's text (it names model paths) for rich: control characters shown, markup taken literally."""
+    from rich.markup import escape as markup
 
-    return escape(text)
+    return markup(escape.console(text))
 
 
 def _is_tty(stream) -> bool:

@@ -1,6 +1,26 @@
-"""The console table (rich) for a verification result."""
+"""The console table (rich) for a verification result.
+
+Names, paths, reasons and notes can come from the model folders: each goes in as a rich Text of
+escape.console's form, so neither a control character nor rich markup (``[red]``, a stray ``[/]``)
+inside one is acted on."""
 
 from __future__ import annotations
+
+from porter import escape
+
+
+def text(value, style: str = ""):
+    """``value`` as a rich Text: control characters shown, no markup read."""
+    from rich.text import Text
+
+    return Text(escape.console(value), style=style)
+
+
+def line(*parts):
+    """One console line from (text, style) pairs and plain strings, every part escaped."""
+    from rich.text import Text
+
+    return Text.assemble(*((text(*p) if isinstance(p, tuple) else text(p)) for p in parts))
 
 
 def render(result, console=None) -> str:
@@ -16,36 +36,36 @@ def render(result, console=None) -> str:
             nonfinite = o.nonfinite_reference or o.nonfinite_candidate
             # with NaN/Inf in an output, error statistics over the rest would read as a near-pass
             table.add_row(
-                s.label,
-                o.name,
+                text(s.label),
+                text(o.name),
                 f"NaN/Inf: ref {o.nonfinite_reference}, cand {o.nonfinite_candidate}" if nonfinite else f"{o.max_abs:.3g}",
                 "n/a" if nonfinite else f"{o.max_rel:.3g}",
                 "n/a" if nonfinite else f"{o.cosine:.7f}",
                 f"{o.mismatched} ({o.mismatched_pct:.2f}%)",
                 f"{o.atol:g} / {o.rtol:g}",
-                "[green]pass[/]" if o.passed else f"[red]FAIL[/] {o.reason}",
+                line(("pass", "green")) if o.passed else line(("FAIL", "red"), f" {o.reason}"),
             )
     console.print(table)
-    for line in result.dtype_lines():
-        console.print(line, markup=False)
+    for dtypes in result.dtype_lines():
+        console.print(line(dtypes))
     if result.route:
-        console.print(f"route: {result.route}   reference: {result.reference}   candidate: {result.candidate}")
+        console.print(line(f"route: {result.route}   reference: {result.reference}   candidate: {result.candidate}"))
     if result.latency:
         from porter.verifiers.reports import _latency_line
 
-        console.print(f"latency: {_latency_line(result.latency)}", markup=False)
+        console.print(line(f"latency: {_latency_line(result.latency)}"))
         if result.latency.get("status") == "unstable":  # neither a pass nor a fail
-            console.print(f"warning: latency unstable: {result.latency.get('reason', '')}", markup=False)
+            console.print(line(f"warning: latency unstable: {result.latency.get('reason', '')}"))
     for failure in result.failures():
-        console.print(f"[red]failed:[/] {failure}")
+        console.print(line(("failed:", "red"), f" {failure}"))
     loc = result.localisation
     if loc and loc.get("found"):
-        console.print(
-            f"[red]first diverging layer:[/] torch {loc['torch_module']} <-> keras {loc['keras_layer']} "
+        console.print(line(
+            ("first diverging layer:", "red"), f" torch {loc['torch_module']} <-> keras {loc['keras_layer']} "
             f"(max abs {loc['max_abs']:.3g}, atol {loc['atol']:g}, on input {loc['input']})"
-        )
+        ))
     elif loc:
-        console.print(f"localisation: {loc.get('note', '')}")
+        console.print(line(f"localisation: {loc.get('note', '')}"))
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(line(f"note: {note}"))
     return console.export_text(clear=False) if console.record else ""

@@ -1,4 +1,7 @@
-"""Reports rendered from one VerificationResult: JSON, JUnit XML, Markdown (and HTML in html.py)."""
+"""Reports rendered from one VerificationResult: JSON, JUnit XML, Markdown (and HTML in html.py).
+
+Paths, names, reasons and notes can come from the model folders: each goes through porter.escape's
+function for its report (JSON needs none)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 import math
 from pathlib import Path
 from xml.etree import ElementTree as ET
+
+from porter import escape
 
 
 def to_json(result) -> str:
@@ -17,11 +22,12 @@ def to_junit(result) -> str:
     suite = ET.Element("testsuite", name="porter.verify")
     props = ET.SubElement(suite, "properties")
     for key, value in (("reference", result.reference), ("candidate", result.candidate), ("route", result.route or ""), ("status", result.status)):
-        ET.SubElement(props, "property", name=key, value=str(value))
+        ET.SubElement(props, "property", name=key, value=escape.xml(value))
     cases = failures = skipped = 0
     for s in result.shapes:
         for o in s.outputs:
-            case = ET.SubElement(suite, "testcase", classname=f"porter.verify.{s.label}", name=f"{o.name} [{s.label}]", time="0")
+            case = ET.SubElement(suite, "testcase", classname=escape.xml(f"porter.verify.{s.label}"),
+                                 name=escape.xml(f"{o.name} [{s.label}]"), time="0")
             ET.SubElement(case, "system-out").text = (
                 f"max_abs={o.max_abs:.6g} max_rel={o.max_rel:.6g} mean_abs={o.mean_abs:.6g} cosine={o.cosine:.9f} "
                 f"mismatched={o.mismatched} ({o.mismatched_pct:.3f}%) required_atol={o.required_atol:.6g} atol={o.atol:g} rtol={o.rtol:g}"
@@ -29,18 +35,18 @@ def to_junit(result) -> str:
             cases += 1
             if not o.passed:
                 failures += 1
-                ET.SubElement(case, "failure", message=o.reason or "outside tolerance", type="Mismatch").text = _failure_text(o, result)
+                ET.SubElement(case, "failure", message=escape.xml(o.reason or "outside tolerance"), type="Mismatch").text = _failure_text(o, result)
     if result.latency is not None:
         lat = result.latency
         case = ET.SubElement(suite, "testcase", classname="porter.verify.latency", name="latency median ratio", time=f"{_total_s(lat):.3f}")
-        ET.SubElement(case, "system-out").text = _latency_line(lat)
+        ET.SubElement(case, "system-out").text = escape.xml(_latency_line(lat))
         cases += 1
         if lat.get("passed") is False:
             failures += 1
-            ET.SubElement(case, "failure", message=lat.get("reason", "latency gate"), type="Latency").text = _latency_line(lat)
+            ET.SubElement(case, "failure", message=escape.xml(lat.get("reason", "latency gate")), type="Latency").text = escape.xml(_latency_line(lat))
         elif lat.get("status") == "unstable":  # neither pass nor fail: too noisy to decide
             skipped += 1
-            ET.SubElement(case, "skipped", message=lat.get("reason", "unstable"))
+            ET.SubElement(case, "skipped", message=escape.xml(lat.get("reason", "unstable")))
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
@@ -52,11 +58,11 @@ def to_junit(result) -> str:
 
 
 def _failure_text(o, result) -> str:
-    text = f"{o.name}: max abs error {o.max_abs:.6g} at {list(o.worst_index)}; {o.reason}"
+    lines = [f"{o.name}: max abs error {o.max_abs:.6g} at {list(o.worst_index)}; {o.reason}"]
     loc = result.localisation
     if loc and loc.get("found"):
-        text += f"\nfirst diverging layer: {loc['torch_module']} <-> {loc['keras_layer']} (max abs {loc['max_abs']:.3g})"
-    return text
+        lines.append(f"first diverging layer: {loc['torch_module']} <-> {loc['keras_layer']} (max abs {loc['max_abs']:.3g})")
+    return "\n".join(map(escape.xml, lines))
 
 
 def _total_s(lat) -> float:
@@ -82,25 +88,27 @@ def _latency_line(lat) -> str:
 def to_markdown(result) -> str:
     """A compact summary that fits a CI step summary ($GITHUB_STEP_SUMMARY)."""
     icon = "✅" if result else "⚠️" if result.status == "unstable" else "❌"
-    lines = [f"## {icon} porter verify: {result.status}", "", f"`{result.reference}` → `{result.candidate}`"]
+    code, text = escape.markdown_code, escape.markdown
+    lines = [f"## {icon} porter verify: {result.status}", "", f"{code(result.reference)} → {code(result.candidate)}"]
     if result.route:
-        lines[-1] += f" (route: {result.route})"
+        lines[-1] += f" (route: {text(result.route)})"
     lines += ["", "| shape | output | max abs | max rel | cosine | mismatched | needed atol | atol / rtol | result |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in result.shapes:
         for o in s.outputs:
-            verdict = "pass" if o.passed else f"**FAIL** {o.reason}"
+            verdict = "pass" if o.passed else f"**FAIL** {text(o.reason)}"
             lines.append(
-                f"| {s.label} | {o.name} | {o.max_abs:.3g} | {o.max_rel:.3g} | {_num(o.cosine)} | {o.mismatched} ({o.mismatched_pct:.2f}%) "
+                f"| {code(s.label)} | {code(o.name)} | {o.max_abs:.3g} | {o.max_rel:.3g} | {_num(o.cosine)} | {o.mismatched} ({o.mismatched_pct:.2f}%) "
                 f"| {o.required_atol:.3g} | {o.atol:g} / {o.rtol:g} | {verdict} |"
             )
     loc = result.localisation
     if loc:
-        lines += ["", "**Localisation:** " + (f"first diverging layer `{loc['torch_module']}` ↔ `{loc['keras_layer']}` (max abs {loc['max_abs']:.3g})" if loc.get("found") else loc.get("note", ""))]
+        lines += ["", "**Localisation:** " + (f"first diverging layer {code(loc['torch_module'])} ↔ {code(loc['keras_layer'])} (max abs {loc['max_abs']:.3g})"
+                                             if loc.get("found") else text(loc.get("note", "")))]
     if result.latency:
-        verdict = {"failed": " — **FAILED**", "unstable": " — **UNSTABLE** (" + result.latency.get("reason", "") + ")"}
-        lines += ["", "**Latency:** " + _latency_line(result.latency) + verdict.get(result.latency.get("status"), "")]
+        verdict = {"failed": " — **FAILED**", "unstable": " — **UNSTABLE** (" + text(result.latency.get("reason", "")) + ")"}
+        lines += ["", "**Latency:** " + text(_latency_line(result.latency)) + verdict.get(result.latency.get("status"), "")]
     if result.notes:
-        lines += [""] + [f"- {n}" for n in result.notes]
+        lines += [""] + [f"- {text(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
 

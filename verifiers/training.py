@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from porter import escape
 from porter.errors import PorterError
 from porter.model_files import read_json_if_present
 
@@ -311,6 +312,8 @@ def render(result: TrainingResult, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from porter.verifiers.console import line, text  # layer names and notes come from the models
+
     console = console or Console(stderr=False)
     table = Table(title=f"porter verify --train: {'PASSED' if result.passed else 'FAILED'}")
     for col in ("what", "layer / output", "max abs", "result"):
@@ -320,20 +323,20 @@ def render(result: TrainingResult, console=None) -> None:
     for g in result.groups:
         if g.passed and g.kind.startswith("weight"):
             continue  # the starting weights are listed when they differ
-        table.add_row(g.kind, g.layer, f"{g.max_abs:.2e}", ok(g.passed))
+        table.add_row(g.kind, text(g.layer), f"{g.max_abs:.2e}", ok(g.passed))
     for name, o in result.outputs.items():
-        table.add_row("output after the step", name, f"{o['max_abs']:.2e}", ok(o["passed"]))
+        table.add_row("output after the step", text(name), f"{o['max_abs']:.2e}", ok(o["passed"]))
     if result.forward.get("compared"):
         first = result.forward.get("first_diverging")
         table.add_row("training-mode forward", f"{result.forward['compared']} layers" if not first else
-                      f"first differs: {first['layer']}", f"{result.forward['max_abs']:.2e}", "differs" if first else "equal")
+                      text(f"first differs: {first['layer']}"), f"{result.forward['max_abs']:.2e}", "differs" if first else "equal")
     console.print(table)
     if all(g.passed for g in result.groups if g.kind.startswith("weight")):
         console.print("weights before the step: equal in both (every layer)")
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(line(f"note: {note}"))
     if result.first_diverging_layer:
-        console.print(f"first diverging layer: {result.first_diverging_layer}")
+        console.print(line(f"first diverging layer: {result.first_diverging_layer}"))
 
 
 def cli_train(reference, candidate, *, lr: float, report, trust_model_code: bool, refused: list) -> int:
@@ -345,5 +348,5 @@ def cli_train(reference, candidate, *, lr: float, report, trust_model_code: bool
     render(result)
     if report is not None:
         Path(report).write_text(json.dumps(result.to_dict(), indent=2))
-        print(f"wrote {report}")
+        print(escape.console(f"wrote {report}"))
     return 0 if result else 1
