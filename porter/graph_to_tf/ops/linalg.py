@@ -1,0 +1,66 @@
+"""Matrix products and convolution. Convolutions keep torch's NCHW tensors and transpose to
+NHWC around the TF op: TF's CPU kernels only run NHWC (removing the pairs is a later pass)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import torch
+
+from porter.graph_to_tf.context import rank
+from porter.graph_to_tf.registry import register
+
+aten = torch.ops.aten
+
+
+@register(aten.mm.default, aten.bmm.default)
+def mm(x, other):
+    return tf.matmul(x, other)
+
+
+@register(aten.addmm.default)
+def addmm(bias, x, other, beta=1, alpha=1):
+    product = tf.matmul(x, other)
+    product = product * alpha if alpha != 1 else product
+    return product + (bias * beta if beta != 1 else bias)
+
+
+@register(aten.baddbmm.default)
+def baddbmm(bias, x, other, beta=1, alpha=1):
+    return addmm(bias, x, other, beta, alpha)
+
+
+def _conv_check(node):
+    transposed = node.args[6]
+    weight = node.args[1].meta["val"]
+    if transposed:
+        return "transposed convolution is not converted yet"
+    if weight.dim() not in (3, 4):
+        return f"only 1-D and 2-D convolution is converted, not {weight.dim() - 2}-D"
+    return None
+
+
+@register(aten.convolution.default, check=_conv_check)
+def convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    one_d = rank(x) == 3
+    if one_d:  # conv1d as conv2d over a height of 1
+        x, weight = tf.expand_dims(x, 2), tf.expand_dims(weight, 2)
+        stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
+    nhwc = tf.transpose(x, [0, 2, 3, 1])
+    pads = [[0, 0], [padding[0], padding[0]], [padding[1], padding[1]], [0, 0]]
+    kernel = tf.transpose(weight, [2, 3, 1, 0])  # OIHW -> HWIO
+    in_channels = x.shape[1]
+    if groups == 1:
+        y = tf.nn.conv2d(nhwc, kernel, [1, *stride, 1], pads, dilations=[1, *dilation, 1])
+    elif groups == in_channels and in_channels is not None and (max(dilation) == 1 or max(stride) == 1):
+        # depthwise: HWIO (kh, kw, 1, C*m) is TF's (kh, kw, C, m), output channel c*m + j in both
+        depth = tf.reshape(kernel, [kernel.shape[0], kernel.shape[1], groups, weight.shape[0] // groups])
+        y = tf.nn.depthwise_conv2d(tf.pad(nhwc, pads), depth, [1, *stride, 1], "VALID", dilations=list(dilation))
+    else:
+        # TF's CPU conv2d has no groups: one conv per group
+        xs = tf.split(nhwc, groups, axis=3)
+        ks = tf.split(kernel, groups, axis=3)
+        y = tf.concat([tf.nn.conv2d(a, k, [1, *stride, 1], pads, dilations=[1, *dilation, 1]) for a, k in zip(xs, ks)], 3)
+    if bias is not None:
+        y = tf.nn.bias_add(y, bias)
+    y = tf.transpose(y, [0, 3, 1, 2])
+    return tf.squeeze(y, 2) if one_d else y

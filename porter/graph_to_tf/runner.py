@@ -1,0 +1,63 @@
+"""Run a decomposed ExportedProgram's graph with TF ops, node by node.
+
+Inside ``tf.function`` this builds the SavedModel's graph (the walk happens once, at trace time);
+run eagerly with a ``hook`` it yields every node's value for localisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from porter.graph_to_tf.check import SKIPPED
+from porter.graph_to_tf.context import converting
+from porter.graph_to_tf.registry import lookup, op_name
+
+
+class GraphRunner:
+    def __init__(self, program, variables: dict, inputs: list):
+        """``variables``: placeholder name -> tf.Variable; ``inputs``: signature.InputSpec per user input."""
+        from torch.export.graph_signature import OutputKind
+
+        self.graph = program.graph
+        self.variables = variables
+        self.inputs = inputs
+        self.outputs = [spec.arg.name for spec in program.graph_signature.output_specs
+                        if spec.kind == OutputKind.USER_OUTPUT and hasattr(spec.arg, "name")]
+
+    def run(self, *values, hook=None) -> list:
+        """The user outputs, given one value per tensor user input (in signature order)."""
+        given = iter(values)
+        feeds = {spec.placeholder: (next(given) if spec.is_tensor else spec.constant) for spec in self.inputs}
+        env: dict = {}
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                env[node.name] = self.variables[node.name] if node.name in self.variables else feeds.get(node.name)
+            elif node.op == "call_function":
+                env[node.name] = self._call(node, env)
+            elif node.op == "output":
+                break
+            else:
+                raise NotImplementedError(f"{node.op} nodes ({node.name}) are not converted")
+            if hook is not None:
+                hook(node, env[node.name])
+        return [env[name] for name in self.outputs]
+
+    def _call(self, node, env):
+        if op_name(node.target) in SKIPPED:
+            return None
+        converter = lookup(node.target)
+        args = torch.fx.node.map_arg(node.args, lambda n: env[n.name])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
+        with converting(node):
+            try:
+                return converter.fn(*args, **kwargs)
+            except Exception as error:  # name the node: a traceback into TF alone does not
+                error.add_note(f"while converting {node.name} = {op_name(node.target)}"
+                               f"{' in ' + _path(node) if _path(node) else ''}")
+                raise
+
+
+def _path(node) -> str:
+    from porter.graph_to_tf.check import module_path
+
+    return module_path(node)
