@@ -93,6 +93,10 @@ def load_keras_artifact(artifact):
                 hint="convert it through ONNX: pass --route onnx",
             )
         path = path / "model.keras"
+    from porter.keras_archive import check_keras_archive, check_keras_h5
+
+    # before Keras builds (allocates) or unpacks anything: a hostile file is refused by what it declares
+    (check_keras_h5 if fmt == "h5" else check_keras_archive)(path)
     import porter.zoo.bert.keras_model  # noqa: F401  registers porter's classes for safe deserialisation
     from porter.zoo.keras_hub.saved import hf_config_beside, register_if_keras_hub
 

@@ -14,11 +14,11 @@ Light: no framework is imported at module level.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from pathlib import Path
 
 from porter.errors import PorterError, UnsupportedModelError
+from porter.model_files import read_json
 from porter.zoo.keras_hub.families import FAMILIES, Family
 
 # keras-hub config keys that are Keras' own bookkeeping, or change training only (dropout)
@@ -331,12 +331,12 @@ def keras_hub_class_of_file(path: Path) -> str | None:
     """The keras-hub class a .keras file's config names (no framework imported), else None."""
     import zipfile
 
-    try:
-        with zipfile.ZipFile(path) as z:
-            top = json.loads(z.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    from porter.keras_archive import archive_config
+
+    if not zipfile.is_zipfile(path):  # a legacy .h5
         return None
-    return _keras_hub_class(top)
+    # size and depth checked: a hostile config is refused here, where the route is chosen, not read whole
+    return _keras_hub_class(archive_config(path))
 
 
 def describe_source(artifact) -> str | None:
@@ -346,10 +346,7 @@ def describe_source(artifact) -> str | None:
         name = keras_hub_class_of_file(path)
     elif artifact.format == "keras_hub_preset":
         spec = path / ("task.json" if (path / "task.json").is_file() else "config.json")
-        try:
-            name = _keras_hub_class(json.loads(spec.read_text()))
-        except (OSError, ValueError):
-            name = None
+        name = _keras_hub_class(read_json(spec, path))
     else:
         return None
     if name is None:
@@ -369,10 +366,7 @@ def is_preset_folder(path: Path, names: set) -> bool:
     """A keras-hub ``save_to_preset`` folder: config.json naming a keras_hub class + model.weights.h5."""
     if not {"config.json", "metadata.json"} <= names or not names & {"model.weights.h5", "model.weights.json"}:
         return False
-    try:
-        return _keras_hub_class(json.loads((path / "config.json").read_text())) is not None
-    except (OSError, ValueError):
-        return False
+    return _keras_hub_class(read_json(path / "config.json", path)) is not None  # size and depth checked
 
 
 def load_preset(path: Path):
@@ -384,17 +378,15 @@ def load_preset(path: Path):
     import porter.zoo.keras_hub.fixes  # noqa: F401  porter's registered subclasses
     import keras
 
+    from porter.keras_archive import check_preset
+
     spec_file = path / ("task.json" if (path / "task.json").is_file() else "config.json")
-    try:
-        spec = json.loads(spec_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise PorterError(f"{spec_file} is not readable JSON ({exc})") from None
-    class_name = _keras_hub_class(spec)
-    if class_name is None:
+    if _keras_hub_class(read_json(spec_file, path)) is None:
         raise PorterError(f"{spec_file} does not name a keras_hub class", hint="save the model with keras-hub's save_to_preset")
     if (path / "model.weights.json").is_file() and not (path / "model.weights.h5").is_file():
         raise PorterError(f"{path}: sharded keras-hub weights (model.weights.json) are not read yet",
                           hint="save the preset with max_shard_size=None (one model.weights.h5)")
+    spec = check_preset(path)  # before Keras builds (allocates) anything: what the files declare, checked
     def load(spec):
         model = keras.saving.deserialize_keras_object(spec, safe_mode=True)
         backbone = getattr(model, "backbone", model)
@@ -409,6 +401,10 @@ def load_preset(path: Path):
 def load_keras_file(path: Path):
     """A .keras file holding a keras-hub model (safe_mode), a tied Llama included (see below)."""
     import keras
+
+    from porter.keras_archive import check_keras_archive
+
+    check_keras_archive(path)  # (once per file) before Keras builds or unpacks anything
 
     def load(spec):
         if spec is None:
@@ -428,13 +424,9 @@ def _load_tied_llama_too(load, spec, path: Path, what: str):
     except Exception as exc:  # Keras raises plain ValueErrors for files that do not fit
         first = exc
     if spec is None:
-        import zipfile
+        from porter.keras_archive import archive_config
 
-        try:
-            with zipfile.ZipFile(path) as z:
-                spec = json.loads(z.read("config.json"))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            spec = None
+        spec = archive_config(path)  # size and depth checked
     node = _llama_backbone_node(spec)
     if node is not None and "tie_word_embeddings" not in node["config"] and "reverse_embeddings" in str(first):
         node["config"]["tie_word_embeddings"] = True
