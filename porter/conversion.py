@@ -124,6 +124,7 @@ def convert(
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
     if inputs is not None:
         require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
+    _check_declared_sizes(model, checkpoint)
     legacy = _legacy_tf_folder(model, source, target, checkpoint, route, expected)
     _check_latency_flag(latency, verify, legacy is not None or expected is not None)
     if legacy is not None:
@@ -179,6 +180,16 @@ def _legacy_tf_folder(model, source, target, checkpoint, route, expected):
     if expected is not None:
         require_file(expected, "--expected", ".npz", hint="an .npz of the outputs recorded on --inputs, keyed by output name")
     return path
+
+
+def _check_declared_sizes(model, checkpoint) -> None:
+    """An HF folder's config.json against its weights' headers (porter/declared_sizes.py), here where every route
+    passes before one builds a model from the config (Keras zoo models, transformers here or in a child)."""
+    path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(str(model)))
+    if path is not None and path.exists():
+        from porter.declared_sizes import check_artifact
+
+        check_artifact(detect(path))
 
 
 def _choose_route(model, source: str, target: str, checkpoint, route: str) -> str:

@@ -15,8 +15,10 @@ class HFTorchRunner(Runner):
     framework = "torch"
 
     def activate(self):
+        from porter.declared_sizes import check_artifact
         from porter.frameworks import torch
 
+        check_artifact(self.artifact)  # config.json's sizes against the weights' headers, before anything is built
         self.torch = torch()
         config = self.artifact.config or {}
         if config.get("model_type") not in zoo.ENTRIES:
