@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.model_files import DEPTH_LIMIT, tree_depth
+from porter.model_files import DEPTH_LIMIT, depth_of
 
 _HINT = ("porter loads only plain torch.export.save archives of tensors; re-save the model with "
          "torch.export.save(torch.export.export(model, args), 'model.pt2') from code you trust")
@@ -176,15 +176,12 @@ def pytree_type_names(path: Path) -> set[str]:
             if re.search(r"(^|/)models/.+\.json$", full):
                 for key in ("in_spec", "out_spec"):
                     for spec in _values_of(_json_entry(path, zf, full), key):
+                        if depth_of(spec) > DEPTH_LIMIT:
+                            raise PorterError(f"{path}: entry {full!r} has a {key} nested past porter's limit of {DEPTH_LIMIT} levels", hint=_HINT)
                         try:
-                            tree = json.loads(spec)
+                            found |= set(_values_of(json.loads(spec), "type"))
                         except ValueError:
                             continue
-                        except RecursionError:
-                            tree = None
-                        if tree is None or tree_depth(tree) > DEPTH_LIMIT:
-                            raise PorterError(f"{path}: entry {full!r} has a {key} nested past porter's limit of {DEPTH_LIMIT} levels", hint=_HINT)
-                        found |= set(_values_of(tree, "type"))
     return {t for t in found if not t.startswith(("builtins.", "collections."))}
 
 

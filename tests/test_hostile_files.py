@@ -262,14 +262,14 @@ def test_deep_toml_array_is_bad_input(tmp_path, cli):
 
 
 def test_nesting_depth_is_measured_without_recursion():
-    from porter.model_files import depth_of, tree_depth
+    """Measured before parsing: where a library has raised the recursion limit, json.loads of DEEP crashes
+    the process (a segfault, seen in this suite) instead of raising RecursionError."""
+    from porter.model_files import _TOML_STRING, depth_of
 
     assert depth_of(DEEP) == 100_000
-    assert depth_of('{"a": "[[[[", "b": [[1]]}') == 3  # brackets inside strings do not count
-    deep: list = []
-    for _ in range(50_000):
-        deep = [deep]
-    assert tree_depth(deep) == 50_001
+    assert depth_of('{"a": "[[[[\\"[", "b": [[1]]}') == 3  # brackets inside strings (escaped quotes too) do not count
+    assert depth_of('x = "[[[["\ny = [[1]]', _TOML_STRING) == 2
+    assert depth_of(b"[" * 40_000_000) == 40_000_000  # across numpy's chunks
 
 
 # -- 5. pipes and devices -----------------------------------------------------------------------------

@@ -126,14 +126,14 @@ def test_recursion_in_keras_itself_is_bad_input(tmp_path):
 
     from porter.errors import PorterError
     from porter.keras_archive import declared_weights
-    from porter.model_files import tree_depth
+    from porter.model_files import depth_of
 
     config = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 2},
               "registered_name": None, "build_config": {"input_shape": [None, 4]}}
     for i in range(60):
         config = {"module": "keras", "class_name": "Sequential", "config": {"name": f"s{i}", "layers": [config]},
                   "registered_name": None}
-    assert tree_depth(config) < 200
+    assert depth_of(json.dumps(config)) < 200
     assert declared_weights(config, "deep.keras").total == 40  # Keras builds it on Python's usual stack
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(len(inspect.stack()) + 100)
