@@ -67,8 +67,10 @@ def convert(
     target: Literal["tf", "torch", "onnx", "tflite"] = typer.Option(..., "--to", help="the framework to convert to"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights for a zoo name (an HF folder)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: ./<model>-<to>)"),
-    route: Literal["auto", "direct", "onnx"] = typer.Option(
-        "auto", help="direct: zoo + mapping rules; onnx: through ONNX; auto: direct when the zoo knows the model"),
+    route: Literal["auto", "direct", "graph", "onnx"] = typer.Option(
+        "auto", help="direct: zoo + mapping rules; graph: torch.export -> porter's ATen-to-TF converter (torch -> tf); "
+                     "onnx: through ONNX; auto: direct when the zoo knows the model, else graph for torch -> tf "
+                     "(onnx where an op has no converter), else onnx"),
     no_verify: bool = typer.Option(False, "--no-verify", help="skip the equivalence check"),
     force: bool = typer.Option(False, "--force", help="replace an existing --out"),
     atol: Optional[float] = typer.Option(None, help="absolute tolerance (default per dtype: fp32 1e-5)"),
@@ -86,7 +88,7 @@ def convert(
                                  "instead of running the source: for transformers 4.x TF checkpoints"),
     static_shapes: bool = typer.Option(
         False, "--static-shapes", help="accept a written model with dims fixed that the source takes at any size "
-                                       "(ONNX route; otherwise verification fails)"),
+                                       "(ONNX and graph routes; otherwise verification fails)"),
     latency: bool = typer.Option(
         False, "--latency", help="after verifying, time the source and the written model as porter verify --latency does; "
                                  "the figures go into porter_report.json (latency) and the console"),

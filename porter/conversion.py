@@ -7,12 +7,13 @@ from pathlib import Path
 
 from porter import zoo
 from porter.artifacts import detect
-from porter.errors import PorterError
+from porter.errors import PorterError, UnsupportedModelError
 from porter.outdir import check_out
 from porter.path_errors import require_file, require_path
 from porter.result import ConversionResult
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
+ROUTES = ("auto", "direct", "graph", "onnx")
 
 
 @dataclass
@@ -109,12 +110,12 @@ def convert(
             raise PorterError(f"{flag} {value!r} is not one of {', '.join(FRAMEWORKS)}")
     if source == target:
         raise PorterError(f"--from and --to are both {source!r}")
-    if route not in ("auto", "direct", "onnx"):
-        raise PorterError(f"--route {route!r} is not one of auto, direct, onnx")
+    if route not in ROUTES:
+        raise PorterError(f"--route {route!r} is not one of {', '.join(ROUTES)}")
     if xla and target != "tf":
         raise PorterError(f"--xla compiles a TensorFlow SavedModel's signatures; --to {target} writes none",
                           hint="leave --xla out, or convert --to tf")
-    if reference_dtype != "auto" and ((source, target) != ("torch", "tf") or route == "onnx" or not verify):
+    if reference_dtype != "auto" and ((source, target) != ("torch", "tf") or route in ("onnx", "graph") or not verify):
         raise PorterError(f"--reference-dtype {reference_dtype} chooses the transformers reference of a verified "
                           f"torch -> tf conversion on the direct route", hint="leave --reference-dtype out")
     out = Path(out) if out else default_out(model, target)
@@ -135,7 +136,24 @@ def convert(
     if expected is not None:
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
-    if _choose_route(model, source, target, checkpoint, route) == "onnx":
+    chosen = _choose_route(model, source, target, checkpoint, route)
+    if chosen == "graph" and route == "auto" and layout == "nhwc":
+        chosen = "onnx"  # onnx2tf moves image inputs channels last; the graph route keeps torch's NCHW
+    graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
+             "static_shapes": static_shapes, "latency": latency}
+    if chosen == "graph":
+        _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout)
+        try:
+            return _graph_route(model, checkpoint, out, asked=route, **graph)
+        except PorterError as exc:
+            from porter.routes.graph_tf import MissingConverters
+
+            if route != "auto" or not isinstance(exc, MissingConverters):
+                raise
+            chosen, fallback = "onnx", _missing_ops_reason(exc)
+    else:
+        fallback = None
+    if chosen == "onnx":
         if xla:  # onnx2tf writes that SavedModel; porter has not verified XLA on its graphs
             raise PorterError("--xla is supported on the direct route only (a zoo model written by porter's own Keras code)",
                               hint="leave --xla out on the ONNX route")
@@ -150,13 +168,25 @@ def convert(
                               hint="leave --reference-dtype out")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
                            static_shapes=static_shapes, asked=route, latency=latency,
-                           ignore_memory_estimate=ignore_memory_estimate)
+                           ignore_memory_estimate=ignore_memory_estimate, reason=fallback)
     from porter.routes import direct
 
     if (source, target) == ("torch", "tf"):
         from porter.frameworks import tensorflow
 
-        src = resolve(model, source, checkpoint, beside=tensorflow)  # the Keras model is built next
+        try:
+            src = resolve(model, source, checkpoint, beside=tensorflow)  # the Keras model is built next
+        except UnsupportedModelError as exc:
+            # a variant of a zoo family that the direct route cannot reproduce: auto takes transformers + the graph route
+            if route != "auto" or not _hf_folder(model, checkpoint) or layout == "nhwc" or not _one_family(model, checkpoint):
+                raise
+            try:
+                _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout)
+            except PorterError:
+                raise exc from None  # a direct-route flag was given: the direct route's refusal says more
+            return _graph_route(model, checkpoint, out, asked=route, **graph,
+                                reason=f"porter's direct route cannot reproduce this folder ({exc.message}); "
+                                       "transformers + torch.export convert it")
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
                                   ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype)
     src = resolve(model, source, checkpoint)
@@ -193,13 +223,17 @@ def _check_declared_sizes(model, checkpoint) -> None:
 
 
 def _choose_route(model, source: str, target: str, checkpoint, route: str) -> str:
-    """direct when asked, or (auto) when the zoo recognises the model; onnx otherwise.
-    Where the direct route would raise a zoo error with a hint, auto keeps it (HF folders)."""
+    """direct when asked, or (auto) when the zoo recognises the model; otherwise graph for torch -> tf from an HF
+    folder or a .pt2, onnx for the rest. Where the direct route would raise a zoo error with a hint, auto keeps it
+    (HF folders) until resolve() reports it: convert() then takes the graph route (torch -> tf)."""
     if target in ("onnx", "tflite") or source == "onnx":
-        if route == "direct":
-            raise PorterError(f"the direct route converts between torch and tf only, not {source} -> {target}",
-                              hint="pass --route onnx (or auto)")
+        if route in ("direct", "graph"):
+            raise PorterError(f"the {route} route converts {'between torch and tf' if route == 'direct' else 'torch -> tf'} "
+                              f"only, not {source} -> {target}", hint="pass --route onnx (or auto)")
         return "onnx"
+    if route == "graph" and (source, target) != ("torch", "tf"):
+        raise PorterError(f"the graph route converts torch -> tf only, not {source} -> {target}",
+                          hint="pass --route onnx (or auto)")
     if route != "auto":
         return route
     path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(model))
@@ -207,11 +241,12 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
         return "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
     if artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)):
-        return "onnx"  # transformers builds it, torch.export -> onnx2tf converts it
+        # transformers builds it; torch.export -> porter's graph converter (to tf) or onnx2tf converts it
+        return "graph" if (source, target) == ("torch", "tf") else "onnx"
     if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
         return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
     if artifact.format == "pt2":
-        return "onnx"
+        return "graph" if target == "tf" else "onnx"
     if artifact.config is not None and artifact.config.get("model_type") in zoo.ENTRIES:
         return "direct"
     if artifact.format == "keras_hub_preset":
@@ -248,7 +283,7 @@ def _onnx_reads_with_transformers(config) -> bool:
 
 
 def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs=None,
-                static_shapes=False, asked="onnx", latency=False, ignore_memory_estimate=False):
+                static_shapes=False, asked="onnx", latency=False, ignore_memory_estimate=False, reason=None):
     from porter.routes.onnx_pipeline import convert_via_onnx
 
     path = Path(checkpoint) if checkpoint else Path(model)
@@ -266,7 +301,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
         if artifact.framework != source:
             raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a {source} model",
                               hint=f"use --from {artifact.framework}")
-    reason = _onnx_reason(asked, artifact)
+    reason = reason or _onnx_reason(asked, artifact)
     if asked == "auto" and zoo_source is None and (source, target) == ("tf", "torch"):
         # a Keras model outside the zoo: model.py keeps its layers where every one has a torch module
         from porter.routes.keras_layers import convert_keras_layers, keras_layers_plan
@@ -283,6 +318,58 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,
                             layout=layout, console=console, zoo_source=zoo_source, inputs=inputs, static_shapes=static_shapes,
                             route_reason=reason, latency=latency)
+
+
+def _hf_folder(model, checkpoint) -> bool:
+    path = Path(checkpoint) if checkpoint else Path(str(model))
+    return path.is_dir() and detect(path).format == "hf"
+
+
+def _one_family(model, checkpoint) -> bool:
+    """Whether config.json's architectures class is of its model_type (else the folder contradicts itself, and
+    the direct route's refusal stands rather than transformers building whichever class it names)."""
+    from porter.routes.hf_source import architecture_model_type
+
+    config = detect(Path(checkpoint) if checkpoint else Path(str(model))).config or {}
+    built = architecture_model_type(config)
+    return built is None or built == config.get("model_type")
+
+
+def _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout) -> None:
+    """What the graph route does not carry: refused rather than ignored."""
+    for given, flag, why in ((xla, "--xla", "porter has not verified XLA on its converted graphs"),
+                             (dtype, f"--dtype {dtype}", "the graph route keeps the model's own dtype"),
+                             (allow_nonfinite, "--allow-nonfinite", "repair the weights"),
+                             (reference_dtype != "auto", f"--reference-dtype {reference_dtype}", "its reference is the source as exported"),
+                             (layout == "nhwc", "--layout nhwc", "the graph route keeps torch's NCHW inputs")):
+        if given:
+            raise PorterError(f"{flag} is not supported on the graph route ({why})",
+                              hint=f"leave {flag.split()[0]} out, or pass --route onnx")
+
+
+def _graph_route(model, checkpoint, out, *, asked, reason=None, **kwargs):
+    from porter.routes.graph_tf import convert_via_graph
+
+    path = Path(checkpoint) if checkpoint else Path(str(model))
+    require_path(path, hint="pass an HF folder or a .pt2")
+    artifact = detect(path)
+    if artifact.framework != "torch":
+        raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a torch model",
+                          hint=f"use --from {artifact.framework}")
+    if reason is None:
+        reason = "--route graph" if asked == "graph" else _graph_reason(artifact)
+    return convert_via_graph(artifact, out=out, route_reason=reason, **kwargs)
+
+
+def _graph_reason(artifact) -> str:
+    if artifact.format == "pt2":
+        return "a torch.export ExportedProgram: porter's ATen -> TF converter keeps its dynamic dims"
+    return _onnx_reason("auto", artifact).replace("transformers + ONNX", "transformers + torch.export")
+
+
+def _missing_ops_reason(exc) -> str:
+    return (f"{exc.message.replace('porter', 'the graph route', 1)}: {'; '.join(exc.problems[:6])}; "
+            "the ONNX route converts it")
 
 
 def _onnx_reason(asked: str, artifact) -> str:

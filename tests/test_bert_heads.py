@@ -1,5 +1,5 @@
 """A BERT/RoBERTa folder whose config.json names a head (BertForSequenceClassification...): porter's direct
-BERT is the bare encoder, so auto takes transformers + ONNX and keeps the head (logits verified against
+BERT is the bare encoder, so auto takes transformers + torch.export (the graph route) and keeps the head (logits verified against
 transformers); --route direct refuses naming the head and the flag, never a silently headless model."""
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ def bert_cls(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_auto_keeps_the_head_through_onnx(bert_cls, cli, tmp_path):
+def test_auto_keeps_the_head_through_the_graph_route(bert_cls, cli, tmp_path):
     out = tmp_path / "tf"
     code, text = cli("convert", bert_cls, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, text
     assert "BertForSequenceClassification" in text and "keeps the head" in text
     report = json.loads((out / "porter_report.json").read_text())
-    assert report["route"] == "onnx" and report["status"] == "passed"
+    assert report["route"] == "graph" and report["status"] == "passed"
     errors = report["verification"]["max_abs_error"]
     assert list(errors) == ["logits"] and errors["logits"] <= 1e-4
     from porter.frameworks import tensorflow

@@ -375,7 +375,8 @@ def run_porter_process(*args) -> tuple[int, str]:
 def test_torch_onnx_export_failure_shows_the_real_exception(build, tmp_path):
     source = build(tmp_path / "model.pt2")
     out = tmp_path / "out"
-    code, text = run_porter_process("convert", tmp_path / "model.pt2", "--from", "torch", "--to", "tf", "--out", out)
+    code, text = run_porter_process("convert", tmp_path / "model.pt2", "--from", "torch", "--to", "tf", "--out", out,
+                                    "--route", "onnx")
     assert code == 2, text
     for needle in ["porter cannot convert this model yet: torch.onnx.export (dynamo=True) failed: ValueError: Cannot view a tensor",
                    "while executing %view", f"{source}:", "attn_output.reshape(", "hint: torch.onnx could not export"]:

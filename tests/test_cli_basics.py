@@ -44,14 +44,14 @@ def test_h_is_help_everywhere_and_no_flag_shows_bool(cli, args):
 
 def test_help_lists_the_choices(cli):
     _, out = cli("convert", "-h")
-    for choices in ("--from <torch|tf|onnx>", "--to <tf|torch|onnx|tflite>", "--route <auto|direct|onnx>", "--layout <nhwc|nchw>"):
+    for choices in ("--from <torch|tf|onnx>", "--to <tf|torch|onnx|tflite>", "--route <auto|direct|graph|onnx>", "--layout <nhwc|nchw>"):
         assert choices in out, out
     _, top = cli("-h")
     assert "--version" in top and "--quiet" in top
 
 
 @pytest.mark.parametrize("flag, value, choices", [
-    ("--route", "fast", "'auto', 'direct', 'onnx'"),
+    ("--route", "fast", "'auto', 'direct', 'graph', 'onnx'"),
     ("--from", "jax", "'torch', 'tf', 'onnx'"),
     ("--to", "coreml", "'tf', 'torch', 'onnx', 'tflite'"),
     ("--layout", "nwhc", "'nhwc', 'nchw'"),

@@ -108,7 +108,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
     height and width. Without --static-shapes that fails (exit 1, naming the dims); with it, the
     conversion passes and the report, the console and the signature show the fixed dims."""
     src = folders("resnet-cls")
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "a")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "a", "--route", "onnx")
     report = _report(tmp_path / "a")
     fixed = report["static_dims"]
     if not fixed:  # onnx2tf kept every dim: nothing to refuse
@@ -117,7 +117,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
     assert code == 1 and report["status"] == "failed"
     flat = " ".join(text.split())  # the console wraps long lines
     assert "pass --static-shapes" in flat and "fixed dims that the source takes at any size" in flat
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "b", "--static-shapes")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "b", "--static-shapes", "--route", "onnx")
     assert code == 0, text
     report = _report(tmp_path / "b")
     assert report["static_shapes"] is True and report["static_dims"] == fixed
@@ -138,7 +138,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
 def test_whisper_encoder(folders, cli, tmp_path):
     """An audio encoder: input_features [batch, mel bins, 2 x max_source_positions], batch dynamic."""
     src, out = folders("whisper-encoder"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out)
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
     assert code == 0, text
     report = _report(out)
     assert report["architecture"] == "WhisperEncoder" and report["static_dims"] == []
@@ -151,7 +151,7 @@ def test_whisper_encoder(folders, cli, tmp_path):
 def test_convnext_keeps_batch_and_image_size(folders, cli, tmp_path):
     """A CNN with every dim dynamic through onnx2tf: the outputs keep NCHW (channels-last is undone)."""
     src, out = folders("convnext"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out)
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
     assert code == 0, text
     report = _report(out)
     assert report["static_dims"] == [] and report["inputs"]["pixel_values"]["shape"] == [None, 3, None, None]

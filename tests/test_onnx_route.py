@@ -58,7 +58,7 @@ def _report(out):
 
 def test_custom_module_torch_to_tf_keeps_names(cli, custom_pt2, tmp_path):
     out = tmp_path / "tf"
-    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "tf", "--out", out)
+    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
     assert code == 0, output
     assert "route: onnx" in output
     report = _report(out)
@@ -213,7 +213,7 @@ def test_sdpa_attention_keeps_batch_and_sequence_dynamic(cli, tmp_path):
     torch.manual_seed(0)
     path = save_pt2(SelfAttention().eval(), torch.randn(2, 5, 16), tmp_path / "attention.pt2", BATCH_AND_SEQ)
     out = tmp_path / "tf"
-    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
     assert code == 0, output
     report = _report(out)
     assert report["static_dims"] == [] and len(report["verification"]["shapes"]) == 4  # 2 batch sizes x 2 lengths
@@ -230,9 +230,9 @@ def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
     path = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "upsample.pt2", BATCH)
     out = tmp_path / "tf"
-    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", tmp_path / "refused")
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", tmp_path / "refused", "--route", "onnx")
     assert code == 1 and "pass --static-shapes" in " ".join(output.split())  # a fixed batch is never passed silently
-    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--static-shapes")
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--static-shapes", "--route", "onnx")
     assert code == 0, output
     report = _report(out)
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5

@@ -108,6 +108,22 @@ def load(path: Path, attn_implementation: str | None = None):
     return model, model.config, name
 
 
+def architecture_model_type(config: dict) -> str | None:
+    """The model_type of the transformers class config.json's ``architectures`` names (None: none named, or
+    not a transformers class)."""
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    name = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    if name is None or not name.isidentifier():
+        return None
+    from porter.frameworks import torch
+
+    torch()  # quietened before transformers imports it
+    import transformers
+
+    cls = getattr(transformers, name, None)
+    return getattr(getattr(cls, "config_class", None), "model_type", None)
+
+
 def _model_class(config: dict, path: Path):
     """The class in config.json's ``architectures`` (a task head), else transformers' AutoModel base."""
     import transformers
@@ -335,9 +351,21 @@ def _export(model, hf: HFModel, onnx_path: Path, release: bool = True):
     from porter.routes import to_onnx
 
     torch = torch()
-    name, names, outputs = hf.architecture, hf.input_names, hf.output_names
+    names, outputs = hf.input_names, hf.output_names
+    args = example_args(hf)
+    with plain_padding_masks(model):
+        program = trace(named_module(model, names, outputs), args, (tuple(export_dims(hf)),), hf.architecture)
+    to_onnx.torch_to_onnx(program, args, names, outputs, onnx_path, release=release)
+    return to_onnx.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
 
-    class Named(torch.nn.Module):  # positional named tensors in, a tuple in ``outputs`` order out
+
+def named_module(model, names, outputs):
+    """The model as positional named tensors in, a tuple in ``outputs`` order out (what torch.export traces)."""
+    from porter.frameworks import torch
+
+    torch = torch()
+
+    class Named(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -346,23 +374,35 @@ def _export(model, hf: HFModel, onnx_path: Path, release: bool = True):
             out = self.inner(**dict(zip(names, args)), return_dict=True)
             return tuple(out[k] for k in outputs)
 
+    return Named(model).eval()
+
+
+def example_args(hf: HFModel) -> tuple:
+    from porter.frameworks import torch
+
     example = _example(hf.feeds, hf.specs, hf.ranges)
-    dims = {}
-    dynamic = []
-    for n in names:
+    return tuple(torch().from_numpy(example[n]) for n in hf.input_names)
+
+
+def export_dims(hf: HFModel, auto: bool = False) -> list[dict]:
+    """torch.export dynamic_shapes, one dict per input. One Dim per meaning: input_ids and attention_mask
+    share batch and sequence. ``auto``: torch decides each dim (Dim.AUTO), for a model that specialises one."""
+    from porter.frameworks import torch
+
+    torch = torch()
+    dims, dynamic = {}, []
+    for n in hf.input_names:
         spec = {}
         for axis, (lo, hi) in hf.ranges[n].items():
-            # one Dim per meaning: input_ids and attention_mask share batch and sequence
+            if auto:
+                spec[axis] = torch.export.Dim.AUTO
+                continue
             text = len(hf.specs[n][1]) == 2
             key = "batch" if axis == 0 else ("decoder_sequence" if n.startswith("decoder") else "sequence") if text else f"{n}_{axis}"
             dims.setdefault(key, torch.export.Dim(key, min=max(2, lo) if axis else 1, max=hi))
             spec[axis] = dims[key]
         dynamic.append(spec)
-    args = tuple(torch.from_numpy(example[n]) for n in names)
-    with plain_padding_masks(model):
-        program = trace(Named(model).eval(), args, (tuple(dynamic),), name)
-    to_onnx.torch_to_onnx(program, args, names, outputs, onnx_path, release=release)
-    return to_onnx.OnnxExport(onnx_path, names, outputs, hf.specs, notes=list(hf.notes))
+    return dynamic
 
 
 @contextlib.contextmanager

@@ -1,0 +1,309 @@
+"""`porter convert --from torch --to tf` on the graph route: source -> ExportedProgram -> porter's own
+ATen -> TF converter (porter/graph_to_tf) -> SavedModel, written all-or-nothing and verified.
+
+    HF folder  --transformers + torch.export (dynamic batch/sequence)--+
+    .pt2       --torch.export.load (porter/safe_pt2.py checks)---------+--> graph_to_tf --> SavedModel (serving_default)
+
+No ONNX and no onnx2tf: the TF graph is built op by op from the decomposed ATen graph, so the dims
+torch.export kept dynamic stay None in the signature. Every op without a converter is found before
+anything is written (MissingConverters), so `--route auto` can hand the model to the ONNX route.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from porter import progress
+from porter.errors import PorterError, UnsupportedModelError
+
+
+class MissingConverters(UnsupportedModelError):
+    """The ATen graph holds ops porter's converter has none for (check.py's listing in ``problems``)."""
+
+
+@dataclass
+class Prepared:
+    reference: Path  # what the verifier's reference runner opens: the HF folder or the .pt2
+    program: object  # the decomposed ExportedProgram, checked: every op has a converter
+    input_names: list[str]
+    output_names: list[str]
+    specs: dict  # the source's inputs: name -> (dtype, shape with None where the source takes any size)
+    feeds: list[dict]
+    model_name: str
+    export: str  # how the dims were exported, for the report
+    reference_text: str
+    input_notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    architecture: str | None = None
+
+
+def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
+                      route_reason=None, latency=False):
+    from porter.outdir import staged_output
+    from porter.result import ConversionResult, finish
+
+    timings = {}
+    t0 = time.perf_counter()
+    prep = prepare(artifact, static_shapes)  # MissingConverters here: nothing is staged yet
+    timings["export_s"] = time.perf_counter() - t0
+    with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
+        t0 = time.perf_counter()
+        converted = _write(prep, tmp)
+        timings["convert_s"] = time.perf_counter() - t0
+        report = _report(artifact, prep, converted, out, timings)
+        report.update(route_reason=route_reason, static_shapes=static_shapes)
+        (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
+        verification = None
+        if verify:
+            from porter.routes.onnx_pipeline import _hold_to_dynamic_dims
+
+            t0 = time.perf_counter()
+            verification = _verify(prep, converted, tmp, atol, rtol, inputs, latency)
+            _hold_to_dynamic_dims(verification, report, static_shapes)
+            if not verification and inputs is None:
+                _localise(prep, converted, verification, report, atol)
+            timings["verify_s"] = time.perf_counter() - t0
+        finish(tmp, Path(out), report, verification, console)
+    return ConversionResult(Path(out), "graph", verification, report)
+
+
+# -- source -> ExportedProgram ------------------------------------------------------------------
+
+
+def prepare(artifact, static_shapes: bool = False) -> Prepared:
+    if artifact.format == "hf":
+        prep = _prepare_hf(artifact, static_shapes)
+    elif artifact.format == "pt2":
+        prep = _prepare_pt2(artifact)
+    else:
+        raise PorterError(f"the graph route starts from an HF folder or a .pt2, not a {artifact.description}",
+                          hint="pass --route onnx")
+    return prep
+
+
+def _checked(program):
+    """The decomposed program, or MissingConverters listing every op (with counts) that has no converter."""
+    from porter.frameworks import tensorflow
+
+    tensorflow()  # quietened before the op converters import it
+    from porter.graph_to_tf.check import check_supported
+    from porter.graph_to_tf.decompositions import decompose
+
+    with progress.step("decomposing the ATen graph"):
+        program = decompose(program)
+    try:
+        check_supported(program.graph)
+    except UnsupportedModelError as exc:
+        raise MissingConverters(exc.message, problems=exc.problems, hint=exc.hint) from None
+    return program
+
+
+def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
+    from porter.routes import hf_source
+
+    # transformers' default attention (sdpa where the class has it): the verifier's reference loads the same way
+    model, config, name = hf_source.load(artifact.path)
+    hf = hf_source.describe(model, config, name)
+    mode, program, notes = _export_hf(model, hf, static_shapes)
+    if mode != "named" and "pixel_values" in hf.specs and hf.specs["pixel_values"][1][2] is None:
+        shape = _input_shape(program, 0)
+        if shape[2] is not None:  # torch kept image size static: verified at config.image_size only
+            hf_source._fix_image_size(hf, notes[0] if notes else "torch.export specialised it")
+    input_notes = [f"inputs: generated for {name}: {hf.input_text}"]
+    return Prepared(artifact.path, _checked(program), hf.input_names, hf.output_names, hf.specs, hf.feeds,
+                    artifact.path.name, mode, f"transformers {name} read from {artifact.path} (torch)",
+                    input_notes, [*hf.notes, *notes], name)
+
+
+def _export_hf(model, hf, static_shapes: bool):
+    """torch.export with named Dims (one per meaning); where torch refuses them (the model specialises a dim)
+    with Dim.AUTO, torch deciding which dims stay dynamic; with --static-shapes last at the example's shape."""
+    from porter.routes import hf_source
+
+    args = hf_source.example_args(hf)
+    module = hf_source.named_module(model, hf.input_names, hf.output_names)
+    attempts = [("named", hf_source.export_dims(hf)), ("auto", hf_source.export_dims(hf, auto=True))]
+    if static_shapes:
+        attempts.append(("static", None))
+    failures: list[tuple[str, PorterError]] = []
+    for mode, dims in attempts:
+        try:
+            with hf_source.plain_padding_masks(model):
+                program = hf_source.trace(module, args, (tuple(dims),) if dims is not None else None, hf.architecture)
+        except PorterError as exc:
+            failures.append((mode, exc))
+            continue
+        notes = []
+        if failures:
+            how = ("Dim.AUTO: torch chose which dims stay dynamic" if mode == "auto"
+                   else f"static shapes ({' x '.join(map(str, args[0].shape))}, --static-shapes)")
+            notes.append(f"torch.export refused the named dynamic dims ({failures[0][1].message[:300]}); exported with {how}")
+        return mode, program, notes
+    last = failures[-1][1]
+    shape = " x ".join(map(str, args[0].shape))
+    raise PorterError(
+        last.message,
+        problems=[*last.problems, *(f"with {mode} dims: {exc.message[:300]}" for mode, exc in failures[:-1])],
+        hint=(f"pass --static-shapes to export it at one shape ({shape}), or " if not static_shapes else "")
+        + "export it yourself with torch.export.save(torch.export.export(model, args), 'model.pt2') and convert the .pt2")
+
+
+def _prepare_pt2(artifact) -> Prepared:
+    from porter.routes.to_onnx import (
+        exported_program_io,
+        exported_program_ranges,
+        load_exported_program,
+    )
+    from porter.verifiers.inputs import from_specs
+
+    with progress.step(f"loading {artifact.path}"):
+        program = load_exported_program(artifact.path)  # safe_pt2's checks first: nothing in it may run code
+    names, outputs, specs = exported_program_io(program)
+    ranges = exported_program_ranges(program)
+    sets = from_specs(specs, index_bounds=_index_bounds(program), ranges=ranges)
+    input_notes = ["inputs: generated from the ExportedProgram's input signature", *sets.notes]
+    return Prepared(artifact.path, _checked(program), names, outputs, specs, sets.feeds, artifact.path.stem, "pt2",
+                    f"the ExportedProgram {artifact.path} run by torch", input_notes)
+
+
+def _index_bounds(program) -> dict:
+    """name -> rows of the embedding table an integer user input indexes (its generated ids stay inside)."""
+    users = set(program.graph_signature.user_inputs)
+    bounds = {}
+    for node in program.graph.nodes:
+        if node.op == "call_function" and "embedding" in str(node.target) and len(node.args) > 1:
+            weight, ids = node.args[0], node.args[1]
+            if getattr(ids, "name", None) in users and hasattr(weight, "meta") and "val" in weight.meta:
+                bounds[ids.name] = min(bounds.get(ids.name, 1 << 62), int(weight.meta["val"].shape[0]))
+    return bounds
+
+
+def _input_shape(program, index: int) -> tuple:
+    from porter.graph_to_tf.signature import user_inputs
+
+    return [s for s in user_inputs(program) if s.is_tensor][index].shape
+
+
+# -- ExportedProgram -> SavedModel ----------------------------------------------------------------
+
+
+def _write(prep: Prepared, folder: Path):
+    from porter.frameworks import tensorflow
+    from porter.graph_to_tf import convert_exported
+    from porter.saved_model_shards import save_options
+
+    tf = tensorflow()
+    with progress.step("converting the ATen graph to TensorFlow"):
+        converted = convert_exported(prep.program, decomposed=True, input_names=prep.input_names,
+                                     output_names=prep.output_names)
+    with progress.step("writing the SavedModel"):
+        tf.saved_model.save(converted.module, str(folder), options=save_options(),
+                            signatures={"serving_default": converted.module.serve.get_concrete_function()})
+    return converted
+
+
+# -- verification and report ---------------------------------------------------------------------
+
+
+def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, latency):
+    """porter.verify on the source and the written SavedModel (the runners `porter verify` uses), on the
+    generated feeds that fit the written signature."""
+    from porter.routes.onnx_graph import fits
+    from porter.verifiers.api import verify
+    from porter.verifiers.inputs import InputSets
+
+    if inputs is not None:
+        return verify(prep.reference, candidate, inputs=Path(inputs), atol=atol, rtol=rtol, route="graph", latency=latency)
+    written = _written(converted)
+    feeds = [f for f in prep.feeds if fits(f, written)]
+    if not feeds:
+        raise PorterError("none of the verification inputs fits the converted model's static input shapes",
+                          problems=[f"{n}: {s}" for n, (_, s) in written.items()])
+    notes = list(prep.input_notes)
+    if len(feeds) < len(prep.feeds):
+        notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
+                     "they do not fit the dims torch.export made static (see static_dims)")
+    return verify(prep.reference, candidate, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="graph",
+                  latency=latency)
+
+
+def _written(converted) -> dict:
+    return {s.name: (str(s.dtype).removeprefix("torch."), tuple(s.shape)) for s in converted.inputs if s.is_tensor}
+
+
+def _localise(prep: Prepared, converted, verification, report: dict, atol) -> None:
+    """The first ATen node whose TF value differs from torch's, on the first feed that fits (eager, node by node)."""
+    from porter.graph_to_tf import first_divergence
+    from porter.routes.onnx_graph import fits
+
+    feed = next((f for f in prep.feeds if fits(f, _written(converted))), None)
+    if feed is None:
+        return
+    # torch's side is keyed by the program's placeholders, TF's by the names the signature took
+    feeds = {}
+    for spec in (s for s in converted.inputs if s.is_tensor):
+        feeds[spec.name] = feeds[spec.placeholder] = np.asarray(feed[spec.name])
+    try:
+        with progress.step("localising: the ATen graph node by node in torch and TF"):
+            found = first_divergence(converted.program, converted, feeds, atol=atol or 1e-5)
+    except Exception as exc:  # noqa: BLE001 - localisation explains a failure; it must not replace it
+        verification.notes.append(f"localisation could not run: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    shapes = {n: list(np.shape(v)) for n, v in feed.items()}
+    if found is None:
+        text = f"no single ATen node differs by more than {atol or 1e-5:g} at {shapes}"
+        report["localisation"] = {"inputs": shapes, "node": None, "note": text}
+    else:
+        text = str(found)
+        report["localisation"] = {"inputs": shapes, "node": found.node, "op": found.op, "module_path": found.module_path,
+                                  "max_abs_error": found.max_abs, "shape": list(found.shape)}
+    verification.notes.append(f"localisation: {text}")
+    report["notes"].append(f"localisation: {text}")
+
+
+def _static_dims(prep: Prepared, converted) -> list[dict]:
+    """Dims the source takes at any size that the written signature fixed."""
+    dims = []
+    for spec in (s for s in converted.inputs if s.is_tensor):
+        source = prep.specs.get(spec.name, (None, spec.shape))[1]
+        for axis, (before, after) in enumerate(zip(source, spec.shape)):
+            if before is None and after is not None:
+                dims.append({"input": spec.name, "axis": axis, "size": int(after)})
+    return dims
+
+
+def _report(artifact, prep: Prepared, converted, out, timings: dict) -> dict:
+    from porter import __version__
+
+    static = _static_dims(prep, converted)
+    channel = [n for n, (d, s) in prep.specs.items() if len(s) == 4 and np.dtype(d).kind == "f"]
+    shapes = sorted({tuple(tuple(np.shape(v)) for v in f.values()) for f in prep.feeds})
+    return {
+        "porter": __version__,
+        "model": prep.model_name,
+        "source": str(artifact.path),
+        "from": "torch",
+        "to": "tf",
+        "route": "graph",
+        **({"architecture": prep.architecture} if prep.architecture else {}),
+        "graph": {"export": prep.export, "inputs": prep.input_names, "outputs": converted.output_names,
+                  "shapes": converted.shape_report()},
+        "inputs": {n: {"dtype": d, "shape": [None if x is None else int(x) for x in s]}
+                   for n, (d, s) in _written(converted).items()},
+        "outputs": converted.output_names,
+        "static_dims": static,
+        "dynamic_dims": {n: {int(a): str(t) for a, t in axes.items()} for n, axes in converted.dynamic_dims.items()},
+        "dynamic_dims_kept": not static,
+        "layout": {"inputs": {n: "nchw" for n in channel}, "candidate": "nchw"},  # as torch takes them
+        "comparison": {"reference": prep.reference_text, "candidate": "the written SavedModel's serving_default (TensorFlow)",
+                       "outputs": converted.output_names,
+                       "shapes": [dict(zip(prep.feeds[0], map(list, s))) for s in shapes]},
+        "notes": list(prep.notes),
+        "out": str(out),
+        "timings": timings,
+    }
