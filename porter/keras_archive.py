@@ -115,11 +115,11 @@ def declared_weights(config, source, legacy: bool = False) -> Declared:
                 with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
                     model = saving_utils.model_from_config(json_utils.decode(config), custom_objects=custom)
             else:  # as keras.src.saving.saving_lib._model_from_config with compile=False
-                config = json.loads(json.dumps(config))
-                if isinstance(config, dict):
-                    config["compile_config"] = None
+                built = json.loads(json.dumps(config))  # ``config`` stays as read, for code_refusal
+                if isinstance(built, dict):
+                    built["compile_config"] = None
                 with serialization_lib.ObjectSharingScope():
-                    model = serialization_lib.deserialize_keras_object(config, safe_mode=True)
+                    model = serialization_lib.deserialize_keras_object(built, safe_mode=True)
             variables = {id(v): v for v in getattr(model, "weights", [])}.values()
             sizes = [(v.path, tuple(int(d) for d in v.shape), str(v.dtype),
                       math.prod(int(d) for d in v.shape) * dtype_size(v.dtype) // 8) for v in variables]
@@ -128,6 +128,9 @@ def declared_weights(config, source, legacy: bool = False) -> Declared:
     except PorterError:
         raise
     except Exception as exc:  # Keras raises ValueError/TypeError/KeyError for configs it cannot build
+        refusal = code_refusal(source, config, exc)
+        if refusal is not None:
+            raise refusal from None
         raise _bad(source, f"Keras cannot build the model its config describes without allocating its weights "
                            f"(safe_mode=True): {type(exc).__name__}: {str(exc)[:500]}") from None
     finally:
@@ -135,6 +138,89 @@ def declared_weights(config, source, legacy: bool = False) -> Declared:
         global_state.set_global_attribute("object_name_uids", names)
     largest = max(sizes, key=lambda s: s[3], default=("(none)", (), "", 0))
     return Declared(sum(s[3] for s in sizes), len(sizes), largest)
+
+
+EXPORT_HINT = ("where the model's Python code is, export it as a SavedModel with model.export('DIR') and convert "
+               "that folder (porter convert DIR --from tf --to torch): porter converts a SavedModel through ONNX "
+               "(tf2onnx, then porter's ONNX -> torch) without the class's code")
+_SPECIAL = ("function", "__lambda__", "__tensor__", "__numpy__", "__bytes__", "__typespec__", "__ellipsis__",
+            "__slice__", "__keras_tensor__")
+
+
+def _objects(config, top=True):
+    """(serialized Keras object dict, is the top-level model) for every object a config holds, outermost first."""
+    if isinstance(config, dict):
+        if isinstance(config.get("class_name"), str) and "config" in config:
+            yield config, top
+            top = False
+        for value in config.values():
+            yield from _objects(value, top)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _objects(value, top)
+
+
+def _resolves(obj, legacy: bool) -> bool:
+    from keras.src.saving import object_registration, serialization_lib
+
+    name = obj["class_name"]
+    if legacy or "module" not in obj:
+        import keras
+
+        return bool(object_registration.get_registered_object(name) or getattr(keras.layers, name, None)
+                    or getattr(keras.models, name, None) or name in ("Functional", "Model"))
+    try:
+        return serialization_lib._retrieve_class_or_fn(name, obj.get("registered_name"), obj.get("module"), "class",
+                                                        obj, custom_objects={}) is not None
+    except Exception:  # what Keras' own load raises for a class it cannot locate
+        return False
+
+
+def code_refusal(source, config, exc) -> PorterError | None:
+    """The refusal naming what in ``config`` needs Python code Keras' safe_mode will not run or cannot find (a Lambda
+    layer, a subclassed model, a custom layer class that is not registered where porter runs), with the way
+    forward; None when the failure is something else."""
+    legacy = isinstance(config, str)
+    try:
+        tree = json.loads(config) if legacy else config
+        objects = list(_objects(tree))
+    except (ValueError, RecursionError):
+        return None
+    for obj, _ in objects:
+        if obj["class_name"] != "Lambda":
+            continue
+        function = (obj.get("config") or {}).get("function")
+        if ("Lambda" in str(exc) or (isinstance(function, dict) and function.get("class_name") == "__lambda__")
+                or (obj.get("config") or {}).get("function_type") == "lambda"):
+            layer = (obj.get("config") or {}).get("name", "?")
+            return PorterError(
+                f"{source}: layer {layer!r} is a Lambda layer: its function is Python code stored in the file, which "
+                "Keras' safe_mode refuses to deserialize (porter loads .keras files with safe_mode=True and runs no "
+                "code from model files)",
+                hint=EXPORT_HINT)
+    try:
+        unresolved = [(obj, top) for obj, top in objects
+                      if not obj["class_name"].startswith("__") and obj["class_name"] not in _SPECIAL
+                      and not _resolves(obj, legacy)]
+    except Exception:
+        return None
+    if not unresolved:
+        return None
+    obj, top = unresolved[0]
+    registered = obj.get("registered_name")
+    named = f"class {obj['class_name']!r}" + (f" (registered as {registered!r})" if registered and registered != obj["class_name"] else "")
+    where = f" from module {obj['module']!r}" if obj.get("module") else ""
+    why = ("Keras cannot rebuild it without that class's Python code: it is not a Keras class, and registering it "
+           "with keras.saving.register_keras_serializable in your own code does not reach porter, which imports no "
+           "code of yours")
+    if top:
+        message = f"{source}: the model is a subclassed Keras model of {named}{where}; {why}"
+    else:
+        layer = (obj.get("config") or {}).get("name", "?")
+        message = f"{source}: layer {layer!r} is of {named}{where}, a custom layer class; {why}"
+    others = [f"also needs its code: {(o.get('config') or {}).get('name', '?')!r} ({o['class_name']})"
+              for o, _ in unresolved[1:6]]
+    return PorterError(message, problems=others, hint=EXPORT_HINT)
 
 
 @contextlib.contextmanager

@@ -172,3 +172,34 @@ def test_sharded_checkpoint_is_read_shard_by_shard():
     ckpt = LegacyH5Checkpoint(FIXTURES / "bert_seqcls_sharded")
     assert len({ckpt.file_of(k) for k in ckpt.shapes}) == 5
     assert "_/classifier/kernel:0" in ckpt.shapes  # the model's own name, dropped by the shard format, stands as '_'
+
+
+def test_deberta_v2_tensors_land_on_the_parameter_of_their_role(tmp_path):
+    """TFDebertaV2 names the relative-position projections pos_proj / pos_q_proj (torch: pos_key_proj /
+    pos_query_proj, same shapes: a swap would load silently) and keeps the encoder conv as (k, in, out)
+    (torch Conv1d: (out, in, k)). deberta_v3 has the conv layer, rel-embedding LayerNorm and share_att_key."""
+    import h5py
+    from safetensors.numpy import load_file
+
+    import porter
+
+    for name, pairs in {
+        "deberta_v2": {"encoder/layer_._0/attention/self/pos_proj/kernel:0": ("encoder.layer.0.attention.self.pos_key_proj.weight", (1, 0)),
+                       "encoder/layer_._1/attention/self/pos_q_proj/kernel:0": ("encoder.layer.1.attention.self.pos_query_proj.weight", (1, 0)),
+                       "encoder/rel_embeddings.weight:0": ("encoder.rel_embeddings.weight", (0, 1))},
+        "deberta_v3": {"encoder/conv/conv/kernel:0": ("encoder.conv.conv.weight", (2, 1, 0)),
+                       "encoder/conv/LayerNorm/gamma:0": ("encoder.conv.LayerNorm.weight", (0,)),
+                       "encoder/LayerNorm/gamma:0": ("encoder.LayerNorm.weight", (0,)),
+                       "encoder/rel_embeddings.weight:0": ("encoder.rel_embeddings.weight", (0, 1))},
+    }.items():
+        folder, expected, inputs = _files(name)
+        out = tmp_path / name
+        result = porter.convert(str(folder), source="tf", target="torch", out=out, expected=expected, inputs=inputs)
+        assert result.passed
+        torch_side = load_file(out / "model.safetensors")
+        with h5py.File(folder / "tf_model.h5") as f:
+            tf_side = {}
+            f.visititems(lambda n, o: tf_side.__setitem__(n, o[()]) if hasattr(o, "shape") else None)
+        for tf_name, (pt_name, perm) in pairs.items():
+            (value,) = [v for k, v in tf_side.items() if k.endswith("/deberta/" + tf_name)]
+            assert np.array_equal(torch_side[pt_name], np.transpose(value, perm)), (name, tf_name, pt_name)

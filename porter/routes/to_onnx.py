@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from porter.errors import CannotConvertYet, PorterError
-from porter.routes.to_onnx_leftovers import check_tf2onnx_output
+from porter.routes.to_onnx_leftovers import check_tf2onnx_output, rewrite_tf_leftovers
 
 OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
 # metadata on the graphs porter exports from torch: the exporter's optimizer already folded constants and
@@ -262,6 +262,7 @@ def _tf2onnx(fn, specs, path: Path, inputs_as_nchw=None) -> None:
                                                        large_model=True)
         _inline_external_tensors(model, storage)
         del storage
+        rewrite_tf_leftovers(model.graph)  # TF ops ONNX expresses exactly (Erfc of exact gelu, Log1p, ...)
         check_tf2onnx_output(model)  # TF ops it could not convert are named here, not by the next tool
         _freeze_captured_constants(model, fn.get_concrete_function(*specs), {s.name for s in specs})
         import onnx
