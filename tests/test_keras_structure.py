@@ -196,7 +196,7 @@ def test_train_refuses_a_model_with_nothing_to_train(cli, cnn_torch, tmp_path):
 
 
 def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path):
-    """Permute has no module in the keras layers writer: the whole model goes through ONNX, the reason names
+    """PReLU has no module in the keras layers writer (yet): the whole model goes through ONNX, the reason names
     the layer and its class, and --train refuses the folder (tf2onnx folded the BatchNorm)."""
     from porter.frameworks import keras
 
@@ -205,18 +205,18 @@ def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path
     image = k.Input((8, 8, 3), name="image")
     x = k.layers.Conv2D(4, 3, padding="same", name="conv")(image)
     x = k.layers.BatchNormalization(name="bn")(x)
-    x = k.layers.Permute((2, 1, 3), name="swap_hw")(x)
+    x = k.layers.PReLU(alpha_initializer=k.initializers.RandomUniform(0.1, 0.4), name="prelu")(x)
     x = k.layers.Flatten(name="flat")(x)
     model = _calibrate_and_perturb(k.Model(image, k.layers.Dense(3, name="out")(x)), (8, 8, 3))
-    path = tmp_path / "permute.keras"
+    path = tmp_path / "prelu.keras"
     model.save(str(path))
-    out = tmp_path / "permute-torch"
+    out = tmp_path / "prelu-torch"
     code, output = cli("-q", "convert", path, "--from", "tf", "--to", "torch", "--out", out)
     assert code == 0, output
     report = json.loads((out / "porter_report.json").read_text())
     assert report["route"] == "onnx"
-    assert "layer 'swap_hw' (Permute) has no torch counterpart" in report["route_reason"]
-    assert "swap_hw" in output and "through ONNX" in output
+    assert "layer 'prelu' (PReLU) has no torch counterpart" in report["route_reason"]
+    assert "prelu" in output and "through ONNX" in output
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
     code, output = cli("-q", "verify", path, out, "--train")
     assert code == 2 and "not written by the keras layers writer" in output, output

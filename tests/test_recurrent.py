@@ -88,10 +88,12 @@ def _keras_model(second):
 
 
 def _convert_keras(model, tmp_path):
+    """Through tf2onnx + porter's ONNX converter (--route onnx): auto now keeps the recurrent layers as modules
+    (the keras layers writer; tests/test_keras_layers_recurrent.py); this tests ONNX's LSTM node and Loop."""
     path = tmp_path / "rnn.keras"
     model.save(str(path))
     out = tmp_path / "out"
-    return out, porter.convert(str(path), source="tf", target="torch", out=out)
+    return out, porter.convert(str(path), source="tf", target="torch", out=out, route="onnx")
 
 
 def test_keras_lstms_to_torch(tmp_path):

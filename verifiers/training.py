@@ -267,7 +267,8 @@ def _keras_step(model, plan, feeds, lr):
         targets = _targets([o.numpy() for o in outs])
         loss = tf.add_n([tf.reduce_mean(tf.square(o - t)) for o, t in zip(outs, targets)])
     variables = model.trainable_variables
-    grads = tape.gradient(loss, variables)
+    # an Embedding's gradient is IndexedSlices (the rows looked up): dense, as torch's nn.Embedding gives it
+    grads = [g if g is None else tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
     grad_of = {v.path: (np.zeros(v.shape, np.float32) if g is None else np.asarray(g)) for v, g in zip(variables, grads)}
     for v, g in zip(variables, grads):
         if g is not None:

@@ -19,6 +19,16 @@ class LayerCall:
     in_shapes: list[tuple] = field(default_factory=list)
     out_shape: tuple = ()
     args: tuple = ()  # a keras.ops call's positional arguments, None where a tensor goes (x + 3.0: (None, 3.0))
+    out_vars: list[str] = field(default_factory=list)  # one variable per output tensor (LSTM(return_state): 3)
+    out_shapes: list[tuple] = field(default_factory=list)
+    # per input: None (no Keras mask), the index among the inputs of the mask tensor Keras hands the layer with it
+    # (Keras 3 writes the mask as ops in the graph: Embedding's not_equal(ids, 0)), or -1 (a mask not handed in)
+    in_masks: list = field(default_factory=list)
+    node: object = None  # the Keras node of the call (which input is MultiHeadAttention's key, its attention_mask)
+
+    def __post_init__(self):
+        self.out_vars = self.out_vars or [self.var]
+        self.out_shapes = self.out_shapes or [self.out_shape]
 
 
 @dataclass
@@ -40,6 +50,22 @@ def python_name(name: str, taken: set) -> str:
         var = f"{base}_{i}"
     taken.add(var)
     return var
+
+
+def _mask_indexes(node) -> list:
+    """See LayerCall.in_masks. The mask a layer is handed is its call's ``mask`` argument (Keras 3 writes it
+    as ops in the graph: Embedding's not_equal(ids, 0)); a reloaded model's tensors may carry an equal mask
+    that is another object, so the argument, not the tensor's own mask, says which input it is."""
+    from keras.src.backend.common.masking import get_keras_mask
+
+    inputs = list(node.input_tensors)
+    masks = [None if get_keras_mask(t) is None else -1 for t in inputs]
+    given = node.arguments.kwargs.get("mask") if hasattr(node, "arguments") else None
+    if given is not None and not isinstance(given, (list, tuple)):
+        j = next((j for j, t in enumerate(inputs) if t is given), None)
+        if j is not None and j != 0:
+            masks[0] = j
+    return masks
 
 
 def _history(tensor):
@@ -112,9 +138,6 @@ def read_graph(model) -> KerasGraph:
             problems += [f"layer {layer.name!r}: an input is not produced inside the model" for layer, _, _ in pending]
             break
         pending.pop(i)
-        if len(node.output_tensors) != 1:
-            problems.append(f"layer {layer.name!r} ({type(layer).__name__}) has {len(node.output_tensors)} outputs")
-            continue
         chain = _inlined(layer, k)
         if chain is not None:
             (source,), shape = [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys], tuple(node.input_tensors[0].shape)
@@ -126,12 +149,17 @@ def read_graph(model) -> KerasGraph:
             tensor_var[(layer.name, node_index, 0)] = source
             continue
         var = python_name(layer.name, taken)
-        tensor_var[(layer.name, node_index, 0)] = var
+        # a layer with several outputs (an RNN's return_state): one variable each, the first named after the layer
+        out_vars = [var] + [python_name(f"{layer.name}_{i}", taken) for i in range(1, len(node.output_tensors))]
+        for i, v in enumerate(out_vars):
+            tensor_var[(layer.name, node_index, i)] = v
         is_op = not isinstance(layer, k.layers.Layer)
         args = tuple(None if isinstance(a, k.KerasTensor) else a for a in node.arguments.args) if is_op else ()
         calls.append(LayerCall(layer, ("op." if is_op else "") + type(layer).__name__, layer.name, var,
                                [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys],
-                               [tuple(t.shape) for t in node.input_tensors], tuple(node.output_tensors[0].shape), args))
+                               [tuple(t.shape) for t in node.input_tensors], tuple(node.output_tensors[0].shape), args,
+                               out_vars, [tuple(t.shape) for t in node.output_tensors],
+                               _mask_indexes(node), node))
     outputs = []
     for t in model.outputs:
         op, ni, ti = _history(t)

@@ -38,6 +38,7 @@ class Emit:
     weights: list[Weight] = field(default_factory=list)
     helpers: set = field(default_factory=set)
     frozen: list[str] = field(default_factory=list)  # attributes of the module that Keras does not train
+    outputs: int = 1  # how many tensors expr returns (an RNN with return_state: output and states)
 
 
 def _conv_kernel(a):
@@ -76,6 +77,19 @@ class Inputs:
         self.vars = call.inputs
         self.layouts = [layouts[v] for v in call.inputs]
         self.shapes = call.in_shapes
+        self._masks = list(getattr(call, "in_masks", []) or [None] * len(call.inputs))
+
+    def mask(self, i: int) -> str | None:
+        """The variable holding input ``i``'s Keras mask (None: it has none)."""
+        m = self._masks[i] if i < len(self._masks) else None
+        if m is None:
+            return None
+        _check(self.call, m >= 0, "a Keras mask that is not one of its inputs")
+        return self.vars[m]
+
+    def data(self) -> list[int]:
+        """The inputs that are not another input's mask."""
+        return [i for i in range(len(self.vars)) if i not in self._masks]
 
     def get(self, i: int, want: str) -> str:
         """Input ``i`` as an expression in layout ``want`` ("cf", "cl" or "any")."""
@@ -266,10 +280,10 @@ def dense(call, x: Inputs, cfg):
 
 @translator("Embedding")
 def embedding(call, x: Inputs, cfg):
-    _check(call, not cfg.get("mask_zero"), "mask_zero=True (Keras masks) has no torch counterpart")
     w = _weights(call.layer)
     _check(call, "embeddings" in w, "a quantized embedding table")
     module = f"nn.Embedding({int(cfg['input_dim'])}, {int(cfg['output_dim'])})"
+    # mask_zero: Keras writes the mask into the graph as not_equal(ids, 0) (ops.py), read by the layers that use it
     return Emit(module, f"self.{call.var}({x.get(0, 'cl')}.long())", "cl", [_w(call, "weight", w["embeddings"], "same")])
 
 
@@ -304,20 +318,6 @@ def batch_norm(call, x: Inputs, cfg):
         weights.append(_w(call, "bias", w["beta"], "same"))
     weights += [_w(call, "running_mean", w["moving_mean"], "same"), _w(call, "running_var", w["moving_variance"], "same")]
     return Emit(module, f"self.{call.var}({x.get(0, 'cf')})", "cf" if rank > 2 else "cl", weights, {cls})
-
-
-@translator("LayerNormalization")
-def layer_norm(call, x: Inputs, cfg):
-    rank = len(x.shapes[0])
-    axis = _single_axis(cfg)
-    _check(call, axis in (-1, rank - 1), f"axis={axis} (only the last axis)")
-    _check(call, not cfg.get("rms_scaling"), "rms_scaling=True")
-    _check(call, cfg.get("center", True) == cfg.get("scale", True), "center and scale differ")
-    w = _weights(call.layer)
-    affine = bool(cfg.get("scale", True))
-    module = f"nn.LayerNorm({int(x.shapes[0][-1])}, eps={float(cfg['epsilon'])!r}, elementwise_affine={affine})"
-    weights = [_w(call, "weight", w["gamma"], "same"), _w(call, "bias", w["beta"], "same")] if affine else []
-    return Emit(module, f"self.{call.var}({x.get(0, 'cl')})", "cl", weights)
 
 
 @translator("Rescaling")

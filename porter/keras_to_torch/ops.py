@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from porter.keras_to_torch.layers import Emit, Inputs, _check, _w, translator
 
-_BINARY = {"op.Add": "+", "op.Subtract": "-", "op.Multiply": "*", "op.Divide": "/", "op.TrueDivide": "/"}
+_BINARY = {"op.Add": "+", "op.Subtract": "-", "op.Multiply": "*", "op.Divide": "/", "op.TrueDivide": "/",
+           "op.NotEqual": "!=", "op.Equal": "=="}  # (not_)equal: the masks of Embedding(mask_zero) and Masking
 
 
 @translator(*_BINARY)
@@ -52,3 +53,13 @@ def custom_scale(call, x: Inputs, cfg):
     same = len({tuple(s) for s in x.shapes}) == 1
     layout = "cf" if same and len(x.shapes[0]) >= 3 and "cf" in x.layouts else "cl"
     return Emit(None, f"({x.get(0, layout)} + {x.get(1, layout)} * {float(scale)!r})", layout)
+
+
+@translator("op.Any", "op.All")
+def any_all(call, x: Inputs, cfg):
+    """Masking's mask: any(not_equal(x, mask_value), axis=-1)."""
+    op = call.layer
+    axis, keepdims = getattr(op, "axis", None), bool(getattr(op, "keepdims", False))
+    _check(call, len(x.vars) == 1 and isinstance(axis, (list, tuple)) and len(axis) == 1, f"axis={axis!r}")
+    fn = "any" if call.cls == "op.Any" else "all"
+    return Emit(None, f"{x.get(0, 'cl')}.{fn}({int(axis[0])}, keepdim={keepdims})", "cl")

@@ -90,12 +90,16 @@ def tf_avg_pool_same(pool, x):
 
 
 def frozen(module, *names):
-    """Turn the named parameters of ``module`` into buffers: weights Keras does not train."""
+    """Turn the named parameters of ``module`` (dotted: inside a submodule) into buffers: weights Keras does not train."""
     for name in names:
-        value = getattr(module, name)
+        owner = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+        attr = name.rsplit(".", 1)[-1]
+        value = getattr(owner, attr)
         if isinstance(value, nn.Parameter):
-            delattr(module, name)
-            module.register_buffer(name, value.detach())
+            delattr(owner, attr)
+            owner.register_buffer(attr, value.detach())
+            if isinstance(owner, nn.RNNBase):  # torch's RNNs run from a list of their weights: rebuild it
+                owner._init_flat_weights()
     return module
 
 
