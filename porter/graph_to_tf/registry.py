@@ -27,6 +27,8 @@ _REGISTRY: dict[object, Converter] = {}
 
 def op_name(target) -> str:
     """'aten.add.Tensor' for an OpOverload, 'operator.mul' for a Python function."""
+    if isinstance(target, str):
+        return target
     if hasattr(target, "_schema") or hasattr(target, "_overloadname"):
         return str(target)
     module = getattr(target, "__module__", None) or ""
@@ -35,7 +37,11 @@ def op_name(target) -> str:
 
 
 def register(*targets, check: Callable | None = None):
-    """Register ``fn`` for each target; registering one target twice raises."""
+    """Register ``fn`` for each target; registering one target twice raises.
+
+    A target may be an op's name (``"transformers.grouped_mm_fallback.default"``) for a custom op
+    that exists only once its library is imported: lookup matches it by ``op_name``.
+    """
 
     def decorate(fn):
         for target in targets:
@@ -51,7 +57,8 @@ def register(*targets, check: Callable | None = None):
 
 def lookup(target) -> Converter | None:
     _load_ops()
-    return _REGISTRY.get(target)
+    found = _REGISTRY.get(target)
+    return found if found is not None or isinstance(target, str) else _REGISTRY.get(op_name(target))
 
 
 def registered() -> dict[object, Converter]:

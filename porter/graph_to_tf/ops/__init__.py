@@ -15,6 +15,8 @@ from porter.graph_to_tf.ops import (  # noqa: F401
     normalization,
     pooling,
     reduction,
+    resize,
     shape,
+    sorting,
     symbolic,
 )

@@ -78,6 +78,8 @@ def arange(start, end, step=1, dtype=None, layout=None, device=None, pin_memory=
     # integer ranges count in int64 (ends may be symbolic int32 scalars); float ranges as torch:
     # start + i * step, which tf.range also computes
     compute = tf.int64 if dtype.is_integer else dtype
+    if dtype.is_integer and any(isinstance(v, float) for v in (start, end, step)):
+        compute = tf.float64  # torch: float bounds, integer output (values start + i*step, truncated)
     values = [tf.cast(v, compute) if hasattr(v, "dtype") else tf.constant(v, compute) for v in (start, end, step)]
     return tf.cast(tf.range(*values), dtype)
 

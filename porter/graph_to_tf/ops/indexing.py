@@ -133,3 +133,43 @@ def slice_scatter(x, src, dim_=0, start=None, end=None, step=1):
 @register(aten.copy.default)
 def copy(x, src, non_blocking=False):
     return tf.broadcast_to(tf.cast(src, x.dtype), tf.shape(x))
+
+
+def _index_put_check(node):
+    indices = node.args[1]
+    present = [i for i in indices if i is not None]
+    if not present:
+        return "index_put without an index tensor"
+    bools = [i for i in present if i.meta["val"].dtype == torch.bool]
+    if bools and (len(indices) != 1):
+        return "index_put with a boolean mask among other indices is not converted yet"
+    if not bools and any(i is None for i in indices):
+        return "index_put with a full slice before an index tensor is not converted yet"
+    return None
+
+
+@register(aten.index_put.default, check=_index_put_check)
+def index_put(x, indices, values, accumulate=False):
+    """``x[indices] = values`` (``+=`` when accumulate): scattered updates into a copy of ``x``."""
+    values = tf.cast(values, x.dtype)
+    if indices[0].dtype == tf.bool:
+        # a mask over the leading dims: where(), with values broadcast (a scalar or one row) or scattered
+        mask = indices[0]
+        lead = rank(mask)
+        expanded = tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([rank(x) - lead], tf.int32)], 0))
+        if values.shape.num_elements() == 1 or rank(values) <= rank(x) - lead:
+            update = tf.broadcast_to(values, tf.shape(x))
+            return tf.where(expanded, x + update if accumulate else update, x)
+        coords = tf.where(mask)
+        fn = tf.tensor_scatter_nd_add if accumulate else tf.tensor_scatter_nd_update
+        return fn(x, coords, values)
+    k = len(indices)
+    wrapped = [_wrap(tf.cast(i, tf.int64), dim(x, p)) for p, i in enumerate(indices)]
+    target = tf.shape(wrapped[0])
+    for w in wrapped[1:]:
+        target = tf.broadcast_dynamic_shape(target, tf.shape(w))
+    coords = tf.stack([tf.broadcast_to(w, target) for w in wrapped], axis=-1)
+    update_shape = tf.concat([target, tf.shape(x)[k:]], 0)
+    updates = tf.broadcast_to(values, update_shape)
+    fn = tf.tensor_scatter_nd_add if accumulate else tf.tensor_scatter_nd_update
+    return fn(x, coords, updates)

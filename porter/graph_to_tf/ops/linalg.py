@@ -42,6 +42,9 @@ def _conv_check(node):
 @register(aten.convolution.default, check=_conv_check)
 def convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
     one_d = rank(x) == 3
+    spatial = rank(x) - 2
+    # conv2d(padding="valid") and friends record one value for every spatial dim
+    stride, padding, dilation = ([*v] * spatial if len(v) == 1 else list(v) for v in (stride, padding, dilation))
     if one_d:  # conv1d as conv2d over a height of 1
         x, weight = tf.expand_dims(x, 2), tf.expand_dims(weight, 2)
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
@@ -64,3 +67,17 @@ def convolution(x, weight, bias, stride, padding, dilation, transposed, output_p
         y = tf.nn.bias_add(y, bias)
     y = tf.transpose(y, [0, 3, 1, 2])
     return tf.squeeze(y, 2) if one_d else y
+
+
+@register("transformers.grouped_mm_fallback.default")
+def grouped_mm(x, weight, offs):
+    """transformers' MoE grouped matmul: rows sorted by expert, ``offs`` the cumulative row count per
+    expert; row i (in expert g: offs[g-1] <= i < offs[g]) is ``x[i] @ weight[g]``, rows past offs[-1]
+    are 0. Every expert's product over all rows, then each row's own expert picked: E dense matmuls,
+    no data-dependent shapes."""
+    experts = weight.shape[0]
+    rows = tf.range(tf.shape(x)[0], dtype=tf.int64)
+    group = tf.reduce_sum(tf.cast(tf.cast(offs, tf.int64)[None, :] <= rows[:, None], tf.int32), axis=1)  # (S,)
+    products = tf.matmul(tf.broadcast_to(x[None], tf.concat([[experts], tf.shape(x)], 0)), weight)  # (E, S, out)
+    picked = tf.one_hot(group, experts, dtype=x.dtype)  # (S, E); all zero past the last expert
+    return tf.reduce_sum(tf.transpose(picked)[:, :, None] * products, axis=0)

@@ -18,10 +18,14 @@ def _pair(v):
 
 def _ceil_extra(n, k, s, p, ceil_mode):
     """Cells to add after the input so a VALID window count equals torch's output size."""
-    if n is None:
-        if ceil_mode:
-            raise NotImplementedError("ceil_mode pooling over a dynamic size")
-        return 0
+    if not isinstance(n, int):
+        if not ceil_mode:
+            return 0
+        # the same arithmetic on the run-time size (an int32 scalar)
+        span = n + 2 * p - k
+        out = -tf.math.floordiv(-span, s) + 1
+        out = tf.where((out - 1) * s >= n + p, out - 1, out)
+        return tf.maximum((out - 1) * s + k - (n + 2 * p), 0)
     span = n + 2 * p - k
     out = (-(-span // s) if ceil_mode else span // s) + 1
     if ceil_mode and (out - 1) * s >= n + p:  # torch drops a last window that starts in the padding
@@ -31,7 +35,7 @@ def _ceil_extra(n, k, s, p, ceil_mode):
 
 def _padded_nhwc(x, kernel, stride, padding, ceil_mode, value):
     nhwc = tf.transpose(x, [0, 2, 3, 1])
-    extra = [_ceil_extra(x.shape[2 + i], kernel[i], stride[i], padding[i], ceil_mode) for i in range(2)]
+    extra = [_ceil_extra(dim(x, 2 + i), kernel[i], stride[i], padding[i], ceil_mode) for i in range(2)]
     pads = [[0, 0], [padding[0], padding[0] + extra[0]], [padding[1], padding[1] + extra[1]], [0, 0]]
     return tf.pad(nhwc, pads, constant_values=value), pads
 
@@ -62,7 +66,7 @@ def avg_pool2d(x, kernel_size, stride=(), padding=(0,), ceil_mode=False, count_i
     sums = tf.nn.avg_pool2d(padded, kernel, [1, *stride, 1], "VALID") * window
     if divisor_override:
         y = sums / divisor_override
-    elif not any(padding) and pads[1][1] == 0 and pads[2][1] == 0:
+    elif not any(padding) and all(isinstance(pads[i][1], int) and pads[i][1] == 0 for i in (1, 2)):
         y = sums / window
     else:
         ones = tf.ones_like(x[:, :1])

@@ -107,3 +107,36 @@ def var(x, dim=None, correction=None, keepdim=False):
 def cumsum(x, dim, dtype=None):
     x = operand(x, out_dtype())
     return tf.cumsum(x, axis=axis(dim, max(rank(x), 1))) if rank(x) else x
+
+
+@register(aten.histc.default)
+def histc(x, bins=100, min=0, max=0):
+    """Counts in ``bins`` equal-width bins over [min, max] (the data's range when both are 0); values
+    outside are dropped and ``max`` itself counts in the last bin, as in torch."""
+    x = tf.reshape(x, [-1])
+    low, high = (tf.constant(min, x.dtype), tf.constant(max, x.dtype))
+    if min == max:
+        low, high = tf.reduce_min(x), tf.reduce_max(x)
+        same = tf.equal(low, high)
+        low, high = tf.where(same, low - 1, low), tf.where(same, high + 1, high)
+    inside = (x >= low) & (x <= high)
+    position = tf.cast(tf.floor((x - low) * bins / (high - low)), tf.int32)
+    position = tf.clip_by_value(position, 0, bins - 1)
+    counts = tf.math.unsorted_segment_sum(tf.cast(inside, x.dtype), position, bins)
+    return counts
+
+
+@register(aten.linalg_vector_norm.default)
+def linalg_vector_norm(x, ord=2, dim=None, keepdim=False, dtype=None):
+    x = tf.abs(operand(x, out_dtype()))
+    if ord == 2:
+        return tf.sqrt(_reduce(tf.reduce_sum, tf.square(x), dim, keepdim))
+    if ord == 1:
+        return _reduce(tf.reduce_sum, x, dim, keepdim)
+    if ord == float("inf"):
+        return _reduce(tf.reduce_max, x, dim, keepdim)
+    if ord == float("-inf"):
+        return _reduce(tf.reduce_min, x, dim, keepdim)
+    if ord == 0:
+        return _reduce(tf.reduce_sum, tf.cast(tf.not_equal(x, 0), x.dtype), dim, keepdim)
+    return tf.pow(_reduce(tf.reduce_sum, tf.pow(x, ord), dim, keepdim), 1.0 / ord)

@@ -134,3 +134,45 @@ def roll(x, shifts, dims=()):
     if not dims:
         return tf.reshape(tf.roll(tf.reshape(x, [-1]), shifts, 0), tf.shape(x))
     return tf.roll(x, list(shifts), [axis(d, rank(x)) for d in dims])
+
+
+def _contiguous_strides(sizes):
+    strides, step = [], 1
+    for s in reversed(sizes):
+        strides.append(step)
+        step *= s
+    return list(reversed(strides))
+
+
+def _as_strided_check(node):
+    """Only the as_strided that is a reshape: the input contiguous with offset 0, the output's strides
+    the contiguous ones (size-1 dims ignored) and as many elements (adaptive_avg_pool1d's decomposition)."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true as known
+
+    def value(v):
+        return v.meta["val"] if isinstance(v, torch.fx.Node) else v
+
+    source = node.args[0].meta["val"]
+    sizes, strides = [value(s) for s in node.args[1]], [value(s) for s in node.args[2]]
+    offset = value(node.args[3]) if len(node.args) > 3 else 0
+    try:
+        if not known(offset == 0) or not source.is_contiguous() or not known(source.numel() == _numel(sizes)):
+            return "as_strided other than a reshape of a contiguous tensor is not converted"
+        expected = _contiguous_strides(sizes)
+        if any(not known(sz == 1) and not known(st == ex) for sz, st, ex in zip(sizes, strides, expected)):
+            return "as_strided with non-contiguous strides is not converted"
+    except Exception:  # noqa: BLE001 - a symbolic comparison torch cannot decide
+        return "as_strided over symbolic sizes that cannot be proven a reshape"
+    return None
+
+
+def _numel(sizes):
+    n = 1
+    for s in sizes:
+        n = n * s
+    return n
+
+
+@register(aten.as_strided.default, check=_as_strided_check)
+def as_strided(x, sizes, stride, storage_offset=None):
+    return tf.reshape(x, shape_arg(sizes))
