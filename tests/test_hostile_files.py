@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import porter_measured
 
 SECRET = b"RUNNER-SECRET-7f3a9c"  # what a CI runner keeps outside the model folder
 
@@ -126,27 +127,6 @@ def test_hub_cache_snapshot_links_into_its_blobs_still_load(tiny_bert, tmp_path)
 # -- 2. declared sizes --------------------------------------------------------------------------------
 
 
-def _run_measured(args: list, timeout: int = 120) -> tuple[int, str, float]:
-    """``porter ARGS`` in a fresh process with torch and TensorFlow imported first: (exit code, stderr,
-    peak RSS in GB above what the process held after those imports)."""
-    script = ("import resource, sys\n"
-              "import torch, tensorflow, onnx  # noqa: the imports are the baseline\n"
-              "from porter.cli import main\n"
-              "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "try:\n"
-              f"    main({[str(a) for a in args]!r})\n"
-              "    code = 0\n"
-              "except SystemExit as e:\n"
-              "    code = e.code\n"
-              "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "print(f'MEASURED {code} {(peak - base) / 1e6:.3f}', file=sys.stderr)\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
-    line = [ln for ln in run.stderr.splitlines() if ln.startswith("MEASURED")]
-    assert line, run.stderr[-3000:]
-    _, code, grown = line[-1].split()
-    return int(code), run.stderr, float(grown)
-
-
 def _zeros_npz(path: Path, shapes: dict, dtype=np.int64) -> Path:
     """An .npz holding arrays of zeros, deflated while written (the file stays a few MB)."""
     chunk = bytes(64 << 20)
@@ -169,7 +149,7 @@ def test_an_npz_bomb_is_refused_by_its_headers(fits, tiny_bert, tiny_bert_tf, tm
     seq = 100_000_000 if fits else 300_000_000
     bomb = _zeros_npz(tmp_path / "bomb.npz", {n: (1, seq) for n in names})  # 2.4 GB of int64 zeros
     assert bomb.stat().st_size < 20e6
-    code, err, grown = _run_measured(["verify", tiny_bert, tiny_bert_tf, "--inputs", bomb, "--report", tmp_path / "r.json"])
+    code, err, grown, _ = porter_measured(["verify", tiny_bert, tiny_bert_tf, "--inputs", bomb, "--report", tmp_path / "r.json"])
     assert code == 2 and "bomb.npz" in err, err[-2000:]
     assert ("unpacks to 2,400,000,000 bytes" in err and "limit of 536,870,912" in err) if fits else "'attention_mask' is missing" in err, err[-2000:]
     assert grown < 1.0, f"grew {grown} GB above the imports"

@@ -6,13 +6,13 @@ by Keras without allocating them) are exactly the real model's."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_support import porter_measured
 
 UNITS = '"units": 3'
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -44,29 +44,6 @@ def _rewrite(src: Path, dst: Path, name: str, write, compress=zipfile.ZIP_STORED
 def _big_dense_config(member, old: bytes) -> None:
     assert UNITS.encode() in old
     member.write(old.replace(UNITS.encode(), b'"units": 500000000'))  # an 8 GB kernel
-
-
-def _run_measured(args: list, timeout: int = 300) -> tuple[int, str, float, float]:
-    """``porter ARGS`` in a fresh process with torch, TensorFlow and Keras imported first: (exit code, stderr,
-    peak RSS in GB above what the process held after those imports, seconds)."""
-    script = ("import resource, sys, time\n"
-              "import torch, tensorflow, keras, onnx  # noqa: the imports are the baseline\n"
-              "from porter.cli import main\n"
-              "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "start = time.perf_counter()\n"
-              "try:\n"
-              f"    main({[str(a) for a in args]!r})\n"
-              "    code = 0\n"
-              "except SystemExit as e:\n"
-              "    code = e.code\n"
-              "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "print(f'MEASURED {code} {(peak - base) / 1e6:.3f} {time.perf_counter() - start:.2f}', file=sys.stderr)\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
-    line = [ln for ln in run.stderr.splitlines() if ln.startswith("MEASURED")]
-    assert line, run.stderr[-3000:]
-    _, code, grown, seconds = line[-1].split()
-    print(f"{args[1]}: exit {code}, {grown} GB above the imports, {seconds} s")  # shown with pytest -s
-    return int(code), run.stderr, float(grown), float(seconds)
 
 
 def _convert(path: Path, out: Path) -> list:
@@ -102,7 +79,7 @@ def test_memory_bomb_is_refused_before_keras_builds_or_unpacks(case, tmp_path):
     bomb = _rewrite(_tiny(tmp_path), tmp_path / "bomb.keras", entry, write,
                     zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED)
     assert bomb.stat().st_size < 5e6
-    code, err, grown, _ = _run_measured(_convert(bomb, tmp_path / "out"))
+    code, err, grown, _ = porter_measured(_convert(bomb, tmp_path / "out"))
     assert code == 2 and "bomb.keras" in err, err[-3000:]
     assert all(s in err for s in shown), err[-3000:]
     assert grown < 1.0, f"grew {grown} GB above the imports"

@@ -113,3 +113,29 @@ def frameworks_imported_by_cli(args: list[str], timeout: int = 600) -> list[str]
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def porter_measured(args: list, timeout: int = 300) -> tuple[int, str, float, float]:
+    """``porter ARGS`` in a fresh process with torch, TensorFlow, Keras and onnx imported first: (exit code,
+    stderr, peak RSS in GB above what the process held after those imports, seconds), for the memory bombs."""
+    import subprocess
+    import sys
+
+    script = ("import resource, sys, time\n"
+              "import torch, tensorflow, keras, onnx  # noqa: the imports are the baseline\n"
+              "from porter.cli import main\n"
+              "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "start = time.perf_counter()\n"
+              "try:\n"
+              f"    main({[str(a) for a in args]!r})\n"
+              "    code = 0\n"
+              "except SystemExit as e:\n"
+              "    code = e.code\n"
+              "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "print(f'MEASURED {code} {(peak - base) / 1e6:.3f} {time.perf_counter() - start:.2f}', file=sys.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    line = [ln for ln in run.stderr.splitlines() if ln.startswith("MEASURED")]
+    assert line, run.stderr[-3000:]
+    _, code, grown, seconds = line[-1].split()
+    print(f"{args[0]} {args[1]}: exit {code}, {grown} GB above the imports, {seconds} s")  # shown with pytest -s
+    return int(code), run.stderr, float(grown), float(seconds)
