@@ -102,6 +102,10 @@ def convert(
         "auto", "--reference-dtype", help="the dtype transformers' reference is verified in (direct route, torch -> tf): "
                                           "auto = float32 where porter's memory estimate says it fits, else a 16-bit "
                                           "checkpoint's own dtype (said in the report); checkpoint = that dtype always"),
+    allow_flex: bool = typer.Option(
+        False, "--allow-flex", help="--to tflite (graph route): keep TF ops TFLite has no built-in op for as Select-TF "
+                                    "(Flex) ops, listed in the report; by default the .tflite holds built-in ops only "
+                                    "and runs in plain LiteRT"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -111,7 +115,7 @@ def convert(
             model, source=source, target=target, checkpoint=checkpoint, out=out, route=route,
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
             dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency, xla=xla,
-            ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype,
+            ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype, allow_flex=allow_flex,
         )
     except PorterError as exc:
         _fail(exc)

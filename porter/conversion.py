@@ -91,6 +91,7 @@ def convert(
     xla: bool = False,
     ignore_memory_estimate: bool = False,
     reference_dtype: str = "auto",
+    allow_flex: bool = False,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
@@ -100,7 +101,9 @@ def convert(
     ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route,
     and the ONNX route from torch);
     ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/reference_plan.py):
-    "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint"."""
+    "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint";
+    ``allow_flex``: --to tflite on the graph route may keep TF ops TFLite has no builtin for as Select-TF (Flex) ops
+    (by default the .tflite holds built-in ops only and runs in LiteRT alone)."""
     from porter.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -118,6 +121,9 @@ def convert(
     if reference_dtype != "auto" and ((source, target) != ("torch", "tf") or route in ("onnx", "graph") or not verify):
         raise PorterError(f"--reference-dtype {reference_dtype} chooses the transformers reference of a verified "
                           f"torch -> tf conversion on the direct route", hint="leave --reference-dtype out")
+    if allow_flex and target != "tflite":
+        raise PorterError(f"--allow-flex lets a .tflite keep Select-TF ops; --to {target} writes none",
+                          hint="leave --allow-flex out, or convert --to tflite")
     out = Path(out) if out else default_out(model, target)
     # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
     check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs))
@@ -140,8 +146,11 @@ def convert(
     if chosen == "graph" and route == "auto" and layout == "nhwc":
         chosen = "onnx"  # onnx2tf moves image inputs channels last; the graph route keeps torch's NCHW
     graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
-             "static_shapes": static_shapes, "latency": latency}
+             "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex}
     if chosen == "graph":
+        if target == "tflite" and latency:  # the .tflite runs in a child process: its timing would be the pipe's
+            raise PorterError("--latency is not supported for --to tflite on the graph route",
+                              hint="leave --latency out")
         _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout)
         try:
             return _graph_route(model, checkpoint, out, asked=route, **graph)
@@ -226,20 +235,25 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
     """direct when asked, or (auto) when the zoo recognises the model; otherwise graph for torch -> tf from an HF
     folder or a .pt2, onnx for the rest. Where the direct route would raise a zoo error with a hint, auto keeps it
     (HF folders) until resolve() reports it: convert() then takes the graph route (torch -> tf)."""
-    if target in ("onnx", "tflite") or source == "onnx":
+    graph_tflite = (source, target) == ("torch", "tflite") and route in ("auto", "graph")
+    if (target in ("onnx", "tflite") or source == "onnx") and not graph_tflite:
         if route in ("direct", "graph"):
             raise PorterError(f"the {route} route converts {'between torch and tf' if route == 'direct' else 'torch -> tf'} "
                               f"only, not {source} -> {target}", hint="pass --route onnx (or auto)")
         return "onnx"
-    if route == "graph" and (source, target) != ("torch", "tf"):
-        raise PorterError(f"the graph route converts torch -> tf only, not {source} -> {target}",
+    if route == "graph" and (source, target) not in (("torch", "tf"), ("torch", "tflite")):
+        raise PorterError(f"the graph route converts torch -> tf or tflite only, not {source} -> {target}",
                           hint="pass --route onnx (or auto)")
     if route != "auto":
         return route
     path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(model))
     if path is None or not path.exists():
-        return "direct"  # a zoo name, or a missing path that resolve() reports
+        return "onnx" if target == "tflite" else "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
+    if target == "tflite":  # torch -> tflite: the graph route for HF folders outside the zoo and .pt2, else onnx
+        graphable = artifact.format == "pt2" or (
+            artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)))
+        return "graph" if graphable else "onnx"
     if artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)):
         # transformers builds it; torch.export -> porter's graph converter (to tf) or onnx2tf converts it
         return "graph" if (source, target) == ("torch", "tf") else "onnx"

@@ -47,10 +47,10 @@ def _text_feeds(batch, seq, seed=0):
     return {"input_ids": rng.integers(0, 99, (batch, seq)).astype(np.int64), "attention_mask": mask}
 
 
-def _serve(out):
+def _serve(out, signature="serving_default"):
     import tensorflow as tf
 
-    return tf.saved_model.load(str(out)).signatures["serving_default"]
+    return tf.saved_model.load(str(out)).signatures[signature]
 
 
 @pytest.fixture(scope="module", params=sorted(DECODERS))
@@ -89,20 +89,44 @@ def test_saved_model_matches_transformers_at_shapes_porter_never_uses(decoder):
         feeds = _text_feeds(batch, seq)
         with torch.no_grad():
             want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, use_cache=False)[output].numpy()
-        got = serve(**{k: tf.constant(v) for k, v in feeds.items()})[output].numpy()
+        got = serve(**{k: tf.constant(v.astype(np.int32)) for k, v in feeds.items()})[output].numpy()
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= tol, (kind, batch, seq)
+
+
+def test_int32_and_int64_signatures_agree_at_a_shape_porter_never_uses(decoder):
+    """As on the direct route: serving_default takes int32 ids, serving_int64 int64, same dims and outputs."""
+    import tensorflow as tf
+
+    kind, _, out, code, text = decoder
+    assert code == 0, text
+    loaded = tf.saved_model.load(str(out))
+    assert sorted(loaded.signatures) == ["serving_default", "serving_int64"]
+    feeds = _text_feeds(2, 13, seed=1)
+    got = {}
+    for key, dtype in (("serving_default", np.int32), ("serving_int64", np.int64)):
+        serve = loaded.signatures[key]
+        assert {n: s.dtype for n, s in serve.structured_input_signature[1].items()} == {
+            n: tf.as_dtype(dtype) for n in feeds}
+        got[key] = {k: v.numpy() for k, v in serve(**{k: tf.constant(v.astype(dtype)) for k, v in feeds.items()}).items()}
+    assert list(got["serving_default"]) == list(got["serving_int64"]) == [DECODERS[kind][2]]
+    for name, value in got["serving_default"].items():
+        np.testing.assert_array_equal(value, got["serving_int64"][name])
+    report = _report(out)
+    assert report["inputs"]["input_ids"] == {"dtype": "int32", "shape": [None, None]}
+    assert report["signatures"]["serving_int64"]["input_ids"] == {"dtype": "int64", "shape": [None, None]}
 
 
 def test_signature_keeps_transformers_names_and_dynamic_dims(decoder):
     kind, _, out, code, text = decoder
     assert code == 0, text
-    serve = _serve(out)
-    inputs = serve.structured_input_signature[1]
-    assert sorted(inputs) == ["attention_mask", "input_ids"]
-    for spec in inputs.values():
-        assert spec.shape.as_list() == [None, None]
-    assert list(serve.structured_outputs) == [DECODERS[kind][2]]
+    for key, dtype in (("serving_default", "int32"), ("serving_int64", "int64")):
+        serve = _serve(out, key)
+        inputs = serve.structured_input_signature[1]
+        assert sorted(inputs) == ["attention_mask", "input_ids"]
+        for spec in inputs.values():
+            assert spec.shape.as_list() == [None, None] and spec.dtype.name == dtype
+        assert list(serve.structured_outputs) == [DECODERS[kind][2]]
 
 
 # -- .pt2 ----------------------------------------------------------------------------------------

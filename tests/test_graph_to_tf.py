@@ -78,8 +78,10 @@ def test_cnn_dynamic_batch_and_spatial(tmp_path):
     ep = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes={"x": auto})
     converted = convert_exported(ep, tmp_path / "cnn")
     assert sorted(converted.dynamic_dims["x"]) == [0, 2, 3]
-    spec = tf.saved_model.load(str(tmp_path / "cnn")).signatures["serving_default"].structured_input_signature[1]["x"]
-    assert spec.shape.as_list() == [None, 3, None, None]
+    signatures = tf.saved_model.load(str(tmp_path / "cnn")).signatures
+    assert list(signatures) == ["serving_default"]  # no integer inputs: no serving_int64
+    spec = signatures["serving_default"].structured_input_signature[1]["x"]
+    assert spec.shape.as_list() == [None, 3, None, None] and spec.dtype == tf.float32
     assert max(_max_errors(model, tmp_path / "cnn", [(2, 3, 16, 16), (1, 3, 20, 24), (5, 3, 17, 13)])) <= 1e-5
 
 

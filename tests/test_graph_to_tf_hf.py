@@ -64,26 +64,32 @@ def converted(request, tmp_path_factory):
     return kind, model, ep, convert_exported(ep, out), out
 
 
-def test_outputs_match_torch_at_three_shapes(converted):
+@pytest.mark.parametrize("signature,ids", [("serving_default", np.int32), ("serving_int64", np.int64)])
+def test_outputs_match_torch_at_three_shapes(converted, signature, ids):
     kind, model, _, result, out = converted
-    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(out)).signatures[signature]
     for shape in [EXPORT_SHAPE, *OTHER_SHAPES]:
         feeds = _feeds(*shape)
         with torch.no_grad():
             want = model(**feeds, **_extra(kind))
-        got = serve(**{k: tf.constant(v.numpy()) for k, v in feeds.items()})
+        got = serve(**{k: tf.constant(v.numpy().astype(ids)) for k, v in feeds.items()})
         assert sorted(got) == sorted(result.output_names)
         for name in result.output_names:
             error = float(np.abs(got[name].numpy() - want[name].numpy()).max())
-            assert error <= 1e-5, f"{kind} {name} at {shape}: {error}"
+            assert error <= 1e-5, f"{kind} {name} at {shape} ({signature}): {error}"
 
 
 def test_signature_keeps_batch_and_sequence_dynamic(converted):
     kind, _, _, result, out = converted
-    inputs = tf.saved_model.load(str(out)).signatures["serving_default"].structured_input_signature[1]
-    assert sorted(inputs) == ["attention_mask", "input_ids"]
-    for spec in inputs.values():
-        assert spec.shape.as_list() == [None, None] and spec.dtype == tf.int64
+    signatures = tf.saved_model.load(str(out)).signatures
+    assert sorted(signatures) == ["serving_default", "serving_int64"]  # as on the direct route
+    for key, dtype in (("serving_default", tf.int32), ("serving_int64", tf.int64)):
+        inputs = signatures[key].structured_input_signature[1]
+        assert sorted(inputs) == ["attention_mask", "input_ids"]
+        for spec in inputs.values():
+            assert spec.shape.as_list() == [None, None] and spec.dtype == dtype
+        assert sorted(signatures[key].structured_outputs) == sorted(result.output_names)
+    assert result.inputs[0].dtype == torch.int64  # the program's own dtype, cast to inside serving_default
     assert result.input_names == ["input_ids", "attention_mask"]
     assert result.dynamic_dims["input_ids"].keys() == {0, 1}
     expected = {"bert": ["last_hidden_state", "pooler_output"], "llama": ["logits"]}.get(kind, ["last_hidden_state"])

@@ -48,6 +48,7 @@ def verify(
     trust_model_code: bool = False,
     expected=None,
     reference_dtype: str | None = None,
+    candidate_options: dict | None = None,
 ) -> VerificationResult:
     """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
 
@@ -59,6 +60,8 @@ def verify(
     ``trust_model_code``: import a model.py that porter did not write, or that changed since (refused by default).
     ``reference_dtype``: load a transformers (zoo) reference in this float dtype instead of float32
     (porter/reference_plan.py: a 16-bit reference where float32 does not fit in memory).
+    ``candidate_options``: runner options for the candidate only, e.g. {"isolated": True} to run a .tflite by
+    LiteRT alone in a fresh process (runners/litert_isolated.py).
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
     from porter.artifacts import detect
 
@@ -94,7 +97,8 @@ def verify(
         options["allow_nonfinite"] = True
     name_map = parse_map(name_map)
     ref_options = dict(options, reference_dtype=reference_dtype) if reference_dtype else options
-    with _loaded(ref_art, "reference", device, ref_options) as ref, _loaded(cand_art, "candidate", device, options) as cand:
+    with _loaded(ref_art, "reference", device, ref_options) as ref, _loaded(cand_art, "candidate", device,
+                                                                               {**options, **(candidate_options or {})}) as cand:
         pairing = pair(ref, cand, name_map)
         if pairing.renames:
             cand = Renamed(cand, pairing)

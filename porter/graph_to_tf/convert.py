@@ -1,5 +1,10 @@
 """torch.export ExportedProgram -> a tf.Module with one @tf.function whose signature keeps the
-program's dynamic dims as None, its input names and its output names."""
+program's dynamic dims as None, its input names and its output names.
+
+The SavedModel's signatures follow the direct route's (zoo/bert/entry.py): for a model with integer
+inputs (token ids, masks), ``serving_default`` takes them as int32 and ``serving_int64`` as int64, each
+cast to the dtype the ExportedProgram takes before the one traced graph; float inputs stay as torch
+takes them in both. A model without integer inputs has ``serving_default`` only."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class ConvertedGraph:
     inputs: list  # signature.InputSpec per user input (non-tensor ones were baked in by torch.export)
     output_names: list[str]
     runner: object = field(repr=False, default=None)
+    _signatures: dict | None = field(repr=False, default=None)
 
     @property
     def input_names(self) -> list[str]:
@@ -53,13 +59,56 @@ class ConvertedGraph:
         args = [tf.convert_to_tensor(feeds[name], spec.dtype) for name, spec in zip(self.input_names, self.input_specs)]
         return {k: v.numpy() for k, v in self.module.serve(*args).items()}
 
-    def save(self, directory) -> Path:
+    def signatures(self) -> dict:
+        """name -> concrete function, as the SavedModel is written: serving_default (integer inputs int32)
+        and serving_int64 (int64) where the program takes integer inputs, else serving_default alone."""
+        if self._signatures is None:
+            self._signatures = _signatures(self.module.serve, [s for s in self.inputs if s.is_tensor])
+        return self._signatures
+
+    def report_signatures(self) -> dict:
+        """For the report, once signatures() ran (the SavedModel has them): {"inputs": serving_default's inputs,
+        "signatures": signature -> input name -> {"dtype", "shape" (None where dynamic)}}; else {}."""
+        if self._signatures is None:
+            return {}
+        out = {}
+        for key, fn in self._signatures.items():
+            args, kwargs = fn.structured_input_signature  # positional before saving: the specs carry the names
+            out[key] = {s.name: {"dtype": s.dtype.name, "shape": s.shape.as_list()}
+                        for s in [*args, *kwargs.values()]}
+        return {"inputs": out["serving_default"], "signatures": out}
+
+    def save(self, directory, options=None) -> Path:
         import tensorflow as tf
 
         directory = Path(directory)
-        tf.saved_model.save(self.module, str(directory),
-                            signatures={"serving_default": self.module.serve.get_concrete_function()})
+        tf.saved_model.save(self.module, str(directory), signatures=self.signatures(), options=options)
         return directory
+
+
+_INTEGER_IDS = ("int32", "int64")
+
+
+def _signatures(serve, specs) -> dict:
+    """serving_default / serving_int64 over ``serve`` (the traced function, the program's own dtypes)."""
+    import tensorflow as tf
+
+    native = [spec.tf_spec() for spec in specs]
+    if not any(s.dtype.name in _INTEGER_IDS for s in native):
+        return {"serving_default": serve.get_concrete_function()}
+    out = {}
+    for key, ids in (("serving_default", tf.int32), ("serving_int64", tf.int64)):
+        wanted = [tf.TensorSpec(s.shape, ids if s.dtype.name in _INTEGER_IDS else s.dtype, name=s.name) for s in native]
+        if all(w.dtype == s.dtype for w, s in zip(wanted, native)):
+            out[key] = serve.get_concrete_function()
+            continue
+
+        def cast_then_serve(*args):
+            # casts, then calls the traced graph: the program is traced once, not once per signature
+            return serve(*(a if a.dtype == s.dtype else tf.cast(a, s.dtype) for a, s in zip(args, native)))
+
+        out[key] = tf.function(cast_then_serve, input_signature=wanted, autograph=False).get_concrete_function()
+    return out
 
 
 def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=None, output_names=None
@@ -85,11 +134,13 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
 
     module = tf.Module(name="porter_graph")
     variables, by_key = {}, {}
+    mapped = _file_mappings()
     for placeholder, (key, tensor, trainable) in weights(program).items():
         if key not in by_key:
-            # .numpy() shares torch's memory; the Variable's buffer is the only copy TF makes
-            array = tensor.detach().cpu().contiguous().numpy()
-            by_key[key] = tf.Variable(array, trainable=trainable, name=variable_name(key))
+            array = tensor.detach().cpu().contiguous().numpy()  # shares torch's memory
+            by_key[key] = tf.Variable(_tf_value(tf, tensor, array), trainable=trainable, name=variable_name(key))
+            _page_out(array, mapped)
+            del array
         variables[placeholder] = by_key[key]
     module.weights = by_key
     runner = GraphRunner(program, variables, inputs)
@@ -106,3 +157,63 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     if out_dir is not None:
         converted.save(out_dir)
     return converted
+
+
+def _tf_value(tf, tensor, array):
+    """The Variable's initial value as one copy of the weight: a fresh (64-byte aligned) torch copy handed to
+    TF through DLPack, which the Variable adopts without copying it again; tf.Variable(numpy) makes a
+    transient second copy. The numpy array where DLPack cannot carry it (dtype, empty, 0-d)."""
+    import torch
+
+    t = tensor.detach()
+    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+              torch.int8, torch.uint8)
+    if t.device.type != "cpu" or t.numel() == 0 or t.dim() == 0 or t.dtype not in dtypes:
+        return array
+    copy = t.clone(memory_format=torch.contiguous_format)
+    if copy.data_ptr() % 64 or not copy.is_contiguous():  # TF's kernels need EIGEN_MAX_ALIGN_BYTES alignment
+        return array
+    try:
+        return tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(copy))
+    except Exception:  # noqa: BLE001 - an older TF's DLPack: the plain copy below is always right
+        return array
+
+
+# -- memory: weights transformers mapped from model.safetensors -------------------------------------
+
+_MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now; clean file pages are dropped, never lost
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's file-backed mappings (Linux; [] elsewhere)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split()
+                if len(parts) >= 6 and parts[4] != "0" and parts[5].startswith("/"):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((lo, hi))
+    except OSError:
+        return []
+    return ranges
+
+
+def _page_out(array, mapped) -> None:
+    """Once its tf.Variable holds a copy, let the kernel drop a weight's pages where they are pages of a
+    mapped file (transformers maps model.safetensors): torch keeps the tensor, whose pages fault back in
+    from the file if it is read again (localisation does), but the peak RSS holds one copy of the
+    weights, not two. Anonymous memory is left alone (paging it out would mean swap)."""
+    import ctypes
+    import mmap
+
+    start = array.ctypes.data
+    end = start + array.nbytes
+    if not mapped or array.nbytes < mmap.PAGESIZE or not any(lo <= start and end <= hi for lo, hi in mapped):
+        return
+    lo, hi = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE  # whole pages inside
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), ctypes.c_int(_MADV_PAGEOUT))  # EINVAL before 5.4: kept
+    except (OSError, AttributeError):
+        pass

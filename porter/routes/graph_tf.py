@@ -43,7 +43,9 @@ class Prepared:
 
 
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
-                      route_reason=None, latency=False):
+                      route_reason=None, latency=False, target="tf", allow_flex=False):
+    """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
+    built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process)."""
     from porter.outdir import staged_output
     from porter.result import ConversionResult, finish
 
@@ -53,17 +55,27 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
     timings["export_s"] = time.perf_counter() - t0
     with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
         t0 = time.perf_counter()
-        converted = _write(prep, tmp)
+        lite, candidate, options = None, tmp, None
+        if target == "tflite":
+            from porter.routes import graph_tflite
+
+            converted, lite = graph_tflite.write_tflite(prep, tmp, allow_flex)
+            candidate = tmp / "model.tflite"
+            options = {"isolated": True, "flex": lite["flex"]}  # LiteRT alone; TF's Flex delegate only for Flex ops
+        else:
+            converted = _write(prep, tmp, int32_ids=True)  # serving_default int32 ids, serving_int64 int64
         timings["convert_s"] = time.perf_counter() - t0
         report = _report(artifact, prep, converted, out, timings)
         report.update(route_reason=route_reason, static_shapes=static_shapes)
+        if lite is not None:
+            _tflite_report(report, lite, _written(converted))
         (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
         verification = None
         if verify:
             from porter.routes.onnx_pipeline import _hold_to_dynamic_dims
 
             t0 = time.perf_counter()
-            verification = _verify(prep, converted, tmp, atol, rtol, inputs, latency)
+            verification = _verify(prep, converted, candidate, atol, rtol, inputs, latency, options)
             _hold_to_dynamic_dims(verification, report, static_shapes)
             if not verification and inputs is None:
                 _localise(prep, converted, verification, report, atol)
@@ -192,7 +204,9 @@ def _input_shape(program, index: int) -> tuple:
 # -- ExportedProgram -> SavedModel ----------------------------------------------------------------
 
 
-def _write(prep: Prepared, folder: Path):
+def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
+    """``int32_ids``: the direct route's signatures (serving_default int32 ids, serving_int64 int64; convert.py);
+    else serving_default alone, in the program's dtypes."""
     from porter.frameworks import tensorflow
     from porter.graph_to_tf import convert_exported
     from porter.saved_model_shards import save_options
@@ -202,15 +216,16 @@ def _write(prep: Prepared, folder: Path):
         converted = convert_exported(prep.program, decomposed=True, input_names=prep.input_names,
                                      output_names=prep.output_names)
     with progress.step("writing the SavedModel"):
-        tf.saved_model.save(converted.module, str(folder), options=save_options(),
-                            signatures={"serving_default": converted.module.serve.get_concrete_function()})
+        signatures = (converted.signatures() if int32_ids
+                      else {"serving_default": converted.module.serve.get_concrete_function()})
+        tf.saved_model.save(converted.module, str(folder), options=save_options(), signatures=signatures)
     return converted
 
 
 # -- verification and report ---------------------------------------------------------------------
 
 
-def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, latency):
+def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, latency, options=None):
     """porter.verify on the source and the written SavedModel (the runners `porter verify` uses), on the
     generated feeds that fit the written signature."""
     from porter.routes.onnx_graph import fits
@@ -218,7 +233,8 @@ def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, late
     from porter.verifiers.inputs import InputSets
 
     if inputs is not None:
-        return verify(prep.reference, candidate, inputs=Path(inputs), atol=atol, rtol=rtol, route="graph", latency=latency)
+        return verify(prep.reference, candidate, inputs=Path(inputs), atol=atol, rtol=rtol, route="graph", latency=latency,
+                      candidate_options=options)
     written = _written(converted)
     feeds = [f for f in prep.feeds if fits(f, written)]
     if not feeds:
@@ -229,7 +245,27 @@ def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, late
         notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
                      "they do not fit the dims torch.export made static (see static_dims)")
     return verify(prep.reference, candidate, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="graph",
-                  latency=latency)
+                  latency=latency, candidate_options=options)
+
+
+def _tflite_report(report: dict, lite: dict, written: dict) -> None:
+    """report for --to tflite: the .tflite's ops, Flex ops and inputs; its dims checked against the SavedModel's."""
+    from porter.routes.graph_tflite import check_against_saved_model
+
+    fixed = check_against_saved_model(lite, written)
+    runtime = ("TensorFlow's tf.lite.Interpreter (its Flex delegate runs the Flex ops)" if lite["flex"]
+               else "LiteRT (ai_edge_litert) alone")
+    report.update(to="tflite", tflite=dict(lite, runtime=f"{runtime}, in a fresh process that never imported TensorFlow"
+                                                         if not lite["flex"] else f"{runtime}, in a fresh process"))
+    report["comparison"]["candidate"] = f"model.tflite's {lite['signature']} signature run by {runtime} in a fresh process"
+    report["inputs"] = {n: {"dtype": d["dtype"], "shape": [None if x < 0 else x for x in d["shape_signature"]]}
+                        for n, d in lite["inputs"].items()}
+    if fixed:
+        report["static_dims"] = [*report["static_dims"], *fixed]
+        report["dynamic_dims_kept"] = False
+    if lite["flex"]:
+        report["notes"].append(f"--allow-flex: the .tflite holds Flex ops ({', '.join(lite['flex_ops'])}); it runs only "
+                               "where the Flex delegate is linked, not in LiteRT alone")
 
 
 def _written(converted) -> dict:
@@ -295,6 +331,7 @@ def _report(artifact, prep: Prepared, converted, out, timings: dict) -> dict:
                   "shapes": converted.shape_report()},
         "inputs": {n: {"dtype": d, "shape": [None if x is None else int(x) for x in s]}
                    for n, (d, s) in _written(converted).items()},
+        **converted.report_signatures(),  # serving_default's dtypes (int32 ids) where the SavedModel has the pair
         "outputs": converted.output_names,
         "static_dims": static,
         "dynamic_dims": {n: {int(a): str(t) for a, t in axes.items()} for n, axes in converted.dynamic_dims.items()},

@@ -32,7 +32,10 @@ def open_runner(path_or_artifact, device: str = "cpu", **options) -> Runner:
     artifact = path_or_artifact if isinstance(path_or_artifact, Artifact) else detect(path_or_artifact)
     if artifact.format not in _BY_FORMAT:
         raise PorterError(f"porter cannot run {artifact.path} ({artifact.description}) yet")
-    module, cls = _BY_FORMAT[artifact.format].split(":")
+    target = _BY_FORMAT[artifact.format]
+    if artifact.format == "tflite" and options.pop("isolated", False):  # LiteRT alone, in a fresh process
+        target = "porter.verifiers.runners.litert_isolated:IsolatedTFLiteRunner"
+    module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(artifact, device=device, **options)
 
 

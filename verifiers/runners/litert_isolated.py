@@ -1,0 +1,120 @@
+"""A .tflite run by LiteRT in a fresh child process (litert_child.py) that imports numpy and ai_edge_litert
+only: what a deployment without TensorFlow runs. This process may have imported TensorFlow (and with it
+the Flex delegate, which would hide Select-TF ops LiteRT cannot run); the child never does, and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from porter.verifiers.runners.base import Runner
+
+from porter.errors import PorterError
+
+CHILD = Path(__file__).with_name("litert_child.py")
+
+
+class LiteRTProcess:
+    """One child process for one .tflite; ``run(feed)`` any number of times, then ``close()``."""
+
+    def __init__(self, model_path, flex: bool = False):
+        self.path, self.flex = Path(model_path), flex
+        self._dir = tempfile.TemporaryDirectory(prefix="porter-litert-")
+        self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+b")  # noqa: SIM115 - closed in close()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        env.pop("PYTHONPATH", None)  # nothing of this process's import path: the child sees site-packages only
+        # -P: the child's own folder (porter's runners) is not put on sys.path either
+        self._proc = subprocess.Popen([sys.executable, "-P", str(CHILD), str(self.path), *(["--flex"] if flex else [])],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+                                      text=True, cwd=self._dir.name)
+        self._count = 0
+        self.described = self._read("loading")
+        self.runtime = self.described["runtime"]
+        self.final: dict | None = None
+
+    def _read(self, what: str) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(timeout=60)
+            raise PorterError(f"the LiteRT process stopped while {what} {self.path} (exit {self._proc.returncode})",
+                              problems=self._stderr_tail())
+        return json.loads(line)
+
+    def _stderr_tail(self) -> list[str]:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        lines = [s for s in self._stderr.read().decode(errors="replace").splitlines() if s.strip()]
+        return lines[-12:]
+
+    def run(self, feed: dict) -> dict:
+        self._count += 1
+        src, dst = Path(self._dir.name) / f"in{self._count}.npz", Path(self._dir.name) / f"out{self._count}.npz"
+        np.savez(src, **{k: np.asarray(v) for k, v in feed.items()})
+        self._proc.stdin.write(json.dumps({"in": str(src), "out": str(dst)}) + "\n")
+        self._proc.stdin.flush()
+        answer = self._read("running")
+        if "error" in answer:
+            raise PorterError(f"LiteRT ({self.runtime}) could not run {self.path}: {answer['error'][:500]}")
+        with np.load(dst, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+        src.unlink(), dst.unlink()
+        return out
+
+    def close(self) -> dict:
+        """The child's last word: {"tensorflow_imported": bool, ...}; raises if it failed its own check."""
+        if self.final is not None:
+            return self.final
+        try:
+            self._proc.stdin.close()
+            self.final = self._read("finishing")
+            rc = self._proc.wait(timeout=60)
+            if rc != 0:
+                raise PorterError(f"the LiteRT process for {self.path} exited {rc}", problems=self._stderr_tail())
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self._stderr.close()
+            self._dir.cleanup()
+        return self.final
+
+
+def run_isolated(model_path, feeds: list[dict], flex: bool = False) -> tuple[list[dict], dict]:
+    """Every feed run by LiteRT in one fresh process: (outputs per feed, {"described", "final"})."""
+    child = LiteRTProcess(model_path, flex)
+    try:
+        outs = [child.run(f) for f in feeds]
+    finally:
+        final = child.close()
+    return outs, {"described": child.described, "final": final}
+
+
+class IsolatedTFLiteRunner(Runner):
+    """The runner interface over LiteRTProcess (options: flex=True for a model with Select-TF ops)."""
+
+    framework = "tflite"
+
+    def activate(self):
+        if self.device.startswith("cuda"):
+            raise PorterError("TFLite runs on the CPU here", hint="use --device cpu for .tflite files")
+        self.child = LiteRTProcess(self.artifact.path, flex=bool(self.options.get("flex")))
+        inputs = self.child.described["inputs"]
+        self.input_names = list(inputs)
+        self.output_names = list(self.child.described["outputs"])
+        self.input_specs = {n: (d["dtype"], tuple(s if s >= 0 else None for s in d["shape_signature"]))
+                            for n, d in inputs.items()}
+        self.runtime = self.child.runtime
+
+    def infer(self, feeds):
+        specs = self.input_specs
+        return self.child.run({k: np.asarray(v).astype(specs[k][0]) for k, v in feeds.items() if k in specs})
+
+    def deactivate(self):
+        child = getattr(self, "child", None)
+        if child is not None:
+            self.final = child.close()
