@@ -228,24 +228,15 @@ def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
 def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, latency, options=None):
     """porter.verify on the source and the written SavedModel (the runners `porter verify` uses), on the
     generated feeds that fit the written signature."""
-    from porter.routes.onnx_graph import fits
+    from porter.routes.onnx_graph import fitting_inputs
     from porter.verifiers.api import verify
-    from porter.verifiers.inputs import InputSets
 
     if inputs is not None:
         return verify(prep.reference, candidate, inputs=Path(inputs), atol=atol, rtol=rtol, route="graph", latency=latency,
                       candidate_options=options)
-    written = _written(converted)
-    feeds = [f for f in prep.feeds if fits(f, written)]
-    if not feeds:
-        raise PorterError("none of the verification inputs fits the converted model's static input shapes",
-                          problems=[f"{n}: {s}" for n, (_, s) in written.items()])
-    notes = list(prep.input_notes)
-    if len(feeds) < len(prep.feeds):
-        notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
-                     "they do not fit the dims torch.export made static (see static_dims)")
-    return verify(prep.reference, candidate, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="graph",
-                  latency=latency, candidate_options=options)
+    fitting = fitting_inputs(prep.feeds, prep.input_notes, _written(converted), "torch.export")
+    return verify(prep.reference, candidate, inputs=fitting, atol=atol, rtol=rtol, route="graph", latency=latency,
+                  candidate_options=options)
 
 
 def _tflite_report(report: dict, lite: dict, written: dict) -> None:

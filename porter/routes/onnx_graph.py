@@ -80,6 +80,22 @@ def fits(feed: dict, specs: dict) -> bool:
     return True
 
 
+def fitting_inputs(feeds: list, notes: list, written: dict, made_static_by: str):
+    """porter's generated input sets that fit the written model's static dims (``written``: name -> (dtype,
+    shape)), as verifiers.inputs.InputSets; a note says how many were skipped, and none fitting is bad input."""
+    from porter.verifiers.inputs import InputSets
+
+    fitting = [f for f in feeds if fits(f, written)]
+    if not fitting:
+        raise PorterError("none of the verification inputs fits the converted model's static input shapes",
+                          problems=[f"{n}: {s}" for n, (_, s) in written.items()])
+    notes = list(notes)
+    if len(fitting) < len(feeds):
+        notes.append(f"inputs: {len(feeds) - len(fitting)} of {len(feeds)} input sets skipped: "
+                     f"they do not fit the dims {made_static_by} made static (see static_dims)")
+    return InputSets(fitting, notes)
+
+
 def big_initializers(model, min_elements: int = 1024) -> list:
     """The initializers at least ``min_elements`` large: the weights, as against shape and axis constants."""
     import math

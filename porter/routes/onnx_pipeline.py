@@ -301,18 +301,8 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs
         perm = onnx_graph.NCHW_TO_NHWC if source == "nhwc" else onnx_graph.NHWC_TO_NCHW
         written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
                    for n, (d, s) in written.items()}
-    from porter.verifiers.inputs import InputSets
-
-    feeds = [f for f in prep.feeds if onnx_graph.fits(f, written)]
-    if not feeds:
-        raise PorterError("none of the verification inputs fits the converted model's static input shapes",
-                          problems=[f"{n}: {s}" for n, (_, s) in written.items()])
-    notes = list(prep.input_notes)
-    if len(feeds) < len(prep.feeds):
-        notes.append(f"inputs: {len(prep.feeds) - len(feeds)} of {len(prep.feeds)} input sets skipped: "
-                     "they do not fit the dims the conversion made static (see static_dims)")
-    return verify(prep.reference, candidate_path, inputs=InputSets(feeds, notes), atol=atol, rtol=rtol, route="onnx",
-                  latency=latency)
+    inputs = onnx_graph.fitting_inputs(prep.feeds, prep.input_notes, written, "the conversion")
+    return verify(prep.reference, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route="onnx", latency=latency)
 
 
 def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:
