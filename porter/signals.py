@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 _received: int | None = None
@@ -36,6 +37,20 @@ def install() -> None:
         signum = getattr(signal, name, None)  # no SIGHUP on Windows
         if signum is not None:
             signal.signal(signum, _handle)
+    if not getattr(sys.unraisablehook, "_porter", False):
+        sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+
+
+def _quiet_unraisable(hook):
+    """A signal that lands inside a finalizer (TensorFlow flattens structures in some __del__) raises
+    Terminated where it cannot propagate: Python would print it as a traceback. It is ours, and check()
+    raises it again where it can, so it is dropped here; anything else goes to the usual hook."""
+    def quiet(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            hook(unraisable)
+
+    quiet._porter = True
+    return quiet
 
 
 _cleaning = 0  # > 0 while porter removes what a stopped run wrote

@@ -483,3 +483,23 @@ def test_cli_reports_the_signal_not_the_error_it_became(monkeypatch, capsys):
     assert run_cli(app, []) == 128 + signal.SIGHUP
     err = capsys.readouterr().err
     assert err.strip() == "porter: terminated by SIGHUP" and "internal error" not in err
+
+
+def test_a_signal_inside_a_finalizer_prints_no_traceback():
+    """A SIGTERM that lands in a __del__ (TensorFlow flattens structures in some) raises Terminated where it
+    cannot propagate; Python would print it as 'Exception ignored in ... Traceback'. porter drops its own
+    exception there (signals.check raises it again where it can), and nothing else."""
+    script = ("from porter import signals\n"
+              "signals.install()\n"
+              "class Ours:\n"
+              "    def __del__(self):\n"
+              "        raise signals.Terminated(15)\n"
+              "class Other:\n"
+              "    def __del__(self):\n"
+              "        raise ValueError('not porter')\n"
+              "Ours()\n"
+              "Other()\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stderr
+    assert "Terminated" not in run.stderr and run.stderr.count("Traceback") == 1 and "not porter" in run.stderr
