@@ -250,18 +250,18 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
     if path is None or not path.exists():
         return "onnx" if target == "tflite" else "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
+    config = artifact.config
+    transformers_builds = artifact.format == "hf" and (_outside_zoo(config) or zoo.drops_head(config))
     if target == "tflite":  # torch -> tflite: the graph route for HF folders outside the zoo and .pt2, else onnx
-        graphable = artifact.format == "pt2" or (
-            artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)))
-        return "graph" if graphable else "onnx"
-    if artifact.format == "hf" and (_outside_zoo(artifact.config) or zoo.drops_head(artifact.config)):
+        return "graph" if transformers_builds or artifact.format == "pt2" else "onnx"
+    if transformers_builds:
         # transformers builds it; torch.export -> porter's graph converter (to tf) or onnx2tf converts it
         return "graph" if (source, target) == ("torch", "tf") else "onnx"
     if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
         return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
     if artifact.format == "pt2":
         return "graph" if target == "tf" else "onnx"
-    if artifact.config is not None and artifact.config.get("model_type") in zoo.ENTRIES:
+    if config is not None and config.get("model_type") in zoo.ENTRIES:
         return "direct"
     if artifact.format == "keras_hub_preset":
         return "direct"  # a keras-hub family's rules, or a refusal naming the class

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.memory_estimate import size_text
 
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
               "num_encoder_layers", "num_decoder_layers")
@@ -106,8 +107,8 @@ def _layers(name: str, value: int, held: Held, available: int | None) -> str | N
     if available is not None and value > SHARED_FACTOR * held.blocks > 0:
         need = held.nbytes + held.block_bytes * (value - held.blocks) // held.blocks
         if need > available:
-            return (f"{name} is {value}: the weights' {stored} scaled to {value} need about {_size(need)}, "
-                    f"and {_size(available)} of memory is available")
+            return (f"{name} is {value}: the weights' {stored} scaled to {value} need about {size_text(need)}, "
+                    f"and {size_text(available)} of memory is available")
     return None
 
 
@@ -120,7 +121,7 @@ def _width(name: str, key: str, value: int, held: Held, available: int | None, s
         need = 4 * value * max(held.largest, 1)  # one float32 matrix of it beside the widest dim held
         if need > available:
             return (f"{name} is {value}, which no tensor in the weights has: one {value} x {held.largest} float32 "
-                    f"matrix of it needs about {_size(need)}, and {_size(available)} of memory is available")
+                    f"matrix of it needs about {size_text(need)}, and {size_text(available)} of memory is available")
     if key in POSITION_KEYS and value > MOST_POSITIONS:
         return (f"{name} is {value}, which no tensor in the weights has: more than {MOST_POSITIONS} positions, "
                 f"beyond any released model")
@@ -129,14 +130,8 @@ def _width(name: str, key: str, value: int, held: Held, available: int | None, s
         need = 4 * value * max(widths)
         if need > available:
             return (f"{name} is {value}, which no tensor in the weights has: their learned position table at "
-                    f"{value} rows needs about {_size(need)}, and {_size(available)} of memory is available")
+                    f"{value} rows needs about {size_text(need)}, and {size_text(available)} of memory is available")
     return None
-
-
-def _size(nbytes: int) -> str:
-    from porter.memory_estimate import size_text
-
-    return size_text(nbytes)
 
 
 def check(config: dict, checkpoint, where) -> None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.model_files import JSON_LIMIT, MiB, check_tree, parse_json, read_json, zip_member
+from porter.memory_estimate import size_text
+from porter.model_files import JSON_LIMIT, MiB, check_tree, duplicate_entry, parse_json, read_json, zip_member
 
 # An h5 file holds its datasets plus metadata: ~1.5 KB per dataset measured (ResNet50: 476 KB for 320).
 FACTOR, SLACK, PER_VARIABLE = 1.25, 4 * MiB, 8 << 10
@@ -52,11 +53,7 @@ class Declared:
     def text(self) -> str:
         path, shape, dtype, nbytes = self.largest
         dims = " x ".join(f"{d:,}" for d in shape) or "a scalar"
-        return f"{self.total:,} bytes of weights (largest: {path!r}, {dims} {dtype}, {_size(nbytes)})"
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n:,} bytes"
+        return f"{self.total:,} bytes of weights (largest: {path!r}, {dims} {dtype}, {size_text(nbytes)})"
 
 
 def _bad(source, message: str, hint: str = "the file is damaged or hostile; save the model again with model.save") -> PorterError:
@@ -69,10 +66,10 @@ def _open(path) -> zipfile.ZipFile:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise PorterError(f"{path} is not a readable .keras (zip) file ({exc})") from None
-    names = zf.namelist()
-    if len(names) != len(set(names)):  # zipfile and Keras may read different copies of a name
+    twice = duplicate_entry(zf)
+    if twice is not None:
         zf.close()
-        raise _bad(path, f"holds two entries named {next(n for n in names if names.count(n) > 1)!r}")
+        raise _bad(path, f"holds two entries named {twice!r}")
     return zf
 
 
@@ -359,7 +356,7 @@ def _check_datasets(source, config_name, declared: Declared, entry: str, size: i
     checks its shape) and against the file's size (a file padded past its datasets)."""
     model, every, (name, shape, nbytes) = held
     if model > FACTOR * declared.total + SLACK:
-        raise _bad(source, f"the datasets of {entry!r} declare {model:,} bytes (largest: {name!r} {shape}, {_size(nbytes)}), "
+        raise _bad(source, f"the datasets of {entry!r} declare {model:,} bytes (largest: {name!r} {shape}, {size_text(nbytes)}), "
                            f"past porter's limit of {int(FACTOR * declared.total + SLACK):,} for the {declared.total:,} "
                            f"bytes of weights {config_name} declares")
     if declared.total > FACTOR * model + SLACK:

@@ -5,9 +5,9 @@ tokenizer files, the files of a SavedModel or keras-hub preset folder): its real
 model's folder and it is a regular file. A link inside the folder that points elsewhere would copy
 the bytes it points at (a CI runner's secrets) into porter's output; a FIFO or device would hang.
 
-JSON and TOML are parsed with their size checked before reading and their nesting depth checked
-after: Python's parsers recurse, so a file nested 100,000 levels deep is a RecursionError, and
-Keras, torch and porter walk the parsed trees recursively again. Members of zip archives (.keras,
+JSON and TOML are parsed with their size checked before reading and their nesting depth measured
+before parsing (depth_of): Python's parsers recurse, and Keras, torch and porter walk the parsed
+trees recursively again. Members of zip archives (.keras,
 .pt2, .npz) are read only after the size their central directory declares is checked; zipfile
 stops at that size, so the declared size bounds what is unpacked.
 """
@@ -33,15 +33,15 @@ DEPTH_LIMIT = 200
 INPUTS_LIMIT = 512 * MiB
 
 
-def _roots(folder: Path) -> list[Path]:
-    """The model folder and, for an HF hub cache snapshot, the cache's own ``blobs/`` its links point into."""
-    folder = Path(os.path.realpath(folder))
-    given = Path(os.path.abspath(folder))
-    roots = [folder]
-    for f in {folder, given}:
+def _inside(real: Path, folder) -> bool:
+    """Whether the resolved ``real`` lies in the model folder or, for an HF hub cache snapshot (the folder as
+    given or resolved sits in ``snapshots/``), in the cache's own ``blobs/`` that its links point into."""
+    roots = []
+    for f in {Path(os.path.abspath(folder)), Path(os.path.realpath(folder))}:
+        roots.append(Path(os.path.realpath(f)))
         if f.parent.name == "snapshots":
             roots.append(Path(os.path.realpath(f.parent.parent / "blobs")))
-    return roots
+    return any(real == root or real.is_relative_to(root) for root in roots)
 
 
 def _kind(mode: int) -> str:
@@ -58,7 +58,7 @@ def model_file(path, folder, what: str = "") -> Path:
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     real = Path(os.path.realpath(path))
-    if not any(real == root or real.is_relative_to(root) for root in _roots(folder)):
+    if not _inside(real, folder):
         raise PorterError(f"{label} is a link to {real}, outside the model folder {folder}; porter reads only files inside it",
                           hint="copy the file into the model folder instead of linking to it")
     try:
@@ -80,7 +80,7 @@ def check_tree(folder, what: str = "") -> None:
             sub = Path(top) / name
             if os.path.islink(sub):
                 real = Path(os.path.realpath(sub))
-                if not any(real == r or real.is_relative_to(r) for r in _roots(folder)):
+                if not _inside(real, folder):
                     raise PorterError(f"{what + ' ' if what else ''}{sub} is a link to {real}, outside the model folder {folder}; "
                                       "porter reads only files inside it", hint="copy the folder into the model folder instead of linking to it")
         for name in files:
@@ -181,6 +181,17 @@ def parse_toml(text: str, source, limit: int = DEPTH_LIMIT) -> dict:
     return tomllib.loads(text)
 
 
+def duplicate_entry(zf) -> str | None:
+    """A name an open zip archive holds twice (zipfile and the reader behind porter may pick different
+    copies of it), or None."""
+    seen = set()
+    for name in zf.namelist():
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def zip_member(zf, name: str, source, *, size_limit: int, what: str = "") -> bytes:
     """One member of an open zip archive, refused by the size the central directory declares before it
     is unpacked (zipfile stops at that size, so a member that lies about it cannot unpack more)."""
@@ -194,10 +205,9 @@ def zip_member(zf, name: str, source, *, size_limit: int, what: str = "") -> byt
 
 def npz_arrays(path, label: str, check=None, size_limit: int | None = None) -> dict:
     """The arrays of an .npz, unpacked only after every member's npy header (dtype, shape) has been read
-    from the archive and checked: its bytes against the size the zip declares (a forged header) and, all
-    together, against the memory this process can take; then ``check(headers)`` (name -> an object with
-    dtype, shape, ndim) may refuse, e.g. shapes the model cannot take, before anything is unpacked.
-    Object arrays (pickles) are refused."""
+    from the archive and checked against the size the zip declares (a forged header); then ``check(headers)``
+    (name -> an object with dtype, shape, ndim) may refuse, e.g. shapes the model cannot take; then all of them
+    together against ``size_limit`` and the memory this process can take. Object arrays (pickles) are refused."""
     import types
     import zipfile
 
@@ -209,9 +219,9 @@ def npz_arrays(path, label: str, check=None, size_limit: int | None = None) -> d
     headers, total = {}, 0
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if len(names) != len(set(names)):
-                raise PorterError(f"{source} holds two entries named {next(n for n in names if names.count(n) > 1)!r}")
+            twice = duplicate_entry(zf)
+            if twice is not None:
+                raise PorterError(f"{source} holds two entries named {twice!r}")
             for info in zf.infolist():
                 if not info.filename.endswith(".npy"):
                     raise PorterError(f"{source}: entry {info.filename!r} is not an .npy array")

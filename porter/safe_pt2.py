@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.model_files import DEPTH_LIMIT, depth_of
+from porter.model_files import DEPTH_LIMIT, depth_of, duplicate_entry
 
 _HINT = ("porter loads only plain torch.export.save archives of tensors; re-save the model with "
          "torch.export.save(torch.export.export(model, args), 'model.pt2') from code you trust")
@@ -63,8 +63,9 @@ def check_pt2_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            if len(names) != len(set(names)):  # zipfile and torch's reader may pick different copies
-                refuse(path, next(n for n in names if names.count(n) > 1), "the archive holds two entries of this name")
+            twice = duplicate_entry(zf)
+            if twice is not None:  # zipfile and torch's reader may pick different copies
+                refuse(path, twice, "the archive holds two entries of this name")
             if "version" in names:  # torch.export.load's pre-2.8 fallback unpickles serialized_state_dict.pt
                 refuse(path, "version", "the legacy torch.export zip layout stores its weights as pickles")
             root = names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""

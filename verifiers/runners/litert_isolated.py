@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from porter.verifiers.runners.base import Runner
 
 from porter.errors import PorterError
+from porter.verifiers.runners.base import Runner
 
 CHILD = Path(__file__).with_name("litert_child.py")
 
