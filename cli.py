@@ -38,7 +38,7 @@ def _global_options(
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="print porter's version and exit"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr (they are on by default)"),
 ):
-    from porter import progress
+    from porter.process import progress
 
     progress.enable(quiet=quiet)
     ctx.call_on_close(progress.disable)
@@ -46,7 +46,7 @@ def _global_options(
 
 def _echo(line: str, err: bool = False) -> None:
     """One line that names a path or a model's names: its control characters shown, so it stays one line."""
-    from porter import escape
+    from porter.checks import escape
 
     typer.echo(escape.console(line), err=err)
 
@@ -54,7 +54,7 @@ def _echo(line: str, err: bool = False) -> None:
 def _fail(exc: PorterError) -> None:
     typer.echo(f"error: {exc.render()}", err=True)
     if getattr(exc, "tool_output", "").strip():  # a tool's own log: kept aside, not the message
-        from porter.crash import write_text_log
+        from porter.process.crash import write_text_log
 
         typer.echo(f"(the tool's full output: {write_text_log('porter-tool-output', exc.tool_output)})", err=True)
     raise typer.Exit(exc.exit_code)
@@ -220,7 +220,7 @@ def verify(
                                        refused=[flag for flag, value in others.items() if value]))
         atol_all, atol_per = _tolerances(atol, "--atol")
         rtol_all, rtol_per = _tolerances(rtol, "--rtol")
-        from porter.reference_plan import verify_reference
+        from porter.resources.reference_plan import verify_reference
 
         ref_dtype, ref_shapes, ref_note = verify_reference(reference, reference_dtype, candidate)
         result = run(
@@ -244,7 +244,7 @@ def verify(
 
 
 def _check_report_paths(**paths) -> None:
-    from porter.outdir import check_report_path
+    from porter.output.outdir import check_report_path
 
     for key, path in paths.items():
         check_report_path(path, f"--{key}")
@@ -332,7 +332,7 @@ def zoo_show(name: str):
 def inspect(path: Path = typer.Argument(..., metavar="PATH", help="a model file or folder")):
     """Name what PATH is, which zoo entry and mapping fit it, and its inputs and outputs (name, dtype, shape; None: dynamic)."""
     from porter import zoo
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
 
     try:
         artifact = detect(path)
@@ -355,11 +355,11 @@ def inspect(path: Path = typer.Argument(..., metavar="PATH", help="a model file 
 
 def main(args: Optional[List[str]] = None) -> None:
     """The `porter` console entry: exit 0/1/2 as documented, 3 for a porter bug (traceback in a file)."""
-    from porter import signals
-    from porter.crash import run_cli
+    from porter.process import signals
+    from porter.process.crash import run_cli
 
     signals.install()  # SIGTERM/SIGHUP stop a run as Ctrl-C does: the staged output is removed
-    from porter import frameworks
+    from porter.process import frameworks
 
     frameworks.freeze_after_import = True
     sys.exit(run_cli(app, args))

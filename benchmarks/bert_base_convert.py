@@ -41,10 +41,10 @@ RSS = "def rss_mb():\n    import resource\n    return resource.getrusage(resourc
 PORTER_LOAD_MAP = RSS + """
 import json, sys, time
 from pathlib import Path
-from porter.frameworks import keras, torch
+from porter.process.frameworks import keras, torch
 keras(); torch()
 from porter import zoo
-from porter.checkpoints import open_torch_checkpoint, read_config
+from porter.readers.checkpoints import open_torch_checkpoint, read_config
 from porter.routes.direct import torch_to_keras
 entry = zoo.get("bert")
 import_rss = rss_mb()

@@ -38,7 +38,7 @@ MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 
 
 def app_names() -> list[str]:
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     apps = keras().applications
     return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
@@ -52,7 +52,7 @@ def images(name: str, n: int, size: int, rng) -> np.ndarray:
     Keras float32 against Keras float64), far above what any converter can match."""
     import importlib
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     module = importlib.import_module(getattr(keras().applications, name).__module__)
     pixels = rng.uniform(0.0, 255.0, (n, size, size, 3)).astype("float32")
@@ -83,7 +83,7 @@ def build(name: str, size: int, seed: int = 0, calib: int = 16, damp: float = DA
     variance x U(0.8, 1.25)) so they are no plain re-normalisation. Perturbing beta after calibrating
     instead revives channels a later norm measured as constant (~30x gain). The head is scaled so the
     logits' std is about 2."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -132,7 +132,7 @@ def damp_residual_branches(model, factor: float) -> list[str]:
     scaling layer is found walking back through weightless single-input layers (Activation, Dropout): a
     BatchNormalization's gamma or a Conv/Dense kernel and bias (ResNetV2's pre-activation blocks end in a
     conv). Equal counts (NASNet's sibling cells) are no residual and are left alone."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     ancestors: dict[int, frozenset] = {}
@@ -191,7 +191,7 @@ def fp64(name: str, work: Path):
 
     import torch
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.verifiers.training_float64 import keras_in_float64
 
     model = keras().saving.load_model(str(work / f"{name}.keras"))

@@ -91,7 +91,7 @@ RECORD = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from porter.artifacts import detect
+from porter.readers.artifacts import detect
 from porter.verifiers.runners import open_runner
 from porter.zoo.keras_hub.entry import input_sets
 

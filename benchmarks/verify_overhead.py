@@ -25,7 +25,7 @@ TINY_BERT = dict(
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from porter.frameworks import keras, tensorflow, torch, transformers
+from porter.process.frameworks import keras, tensorflow, torch, transformers
 torch(); tensorflow(); keras(); transformers()
 t1 = time.perf_counter()
 import porter

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter import zoo
-from porter.artifacts import detect
+from porter.readers.artifacts import detect
 from porter.errors import PorterError, UnsupportedModelError
-from porter.outdir import check_out
-from porter.path_errors import require_file, require_path
-from porter.result import ConversionResult
+from porter.output.outdir import check_out
+from porter.checks.path_errors import require_file, require_path
+from porter.output.result import ConversionResult
 
 FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
 ROUTES = ("auto", "direct", "graph", "onnx")
@@ -56,7 +56,7 @@ def resolve(model: str, source: str, checkpoint, beside=None, complete: bool = T
     if beside is None:
         full = entry.impl.full_config(config)
     else:
-        from porter.config_completion import complete_beside
+        from porter.readers.config_completion import complete_beside
 
         full = complete_beside(entry, config, beside)
     zoo.check_completed(entry, config, full, where)
@@ -100,11 +100,11 @@ def convert(
     ``xla``: the SavedModel's signatures compiled with XLA (jit_compile=True), and verified as compiled;
     ``ignore_memory_estimate``: go ahead where porter's estimate says the conversion will not fit in memory (direct route,
     and the ONNX route from torch);
-    ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/reference_plan.py):
+    ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/resources/reference_plan.py):
     "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint";
     ``allow_flex``: --to tflite on the graph route may keep TF ops TFLite has no builtin for as Select-TF (Flex) ops
     (by default the .tflite holds built-in ops only and runs in LiteRT alone)."""
-    from porter.numerics import check_dtype_flag, check_numeric_options
+    from porter.checks.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
     check_dtype_flag(dtype)
@@ -181,7 +181,7 @@ def convert(
     from porter.routes import direct
 
     if (source, target) == ("torch", "tf"):
-        from porter.frameworks import tensorflow
+        from porter.process.frameworks import tensorflow
 
         try:
             src = resolve(model, source, checkpoint, beside=tensorflow)  # the Keras model is built next
@@ -212,7 +212,7 @@ def _legacy_tf_folder(model, source, target, checkpoint, route, expected):
     path = Path(checkpoint) if checkpoint else Path(str(model))
     if (source, target) != ("tf", "torch") or route == "onnx" or not is_legacy_folder(path):
         return None
-    from porter.artifacts import read_config_json
+    from porter.readers.artifacts import read_config_json
 
     if expected is None and takes_zoo_path(path, read_config_json(path / "config.json")):
         return None
@@ -222,11 +222,11 @@ def _legacy_tf_folder(model, source, target, checkpoint, route, expected):
 
 
 def _check_declared_sizes(model, checkpoint) -> None:
-    """An HF folder's config.json against its weights' headers (porter/declared_sizes.py), here where every route
+    """An HF folder's config.json against its weights' headers (porter/checks/declared_sizes.py), here where every route
     passes before one builds a model from the config (Keras zoo models, transformers here or in a child)."""
     path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(str(model)))
     if path is not None and path.exists():
-        from porter.declared_sizes import check_artifact
+        from porter.checks.declared_sizes import check_artifact
 
         check_artifact(detect(path))
 
@@ -326,7 +326,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
                                         layout=layout, console=console, inputs=inputs, latency=latency)
         reason = planned.reason or reason
     if artifact.framework in ("torch", "tf"):  # an ONNX or TFLite source is loaded as it is, once
-        from porter.memory_estimate_onnx import check_onnx_route_fits
+        from porter.resources.memory_estimate_onnx import check_onnx_route_fits
 
         check_onnx_route_fits(artifact.path, verify, ignore_memory_estimate, artifact.framework)
     return convert_via_onnx(artifact, target=target, out=out, force=force, verify=verify, atol=atol, rtol=rtol,

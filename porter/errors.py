@@ -7,7 +7,7 @@ result, written and reported), only by ``porter.testing`` helpers.
 
 from __future__ import annotations
 
-from porter import escape
+from porter.checks import escape
 
 
 class PorterError(Exception):

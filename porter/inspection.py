@@ -26,7 +26,7 @@ class Tensor:
 
 def signature(artifact) -> tuple[list[Tensor], list[Tensor]]:
     """(inputs, outputs) of ``artifact``, read by loading it with its runner."""
-    from porter import progress
+    from porter.process import progress
     from porter.verifiers.runners import open_runner
 
     runner = open_runner(artifact)

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError
 
 NOT_COMPARED = "mapped, not compared"
@@ -18,7 +18,7 @@ NO_REFERENCE = "weights mapped and checked, no outputs compared (no reference: p
 
 
 def is_legacy_folder(path: Path) -> bool:
-    from porter.legacy_h5 import INDEX, WEIGHTS
+    from porter.readers.legacy_h5 import INDEX, WEIGHTS
 
     return path.is_dir() and (path / "config.json").is_file() and ((path / WEIGHTS).is_file() or (path / INDEX).is_file())
 
@@ -26,7 +26,7 @@ def is_legacy_folder(path: Path) -> bool:
 def takes_zoo_path(path: Path, config: dict) -> bool:
     """porter's Keras BERT/RoBERTa read a single-file base-model checkpoint themselves (and can run the TF side)."""
     from porter import zoo
-    from porter.legacy_h5 import WEIGHTS
+    from porter.readers.legacy_h5 import WEIGHTS
 
     entry = zoo.ENTRIES.get(config.get("model_type"))
     archs = [str(a).removeprefix("TF") for a in config.get("architectures") or []]
@@ -39,9 +39,9 @@ def convert_legacy(path, out, *, force=False, verify=True, atol=None, rtol=None,
                    inputs=None, expected=None, allow_nonfinite=False):
     from safetensors.numpy import save_file
 
-    from porter.artifacts import read_config_json
-    from porter.result import REPORT, ConversionResult
-    from porter.outdir import staged_output
+    from porter.readers.artifacts import read_config_json
+    from porter.output.result import REPORT, ConversionResult
+    from porter.output.outdir import staged_output
     from porter.routes.legacy_tf import convert_checkpoint
 
     path, out = Path(path), Path(out)
@@ -71,7 +71,7 @@ def convert_legacy(path, out, *, force=False, verify=True, atol=None, rtol=None,
             "timings": {"load_and_map_s": t_map},
         }
         if verification is not None:
-            from porter.result import name_final_path as _name_final_path
+            from porter.output.result import name_final_path as _name_final_path
             from porter.verifiers.console import render
 
             _name_final_path(verification, tmp, out)

@@ -6,7 +6,7 @@ from tests_support import convert_keras_strict, load_written_model
 
 
 def keras():
-    from porter.frameworks import keras as _keras
+    from porter.process.frameworks import keras as _keras
 
     return _keras()
 

@@ -21,7 +21,7 @@ def test_torch_to_tf_passes_and_writes_everything(tiny_bert_tf):
 
 
 def test_saved_model_signature(tiny_bert_tf):
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     loaded = tf.saved_model.load(str(tiny_bert_tf))
@@ -39,7 +39,7 @@ def test_saved_model_signature(tiny_bert_tf):
 
 
 def test_keras_file_loads_in_safe_mode_and_matches_torch(tiny_bert, tiny_bert_tf):
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.zoo.bert import keras_model  # noqa: F401  registers the classes
     from porter.zoo.bert.entry import load_torch
 
@@ -88,7 +88,7 @@ def test_sharded_and_pickled_checkpoints(tmp_path):
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text((sharded / "config.json").read_text())
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     src = open_torch_checkpoint(sharded)
     torch.save({k: torch.from_numpy(src.get(k).copy()) for k in src.keys()}, pickled / "pytorch_model.bin")

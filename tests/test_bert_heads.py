@@ -27,7 +27,7 @@ def test_auto_keeps_the_head_through_the_graph_route(bert_cls, cli, tmp_path):
     assert report["route"] == "graph" and report["status"] == "passed"
     errors = report["verification"]["max_abs_error"]
     assert list(errors) == ["logits"] and errors["logits"] <= 1e-4
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     fn = tensorflow().saved_model.load(str(out)).signatures["serving_default"]
     ids = np.array([[5, 7, 9, 11]], np.int64)

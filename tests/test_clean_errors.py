@@ -22,13 +22,13 @@ def run_main(*args) -> int:
 
 def test_internal_error_exits_3_with_one_line_and_a_traceback_file(monkeypatch, capsys, tmp_path):
     import porter.conversion
-    import porter.crash
+    import porter.process.crash
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom inside the converter")
 
     monkeypatch.setattr(porter.conversion, "convert", broken)
-    monkeypatch.setattr(porter.crash.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(porter.process.crash.tempfile, "gettempdir", lambda: str(tmp_path))
     code = run_main("convert", "bert", "--from", "torch", "--to", "tf", "--out", tmp_path / "out")
     err = capsys.readouterr().err
     assert code == 3
@@ -296,7 +296,7 @@ def test_a_path_behind_a_denied_permission_says_so(monkeypatch, tiny_bert_tf, tm
     import errno
     import os
 
-    import porter.path_errors
+    import porter.checks.path_errors
 
     denied = tmp_path / "locked" / "model"
     real_stat = os.stat
@@ -306,7 +306,7 @@ def test_a_path_behind_a_denied_permission_says_so(monkeypatch, tiny_bert_tf, tm
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(porter.path_errors.os, "stat", stat)
+    monkeypatch.setattr(porter.checks.path_errors.os, "stat", stat)
     assert_clean_exit_2(["verify", denied, tiny_bert_tf], f"{denied} cannot be reached: permission denied", capsys)
 
 

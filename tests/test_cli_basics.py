@@ -131,7 +131,7 @@ def test_library_use_is_quiet(tiny_onnx, capfd):
 
 
 def test_progress_step_lines_nest_and_say_failure(capsys):
-    from porter import progress
+    from porter.process import progress
 
     progress.enable(rich=False)
     try:
@@ -150,7 +150,7 @@ def test_progress_step_lines_nest_and_say_failure(capsys):
 
 def test_rich_display_on_a_terminal_does_not_touch_stdout(capfd):
     """On a tty the spinner writes to its own copy of fd 2; stdout (the tables) stays clean."""
-    from porter import progress
+    from porter.process import progress
 
     progress.enable(rich=True)
     try:
@@ -166,7 +166,7 @@ def test_rich_display_on_a_terminal_does_not_touch_stdout(capfd):
 
 @pytest.mark.slow
 def test_no_cuinit_line_without_a_gpu(tiny_onnx, tmp_path):
-    from porter.frameworks import _has_gpu
+    from porter.process.frameworks import _has_gpu
 
     if _has_gpu():
         pytest.skip("a GPU is present: TensorFlow's CUDA start-up is left alone")

@@ -1,5 +1,5 @@
 """The config's completion with transformers' defaults, run in a child process beside the TensorFlow import
-(porter/config_completion.py): the same config, the same errors, the in-process path when the child fails,
+(porter/readers/config_completion.py): the same config, the same errors, the in-process path when the child fails,
 and a direct torch -> tf `convert --no-verify` whose process never imports torch or transformers."""
 
 import json
@@ -8,7 +8,8 @@ import sys
 import pytest
 from tests_support import frameworks_imported_by_cli
 
-from porter import config_completion, zoo
+from porter.readers import config_completion
+from porter import zoo
 from porter.errors import PorterError
 
 

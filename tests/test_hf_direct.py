@@ -132,7 +132,7 @@ def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
     from porter.zoo.keras_hub import families
     from porter.zoo.keras_hub.saved import register_if_keras_hub
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     (family, head, _), _, out = converted
     register_if_keras_hub(out / "model.keras")
@@ -152,7 +152,7 @@ def test_causal_lm_generates_as_transformers(converted):
     import torch
     from porter.zoo.keras_hub.saved import register_if_keras_hub
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     (_, head, _), src, out = converted
     if head != "causal":

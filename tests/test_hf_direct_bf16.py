@@ -37,7 +37,7 @@ def test_bf16_llama_written_in_bf16_and_verified(converted):
     assert "candidate bfloat16" in output
     report = json.loads((out / "porter_report.json").read_text())
     assert report["dtype"] == {"source": "bfloat16", "written": "bfloat16"}
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     dtypes = tensorflow().train.load_checkpoint(str(out / "variables" / "variables")).get_variable_to_dtype_map()
     floats = {k: d.name for k, d in dtypes.items() if d.is_floating}
@@ -58,7 +58,7 @@ def test_report_splits_save_and_records_peak_rss(converted):
 
 def test_bf16_model_keras_reloads_in_bf16(converted):
     _, _, out = converted
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.zoo.keras_hub.saved import register_if_keras_hub
 
     register_if_keras_hub(out / "model.keras")

@@ -1,4 +1,4 @@
-"""A config.json that declares far more than the weights beside it hold (porter/declared_sizes.py): refused from
+"""A config.json that declares far more than the weights beside it hold (porter/checks/declared_sizes.py): refused from
 the headers, before any route builds a model from it, in seconds and little memory, exit 2 naming config.json,
 the key and the value, nothing written at --out. Real models, shared layers included, still pass."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from porter.declared_sizes import problems
+from porter.checks.declared_sizes import problems
 
 GB = 2**30
 
@@ -125,8 +125,8 @@ def test_a_float_layer_count_is_still_named_by_the_zoo_check(tiny_bert, tmp_path
 def test_real_tiny_folders_pass(tiny_bert, tiny_deberta, tmp_path):
     from hf_tiny import make_tiny
 
-    from porter.artifacts import detect
-    from porter.declared_sizes import check_artifact
+    from porter.readers.artifacts import detect
+    from porter.checks.declared_sizes import check_artifact
 
     # a Whisper encoder saved alone keeps the decoder's vocab_size: no tensor of it, and no bomb
     whisper = make_tiny(tmp_path / "whisper-encoder", "whisper-encoder", vocab_size=51865)

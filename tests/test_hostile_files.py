@@ -110,8 +110,8 @@ def test_saved_model_variables_linked_outside_are_refused(tiny_bert, tiny_bert_t
 
 def test_hub_cache_snapshot_links_into_its_blobs_still_load(tiny_bert, tmp_path):
     """The HF hub cache keeps files in blobs/ and links to them from snapshots/<rev>/: that is inside."""
-    from porter.artifacts import detect
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.artifacts import detect
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     cache = tmp_path / "models--x--tiny"
     (cache / "blobs").mkdir(parents=True)
@@ -160,7 +160,7 @@ def test_npz_headers_are_checked_before_unpacking(tmp_path):
     """A shape the model cannot take is refused from the header; the data is never read (a forged header
     that declares more bytes than the entry holds is refused too)."""
     from porter.errors import PorterError
-    from porter.model_files import npz_arrays
+    from porter.checks.model_files import npz_arrays
 
     np.savez(tmp_path / "ok.npz", input_ids=np.arange(6).reshape(2, 3))
     seen = {}
@@ -244,7 +244,7 @@ def test_deep_toml_array_is_bad_input(tmp_path, cli):
 def test_nesting_depth_is_measured_without_recursion():
     """Measured before parsing: where a library has raised the recursion limit, json.loads of DEEP crashes
     the process (a segfault, seen in this suite) instead of raising RecursionError."""
-    from porter.model_files import _TOML_STRING, depth_of
+    from porter.checks.model_files import _TOML_STRING, depth_of
 
     assert depth_of(DEEP) == 100_000
     assert depth_of('{"a": "[[[[\\"[", "b": [[1]]}') == 3  # brackets inside strings (escaped quotes too) do not count

@@ -102,8 +102,8 @@ def test_recursion_in_keras_itself_is_bad_input(tmp_path):
     import inspect
 
     from porter.errors import PorterError
-    from porter.keras_archive import declared_weights
-    from porter.model_files import depth_of
+    from porter.checks.keras_archive import declared_weights
+    from porter.checks.model_files import depth_of
 
     config = {"module": "keras.layers", "class_name": "Dense", "config": {"name": "d", "units": 2},
               "registered_name": None, "build_config": {"input_shape": [None, 4]}}
@@ -173,7 +173,7 @@ def test_archive_entries_are_checked(tmp_path):
     """Two entries of one name, weights far past what the config declares (a stored bomb too), and weights
     that do not fit in memory are refused by what the archive and config declare."""
     from porter.errors import PorterError
-    from porter.keras_archive import check_keras_archive
+    from porter.checks.keras_archive import check_keras_archive
 
     tiny = _tiny(tmp_path)
     twice = tmp_path / "twice.keras"
@@ -192,11 +192,11 @@ def test_archive_entries_are_checked(tmp_path):
 
 
 def test_weights_past_the_memory_available_are_refused(tmp_path, monkeypatch):
-    import porter.memory_estimate
+    import porter.resources.memory_estimate
     from porter.errors import PorterError
-    from porter.keras_archive import check_keras_archive
+    from porter.checks.keras_archive import check_keras_archive
 
-    monkeypatch.setattr(porter.memory_estimate, "available_bytes", lambda: 50)
+    monkeypatch.setattr(porter.resources.memory_estimate, "available_bytes", lambda: 50)
     with pytest.raises(PorterError, match="declares 60 bytes of weights .* more than the 50 bytes of memory available"):
         check_keras_archive(_tiny(tmp_path))
 
@@ -234,7 +234,7 @@ def test_declared_weights_are_the_real_weights_and_nothing_is_allocated(tmp_path
     import keras
     from keras.src.backend.common import global_state
 
-    from porter.keras_archive import archive_config, declared_weights
+    from porter.checks.keras_archive import archive_config, declared_weights
 
     pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
     for path in (_tiny(tmp_path), _trained(tmp_path)):
@@ -251,7 +251,7 @@ def test_declared_weights_are_the_real_weights_and_nothing_is_allocated(tmp_path
 def test_weights_metadata_is_read_without_the_data(tmp_path, monkeypatch):
     import keras
 
-    import porter.keras_archive as ka
+    import porter.checks.keras_archive as ka
 
     inputs = keras.Input((1000,))
     keras.Model(inputs, keras.layers.Dense(4000, name="dense")(inputs)).save(tmp_path / "m.keras")  # 16 MB

@@ -1,4 +1,4 @@
-"""Names from a model folder are escaped for every medium porter prints them to (porter.escape):
+"""Names from a model folder are escaped for every medium porter prints them to (porter.checks.escape):
 a newline cannot forge a line, an ESC cannot reach the terminal, a backtick cannot open raw HTML in
 the Markdown summary, a control character cannot break the JUnit XML, rich markup is not read."""
 
@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 
-from porter import escape
+from porter.checks import escape
 
 FORGED = "model\nPASSED all 12 checks"
 CLEAR = "\x1b[2J\x1b[31mred"
@@ -88,7 +88,7 @@ def test_an_error_prints_one_line_per_part():
 
 
 def test_progress_lines_stay_one_line(capsys):
-    from porter import progress
+    from porter.process import progress
 
     progress.enable(rich=False)
     try:
@@ -201,14 +201,14 @@ def test_inspect_on_a_hostile_file_name(exists, tmp_path, capsys):
 
 def test_a_crash_on_a_hostile_name_is_one_line_and_the_crash_file_is_escaped(monkeypatch, tmp_path, capsys):
     import porter.conversion
-    import porter.crash
+    import porter.process.crash
 
     def broken(model, **kwargs):
         raise RuntimeError(f"boom on {CLEAR}{model}")
 
     monkeypatch.setattr(porter.conversion, "convert", broken)
-    monkeypatch.setattr(porter.crash.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.setattr(porter.crash.sys, "argv", ["porter", "convert", FORGED + CLEAR])
+    monkeypatch.setattr(porter.process.crash.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(porter.process.crash.sys, "argv", ["porter", "convert", FORGED + CLEAR])
     assert _run_main("convert", FORGED + CLEAR, "--from", "torch", "--to", "tf", "--out", tmp_path / "out") == 3
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "\x1b" not in err and "boom on \\x1b[2J" in err

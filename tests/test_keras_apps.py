@@ -80,7 +80,7 @@ np.save({str(tmp_path / 'y.npy')!r}, y.detach().numpy())
 assert not [k for k in sys.modules if k.split('.')[0] in ('porter', 'tensorflow', 'keras')]
 """
     subprocess.run([sys.executable, "-I", "-c", script], check=True, cwd=tmp_path)
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     reference = np.asarray(keras().saving.load_model(str(src))(x))
     assert np.abs(np.load(tmp_path / "y.npy") - reference).max() <= 1e-4
@@ -111,7 +111,7 @@ def test_conditioned_model_is_informative(mobilenet):
     damped branch's batch norm each moves the logits past 1e-4, away from what the written model computes."""
     import torch
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     src, out, _ = mobilenet
     reference = keras().saving.load_model(str(src))

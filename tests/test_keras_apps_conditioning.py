@@ -13,7 +13,7 @@ def _bench():
 
 
 def _keras():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     return keras()
 

@@ -12,7 +12,7 @@ import porter
 
 
 def _keras():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     return keras()
 

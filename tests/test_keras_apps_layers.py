@@ -9,7 +9,7 @@ from tests_support import convert_keras_strict, load_written_model
 
 
 def _keras():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     return keras()
 

@@ -10,7 +10,7 @@ from porter.verifiers.training_float64 import _paired_variables, keras_in_float6
 def _nested():
     from keras.src.applications.convnext import LayerScale
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(0)

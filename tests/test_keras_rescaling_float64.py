@@ -13,7 +13,7 @@ import porter
 
 
 def _model():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(0)

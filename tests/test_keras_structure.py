@@ -19,7 +19,7 @@ import porter
 def _calibrate_and_perturb(model, image_shape, seed=0):
     """Moving statistics set to a training-mode batch's (momentum 0 for that call), then gamma/beta/statistics
     moved by a seeded amount."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     rng = np.random.default_rng(seed)
@@ -40,7 +40,7 @@ def _calibrate_and_perturb(model, image_shape, seed=0):
 
 def _cnn(seed=0):
     """Named Conv/BN/ReLU/Pool/Dropout/Dense layers, a strided 'same' conv (TF pads at the end) and a Dense BN."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -81,7 +81,7 @@ def test_model_py_keeps_the_keras_layers(cnn_torch):
     report = json.loads((out / "porter_report.json").read_text())
     assert report["writer"] == "keras layers" and report["status"] == "passed"
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    from porter.model_code import sha256_of
+    from porter.readers.model_code import sha256_of
 
     assert report["files"]["model.py"]["sha256"] == sha256_of(out / "model.py")
     code = (out / "model.py").read_text()
@@ -123,7 +123,7 @@ def test_batch_norm_running_variance_is_keras(cnn_torch):
     KerasBatchNorm1d: the same running variance (the biased one); torch's nn.BatchNorm1d stores n/(n-1) times it."""
     import torch
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.keras_to_torch.runtime import KerasBatchNorm1d
 
     k = keras()
@@ -181,7 +181,7 @@ def test_verify_train_cli_and_a_perturbed_weight(cli, cnn_keras, cnn_torch, tmp_
 
 
 def test_train_refuses_a_model_with_nothing_to_train(cli, cnn_torch, tmp_path):
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     out, _ = cnn_torch
     frozen = _cnn()
@@ -198,7 +198,7 @@ def test_train_refuses_a_model_with_nothing_to_train(cli, cnn_torch, tmp_path):
 def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path):
     """PReLU has no module in the keras layers writer (yet): the whole model goes through ONNX, the reason names
     the layer and its class, and --train refuses the folder (tf2onnx folded the BatchNorm)."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(1)
@@ -226,7 +226,7 @@ def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path
 def mobilenet_v2(tmp_path_factory):
     """keras.applications.MobileNetV2 (alpha 0.35, 96 px, weights=None, logits): 155 layers, ZeroPadding2D +
     strided depthwise convs, ReLU(6), BatchNorm momentum 0.999; converted by the keras layers writer."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -268,7 +268,7 @@ def test_mobilenet_v2_trains_like_keras(mobilenet_v2):
 
 def _sequential(seed=0):
     """The same kind of layers as _cnn, as a keras.Sequential (the most common model on disk)."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(seed)

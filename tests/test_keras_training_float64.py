@@ -16,7 +16,7 @@ from test_keras_structure import _calibrate_and_perturb
 
 
 def _mini_mobilenet():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(3)
@@ -146,7 +146,7 @@ def test_float32_on_request_and_when_float64_is_not_possible(mini, monkeypatch):
 
 
 def test_keras_in_float64_keeps_the_weights_and_the_outputs(mini):
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.verifiers.training_float64 import keras_in_float64
 
     path, _ = mini

@@ -167,7 +167,7 @@ def test_expected_needs_inputs(cli, tmp_path):
 
 
 def test_sharded_checkpoint_is_read_shard_by_shard():
-    from porter.legacy_h5 import LegacyH5Checkpoint
+    from porter.readers.legacy_h5 import LegacyH5Checkpoint
 
     ckpt = LegacyH5Checkpoint(FIXTURES / "bert_seqcls_sharded")
     assert len({ckpt.file_of(k) for k in ckpt.shapes}) == 5

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from porter import memory_estimate
-from porter.memory_estimate import GB, estimate_torch_to_tf, size_text
+from porter.resources import memory_estimate
+from porter.resources.memory_estimate import GB, estimate_torch_to_tf, size_text
 
 
 def _tiny_bf16_folder(tmp_path):
@@ -24,7 +24,7 @@ def _tiny_bf16_folder(tmp_path):
 
 
 def test_estimate_counts_every_part_from_the_headers(tmp_path):
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     source = open_torch_checkpoint(_tiny_bf16_folder(tmp_path))
     floats = 1000 * 64 + 64 * 64 + 64
@@ -87,7 +87,7 @@ def squeezed(monkeypatch):
 
 
 def _estimate_for(folder, verify: bool):
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     source = open_torch_checkpoint(folder)
     return estimate_torch_to_tf(source.shapes, source.dtypes, "float32", verify, current_rss=int(0.4 * GB))

@@ -1,5 +1,5 @@
 """The ONNX route from torch cannot stream, so its memory is estimated from the weights on disk before anything
-is loaded (porter/memory_estimate_onnx.py, measured on bert-base); short of memory it refuses with exit 2, naming
+is loaded (porter/resources/memory_estimate_onnx.py, measured on bert-base); short of memory it refuses with exit 2, naming
 the estimate, the available memory and the flags, and writes nothing."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from test_memory_estimate import squeezed  # noqa: F401  (the available memory, and RSS fixed)
 
 from porter.errors import PorterError
-from porter.memory_estimate import GB, IMPORT_FLOOR_BYTES, size_text
-from porter.memory_estimate_onnx import (
+from porter.resources.memory_estimate import GB, IMPORT_FLOOR_BYTES, size_text
+from porter.resources.memory_estimate_onnx import (
     CONVERT_COPIES,
     TF_CONVERT_COPIES,
     VERIFY_COPIES,

@@ -25,7 +25,7 @@ def _save(tmp_path, tensors):
 def test_safetensors_read_in_stored_dtype_bit_exact(tmp_path, dtype):
     import torch
 
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     torch.manual_seed(0)
     weights = {"a.weight": torch.randn(7, 5).to(getattr(torch, dtype)), "b.bias": torch.randn(3).to(getattr(torch, dtype))}
@@ -41,7 +41,7 @@ def test_safetensors_read_in_stored_dtype_bit_exact(tmp_path, dtype):
 def test_truncated_safetensors_refused_naming_tensor(tmp_path):
     import torch
 
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     path = _save(tmp_path, {"w": torch.ones(64, 64)})
     source = open_torch_checkpoint(path)
@@ -80,8 +80,8 @@ def test_mapping_drops_each_source_before_the_next_read():
 def test_streamed_keras_save_loads_identically(tmp_path, monkeypatch, dtype):
     import keras
 
-    from porter import keras_h5_streaming
-    from porter.frameworks import save_keras
+    from porter.output import keras_h5_streaming
+    from porter.process.frameworks import save_keras
 
     monkeypatch.setattr(keras_h5_streaming, "CHUNK_BYTES", 64)  # many slices per variable, and a ragged last one
     rng = np.random.default_rng(0)

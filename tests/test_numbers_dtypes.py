@@ -71,7 +71,7 @@ def _report(folder) -> dict:
 
 
 def _keras_dtype(folder) -> str:
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
     from porter.routes.tf_weights import load_keras_artifact
 
     model, _ = load_keras_artifact(detect(folder))
@@ -148,7 +148,7 @@ def test_integer_typed_float_weight_refused(cli, tiny_bert, tmp_path, tiny_bert_
 
 
 def test_integer_buffers_are_not_float_weights():
-    from porter.numerics import integer_typed_float_weights
+    from porter.checks.numerics import integer_typed_float_weights
 
     dtypes = {"embeddings.position_ids": "int64", "bn.num_batches_tracked": "int64", "embeddings.token_type_ids": "int64",
               "q.weight": "int8", "bert/embeddings/LayerNorm/gamma:0": "int32", "pooler.dense.bias": "float16", "ids": "int64"}
@@ -196,7 +196,7 @@ def test_dtype_float32_from_bf16_keeps_exact_values(cli, bf16_bert, tmp_path):
     assert code == 0, out
     assert "dtype: reference bfloat16, candidate float32; atol 0.08, rtol 0.064" in _flat(out)
     assert _report(out_dir)["dtype"] == {"source": "bfloat16", "written": "float32"}
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
     from porter.routes.tf_weights import load_keras_artifact
 
     model, _ = load_keras_artifact(detect(out_dir))
@@ -326,7 +326,7 @@ def test_check_toml_rejects_meaningless_numbers(cli, tmp_path):
 
 def test_numeric_options_python_api():
     from porter.errors import PorterError
-    from porter.numerics import check_numeric_options
+    from porter.checks.numerics import check_numeric_options
 
     check_numeric_options(atol=0.0, rtol=0, max_latency_ratio=1.5, latency_budget_s=0.5, threads=1)  # all fine
     with pytest.raises(PorterError, match="--rtol y=-1"):

@@ -68,7 +68,7 @@ def test_custom_module_torch_to_tf_keeps_names(cli, custom_pt2, tmp_path):
     assert report["static_dims"] == [] and report["dynamic_dims_kept"]
     assert len(report["verification"]["shapes"]) == 2  # verified at two batch sizes
     assert report["layout"]["candidate"] == "nchw"
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     fn = tf.saved_model.load(str(out)).signatures["serving_default"]
@@ -117,7 +117,7 @@ def test_bert_through_onnx(cli, tiny_bert, tmp_path):
     assert report["route"] == "onnx" and report["model"] == "bert"
     worst = report["verification"]["max_abs_error"]
     assert worst["last_hidden_state"] <= 1e-5 and worst["pooler_output"] <= 1e-5
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     fn = tensorflow().saved_model.load(str(out)).signatures["serving_default"]
     assert sorted(fn.structured_input_signature[1]) == ["attention_mask", "input_ids", "token_type_ids"]
@@ -174,7 +174,7 @@ def test_corrupt_onnx(cli, custom_onnx, tmp_path):
 
 
 def test_saved_model_without_serving_signature(cli, tmp_path):
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     module = tf.Module()
@@ -275,7 +275,7 @@ def test_torch_cnn_to_tf_channels_last(cli, tmp_path):
     report = _report(out)
     assert report["layout"] == {"inputs": {"pixels": "nchw"}, "candidate": "nhwc"}
     assert report["static_dims"] == [] and max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     fn = tf.saved_model.load(str(out)).signatures["serving_default"]

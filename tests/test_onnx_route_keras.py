@@ -13,7 +13,7 @@ import porter
 def _keras_model(seed: int = 0):
     """Normalization (captured constants) + Conv2D + BatchNormalization + Dense, with the batch
     norm's gamma, beta and moving statistics moved away from their init values."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -63,7 +63,7 @@ def test_tf2onnx_export_keeps_only_the_model_inputs(keras_src, tmp_path):
     and no initializer is left that no node reads."""
     import onnx
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
     from porter.routes.to_onnx import keras_to_onnx
 
     model = keras().models.load_model(str(keras_src))

@@ -122,7 +122,7 @@ def test_torch_export_does_not_keep_the_torch_model_alive(tmp_path):
 def test_onnx2tf_weights_are_saved_model_variables(tmp_path):
     """onnx2tf hands its MatMul weights to op layers as constants; in the SavedModel they are variables (a graph
     with them inline grew by their size, and past 2 GB could not be written)."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
     from porter.routes.onnx_to_tf import onnx_to_saved_model
 
     tf = tensorflow()
@@ -144,7 +144,7 @@ def test_onnx2tf_reads_a_prepared_graph_with_external_weights(tmp_path, monkeypa
     """The prepared file onnx2tf reads, with its weights as external data (as a graph over 2 GB is written)."""
     import functools
 
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
     from porter.routes import onnx_to_tf
 
     tf = tensorflow()

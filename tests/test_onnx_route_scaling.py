@@ -48,7 +48,7 @@ def _attempts(monkeypatch) -> list[bool]:
 
 
 def _serve(folder, x):
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     return tf.saved_model.load(str(folder)).signatures["serving_default"](x=tf.constant(x))["y"].numpy()
@@ -164,7 +164,7 @@ def test_shape_probes_share_a_session_and_leave_the_model_as_it_was(tmp_path):
 
 
 def test_library_temp_files_go_to_a_marked_folder_removed_after(tmp_path, monkeypatch):
-    from porter import outdir
+    from porter.output import outdir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(RuntimeError):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from porter import outdir
+from porter.output import outdir
 from porter.errors import PorterError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +57,12 @@ def workdir(tmp_path, monkeypatch, tiny_bert):
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Refusals must come before the checkpoint is read."""
-    import porter.checkpoints
+    import porter.readers.checkpoints
 
     def boom(*a, **k):
         raise AssertionError("the checkpoint was opened before --out was checked")
 
-    monkeypatch.setattr(porter.checkpoints, "open_torch_checkpoint", boom)
+    monkeypatch.setattr(porter.readers.checkpoints, "open_torch_checkpoint", boom)
 
 
 def convert(cli, *args):
@@ -231,12 +231,12 @@ def test_a_foreign_folder_swapped_in_for_porters_output_mid_run_is_kept(cli, wor
 
 
 def test_disk_full_while_saving_is_a_clean_error(cli, workdir, monkeypatch):
-    import porter.frameworks
+    import porter.process.frameworks
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "model.keras")
 
-    monkeypatch.setattr(porter.frameworks, "save_keras", full)
+    monkeypatch.setattr(porter.process.frameworks, "save_keras", full)
     code, output = convert(cli, "models/tiny-bert", "--out", "bert-tf", "--no-verify")
     assert code == 2
     assert "--out bert-tf: writing failed (No space left on device); nothing was kept" in output
@@ -363,9 +363,9 @@ def test_temp_dir_marks_its_folder_and_sweeps_the_temp_root(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("flag", ["--report", "--junit", "--markdown", "--html"])
 def test_unwritable_report_path_fails_before_loading(cli, workdir, monkeypatch, flag):
-    import porter.artifacts
+    import porter.readers.artifacts
 
-    monkeypatch.setattr(porter.artifacts, "detect", lambda *a: (_ for _ in ()).throw(AssertionError("models loaded")))
+    monkeypatch.setattr(porter.readers.artifacts, "detect", lambda *a: (_ for _ in ()).throw(AssertionError("models loaded")))
     code, output = cli("verify", "models/tiny-bert", "models/tiny-bert", flag, "notes.txt/r.out")
     assert code == 2
     assert f"{flag} notes.txt/r.out cannot be created:" in output and "notes.txt is a file, not a folder" in output
@@ -432,7 +432,7 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(workdir, signum, when):
 def test_a_signal_while_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
     """SIGTERM right after mkdtemp (while the owner marker is written) once left the folder behind: the test
     above sends it the moment the folder appears. The signal is held until the folder can be removed."""
-    from porter import signals
+    from porter.process import signals
 
     monkeypatch.setattr(signals, "_received", None)
     marked = outdir._mark
@@ -451,7 +451,7 @@ def test_a_signal_while_the_staging_folder_is_made_leaves_nothing(tmp_path, monk
 def test_a_swallowed_signal_still_stops_the_move(tmp_path, monkeypatch):
     """Library code (a Keras layer being traced) may catch the KeyboardInterrupt or turn it into its
     own error: the move checks again, and the error it became is reported as the signal."""
-    from porter import signals
+    from porter.process import signals
 
     monkeypatch.setattr(signals, "_received", None)
     out = tmp_path / "out"
@@ -469,8 +469,8 @@ def test_a_swallowed_signal_still_stops_the_move(tmp_path, monkeypatch):
 def test_cli_reports_the_signal_not_the_error_it_became(monkeypatch, capsys):
     import typer
 
-    from porter import signals
-    from porter.crash import run_cli
+    from porter.process import signals
+    from porter.process.crash import run_cli
 
     app = typer.Typer()
 

@@ -77,7 +77,7 @@ def test_a_perturbed_lstm_weight_changes_the_output(exported):
 
 
 def _keras_model(second):
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(0)

@@ -1,5 +1,5 @@
 """A bf16 Llama too big for a float32 reference on this machine is verified against transformers in bf16
-(porter/reference_plan.py): the fallback is taken only when the float32 estimate does not fit, the console and
+(porter/resources/reference_plan.py): the fallback is taken only when the float32 estimate does not fit, the console and
 porter_report.json say which reference, which shapes and why, a wrong weight still fails under it, and the
 float32 reference is kept whenever it fits. The available memory is monkeypatched, the estimates computed."""
 
@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from porter import memory_estimate, reference_plan
-from porter.memory_estimate import GB, estimate_torch_to_tf, size_text
+from porter.resources import memory_estimate, reference_plan
+from porter.resources.memory_estimate import GB, estimate_torch_to_tf, size_text
 from test_hf_direct import cli, make_checkpoint  # noqa: F401  (cli: the module-scoped runner)
 
 RSS = int(0.4 * GB)  # this process's RSS as the estimate sees it: the imports part is then 1.0 GB
@@ -31,7 +31,7 @@ def bf16_llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def estimates(bf16_llama):
     """(float32 reference, bf16 reference) estimates of converting bf16_llama at RSS."""
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     ckpt = open_torch_checkpoint(bf16_llama)
     return tuple(estimate_torch_to_tf(ckpt.shapes, ckpt.dtypes, "bfloat16", True, current_rss=RSS, reference_dtype=d)
@@ -143,7 +143,7 @@ def test_plan_keeps_float32_where_no_16bit_reference_can_stand_in(bf16_llama, es
     """Written as float32 (--dtype), or --ignore-memory-estimate, or a loader without a dtype: float32, and
     check_fits then decides (refuse, or go ahead)."""
     from porter import zoo
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     ckpt = open_torch_checkpoint(bf16_llama)
     entry = zoo.for_config(json.loads((bf16_llama / "config.json").read_text()), "config.json")

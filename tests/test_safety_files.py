@@ -321,7 +321,7 @@ def test_shard_outside_the_folder_is_refused(case, tiny_bert, tmp_path, cli):
 
 
 def test_shard_inside_the_folder_still_loads(tiny_bert, tmp_path):
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     folder = _sharded(tiny_bert, tmp_path / "model", "model-00001-of-00001.safetensors")
     shutil.copy(tiny_bert / "model.safetensors", folder / "model-00001-of-00001.safetensors")
@@ -344,7 +344,7 @@ class ShapeArithmetic(torch.nn.Module):
 def test_pt2_with_shape_expressions_still_loads(tmp_path):
     """Every sympy expression torch.export writes for dynamic dims passes porter's check."""
     from porter.routes.to_onnx import load_exported_program
-    from porter.safe_pt2 import _values_of
+    from porter.readers.safe_pt2 import _values_of
 
     path = tmp_path / "dyn.pt2"
     x = torch.randn(3, 8)

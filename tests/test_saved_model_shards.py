@@ -1,11 +1,11 @@
-"""The SavedModel's variables are written in shards of at most SHARD_BYTES (porter/saved_model_shards.py); shrunk
+"""The SavedModel's variables are written in shards of at most SHARD_BYTES (porter/output/saved_model_shards.py); shrunk
 here so a tiny model needs several, which load back as one checkpoint and verify against the source."""
 
 from __future__ import annotations
 
 import json
 
-from porter import saved_model_shards
+from porter.output import saved_model_shards
 
 
 def _shards(folder):
@@ -19,7 +19,7 @@ def test_default_writes_one_shard_for_a_small_model(cli, tiny_bert, tmp_path):
 
 
 def test_small_shards_load_back_and_verify(cli, tiny_bert, tmp_path, monkeypatch):
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     source = open_torch_checkpoint(tiny_bert)
     largest = max(int(a.nbytes) for a in (source.get(k) for k in source.shapes))

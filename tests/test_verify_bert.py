@@ -42,7 +42,7 @@ def test_unperturbed_passes_every_shape_and_writes_every_report(cli, tiny_bert, 
     assert not suite.findall("testcase/failure")
 
     md = paths["md"].read_text()
-    from porter.escape import markdown_code
+    from porter.checks.escape import markdown_code
 
     # names are escaped for Markdown (a name from a model folder must not open markup): <code>last\_hidden\_state</code>
     assert "passed" in md and f"| {markdown_code('3x41')} | {markdown_code('last_hidden_state')} |" in md

@@ -48,7 +48,7 @@ def test_wrong_weight_fails_under_the_checkpoint_dtype_reference(cli, bf16_llama
     """Two columns of the untied head swapped in the written SavedModel's variables: two tokens' logits exchanged."""
     import shutil
 
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     broken = tmp_path / "broken"
@@ -81,10 +81,10 @@ def test_refused_where_the_reference_has_no_16bit_dtype(cli, tmp_path, which, bf
 
 
 def test_auto_takes_the_checkpoint_dtype_only_where_float32_does_not_fit(cli, bf16_llama, written, tmp_path, monkeypatch):  # noqa: F811
-    from porter import memory_estimate, reference_plan
-    from porter.checkpoints import open_torch_checkpoint
-    from porter.memory_estimate import GB, estimate_verify
-    from porter.memory_estimate_onnx import weights_on_disk
+    from porter.resources import memory_estimate, reference_plan
+    from porter.readers.checkpoints import open_torch_checkpoint
+    from porter.resources.memory_estimate import GB, estimate_verify
+    from porter.resources.memory_estimate_onnx import weights_on_disk
 
     def available(nbytes):
         monkeypatch.setattr(reference_plan, "available_bytes", lambda: nbytes)
@@ -107,11 +107,11 @@ def test_auto_takes_the_checkpoint_dtype_only_where_float32_does_not_fit(cli, bf
 
 
 def test_auto_keeps_float32_where_no_16bit_reference_exists(cli, tmp_path, written, monkeypatch):  # noqa: F811
-    from porter import reference_plan
+    from porter.resources import reference_plan
 
     monkeypatch.setattr(reference_plan, "available_bytes", lambda: 1)
     ref = make_checkpoint(tmp_path / "fp32", "llama", True, tied=False)
-    from porter.reference_plan import verify_reference
+    from porter.resources.reference_plan import verify_reference
 
     assert verify_reference(ref, "auto", written) == (None, None, "")
     assert verify_reference(written / "model.keras", "auto", written) == (None, None, "")

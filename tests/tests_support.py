@@ -78,7 +78,7 @@ def assert_perturbed_keras_hub_copy_fails_localised(cli, src, converted, variabl
     from porter.zoo.keras_hub import entry
     from porter.zoo.keras_hub.saved import register_if_keras_hub
 
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     register_if_keras_hub(converted / "model.keras")
     model = keras().saving.load_model(str(converted / "model.keras"), safe_mode=True)

@@ -9,7 +9,7 @@ LAYER1_KERNEL = "bert/encoder/layer_._1/intermediate/dense/kernel"
 
 def edited_keras(tf_folder, out, edit):
     """porter's model.keras from ``tf_folder`` with ``edit(variables_by_name)`` applied, saved to ``out``."""
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
     from porter.routes.tf_weights import load_keras_artifact
     from porter.zoo.bert.keras_model import variables_by_name
 
@@ -36,7 +36,7 @@ def set_value(key, value):
 
 def functional(path, *, output="scores", seed=0, channels_first=False):
     """A small convolutional Keras model on images: NHWC input 'image' (or NCHW, transposed inside)."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     k.utils.set_random_seed(seed)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError
-from porter.model_files import read_json_if_present
-from porter.path_errors import require_file
+from porter.checks.model_files import read_json_if_present
+from porter.checks.path_errors import require_file
 from porter.verifiers import layout as layouts
 from porter.verifiers.inputs import InputSets, generate, load_npz, zoo_of
 from porter.verifiers.pairing import Renamed, pair, parse_map
@@ -59,18 +59,18 @@ def verify(
     ``allow_nonfinite``: run models whose weights hold NaN/Inf (refused by default); non-finite outputs still fail.
     ``trust_model_code``: import a model.py that porter did not write, or that changed since (refused by default).
     ``reference_dtype``: load a transformers (zoo) reference in this float dtype instead of float32
-    (porter/reference_plan.py: a 16-bit reference where float32 does not fit in memory).
+    (porter/resources/reference_plan.py: a 16-bit reference where float32 does not fit in memory).
     ``candidate_options``: runner options for the candidate only, e.g. {"isolated": True} to run a .tflite by
     LiteRT alone in a fresh process (runners/litert_isolated.py).
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
 
-    from porter.numerics import check_numeric_options
+    from porter.checks.numerics import check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol, per_output_atol=per_output_atol, per_output_rtol=per_output_rtol,
                           max_latency_ratio=max_latency_ratio, latency_budget_s=latency_budget_s, threads=threads)
     if expected is not None:  # recorded outputs are the reference: REFERENCE is named, not run
-        from porter.path_errors import require_path
+        from porter.checks.path_errors import require_path
         from porter.verifiers.recorded import verify_recorded
 
         require_path(reference)
@@ -87,7 +87,7 @@ def verify(
     if latency and not threads:
         threads = os.cpu_count()  # both sides get the same intra-op count, always stated in the report
     if threads:
-        from porter.frameworks import set_threads
+        from porter.process.frameworks import set_threads
 
         set_threads(threads)
     options = {"threads": threads} if threads else {}
@@ -150,7 +150,7 @@ def _loaded(artifact, side: str, device: str, options: dict):
     from porter.verifiers.runners import open_runner
 
     runner = open_runner(artifact, device=device, **options)
-    from porter.outdir import shown  # a conversion's staging folder is named by its --out
+    from porter.output.outdir import shown  # a conversion's staging folder is named by its --out
 
     with progress.step(f"loading the {side}: {shown(artifact.path)}"):
         runner.activate()
@@ -241,7 +241,7 @@ def _check_device(device: str) -> None:
         return
     if not (device == "cuda" or device.startswith("cuda:")):
         raise PorterError(f"--device {device!r} is not one of cpu, cuda, cuda:N")
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     if not torch().cuda.is_available():
         raise PorterError(f"--device {device}: no CUDA device is visible on this machine", hint="use --device cpu")

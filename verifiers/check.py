@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.path_errors import require_file
+from porter.checks.path_errors import require_file
 from porter.verifiers.check_schema import table_problems, type_problems
 
 FORMAT = """\
@@ -55,7 +55,7 @@ class Job:
 
 def load(path) -> list[Job]:
     path = require_file(path, "", "TOML", hint="pass the TOML file: porter check path/to/porter.toml (see porter check --help)")
-    from porter.model_files import JSON_LIMIT, parse_toml
+    from porter.checks.model_files import JSON_LIMIT, parse_toml
 
     if path.stat().st_size > JSON_LIMIT:
         raise PorterError(f"{path} is {path.stat().st_size:,} bytes, past porter's limit of {JSON_LIMIT:,} for a porter.toml")

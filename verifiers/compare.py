@@ -43,7 +43,7 @@ def scaled_atol(dtype: str, max_abs_reference: float) -> float:
 
 
 def default_tolerance(dtype) -> tuple[float, float]:
-    from porter.numerics import dtype_name
+    from porter.checks.numerics import dtype_name
 
     return DEFAULT_TOLERANCES.get(dtype if isinstance(dtype, str) else dtype_name(np.dtype(dtype)), (0.0, 0.0))
 
@@ -143,7 +143,7 @@ def expand_valid(valid, shape) -> np.ndarray | None:
 
 def compare(name, reference, candidate, *, atol=None, rtol=None, allow_degenerate=False, valid=None) -> OutputComparison:
     """``valid``: where the output is defined (e.g. not at padded positions); elsewhere it is not compared."""
-    from porter.numerics import dtype_name
+    from porter.checks.numerics import dtype_name
 
     ref, cand = np.asarray(reference), np.asarray(candidate)
     ref_dtype, cand_dtype = dtype_name(ref.dtype), dtype_name(cand.dtype)

@@ -6,7 +6,7 @@ inside one is acted on."""
 
 from __future__ import annotations
 
-from porter import escape
+from porter.checks import escape
 
 
 def text(value, style: str = ""):

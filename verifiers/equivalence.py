@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError
 from porter.verifiers.compare import compare
 from porter.verifiers.result import ShapeResult, VerificationResult

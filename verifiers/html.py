@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porter import escape
+from porter.checks import escape
 from porter.verifiers.compare import HISTOGRAM_EDGES
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}

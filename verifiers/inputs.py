@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError, UnsupportedModelError
-from porter.path_errors import require_file
+from porter.checks.path_errors import require_file
 
 BATCHES = (1, 3)
 SEQUENCES = (5, 41)
@@ -222,7 +222,7 @@ def _values(name, dtype, shape, rng, notes, bound=None) -> np.ndarray:
 
 # ------------------------------------------------------------------ npz files
 def load_npz(path, runner, info: ZooInfo | None = None) -> InputSets:
-    from porter.model_files import INPUTS_LIMIT, npz_arrays
+    from porter.checks.model_files import INPUTS_LIMIT, npz_arrays
 
     path = require_file(path, "--inputs", ".npz")
     specs = specs_of(runner, info)

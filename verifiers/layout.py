@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
-from porter.model_files import read_json_if_present
+from porter.checks.model_files import read_json_if_present
 
 LAYOUTS = ("nchw", "nhwc")
 ALL = "*"

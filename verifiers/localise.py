@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porter.hf_load import load_zoo_torch
+from porter.readers.hf_load import load_zoo_torch
 from porter.verifiers.compare import compare
 
 KERAS_FORMATS = ("keras", "h5", "hf_tf_h5", "saved_model")
@@ -118,7 +118,7 @@ def _keras_model(runner):
 
 
 def _torch_activations(model, feed, pairs):
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     t = torch()
     acts, order, handles = {}, [], []

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 from porter.errors import PorterError
-from porter.path_errors import require_file
+from porter.checks.path_errors import require_file
 
 
 def _npz(path, flag: str) -> dict:
-    from porter.model_files import npz_arrays
+    from porter.checks.model_files import npz_arrays
 
     require_file(path, flag, ".npz", hint="an .npz of arrays keyed by name (numpy.savez)")
     return npz_arrays(path, flag)
@@ -55,7 +55,7 @@ def verify_recorded(candidate, expected, inputs, *, atol=None, rtol=None, allow_
                     route=None, allow_nonfinite=False):
     """Run ``candidate`` (a path) on ``inputs`` (.npz) and compare it with ``expected`` (.npz) by output name.
     Names or shapes that do not match are bad input (PorterError), not a failed check."""
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
     from porter.verifiers.equivalence import run_equivalence
     from porter.verifiers.runners import open_runner
 
@@ -69,7 +69,7 @@ def verify_recorded(candidate, expected, inputs, *, atol=None, rtol=None, allow_
     artifact = detect(candidate)
     runner = open_runner(artifact, device="cpu", **options)
     if artifact.format == "hf":  # the class config.json names (a task head), loaded strictly by transformers
-        from porter.frameworks import torch
+        from porter.process.frameworks import torch
 
         runner.torch = torch()
         runner._activate_outside_zoo()

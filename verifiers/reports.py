@@ -1,6 +1,6 @@
 """Reports rendered from one VerificationResult: JSON, JUnit XML, Markdown (and HTML in html.py).
 
-Paths, names, reasons and notes can come from the model folders: each goes through porter.escape's
+Paths, names, reasons and notes can come from the model folders: each goes through porter.checks.escape's
 function for its report (JSON needs none)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from porter import escape
+from porter.checks import escape
 
 
 def to_json(result) -> str:
@@ -118,7 +118,7 @@ def _num(x: float) -> str:
 
 def write(result, *, report=None, junit=None, markdown=None, html=None) -> list[Path]:
     """Write every report asked for; returns the paths written."""
-    from porter.outdir import check_report_path, write_failed
+    from porter.output.outdir import check_report_path, write_failed
 
     written = []
     for flag, path, render in (("--report", report, to_json), ("--junit", junit, to_junit),

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import escape
+from porter.checks import escape
 from porter.errors import PorterError
-from porter.model_files import read_json_if_present
+from porter.checks.model_files import read_json_if_present
 
 ATOL = 1e-4  # fp32, after one step: an element fails only outside both atol and rtol x |reference|
 RTOL = 1e-4
@@ -91,7 +91,7 @@ def _close(ref: np.ndarray, got: np.ndarray) -> tuple[float, bool]:
 
 
 def _pair(reference, candidate):
-    from porter.artifacts import detect
+    from porter.readers.artifacts import detect
 
     ref, cand = detect(reference), detect(candidate)
     hint = ("--train compares a Keras model (.keras or .h5) with the torch folder porter wrote from it "
@@ -249,7 +249,7 @@ def _targets(outputs) -> list[np.ndarray]:
 
 
 def _keras_step(model, plan, feeds, lr):
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     for layer in model.layers:

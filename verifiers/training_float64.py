@@ -21,7 +21,7 @@ def keras_in_float64(model):
     """(a float64 copy of the Keras model with the same weights, None) or (None, why not): the model is
     rebuilt from its config with every float32 dtype policy set to float64."""
     try:
-        from porter.frameworks import keras
+        from porter.process.frameworks import keras
 
         k = keras()
         clone = type(model).from_config(_float64_config(model.get_config()))

@@ -17,7 +17,7 @@ import numpy as np
 def training_outputs_keras(model, plan, feed) -> dict:
     """{variable: the Keras layer's output in training mode, Keras layout} for every layer of the model's
     own graph (layers of an inlined Sequential have no tensor of their own there and are left out)."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     from porter.keras_to_torch.graph import functional_of
 

@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from porter.errors import PorterError
-from porter.hf_config import check_sizes, refuse_remote_code
+from porter.checks.hf_config import check_sizes, refuse_remote_code
 
 
 @dataclass(frozen=True)

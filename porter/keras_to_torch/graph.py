@@ -90,7 +90,7 @@ def functional_of(model):
     """The functional graph of ``model``: a Keras 3 Sequential (the most common model on disk, tf_keras .h5
     files included) keeps one as ``_functional`` once its input shape is known; it has no ``operations``."""
     from porter.errors import PorterError
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     if not isinstance(model, keras().Sequential):
         return model
@@ -102,7 +102,7 @@ def functional_of(model):
 
 
 def read_graph(model) -> KerasGraph:
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     k = keras()
     model = functional_of(model)

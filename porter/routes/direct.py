@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 
-from porter import progress, zoo
+from porter.process import progress
+from porter import zoo
 from porter.errors import PorterError
 from porter.mapping import Plan, RuleSet
-from porter.outdir import staged_output
-from porter.result import ConversionResult, finish, verify_written
+from porter.output.outdir import staged_output
+from porter.output.result import ConversionResult, finish, verify_written
 
 
 def rules_for(entry, config: dict, source: str) -> RuleSet:
@@ -32,7 +33,7 @@ def rules_for(entry, config: dict, source: str) -> RuleSet:
 def torch_to_keras(entry, source, config: dict):
     """Build porter's Keras model from ``config`` and fill it from a torch TensorSource.
     Returns (model, plan)."""
-    from porter.numerics import numpy_dtype
+    from porter.checks.numerics import numpy_dtype
 
     impl = entry.impl
     with progress.step(f"building porter's Keras {entry.name}"):
@@ -62,12 +63,12 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
                         latency=False, xla=False, ignore_memory_estimate=False, reference_dtype="auto") -> ConversionResult:
-    from porter.checkpoints import open_torch_checkpoint
-    from porter.frameworks import save_keras
-    from porter.memory import peak_rss_mb
-    from porter.memory_estimate import check_fits
-    from porter.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
-    from porter.reference_plan import plan_reference, reference_note
+    from porter.readers.checkpoints import open_torch_checkpoint
+    from porter.process.frameworks import save_keras
+    from porter.resources.memory import peak_rss_mb
+    from porter.resources.memory_estimate import check_fits
+    from porter.checks.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
+    from porter.resources.reference_plan import plan_reference, reference_note
 
     entry = src.entry
     t0 = time.perf_counter()
@@ -125,7 +126,7 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
                         latency=False) -> ConversionResult:
     from safetensors.numpy import save_file
 
-    from porter.numerics import cast_floats
+    from porter.checks.numerics import cast_floats
     from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
 
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 ATen -> TF converter (porter/graph_to_tf) -> SavedModel, written all-or-nothing and verified.
 
     HF folder  --transformers + torch.export (dynamic batch/sequence)--+
-    .pt2       --torch.export.load (porter/safe_pt2.py checks)---------+--> graph_to_tf --> SavedModel (serving_default)
+    .pt2       --torch.export.load (porter/readers/safe_pt2.py checks)---------+--> graph_to_tf --> SavedModel (serving_default)
 
 No ONNX and no onnx2tf: the TF graph is built op by op from the decomposed ATen graph, so the dims
 torch.export kept dynamic stay None in the signature. Every op without a converter is found before
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError, UnsupportedModelError
 
 
@@ -46,8 +46,8 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
                       route_reason=None, latency=False, target="tf", allow_flex=False):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
     built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process)."""
-    from porter.outdir import staged_output
-    from porter.result import ConversionResult, finish
+    from porter.output.outdir import staged_output
+    from porter.output.result import ConversionResult, finish
 
     timings = {}
     t0 = time.perf_counter()
@@ -100,7 +100,7 @@ def prepare(artifact, static_shapes: bool = False) -> Prepared:
 
 def _checked(program):
     """The decomposed program, or MissingConverters listing every op (with counts) that has no converter."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tensorflow()  # quietened before the op converters import it
     from porter.graph_to_tf.check import check_supported
@@ -207,9 +207,9 @@ def _input_shape(program, index: int) -> tuple:
 def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
     """``int32_ids``: the direct route's signatures (serving_default int32 ids, serving_int64 int64; convert.py);
     else serving_default alone, in the program's dtypes."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
     from porter.graph_to_tf import convert_exported
-    from porter.saved_model_shards import save_options
+    from porter.output.saved_model_shards import save_options
 
     tf = tensorflow()
     with progress.step("converting the ATen graph to TensorFlow"):

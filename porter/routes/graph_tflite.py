@@ -34,7 +34,7 @@ def write_tflite(prep, folder: Path, allow_flex: bool):
 
 
 def _convert(saved_model: Path, allow_flex: bool, program) -> bytes:
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
     from porter.routes.to_onnx import captured_output
 
     tf = tensorflow()

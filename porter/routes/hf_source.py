@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
-from porter.hf_config import refuse_remote_code
+from porter.checks.hf_config import refuse_remote_code
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SHORT_SEQ, LONG_SEQ = 5, 41  # verification lengths; the long one is bounded by the model's positions
@@ -71,13 +71,13 @@ def check_config(config: dict, where: Path) -> None:
 
 def load(path: Path, attn_implementation: str | None = None):
     """(model in eval mode, its config, the class name) for an HF folder; every refusal is a PorterError."""
-    from porter.artifacts import read_config_json
+    from porter.readers.artifacts import read_config_json
 
     path = Path(path)
     config = read_config_json(path / "config.json")
     check_config(config, path)
-    from porter.frameworks import torch
-    from porter.hf_config import check_hf_config
+    from porter.process.frameworks import torch
+    from porter.checks.hf_config import check_hf_config
 
     check_hf_config(config, f"{path}/config.json")  # types and sizes named before transformers builds anything
 
@@ -115,7 +115,7 @@ def architecture_model_type(config: dict) -> str | None:
     name = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if name is None or not name.isidentifier():
         return None
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch()  # quietened before transformers imports it
     import transformers
@@ -250,7 +250,7 @@ def _image(model, config, notes):
 
 def _runs_at(model, channels: int, side: int) -> bool:
     """Whether the model computes on an image of another size (CNNs do; a ViT's position table does not)."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     try:
@@ -286,7 +286,7 @@ def _example(feeds, specs, ranges) -> dict:
 
 
 def _output_names(model, example: dict) -> list[str]:
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     with torch.no_grad():
@@ -296,7 +296,7 @@ def _output_names(model, example: dict) -> list[str]:
 
 def run(model, feeds: dict, output_names) -> dict:
     """The model on numpy feeds: {output name: numpy array}."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     args = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in feeds.items()}
@@ -347,7 +347,7 @@ def _fix_image_size(hf: HFModel, why: str) -> None:
 
 
 def _export(model, hf: HFModel, onnx_path: Path, release: bool = True):
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
     from porter.routes import to_onnx
 
     torch = torch()
@@ -361,7 +361,7 @@ def _export(model, hf: HFModel, onnx_path: Path, release: bool = True):
 
 def named_module(model, names, outputs):
     """The model as positional named tensors in, a tuple in ``outputs`` order out (what torch.export traces)."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
 
@@ -378,7 +378,7 @@ def named_module(model, names, outputs):
 
 
 def example_args(hf: HFModel) -> tuple:
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     example = _example(hf.feeds, hf.specs, hf.ranges)
     return tuple(torch().from_numpy(example[n]) for n in hf.input_names)
@@ -387,7 +387,7 @@ def example_args(hf: HFModel) -> tuple:
 def export_dims(hf: HFModel, auto: bool = False) -> list[dict]:
     """torch.export dynamic_shapes, one dict per input. One Dim per meaning: input_ids and attention_mask
     share batch and sequence. ``auto``: torch decides each dim (Dim.AUTO), for a model that specialises one."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     dims, dynamic = {}, []
@@ -418,7 +418,7 @@ def plain_padding_masks(model):
     mask functions, a 4D mask, another attention) goes to transformers' own function."""
     import sys
 
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     from transformers import masking_utils
@@ -451,7 +451,7 @@ def plain_padding_masks(model):
 
 def trace(module, args: tuple, dynamic_shapes, name: str):
     """torch.export.export; a model it cannot trace is bad input, with torch's own reason."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
     from porter.routes.to_onnx import captured_output
 
     torch = torch()

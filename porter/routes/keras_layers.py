@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter import progress
-from porter.model_code import model_code_record
+from porter.process import progress
+from porter.readers.model_code import model_code_record
 
 ROUTE = "keras layers"
 BATCH_NORM_NOTE = ("BatchNormalization -> KerasBatchNorm1d/2d (torch BatchNorm modules): in train() they normalise "
@@ -57,9 +57,9 @@ def _channel_inputs(model) -> list[str]:
 
 def convert_keras_layers(artifact, planned: Planned, *, out, force, verify, atol, rtol, layout, console, inputs=None,
                          latency=False):
-    from porter.result import ConversionResult, finish as _finish
+    from porter.output.result import ConversionResult, finish as _finish
     from porter.keras_to_torch.codegen import write_folder
-    from porter.outdir import staged_output
+    from porter.output.outdir import staged_output
 
     model, plan = planned.model, planned.plan
     channel = _channel_inputs(model)

@@ -60,7 +60,7 @@ def torch_class(config: dict, where: Path):
 
 
 def torch_target(config: dict, where: Path) -> TorchTarget:
-    from porter.frameworks import torch as torch_module
+    from porter.process.frameworks import torch as torch_module
 
     torch = torch_module()
     cls = torch_class(config, where)
@@ -247,7 +247,7 @@ class LegacyConversion:
 
 def convert_checkpoint(folder: Path, config: dict) -> LegacyConversion:
     """Read the h5 (shard by shard), plan every tensor through the rules, and return the torch state dict."""
-    from porter.legacy_h5 import LegacyH5Checkpoint
+    from porter.readers.legacy_h5 import LegacyH5Checkpoint
 
     folder = Path(folder)
     checkpoint = LegacyH5Checkpoint(folder)  # bad h5 input fails here, before transformers is imported

@@ -7,7 +7,7 @@ process (``python -m porter.routes.onnx_export_child KIND ONNX_PATH``: this modu
 TensorFlow, and this process never holds torch, transformers or the torch model (unless it verifies). The child
 runs the same export as the in-process path (``run``) and hands back its PorterError; where it fails otherwise
 (or cannot start), the export runs here again, so the errors and their handling are the in-process ones
-(porter/config_completion.py does the same for the direct route).
+(porter/readers/config_completion.py does the same for the direct route).
 
 An export (``EXPORTS``) takes JSON-able arguments and ``onnx_path``, writes the ONNX file and returns a dict of
 JSON-able values whose "feeds" are a list of {name: array}: the child writes those to an .npz (read back without
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from porter import errors
-from porter.child_process import answered, one_core, run_beside
+from porter.process.child_process import answered, one_core, run_beside
 
 EXPORTS = {  # kind -> (module, function)
     "zoo": ("porter.routes.zoo_onnx_export", "export"),  # a zoo entry's folder (porter's BERT/RoBERTa)
@@ -43,7 +43,7 @@ def export_beside(kind: str, onnx_path: Path, work, what: str, **kwargs) -> dict
     """``run(kind, onnx_path, **kwargs)`` in a child process while ``work()`` runs here (``what``: the child's
     steps, for the progress line of the wait); both here when this process has one core (the child would only
     take turns with it)."""
-    from porter import progress
+    from porter.process import progress
 
     if in_process():
         work()
@@ -101,7 +101,7 @@ def _die_with_parent() -> None:
 
 def _main(kind: str, onnx_path: str) -> None:
     _die_with_parent()
-    from porter import frameworks
+    from porter.process import frameworks
 
     frameworks.freeze_after_import = True  # as in the porter process: the collector skips the imports' objects
     kwargs = json.loads(sys.stdin.read())

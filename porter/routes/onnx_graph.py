@@ -248,7 +248,7 @@ def external_data_file(folder: Path, location: str, owner) -> Path:
     """The file an external-data ``location`` names, which must be inside ``folder`` (the .onnx file's): never an
     absolute path, one that climbs out of it, or a link that points out of it (model_files' rule).
     ``owner``: the file or tensor it belongs to, for the error."""
-    from porter.model_files import model_file
+    from porter.checks.model_files import model_file
 
     relative = Path(location)
     if not location or relative.is_absolute() or ".." in relative.parts or not os.path.lexists(folder / relative):

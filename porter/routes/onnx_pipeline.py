@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError
-from porter.model_code import model_code_record
+from porter.readers.model_code import model_code_record
 from porter.routes import onnx_graph, onnx_to_tf, onnx_to_torch_folder, to_onnx
 
 LAYOUTS = ("nhwc", "nchw")
@@ -53,14 +53,14 @@ class Prepared:
 
 def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout, console, zoo_source=None, inputs=None,
                      static_shapes=False, route_reason=None, latency=False):
-    from porter.result import ConversionResult, finish as _finish
+    from porter.output.result import ConversionResult, finish as _finish
 
     if layout is not None and layout not in LAYOUTS:
         raise PorterError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if layout == "nchw" and artifact.framework == "torch" and target in ("tf", "tflite"):
         layout = None  # torch models already take NCHW
     timings = {}
-    from porter.outdir import staged_output, temp_dir
+    from porter.output.outdir import staged_output, temp_dir
 
     work = temp_dir("porter-onnx-")  # marked: a killed run's work folder is swept by the next run
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError, UnsupportedModelError
 from porter.routes.onnx_graph import (
     NCHW_TO_NHWC,
@@ -45,8 +45,8 @@ def check_onnx2tf_ops(model) -> None:
 
 
 def import_onnx2tf() -> None:
-    """TensorFlow (quietened by porter.frameworks first), then onnx2tf on top of it."""
-    from porter.frameworks import tensorflow
+    """TensorFlow (quietened by porter.process.frameworks first), then onnx2tf on top of it."""
+    from porter.process.frameworks import tensorflow
 
     tensorflow()
     import onnx2tf  # noqa: F401
@@ -57,7 +57,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
     and returns the ONNX graph's names. Dynamic dims are kept where onnx2tf can; else they are
     fixed at ``example``'s sizes and listed. ``layout``: "keep" (inputs as in ONNX) or "nhwc"
     (onnx2tf moves channels last). Returns {"static_dims": [...], "inputs": specs, "layout": ...}."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     model, arrays = load_mapped(onnx_path)  # the weights stay in their file, mapped (onnx_mapped)
@@ -130,8 +130,8 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, *, layout: str = "keep", 
         return {n: tf.identity(tf.transpose(t, transpose_out[n]) if n in transpose_out else t, name=n) for n, t in zip(outputs, out)}
 
     module.serve = serve
-    from porter.outdir import temp_files_marked
-    from porter.saved_model_shards import save_options
+    from porter.output.outdir import temp_files_marked
+    from porter.output.saved_model_shards import save_options
 
     with captured_output("writing the SavedModel"), temp_files_marked("porter-onnx2tf-"):
         tf.saved_model.save(module, str(folder), signatures={"serving_default": serve}, options=save_options())
@@ -332,11 +332,11 @@ def _no_op_search(**_):
 
 
 def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simplify: bool = True, op_search: bool = True):
-    import onnx2tf  # imports tensorflow: only after porter.frameworks has quietened it
+    import onnx2tf  # imports tensorflow: only after porter.process.frameworks has quietened it
     import onnx2tf.onnx2tf as onnx2tf_main
     from onnx2tf.utils.common_functions import dummy_onnx_inference
 
-    from porter.outdir import temp_files_marked
+    from porter.output.outdir import temp_files_marked
     from porter.routes.to_onnx import return_freed_memory
 
     onnx2tf_main.download_test_image_data = _no_download_images
@@ -369,7 +369,7 @@ def _onnx2tf(onnx_path: Path, keep: list[str], overwrite: list[str] | None, simp
 
 
 def saved_model_to_tflite(saved_model: Path, path: Path) -> None:
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     with captured_output("the TFLite converter"):

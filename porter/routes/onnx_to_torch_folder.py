@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter import progress
+from porter.process import progress
 from porter.errors import PorterError
 from porter.routes.onnx_graph import load_onnx, onnx_io
 from porter.routes.to_onnx import captured_output
@@ -15,7 +15,7 @@ from porter.routes.to_onnx import captured_output
 def onnx_to_torch_folder(onnx_path: Path, folder: Path, example: dict) -> dict:
     """model.py + model.safetensors (porter's codegen) and model.pt2 (dynamic batch where the
     graph allows; else static, and listed)."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
     from porter.onnx_to_torch import onnx_to_torch, write_exported_program, write_torch_package
 
     torch = torch()

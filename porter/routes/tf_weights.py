@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porter.artifacts import read_config_json
+from porter.readers.artifacts import read_config_json
 from porter.errors import MappingError, PorterError
 
 
@@ -35,14 +35,14 @@ def legacy_h5_weights(path: Path) -> dict[str, np.ndarray]:
 
 def scan_keras_weights(model, origin, allow_nonfinite: bool) -> dict:
     """Refuse (unless allowed) a Keras model whose weights hold NaN/Inf, naming each variable and the file."""
-    from porter.numerics import scan_arrays
+    from porter.checks.numerics import scan_arrays
 
     return scan_arrays(((v.path, v.numpy()) for v in model.weights), str(origin), allow_nonfinite)
 
 
 def keras_weights_dtype(model) -> str:
     """The float dtype most of a Keras model's weight elements are stored in."""
-    from porter.numerics import checkpoint_float_dtype, dtype_name
+    from porter.checks.numerics import checkpoint_float_dtype, dtype_name
 
     dtypes = {v.path: dtype_name(v.dtype) for v in model.weights}
     return checkpoint_float_dtype(dtypes, {v.path: tuple(v.shape) for v in model.weights})
@@ -65,7 +65,7 @@ def assign_by_name(variables: dict, arrays: dict, origin: str) -> None:
 
 def load_keras_artifact(artifact):
     """(keras model, HF config dict or None). Zoo models come back as porter's Keras classes."""
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     fmt, path = artifact.format, Path(artifact.path)
     if fmt == "hf_tf_h5":
@@ -77,7 +77,7 @@ def load_keras_artifact(artifact):
         model = entry.impl.build_keras(config, zero_init=True)
         arrays = legacy_h5_weights(path / "tf_model.h5")
         # assigning would silently cast an integer-typed kernel to float: refuse it here, where the dtype is seen
-        from porter.numerics import check_integer_weights, dtype_name
+        from porter.checks.numerics import check_integer_weights, dtype_name
 
         check_integer_weights({k: dtype_name(a.dtype) for k, a in arrays.items()}, str(path / "tf_model.h5"))
         assign_by_name(entry.impl.keras_variables(model), arrays, str(path / "tf_model.h5"))
@@ -93,7 +93,7 @@ def load_keras_artifact(artifact):
                 hint="convert it through ONNX: pass --route onnx",
             )
         path = path / "model.keras"
-    from porter.keras_archive import check_keras_archive, check_keras_h5
+    from porter.checks.keras_archive import check_keras_archive, check_keras_h5
 
     # before Keras builds (allocates) or unpacks anything: a hostile file is refused by what it declares
     (check_keras_h5 if fmt == "h5" else check_keras_archive)(path)

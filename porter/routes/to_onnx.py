@@ -25,7 +25,7 @@ OPTIMIZED_MARK = "porter.optimized_by"
 @contextlib.contextmanager
 def captured_output(what: str):
     """``what`` runs as a progress step, its output held back (see _held_output)."""
-    from porter import progress
+    from porter.process import progress
 
     with progress.step(what), _held_output(what):
         yield
@@ -136,8 +136,8 @@ def exported_program_ranges(program) -> dict:
 
 
 def load_exported_program(path: Path):
-    from porter.frameworks import torch
-    from porter.safe_pt2 import check_pt2_archive, register_output_types
+    from porter.process.frameworks import torch
+    from porter.readers.safe_pt2 import check_pt2_archive, register_output_types
 
     check_pt2_archive(path)  # nothing in the archive may run code: refused before torch sees it
     register_output_types(path)
@@ -151,8 +151,8 @@ def load_exported_program(path: Path):
 def exported_pt2(path, onnx_path: Path, release: bool = True) -> dict:
     """A .pt2 ExportedProgram (loaded without its pickles) exported to ``onnx_path``, as plain values
     (routes/onnx_export_child.py, kind "pt2"): {"names", "outputs", "specs", "ranges"}, JSON's lists for tuples."""
-    from porter import progress
-    from porter.frameworks import torch
+    from porter.process import progress
+    from porter.process.frameworks import torch
     from porter.verifiers.inputs import from_specs
 
     with progress.step(f"loading {path}"):
@@ -173,7 +173,7 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
 
     The legacy TorchScript exporter is never used: on this machine it exported a BERT
     with a wrong attention mask and no error (see DESIGN.md)."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     torch = torch()
     with captured_output("torch.onnx.export (dynamo=True)"):
@@ -213,7 +213,7 @@ def _drop_rewriter_matches() -> None:
     matcher = getattr(sys.modules.get("onnxscript.rewriter._matcher"), "SimplePatternMatcher", None)
     if matcher is None:
         return
-    if gc.get_freeze_count():  # gc.get_objects() does not list frozen objects (porter.frameworks froze the imports)
+    if gc.get_freeze_count():  # gc.get_objects() does not list frozen objects (porter.process.frameworks froze the imports)
         gc.unfreeze()
     for obj in gc.get_objects():
         if isinstance(obj, matcher):
@@ -327,7 +327,7 @@ def keras_io(model) -> tuple[list[str], list[str], dict]:
 
 def keras_to_onnx(model, path: Path, nchw_inputs=()) -> OnnxExport:
     """A Keras 3 model through a tf.function whose named inputs and dict output keep the model's names."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     inputs, outputs, specs = keras_io(model)
@@ -347,7 +347,7 @@ def keras_to_onnx(model, path: Path, nchw_inputs=()) -> OnnxExport:
 
 def saved_model_signature(path: Path, signature: str = "serving_default"):
     """(loaded object, the signature's concrete function); a missing signature is bad input."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     try:
@@ -364,7 +364,7 @@ def saved_model_signature(path: Path, signature: str = "serving_default"):
 
 
 def saved_model_to_onnx(path: Path, onnx_path: Path, nchw_inputs=(), signature: str = "serving_default") -> OnnxExport:
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     loaded, fn = saved_model_signature(path, signature)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from porter import progress
+from porter.process import progress
 
 
 def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = True, release: bool = True) -> dict:
@@ -15,8 +15,8 @@ def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = 
     import numpy as np
 
     from porter import zoo
-    from porter.frameworks import torch
-    from porter.hf_load import load_zoo_torch
+    from porter.process.frameworks import torch
+    from porter.readers.hf_load import load_zoo_torch
     from porter.routes import to_onnx
 
     entry, folder = zoo.get(entry), Path(folder)

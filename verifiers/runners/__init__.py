@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from porter.artifacts import Artifact, detect
+from porter.readers.artifacts import Artifact, detect
 from porter.verifiers.runners.base import Runner
 
 # format -> "module:Class"; modules import their framework only when a runner is opened

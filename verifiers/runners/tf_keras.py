@@ -11,7 +11,7 @@ class KerasRunner(Runner):
     framework = "tf"
 
     def activate(self):
-        from porter.declared_sizes import check_artifact
+        from porter.checks.declared_sizes import check_artifact
         from porter.routes.tf_weights import load_keras_artifact
 
         check_artifact(self.artifact)  # a tf_model.h5 folder's config.json against the h5's shapes, before a build

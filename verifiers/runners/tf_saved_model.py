@@ -14,7 +14,7 @@ class SavedModelRunner(Runner):
     framework = "tf"
 
     def activate(self):
-        from porter.frameworks import tensorflow
+        from porter.process.frameworks import tensorflow
 
         self.tf = tf = tensorflow()
         signature = self.options.get("signature", "serving_default")
@@ -25,7 +25,7 @@ class SavedModelRunner(Runner):
                 hint="re-export the SavedModel with a serving signature",
             )
         self.fn = self.loaded.signatures[signature]
-        from porter.numerics import scan_arrays
+        from porter.checks.numerics import scan_arrays
 
         # its variables are in memory now: a scan for NaN/Inf costs one pass over them
         scan_arrays(((v.name, v.numpy()) for v in getattr(self.fn, "variables", ())), str(self.artifact.path),

@@ -12,7 +12,7 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from porter.frameworks import tensorflow
+        from porter.process.frameworks import tensorflow
 
         Interpreter = tensorflow().lite.Interpreter
     return Interpreter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porter.numerics import tensor_to_numpy
+from porter.checks.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -12,7 +12,7 @@ class ExportedProgramRunner(Runner):
     framework = "torch"
 
     def activate(self):
-        from porter.frameworks import torch
+        from porter.process.frameworks import torch
         from porter.routes.to_onnx import exported_program_io, exported_program_ranges, load_exported_program
 
         self.torch = torch()

@@ -6,8 +6,8 @@ import numpy as np
 
 from porter import zoo
 from porter.errors import UnsupportedModelError
-from porter.hf_load import load_zoo_torch
-from porter.numerics import tensor_to_numpy
+from porter.readers.hf_load import load_zoo_torch
+from porter.checks.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -15,8 +15,8 @@ class HFTorchRunner(Runner):
     framework = "torch"
 
     def activate(self):
-        from porter.declared_sizes import check_artifact
-        from porter.frameworks import torch
+        from porter.checks.declared_sizes import check_artifact
+        from porter.process.frameworks import torch
 
         check_artifact(self.artifact)  # config.json's sizes against the weights' headers, before anything is built
         self.torch = torch()
@@ -72,8 +72,8 @@ class HFTorchRunner(Runner):
 
 def _scan_weights(folder, allow_nonfinite: bool) -> None:
     """NaN/Inf and integer-typed float weights, read shard by shard, one tensor at a time."""
-    from porter.checkpoints import open_torch_checkpoint
-    from porter.numerics import scan_checkpoint
+    from porter.readers.checkpoints import open_torch_checkpoint
+    from porter.checks.numerics import scan_checkpoint
 
     scan_checkpoint(open_torch_checkpoint(folder), allow_nonfinite)
 

@@ -12,9 +12,9 @@ import types
 import numpy as np
 
 from porter.errors import PorterError
-from porter.model_files import read_json_if_present
-from porter.model_code import verified_model_code
-from porter.numerics import tensor_to_numpy
+from porter.checks.model_files import read_json_if_present
+from porter.readers.model_code import verified_model_code
+from porter.checks.numerics import tensor_to_numpy
 from porter.verifiers.runners.base import Runner
 
 
@@ -22,7 +22,7 @@ class TorchPyRunner(Runner):
     framework = "torch"
 
     def activate(self):
-        from porter.frameworks import torch
+        from porter.process.frameworks import torch
 
         self.torch = torch()
         folder = self.artifact.path

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError, UnsupportedModelError
-from porter.hf_config import transformers_config_errors
+from porter.checks.hf_config import transformers_config_errors
 from porter.zoo.bert.inputs import random_batch, tokenized
 
 SUPPORTED_POSITIONS = ("absolute",)
@@ -63,7 +63,7 @@ def default_checkpoint(name: str) -> Path:
 
 def full_config(config: dict) -> dict:
     """config.json completed with transformers' defaults, so both sides read the same numbers."""
-    from porter.frameworks import transformers
+    from porter.process.frameworks import transformers
 
     cls = transformers().CONFIG_MAPPING[config["model_type"]]
     with transformers_config_errors("config.json"):
@@ -91,14 +91,14 @@ def keras_variables(model) -> dict:
 
 
 def torch_model_class(config: dict):
-    from porter.frameworks import transformers
+    from porter.process.frameworks import transformers
 
     return getattr(transformers(), {"bert": "BertModel", "roberta": "RobertaModel"}[config["model_type"]])
 
 
 def torch_target_shapes(config: dict) -> dict:
     """The torch model's state-dict shapes, built on the meta device (no memory, no init)."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     cls = torch_model_class(config)
     with torch().device("meta"), transformers_config_errors("config.json"):
@@ -108,7 +108,7 @@ def torch_target_shapes(config: dict) -> dict:
 
 def load_torch(folder: Path):
     """transformers' own loader, so the reference is independent of porter's mapping
-    (porter.hf_load.load_zoo_torch checks the folder first)."""
+    (porter.readers.hf_load.load_zoo_torch checks the folder first)."""
     config = json.loads((Path(folder) / "config.json").read_text())
     cls = torch_model_class(config)
     model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
@@ -136,7 +136,7 @@ def input_sets(config: dict, shapes=None, seed: int = 0, checkpoint=None):
 def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     """A SavedModel whose serving_default takes named int32 inputs with dynamic batch and sequence
     (serving_int64 takes int64) and returns last_hidden_state and pooler_output; ``jit_compile``: XLA."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     names = ("input_ids", "attention_mask", "token_type_ids")
@@ -156,6 +156,6 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     # track the variables only: tracking the Keras model would make TF trace its call functions again
     root.weights = [v.value for v in model.weights]
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
-    from porter.saved_model_shards import save_options
+    from porter.output.saved_model_shards import save_options
 
     tf.saved_model.save(root, str(path), signatures=signatures, options=save_options())

@@ -32,7 +32,7 @@ def tokenized(folder, sentences=DEMO_SENTENCES) -> list[dict[str, np.ndarray]] |
     """Real sentences through the checkpoint's own tokenizer, as two batches of different shapes."""
     from pathlib import Path
 
-    from porter.frameworks import transformers
+    from porter.process.frameworks import transformers
 
     if not any((Path(folder) / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json")):
         return None

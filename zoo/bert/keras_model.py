@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from porter.frameworks import keras as _keras
+from porter.process.frameworks import keras as _keras
 
 keras = _keras()
 ops = keras.ops

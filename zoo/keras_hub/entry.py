@@ -64,7 +64,7 @@ def check_completed(config: dict, full: dict, where: str) -> None:
 
 def full_config(config: dict) -> dict:
     """config.json completed with transformers' defaults (transformers 5 semantics: rope_parameters...)."""
-    from porter.frameworks import transformers
+    from porter.process.frameworks import transformers
 
     cls = transformers().CONFIG_MAPPING[config["model_type"]]
     hf = cls.from_dict({k: v for k, v in config.items() if not k.startswith("_porter")})
@@ -97,7 +97,7 @@ def default_checkpoint(name: str) -> Path:
 
 # ---------------------------------------------------------------------- keras
 def _keras_hub():
-    from porter.frameworks import keras
+    from porter.process.frameworks import keras
 
     keras()  # the TensorFlow backend, chosen before keras_hub imports keras
     try:
@@ -225,7 +225,7 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     """serving_default: int32 inputs named as transformers names them (input_ids, attention_mask),
     batch and sequence dynamic -> transformers' output names (last_hidden_state for a backbone,
     logits for a causal LM); serving_int64 takes int64."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     fam = _family_of(model)
@@ -249,14 +249,14 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     root = tf.Module()
     root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
-    from porter.saved_model_shards import save_options
+    from porter.output.saved_model_shards import save_options
 
     tf.saved_model.save(root, str(path), signatures=signatures, options=save_options())
 
 
 # ---------------------------------------------------------------------- torch
 def torch_model_class(config: dict):
-    from porter.frameworks import transformers
+    from porter.process.frameworks import transformers
 
     return getattr(transformers(), head_class(config) or family(config).base)
 
@@ -265,7 +265,7 @@ def torch_target_shapes(config: dict) -> dict:
     """The torch model's state-dict shapes, built on the meta device (no memory, no init), under
     the names save_pretrained writes: transformers 5 renames some modules in memory (DINOv2's
     attention.attention.query is attention.q_proj) and writes the checkpoint names back on save."""
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     cls = torch_model_class(config)
     with torch().device("meta"):
@@ -277,8 +277,8 @@ def torch_target_shapes(config: dict) -> dict:
 
 def load_torch(folder: Path, dtype: str | None = None):
     """transformers' own loader, so the reference is independent of porter's mapping: in float32, or in
-    ``dtype`` where porter/reference_plan.py chose the checkpoint's own 16-bit dtype (float32 does not fit)."""
-    from porter.frameworks import torch
+    ``dtype`` where porter/resources/reference_plan.py chose the checkpoint's own 16-bit dtype (float32 does not fit)."""
+    from porter.process.frameworks import torch
 
     config = json.loads((Path(folder) / "config.json").read_text())
     cls = torch_model_class(config)

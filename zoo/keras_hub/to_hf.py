@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from porter.errors import PorterError, UnsupportedModelError
-from porter.model_files import read_json
+from porter.checks.model_files import read_json
 from porter.zoo.keras_hub.families import FAMILIES, Family
 
 # keras-hub config keys that are Keras' own bookkeeping, or change training only (dropout)
@@ -331,7 +331,7 @@ def keras_hub_class_of_file(path: Path) -> str | None:
     """The keras-hub class a .keras file's config names (no framework imported), else None."""
     import zipfile
 
-    from porter.keras_archive import archive_config
+    from porter.checks.keras_archive import archive_config
 
     if not zipfile.is_zipfile(path):  # a legacy .h5
         return None
@@ -378,7 +378,7 @@ def load_preset(path: Path):
     import porter.zoo.keras_hub.fixes  # noqa: F401  porter's registered subclasses
     import keras
 
-    from porter.keras_archive import check_preset
+    from porter.checks.keras_archive import check_preset
 
     spec_file = path / ("task.json" if (path / "task.json").is_file() else "config.json")
     if _keras_hub_class(read_json(spec_file, path)) is None:
@@ -402,7 +402,7 @@ def load_keras_file(path: Path):
     """A .keras file holding a keras-hub model (safe_mode), a tied Llama included (see below)."""
     import keras
 
-    from porter.keras_archive import check_keras_archive
+    from porter.checks.keras_archive import check_keras_archive
 
     check_keras_archive(path)  # (once per file) before Keras builds or unpacks anything
 
@@ -424,7 +424,7 @@ def _load_tied_llama_too(load, spec, path: Path, what: str):
     except Exception as exc:  # Keras raises plain ValueErrors for files that do not fit
         first = exc
     if spec is None:
-        from porter.keras_archive import archive_config
+        from porter.checks.keras_archive import archive_config
 
         spec = archive_config(path)  # size and depth checked
     node = _llama_backbone_node(spec)

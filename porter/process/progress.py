@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from porter import escape
+from porter.checks import escape
 
 _mode: str | None = None  # None (quiet), "plain" or "rich"
 _stack: list[str] = []
@@ -60,7 +60,7 @@ def enabled() -> bool:
 @contextlib.contextmanager
 def step(text: str):
     """Show ``text`` while the block runs, then how long it took (or that it failed)."""
-    from porter import signals
+    from porter.process import signals
 
     signals.check()  # each step is a point where a SIGTERM that library code swallowed stops the run
     if _mode is None:

@@ -9,7 +9,7 @@ Library code (TensorFlow tracing a Keras layer, say) may swallow that exception 
 an error of its own; so each progress step and the final move check again (``check``), and the
 CLI reports the signal rather than the error it became. A second signal raises again, except
 while porter removes what the run wrote, so that cleanup is not cut short. SIGKILL stops porter
-at once: its leftovers carry an owner marker and the next run sweeps them (porter.outdir).
+at once: its leftovers carry an owner marker and the next run sweeps them (porter.output.outdir).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class ConversionResult:
 def verify_written(reference_path, candidate_path, atol, rtol, route, inputs=None, allow_nonfinite=False, latency=False,
                    **extra):
     """The same verifier as `porter verify`: zoo inputs (or --inputs), padded positions skipped, localisation on failure.
-    ``extra``: more of verify()'s keywords (shapes, reference_dtype: porter/reference_plan.py)."""
+    ``extra``: more of verify()'s keywords (shapes, reference_dtype: porter/resources/reference_plan.py)."""
     from porter.verifiers.api import verify
 
     return verify(reference_path, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route=route,

@@ -162,7 +162,7 @@ def scan_arrays(named_arrays, origin: str, allow: bool, where=None) -> dict:
 
 
 def scan_checkpoint(source, allow: bool) -> dict:
-    """A torch TensorSource (porter.checkpoints): integer-typed float weights first (from the
+    """A torch TensorSource (porter.readers.checkpoints): integer-typed float weights first (from the
     header), then every tensor, read one at a time, for NaN/Inf."""
     where = getattr(source, "file_of", None)
     check_integer_weights(getattr(source, "dtypes", {}), source.origin, where)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.path_errors import require_path
+from porter.checks.path_errors import require_path
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Artifact:
 def read_config_json(cfg: Path) -> dict:
     """A config.json as a dict, read by model_files' rules (a file inside its folder, its size and depth
     bounded); invalid JSON or another JSON type is bad input naming the file."""
-    from porter.model_files import read_json
+    from porter.checks.model_files import read_json
 
     config = read_json(cfg, cfg.parent)
     if not isinstance(config, dict):
@@ -45,7 +45,7 @@ _WHOLE_TREE = ("saved_model", "keras_hub_preset")
 
 def check_folder(path: Path, fmt: str) -> None:
     """Every file the format's reader may open is a regular file inside the folder (model_files.model_file)."""
-    from porter.model_files import check_tree, model_file
+    from porter.checks.model_files import check_tree, model_file
 
     if fmt in _WHOLE_TREE:
         check_tree(path)
@@ -71,7 +71,7 @@ def _require_zip(path: Path, what: str, hint: str) -> None:
 
 
 def detect(path) -> Artifact:
-    from porter.model_files import regular_file
+    from porter.checks.model_files import regular_file
 
     path = regular_file(require_path(path), "")
     if path.is_file():
@@ -95,7 +95,7 @@ def detect(path) -> Artifact:
         found = _folder_artifact(path, names)
         if found is not None:
             if found.format == "hf" and "model.safetensors.index.json" in names:
-                from porter.checkpoints import shard_files  # every reader (porter's, transformers') opens what it names
+                from porter.readers.checkpoints import shard_files  # every reader (porter's, transformers') opens what it names
 
                 shard_files(path / "model.safetensors.index.json")
             check_folder(path, found.format)

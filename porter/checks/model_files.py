@@ -213,7 +213,7 @@ def npz_arrays(path, label: str, check=None, size_limit: int | None = None) -> d
 
     import numpy as np
 
-    from porter.memory_estimate import available_bytes
+    from porter.resources.memory_estimate import available_bytes
 
     source = f"{label} {path}" if label else str(path)
     headers, total = {}, 0

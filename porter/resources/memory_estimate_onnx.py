@@ -1,5 +1,5 @@
 """Will an ONNX-route conversion from torch or TensorFlow fit in memory? Estimated from the size of the weights on disk,
-before anything is loaded, and refused (exit 2) as the direct route's estimate is (porter/memory_estimate.py).
+before anything is loaded, and refused (exit 2) as the direct route's estimate is (porter/resources/memory_estimate.py).
 
 Unlike the direct route, the ONNX route cannot stream: the exporter, the ONNX graph and onnx2tf each hold the whole
 model. Measured on bert-base (440 MB of float32 weights, benchmarks/onnx_route_scaling.py): the export, in a child
@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter import memory_estimate
-from porter.memory_estimate import IMPORT_FLOOR_BYTES, check_fits, size_text
+from porter.resources import memory_estimate
+from porter.resources.memory_estimate import IMPORT_FLOOR_BYTES, check_fits, size_text
 
 CONVERT_COPIES = 3.0  # the torch model and the export's tensors, then onnx2tf's mapped weights and TF's constants
 VERIFY_COPIES = 1.0  # the torch reference and the SavedModel, beside what TensorFlow kept of the conversion

@@ -10,7 +10,7 @@ SHARD_BYTES = 4 * 2**30
 
 def save_options():
     """tf.saved_model.SaveOptions for every SavedModel porter writes."""
-    from porter.frameworks import tensorflow
+    from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
     policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=SHARD_BYTES)

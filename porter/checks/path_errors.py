@@ -43,7 +43,7 @@ def require_path(path, label: str = "", hint: str | None = None) -> Path:
 
 def require_file(path, label: str, suffix: str, hint: str | None = None) -> Path:
     """A readable regular file: a directory given where a file is expected is named as such."""
-    from porter.model_files import regular_file
+    from porter.checks.model_files import regular_file
 
     path = require_path(path, label, hint)
     if path.is_dir():

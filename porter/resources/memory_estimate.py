@@ -6,7 +6,7 @@ dtype plus about two copies of the largest tensor. Verification loads two more m
 transformers' reference, then the written SavedModel in the written dtype (1.10x its variables).
 
 The reference is float32 (zoo ``load_torch``) where that fits, else the checkpoint's own 16-bit dtype
-(porter/reference_plan.py). transformers 5 memory-maps safetensors while loading, and what stays resident
+(porter/resources/reference_plan.py). transformers 5 memory-maps safetensors while loading, and what stays resident
 depends on the dtype (measured, a 0.49 GB bf16 Llama: porter's tests and benchmarks/README):
   - float32 from a 16-bit checkpoint: every tensor is copied (float32, resident) and the mapped pages are
     resident too while loading, then unmapped: peak = float32 + checkpoint, after = float32 (the 3B bf16
@@ -35,7 +35,7 @@ FLAG = "--ignore-memory-estimate"
 # RSS of a process that has imported torch, tensorflow, keras_hub and transformers (measured ~1.2-1.4 GB here)
 IMPORT_FLOOR_BYTES = int(1.4 * GB)
 # of which torch and transformers (measured 0.3 GB): a direct torch -> tf conversion that does not verify never
-# imports them (porter/config_completion.py)
+# imports them (porter/readers/config_completion.py)
 TORCH_IMPORTS_BYTES = int(0.3 * GB)
 STREAMING_TENSORS = 2  # the largest tensor in flight twice: as read, and cast/transposed into its variable
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,

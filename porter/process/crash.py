@@ -13,7 +13,7 @@ import tempfile
 import time
 import traceback
 
-from porter import escape
+from porter.checks import escape
 
 INTERNAL_ERROR = 3
 INTERRUPTED = 130
@@ -83,7 +83,7 @@ def run_cli(app, args=None) -> int:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 3
-        from porter import signals
+        from porter.process import signals
 
         if signals.received() is not None:  # library code turned SIGTERM/SIGHUP into an error of its own
             print(signals.describe(), file=sys.stderr)
@@ -91,7 +91,7 @@ def run_cli(app, args=None) -> int:
         print(internal_error_line(exc, write_traceback(exc)), file=sys.stderr)
         return INTERNAL_ERROR
     if code == INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130) silently
-        from porter import signals  # SIGTERM/SIGHUP arrive as KeyboardInterrupt too: 128 + their number
+        from porter.process import signals  # SIGTERM/SIGHUP arrive as KeyboardInterrupt too: 128 + their number
 
         print(signals.describe(), file=sys.stderr)
         return signals.exit_code(INTERRUPTED)

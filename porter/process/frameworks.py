@@ -61,7 +61,7 @@ def tensorflow():
     _quiet_tf_env()
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    from porter import progress
+    from porter.process import progress
 
     with progress.step("importing TensorFlow"), _stderr_to_file():
         import tensorflow as tf
@@ -136,7 +136,7 @@ def save_keras(model, path) -> None:
     keras()
     from keras.src.saving import saving_lib
 
-    from porter.keras_h5_streaming import sliced_setitem
+    from porter.output.keras_h5_streaming import sliced_setitem
 
     store = saving_lib.H5IOStore
     with mock.patch.object(saving_lib, "is_memory_sufficient", lambda model: False), \

@@ -83,7 +83,7 @@ class LegacyH5Checkpoint:
                     self._add(wname, path, group[wname])
 
     def _scan_shards(self, index: Path) -> None:
-        from porter.checkpoints import shard_files
+        from porter.readers.checkpoints import shard_files
 
         for shard in shard_files(index):
             if not shard.is_file():

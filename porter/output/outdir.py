@@ -26,9 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from porter import escape, signals
+from porter.checks import escape
+from porter.process import signals
 from porter.errors import PorterError
-from porter.model_files import read_json
+from porter.checks.model_files import read_json
 
 REPORT = "porter_report.json"
 OWNER = ".porter-owner"

@@ -3,7 +3,7 @@
 Completing a config takes transformers' config class, and transformers 5's config module imports torch:
 ~1.8 s of imports. The direct route torch -> tf needs neither of them afterwards unless it verifies, but it
 needs TensorFlow (~3 s to import) next. So, on a machine with a second core, the completion runs in a child
-process (this module, ``python -m porter.config_completion ENTRY``, the config on stdin) while this process
+process (this module, ``python -m porter.readers.config_completion ENTRY``, the config on stdin) while this process
 imports TensorFlow: bert-base's `convert --no-verify` takes 1.8 s less, and its process never holds torch or
 transformers (~0.4 GB less memory: what an LLM-sized conversion has least to spare).
 The child runs the same ``entry.impl.full_config``; where it fails for any reason but a PorterError, the
@@ -16,7 +16,7 @@ import json
 import sys
 
 from porter import errors
-from porter.child_process import answered, one_core, run_beside
+from porter.process.child_process import answered, one_core, run_beside
 
 
 def complete_beside(entry, config: dict, work) -> dict:
@@ -25,7 +25,7 @@ def complete_beside(entry, config: dict, work) -> dict:
     if in_process():
         work()
         return entry.impl.full_config(config)
-    status, answer = run_beside([sys.executable, "-m", "porter.config_completion", entry.name], config, work, capture=True)
+    status, answer = run_beside([sys.executable, "-m", "porter.readers.config_completion", entry.name], config, work, capture=True)
     if status == 0:
         return answered(json.loads(answer))["config"]
     return entry.impl.full_config(config)

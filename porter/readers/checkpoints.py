@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from porter.errors import PorterError
-from porter.model_files import model_file, read_json
+from porter.checks.model_files import model_file, read_json
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -63,9 +63,9 @@ def _open_safetensors(path: Path):
 
 
 def read_safetensors(files: list[Path]) -> TensorSource:
-    from porter.numerics import SAFETENSORS_DTYPES
-    from porter.safetensors_raw import header as raw_header
-    from porter.safetensors_raw import read_tensor
+    from porter.checks.numerics import SAFETENSORS_DTYPES
+    from porter.readers.safetensors_raw import header as raw_header
+    from porter.readers.safetensors_raw import read_tensor
 
     shapes, where, dtypes, raw = {}, {}, {}, {}
     for path in files:
@@ -85,7 +85,7 @@ def read_safetensors(files: list[Path]) -> TensorSource:
 
 
 def read_pickle_bin(path: Path) -> TensorSource:
-    torch = __import__("porter.frameworks", fromlist=["torch"]).torch()
+    torch = __import__("porter.process.frameworks", fromlist=["torch"]).torch()
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # weights_only refuses anything but tensors and plain containers
@@ -144,7 +144,7 @@ def open_torch_checkpoint(path: Path) -> TensorSource:
 
 
 def read_config(folder: Path) -> dict:
-    from porter.artifacts import read_config_json
+    from porter.readers.artifacts import read_config_json
 
     cfg = Path(folder) / "config.json"
     if not os.path.lexists(cfg):

@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 
 from porter.errors import PorterError
-from porter.memory_estimate import Estimate, available_bytes, estimate_torch_to_tf, size_text
+from porter.resources.memory_estimate import Estimate, available_bytes, estimate_torch_to_tf, size_text
 
 HALF = ("bfloat16", "float16")
 # The 16-bit fallback's input shapes (batch, sequence), instead of the family's defaults (keras-hub's: 1x5, 3x40,
@@ -123,8 +123,8 @@ def _own_16bit_reference(path, choice: str):
     from pathlib import Path
 
     from porter import zoo
-    from porter.artifacts import detect
-    from porter.checkpoints import open_torch_checkpoint
+    from porter.readers.artifacts import detect
+    from porter.readers.checkpoints import open_torch_checkpoint
 
     artifact = detect(Path(path))
     config = artifact.config or {}
@@ -144,8 +144,8 @@ def _own_16bit_reference(path, choice: str):
 def _auto_verify_reference(checkpoint, dtype: str, candidate) -> tuple[str | None, tuple | None, str]:
     from pathlib import Path
 
-    from porter.memory_estimate import estimate_verify
-    from porter.memory_estimate_onnx import weights_on_disk
+    from porter.resources.memory_estimate import estimate_verify
+    from porter.resources.memory_estimate_onnx import weights_on_disk
 
     written = weights_on_disk(Path(candidate), "tf") if candidate is not None and Path(candidate).exists() else 0
     need = estimate_verify(checkpoint.shapes, checkpoint.dtypes, written)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.model_files import read_json
+from porter.checks.model_files import read_json
 
 MODEL_CODE = "model.py"
 REPORT = "porter_report.json"

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.memory_estimate import size_text
-from porter.model_files import JSON_LIMIT, MiB, check_tree, duplicate_entry, parse_json, read_json, zip_member
+from porter.resources.memory_estimate import size_text
+from porter.checks.model_files import JSON_LIMIT, MiB, check_tree, duplicate_entry, parse_json, read_json, zip_member
 
 # An h5 file holds its datasets plus metadata: ~1.5 KB per dataset measured (ResNet50: 476 KB for 320).
 FACTOR, SLACK, PER_VARIABLE = 1.25, 4 * MiB, 8 << 10
@@ -331,7 +331,7 @@ def _slack(declared: Declared) -> int:
 
 
 def _check_fits(source, config_name: str, declared: Declared) -> None:
-    from porter.memory_estimate import available_bytes
+    from porter.resources.memory_estimate import available_bytes
 
     free = available_bytes()
     if free is not None and declared.total > free:

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.model_files import DEPTH_LIMIT, depth_of, duplicate_entry
+from porter.checks.model_files import DEPTH_LIMIT, depth_of, duplicate_entry
 
 _HINT = ("porter loads only plain torch.export.save archives of tensors; re-save the model with "
          "torch.export.save(torch.export.export(model, args), 'model.pt2') from code you trust")
@@ -102,7 +102,7 @@ def _check_size(path, info) -> None:
 
 def _json_entry(path, zf, full: str):
     """A JSON entry, its declared size checked before it is read and its depth after (model_files)."""
-    from porter.model_files import parse_json, zip_member
+    from porter.checks.model_files import parse_json, zip_member
 
     try:
         return parse_json(zip_member(zf, full, path, size_limit=PT2_JSON_LIMIT, what="JSON"), f"{path}: entry {full!r}")
@@ -124,7 +124,7 @@ def _check_payload_config(path, full: str, config: dict) -> None:
 
 def _check_sample_inputs(path, full: str, data: bytes) -> None:
     # torch reads these with weights_only=True and, when that fails, again with weights_only=False
-    from porter.frameworks import torch
+    from porter.process.frameworks import torch
 
     try:
         torch().load(io.BytesIO(data), weights_only=True)

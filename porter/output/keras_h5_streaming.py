@@ -22,7 +22,7 @@ def sliced_setitem(original):
             return original(store, key, value)
         from keras.src import backend
 
-        from porter.numerics import numpy_dtype
+        from porter.checks.numerics import numpy_dtype
 
         if not store._h5_entry_initialized:
             store._create_h5_group(store._h5_entry_path)

@@ -14,10 +14,10 @@ from porter.errors import PorterError
 
 def load_zoo_torch(entry, folder, dtype: str | None = None):
     """entry.impl.load_torch(folder), checked (see the module doc); ``dtype``: the reference's float dtype
-    where porter/reference_plan.py chose one (the entry's loader then takes it), else the entry's own."""
-    from porter.artifacts import read_config_json
-    from porter.checkpoints import open_torch_checkpoint
-    from porter.hf_config import check_hf_config
+    where porter/resources/reference_plan.py chose one (the entry's loader then takes it), else the entry's own."""
+    from porter.readers.artifacts import read_config_json
+    from porter.readers.checkpoints import open_torch_checkpoint
+    from porter.checks.hf_config import check_hf_config
 
     folder = Path(folder)
     config = read_config_json(folder / "config.json")

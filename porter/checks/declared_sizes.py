@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from porter.errors import PorterError
-from porter.memory_estimate import size_text
+from porter.resources.memory_estimate import size_text
 
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
               "num_encoder_layers", "num_decoder_layers")
@@ -136,7 +136,7 @@ def _width(name: str, key: str, value: int, held: Held, available: int | None, s
 
 def check(config: dict, checkpoint, where) -> None:
     """Refuse (exit 2) ``config`` (read from ``where``) for the TensorSource ``checkpoint``, before a build."""
-    from porter.memory_estimate import available_bytes
+    from porter.resources.memory_estimate import available_bytes
 
     found = problems(config, checkpoint.shapes, checkpoint.dtypes, available_bytes())
     if found:
@@ -150,8 +150,8 @@ def check_artifact(artifact) -> None:
     if artifact.format not in ("hf", "safetensors", "hf_tf_h5") or not isinstance(artifact.config, dict):
         return
     if artifact.format == "hf_tf_h5":  # the h5's dataset shapes, no data read
-        from porter.legacy_h5 import LegacyH5Checkpoint as opened
+        from porter.readers.legacy_h5 import LegacyH5Checkpoint as opened
     else:
-        from porter.checkpoints import open_torch_checkpoint as opened
+        from porter.readers.checkpoints import open_torch_checkpoint as opened
     folder = artifact.path if artifact.path.is_dir() else artifact.path.parent
     check(artifact.config, opened(artifact.path), Path(folder) / "config.json")

@@ -1,0 +1,1 @@
+"""Checks on input nobody vetted: files inside the model's folder, declared sizes, Keras archives, numbers, names."""

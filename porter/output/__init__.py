@@ -1,0 +1,1 @@
+"""What porter writes: all-or-nothing output folders, the report, sharded SavedModels, streamed .keras weights."""
