@@ -143,27 +143,17 @@ def convert(
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
     chosen = _choose_route(model, source, target, checkpoint, route)
-    if chosen == "graph" and route == "auto" and layout == "nhwc":
-        chosen = "onnx"  # onnx2tf moves image inputs channels last; the graph route keeps torch's NCHW
     graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
-             "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex}
+             "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex,
+             "layout": layout}
     if chosen == "graph":
         if target == "tflite" and latency:  # the .tflite runs in a child process: its timing would be the pipe's
             raise PorterError("--latency is not supported for --to tflite on the graph route",
                               hint="leave --latency out")
         _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout)
-        try:
-            return _graph_route(model, checkpoint, out, asked=route, **graph)
-        except PorterError as exc:
-            from porter.routes.graph_tf import MissingConverters
-
-            if route != "auto" or not isinstance(exc, MissingConverters):
-                raise
-            chosen, fallback = "onnx", _missing_ops_reason(exc)
-    else:
-        fallback = None
+        return _graph_route(model, source, checkpoint, out, asked=route, **graph)
     if chosen == "onnx":
-        if xla:  # onnx2tf writes that SavedModel; porter has not verified XLA on its graphs
+        if xla:  # the ONNX route writes no SavedModel
             raise PorterError("--xla is supported on the direct route only (a zoo model written by porter's own Keras code)",
                               hint="leave --xla out on the ONNX route")
         if dtype is not None:
@@ -177,7 +167,7 @@ def convert(
                               hint="leave --reference-dtype out")
         return _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rtol, layout, console, inputs,
                            static_shapes=static_shapes, asked=route, latency=latency,
-                           ignore_memory_estimate=ignore_memory_estimate, reason=fallback)
+                           ignore_memory_estimate=ignore_memory_estimate)
     from porter.routes import direct
 
     if (source, target) == ("torch", "tf"):
@@ -193,7 +183,7 @@ def convert(
                 _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout)
             except PorterError:
                 raise exc from None  # a direct-route flag was given: the direct route's refusal says more
-            return _graph_route(model, checkpoint, out, asked=route, **graph,
+            return _graph_route(model, source, checkpoint, out, asked=route, **graph,
                                 reason=f"porter's direct route cannot reproduce this folder ({exc.message}); "
                                        "transformers + torch.export convert it")
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
@@ -232,30 +222,38 @@ def _check_declared_sizes(model, checkpoint) -> None:
 
 
 def _choose_route(model, source: str, target: str, checkpoint, route: str) -> str:
-    """direct when asked, or (auto) when the zoo recognises the model; otherwise graph for torch -> tf from an HF
-    folder or a .pt2, onnx for the rest. Where the direct route would raise a zoo error with a hint, auto keeps it
-    (HF folders) until resolve() reports it: convert() then takes the graph route (torch -> tf)."""
-    graph_tflite = (source, target) == ("torch", "tflite") and route in ("auto", "graph")
-    if (target in ("onnx", "tflite") or source == "onnx") and not graph_tflite:
-        if route in ("direct", "graph"):
-            raise PorterError(f"the {route} route converts {'between torch and tf' if route == 'direct' else 'torch -> tf'} "
-                              f"only, not {source} -> {target}", hint="pass --route onnx (or auto)")
-        return "onnx"
-    if route == "graph" and (source, target) not in (("torch", "tf"), ("torch", "tflite")):
-        raise PorterError(f"the graph route converts torch -> tf or tflite only, not {source} -> {target}",
+    """direct when asked, or (auto) when the zoo recognises the model; graph (porter's ATen -> TF converter) for every
+    other torch or ONNX model going to TensorFlow (tf, tflite); onnx for --to onnx and for tf/onnx -> torch. Where the
+    direct route would raise a zoo error with a hint, auto keeps it (HF folders) until resolve() reports it: convert()
+    then takes the graph route (torch -> tf)."""
+    to_tf = target in ("tf", "tflite")
+    if to_tf and source == "tf":
+        raise PorterError(f"porter converts tf -> {target} only from a torch or ONNX model",
+                          hint="convert the Keras model with tf.lite.TFLiteConverter" if target == "tflite" else "")
+    if route == "onnx" and to_tf:
+        raise PorterError(f"the ONNX route writes ONNX or torch; porter writes --to {target} with its own graph converter "
+                          "(torch.export -> TensorFlow), not onnx2tf", hint="pass --route graph (or auto)")
+    if route == "graph" and not to_tf:
+        raise PorterError(f"the graph route converts torch or ONNX -> tf or tflite only, not {source} -> {target}",
                           hint="pass --route onnx (or auto)")
+    if route == "direct" and (source, target) not in (("torch", "tf"), ("tf", "torch")):
+        raise PorterError(f"the direct route converts between torch and tf only, not {source} -> {target}",
+                          hint="pass --route auto")
     if route != "auto":
         return route
+    if not to_tf and (target == "onnx" or source == "onnx"):
+        return "onnx"
+    if source == "onnx":
+        return "graph"
     path = Path(checkpoint) if checkpoint else (None if str(model) in zoo.ENTRIES else Path(model))
     if path is None or not path.exists():
-        return "onnx" if target == "tflite" else "direct"  # a zoo name, or a missing path that resolve() reports
+        return "graph" if target == "tflite" else "direct"  # a zoo name, or a missing path that resolve() reports
     artifact = detect(path)
     config = artifact.config
     transformers_builds = artifact.format == "hf" and (_outside_zoo(config) or zoo.drops_head(config))
-    if target == "tflite":  # torch -> tflite: the graph route for HF folders outside the zoo and .pt2, else onnx
-        return "graph" if transformers_builds or artifact.format == "pt2" else "onnx"
-    if transformers_builds:
-        # transformers builds it; torch.export -> porter's graph converter (to tf) or onnx2tf converts it
+    if target == "tflite":  # torch -> tflite: zoo folders too, built by transformers
+        return "graph"
+    if transformers_builds:  # transformers builds it: torch.export -> porter's graph converter (to tf), else ONNX
         return "graph" if (source, target) == ("torch", "tf") else "onnx"
     if artifact.format in ("hf", "hf_tf_h5", "safetensors"):
         return "direct"  # zoo-only formats: a model_type outside the zoo gets its own error
@@ -354,21 +352,22 @@ def _graph_flags(xla, dtype, allow_nonfinite, reference_dtype, layout) -> None:
     for given, flag, why in ((xla, "--xla", "porter has not verified XLA on its converted graphs"),
                              (dtype, f"--dtype {dtype}", "the graph route keeps the model's own dtype"),
                              (allow_nonfinite, "--allow-nonfinite", "repair the weights"),
-                             (reference_dtype != "auto", f"--reference-dtype {reference_dtype}", "its reference is the source as exported"),
-                             (layout == "nhwc", "--layout nhwc", "the graph route keeps torch's NCHW inputs")):
+                             (reference_dtype != "auto", f"--reference-dtype {reference_dtype}", "its reference is the source as exported")):
         if given:
-            raise PorterError(f"{flag} is not supported on the graph route ({why})",
-                              hint=f"leave {flag.split()[0]} out, or pass --route onnx")
+            raise PorterError(f"{flag} is not supported on the graph route ({why})", hint=f"leave {flag.split()[0]} out")
 
 
-def _graph_route(model, checkpoint, out, *, asked, reason=None, **kwargs):
+def _graph_route(model, source, checkpoint, out, *, asked, reason=None, **kwargs):
     from porter.routes.graph_tf import convert_via_graph
 
-    path = Path(checkpoint) if checkpoint else Path(str(model))
-    require_path(path, hint="pass an HF folder or a .pt2")
-    artifact = detect(path)
-    if artifact.framework != "torch":
-        raise PorterError(f"{path} is a {artifact.description} ({artifact.framework}), not a torch model",
+    if str(model) in zoo.ENTRIES and not checkpoint:  # a zoo name: its folder, built by transformers
+        artifact = resolve(model, source, None, complete=False).artifact
+    else:
+        path = Path(checkpoint) if checkpoint else Path(str(model))
+        require_path(path, hint="pass an HF folder, a .pt2 or an .onnx file")
+        artifact = detect(path)
+    if artifact.framework != source:
+        raise PorterError(f"{artifact.path} is a {artifact.description} ({artifact.framework}), not a {source} model",
                           hint=f"use --from {artifact.framework}")
     if reason is None:
         reason = "--route graph" if asked == "graph" else _graph_reason(artifact)
@@ -376,14 +375,11 @@ def _graph_route(model, checkpoint, out, *, asked, reason=None, **kwargs):
 
 
 def _graph_reason(artifact) -> str:
+    if artifact.framework == "onnx":
+        return "an ONNX file: porter's ONNX -> torch converter, then torch.export -> porter's ATen -> TF converter"
     if artifact.format == "pt2":
         return "a torch.export ExportedProgram: porter's ATen -> TF converter keeps its dynamic dims"
     return _onnx_reason("auto", artifact).replace("transformers + ONNX", "transformers + torch.export")
-
-
-def _missing_ops_reason(exc) -> str:
-    return (f"{exc.message.replace('porter', 'the graph route', 1)}: {'; '.join(exc.problems[:6])}; "
-            "the ONNX route converts it")
 
 
 def _onnx_reason(asked: str, artifact) -> str:

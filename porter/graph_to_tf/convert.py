@@ -25,6 +25,7 @@ class ConvertedGraph:
     inputs: list  # signature.InputSpec per user input (non-tensor ones were baked in by torch.export)
     output_names: list[str]
     runner: object = field(repr=False, default=None)
+    channels_last: tuple = ()  # inputs the signatures take NHWC (torch's NCHW transposed back inside the graph)
     _signatures: dict | None = field(repr=False, default=None)
 
     @property
@@ -63,7 +64,7 @@ class ConvertedGraph:
         """name -> concrete function, as the SavedModel is written: serving_default (integer inputs int32)
         and serving_int64 (int64) where the program takes integer inputs, else serving_default alone."""
         if self._signatures is None:
-            self._signatures = _signatures(self.module.serve, [s for s in self.inputs if s.is_tensor])
+            self._signatures = _signatures(self.module.serve, [s for s in self.inputs if s.is_tensor], self.channels_last)
         return self._signatures
 
     def report_signatures(self) -> dict:
@@ -89,22 +90,27 @@ class ConvertedGraph:
 _INTEGER_IDS = ("int32", "int64")
 
 
-def _signatures(serve, specs) -> dict:
-    """serving_default / serving_int64 over ``serve`` (the traced function, the program's own dtypes)."""
+def _signatures(serve, specs, channels_last=()) -> dict:
+    """serving_default / serving_int64 over ``serve`` (the traced function, the program's own dtypes); the inputs
+    named in ``channels_last`` are taken NHWC (as TF serving and TFLite expect images) and transposed to NCHW."""
     import tensorflow as tf
 
     native = [spec.tf_spec() for spec in specs]
+    last = [s.name in channels_last and s.shape.rank == 4 for s in native]
+    keys = (("serving_default", tf.int32), ("serving_int64", tf.int64))
     if not any(s.dtype.name in _INTEGER_IDS for s in native):
-        return {"serving_default": serve.get_concrete_function()}
+        keys = keys[:1]
     out = {}
-    for key, ids in (("serving_default", tf.int32), ("serving_int64", tf.int64)):
-        wanted = [tf.TensorSpec(s.shape, ids if s.dtype.name in _INTEGER_IDS else s.dtype, name=s.name) for s in native]
-        if all(w.dtype == s.dtype for w, s in zip(wanted, native)):
+    for key, ids in keys:
+        wanted = [tf.TensorSpec([s.shape[i] for i in (0, 2, 3, 1)] if nhwc else s.shape,
+                                ids if s.dtype.name in _INTEGER_IDS else s.dtype, name=s.name) for s, nhwc in zip(native, last)]
+        if all(w.dtype == s.dtype for w, s in zip(wanted, native)) and not any(last):
             out[key] = serve.get_concrete_function()
             continue
 
         def cast_then_serve(*args):
-            # casts, then calls the traced graph: the program is traced once, not once per signature
+            # casts and transposes, then calls the traced graph: the program is traced once, not once per signature
+            args = [tf.transpose(a, (0, 3, 1, 2)) if nhwc else a for a, nhwc in zip(args, last)]
             return serve(*(a if a.dtype == s.dtype else tf.cast(a, s.dtype) for a, s in zip(args, native)))
 
         out[key] = tf.function(cast_then_serve, input_signature=wanted, autograph=False).get_concrete_function()

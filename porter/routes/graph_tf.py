@@ -40,18 +40,25 @@ class Prepared:
     input_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     architecture: str | None = None
+    channels_last: tuple = ()  # --layout nhwc: the image inputs the written signatures take channels-last
+
+
+def _channel_inputs(specs: dict) -> list[str]:
+    return [n for n, (d, s) in specs.items() if len(s) == 4 and np.dtype(d).kind == "f"]
 
 
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
-                      route_reason=None, latency=False, target="tf", allow_flex=False):
+                      route_reason=None, latency=False, target="tf", allow_flex=False, layout=None):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
-    built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process)."""
+    built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process). ``layout`` "nhwc": the
+    signatures take 4-D float inputs (images) channels-last; else torch's NCHW."""
     from porter.output.outdir import staged_output
     from porter.output.result import ConversionResult, finish
 
     timings = {}
     t0 = time.perf_counter()
     prep = prepare(artifact, static_shapes)  # MissingConverters here: nothing is staged yet
+    prep.channels_last = tuple(_channel_inputs(prep.specs)) if layout == "nhwc" else ()
     timings["export_s"] = time.perf_counter() - t0
     with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
         t0 = time.perf_counter()
@@ -68,7 +75,7 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
         report = _report(artifact, prep, converted, out, timings)
         report.update(route_reason=route_reason, static_shapes=static_shapes)
         if lite is not None:
-            _tflite_report(report, lite, _written(converted))
+            _tflite_report(report, lite, _written(converted, as_written=True))
         (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
         verification = None
         if verify:
@@ -92,9 +99,11 @@ def prepare(artifact, static_shapes: bool = False) -> Prepared:
         prep = _prepare_hf(artifact, static_shapes)
     elif artifact.format == "pt2":
         prep = _prepare_pt2(artifact)
+    elif artifact.framework == "onnx":
+        prep = _prepare_onnx(artifact, static_shapes)
     else:
-        raise PorterError(f"the graph route starts from an HF folder or a .pt2, not a {artifact.description}",
-                          hint="pass --route onnx")
+        raise PorterError(f"the graph route starts from an HF folder, a .pt2 or an .onnx file, not a {artifact.description}",
+                          hint="pass --route auto")
     return prep
 
 
@@ -183,6 +192,47 @@ def _prepare_pt2(artifact) -> Prepared:
                     f"the ExportedProgram {artifact.path} run by torch", input_notes)
 
 
+def _prepare_onnx(artifact, static_shapes: bool) -> Prepared:
+    """An ONNX file: porter's own ONNX -> torch converter (porter/onnx_to_torch), then torch.export with Dim.AUTO on
+    every dim the ONNX graph leaves symbolic (torch keeps dynamic what the graph allows). No onnx2tf: the reference is
+    the ONNX file itself, run by onnxruntime."""
+    from porter.process.frameworks import torch
+    from porter.onnx_to_torch import onnx_to_torch
+    from porter.onnx_to_torch.converter import _opsets, check_model
+    from porter.routes import hf_source, onnx_graph
+    from porter.verifiers.inputs import from_specs
+
+    torch = torch()
+    model = onnx_graph.load_onnx(artifact.path)
+    names, outputs, specs = onnx_graph.onnx_io(model)
+    check_model(model, _opsets(model))  # every op porter cannot read, listed before anything is built
+    sets = from_specs(specs, index_bounds=onnx_graph.index_bounds(model))
+    with progress.step(f"converting {artifact.path.name} to torch (porter's ONNX -> torch converter)"):
+        module = onnx_to_torch(model)
+    del model
+    # torch.export specialises a dim traced at size 1: the example is a feed with every dynamic dim above 1 where one is
+    example = next((f for f in sets.feeds if all(np.shape(f[n])[axis] > 1 for n in names
+                                                 for axis, d in enumerate(specs[n][1]) if d is None)), sets.feeds[-1])
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in names)
+    auto = tuple({axis: torch.export.Dim.AUTO for axis, d in enumerate(specs[n][1]) if d is None} or None for n in names)
+    attempts = [("auto", auto)] + ([("static", None)] if static_shapes else [])
+    failures = []
+    for mode, dims in attempts:
+        try:
+            program = hf_source.trace(module, args, dims if any(dims or ()) else None, artifact.path.name)
+        except PorterError as exc:
+            failures.append(exc)
+            continue
+        notes = [f"torch.export refused the ONNX graph's dynamic dims ({failures[0].message[:300]}); exported at "
+                 f"{', '.join(f'{n} {list(a.shape)}' for n, a in zip(names, args))} (--static-shapes)"] if failures else []
+        input_notes = ["inputs: generated from the ONNX graph's input signature", *sets.notes]
+        return Prepared(artifact.path, _checked(program), names, outputs, specs, sets.feeds, artifact.path.stem,
+                        f"onnx ({mode} dims)", f"the ONNX file {artifact.path} run by onnxruntime", input_notes, notes)
+    raise PorterError(failures[-1].message, problems=failures[-1].problems,
+                      hint=("pass --static-shapes to export it at one shape, or " if not static_shapes else "")
+                      + "convert it --to torch and export model.py yourself to a .pt2")
+
+
 def _index_bounds(program) -> dict:
     """name -> rows of the embedding table an integer user input indexes (its generated ids stay inside)."""
     users = set(program.graph_signature.user_inputs)
@@ -215,9 +265,12 @@ def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
     with progress.step("converting the ATen graph to TensorFlow"):
         converted = convert_exported(prep.program, decomposed=True, input_names=prep.input_names,
                                      output_names=prep.output_names)
+        converted.channels_last = prep.channels_last
     with progress.step("writing the SavedModel"):
-        signatures = (converted.signatures() if int32_ids
-                      else {"serving_default": converted.module.serve.get_concrete_function()})
+        signatures = converted.signatures()
+        if not int32_ids:
+            signatures = {"serving_default": signatures["serving_default"] if prep.channels_last
+                          else converted.module.serve.get_concrete_function()}
         tf.saved_model.save(converted.module, str(folder), options=save_options(), signatures=signatures)
     return converted
 
@@ -259,8 +312,12 @@ def _tflite_report(report: dict, lite: dict, written: dict) -> None:
                                "where the Flex delegate is linked, not in LiteRT alone")
 
 
-def _written(converted) -> dict:
-    return {s.name: (str(s.dtype).removeprefix("torch."), tuple(s.shape)) for s in converted.inputs if s.is_tensor}
+def _written(converted, as_written: bool = False) -> dict:
+    """name -> (dtype, shape) of the converted inputs: in torch's layout, or ``as_written`` (NHWC where the
+    signatures take an input channels-last)."""
+    return {s.name: (str(s.dtype).removeprefix("torch."),
+                     tuple(s.shape[i] for i in (0, 2, 3, 1)) if as_written and s.name in converted.channels_last
+                     else tuple(s.shape)) for s in converted.inputs if s.is_tensor}
 
 
 def _localise(prep: Prepared, converted, verification, report: dict, atol) -> None:
@@ -308,26 +365,27 @@ def _report(artifact, prep: Prepared, converted, out, timings: dict) -> dict:
     from porter import __version__
 
     static = _static_dims(prep, converted)
-    channel = [n for n, (d, s) in prep.specs.items() if len(s) == 4 and np.dtype(d).kind == "f"]
+    channel = _channel_inputs(prep.specs)
     shapes = sorted({tuple(tuple(np.shape(v)) for v in f.values()) for f in prep.feeds})
     return {
         "porter": __version__,
         "model": prep.model_name,
         "source": str(artifact.path),
-        "from": "torch",
+        "from": artifact.framework,
         "to": "tf",
         "route": "graph",
         **({"architecture": prep.architecture} if prep.architecture else {}),
         "graph": {"export": prep.export, "inputs": prep.input_names, "outputs": converted.output_names,
                   "shapes": converted.shape_report()},
-        "inputs": {n: {"dtype": d, "shape": [None if x is None else int(x) for x in s]}
+        "inputs": {n: {"dtype": d, "shape": [None if x is None else int(x)
+                                             for x in ([s[i] for i in (0, 2, 3, 1)] if n in prep.channels_last else s)]}
                    for n, (d, s) in _written(converted).items()},
         **converted.report_signatures(),  # serving_default's dtypes (int32 ids) where the SavedModel has the pair
         "outputs": converted.output_names,
         "static_dims": static,
         "dynamic_dims": {n: {int(a): str(t) for a, t in axes.items()} for n, axes in converted.dynamic_dims.items()},
         "dynamic_dims_kept": not static,
-        "layout": {"inputs": {n: "nchw" for n in channel}, "candidate": "nchw"},  # as torch takes them
+        "layout": {"inputs": {n: "nchw" for n in channel}, "candidate": "nhwc" if prep.channels_last else "nchw"},
         "comparison": {"reference": prep.reference_text, "candidate": "the written SavedModel's serving_default (TensorFlow)",
                        "outputs": converted.output_names,
                        "shapes": [dict(zip(prep.feeds[0], map(list, s))) for s in shapes]},
