@@ -238,7 +238,7 @@ def _choose_route(model, source: str, target: str, checkpoint, route: str) -> st
                           hint="pass --route onnx (or auto)")
     if route == "direct" and (source, target) not in (("torch", "tf"), ("tf", "torch")):
         raise PorterError(f"the direct route converts between torch and tf only, not {source} -> {target}",
-                          hint="pass --route auto")
+                          hint=f"pass --route {'graph' if to_tf else 'onnx'} (or auto)")
     if route != "auto":
         return route
     if not to_tf and (target == "onnx" or source == "onnx"):

@@ -40,7 +40,7 @@ class UnsupportedModelError(PorterError):
 
 
 class CannotConvertYet(UnsupportedModelError):
-    """porter, or a tool it drives (torch.onnx, onnx2tf, tf2onnx, TF), cannot take a valid model yet: not bad
+    """porter, or a tool it drives (torch.onnx, torch.export, tf2onnx, TF), cannot take a valid model yet: not bad
     input, so the message says so. ``message`` stays the tool's own account (for notes);
     ``tool_output`` is what the tool printed, kept in a file only when the error reaches the CLI."""
 

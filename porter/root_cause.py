@@ -1,4 +1,4 @@
-"""The real cause of a failure inside a tool porter drives (torch.onnx, onnx2tf, tf2onnx, Keras),
+"""The real cause of a failure inside a tool porter drives (torch.onnx, torch.export, tf2onnx, Keras),
 in one line plus a little context, for a PorterError.
 
 The tools wrap the error that matters: torch.onnx's ConversionError says "Refer to the full

@@ -178,7 +178,7 @@ def test_an_op_without_converter_exits_2_on_graph(cli, tmp_path):
     out = tmp_path / "tf"
     code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--route", "graph")
     assert code == 2, text
-    assert "aten._fft_r2c.default x1" in text and "--route onnx" in text and "Traceback" not in text
+    assert "aten._fft_r2c.default x1" in text and "porter/graph_to_tf/ops" in text and "Traceback" not in text
     assert not out.exists()
 
 
@@ -191,17 +191,15 @@ def _without_converter(monkeypatch, name):
         monkeypatch.delitem(registry._REGISTRY, key)
 
 
-def test_auto_falls_back_to_onnx_naming_the_missing_op(mlp_pt2, cli, tmp_path, monkeypatch):
+def test_a_missing_converter_is_listed_on_every_route_choice(mlp_pt2, cli, tmp_path, monkeypatch):
+    """No onnx2tf to fall back to: auto and --route graph both exit 2 naming the op, its count and where it is used."""
     _without_converter(monkeypatch, "aten.gelu.default")
     _, path = mlp_pt2
-    code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--out", tmp_path / "graph", "--route", "graph")
-    assert code == 2 and "aten.gelu.default x1" in text, text
-    out = tmp_path / "tf"
-    code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
-    assert code == 0, text
-    report = _report(out)
-    assert report["route"] == "onnx" and "aten.gelu.default x1" in report["route_reason"]
-    assert "the ONNX route converts it" in report["route_reason"]
+    for route in ("graph", "auto"):
+        out = tmp_path / route
+        code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--route", route)
+        assert code == 2 and "aten.gelu.default x1" in text and "Traceback" not in text, text
+        assert not out.exists()
 
 
 def test_a_mismatch_names_the_first_diverging_node(mlp_pt2, cli, tmp_path, monkeypatch):

@@ -129,18 +129,20 @@ def test_flex_op_needs_allow_flex(cli, tmp_path):
     assert code == 2, text
     assert "Cosh" in text and "FlexCosh" in text and "--allow-flex" in text and "aten.cosh" in text
     assert not (tmp_path / "refused").exists()
+    # verified: TensorFlow 2.21's tf.lite.Interpreter has no Flex delegate and LiteRT none, so nothing here runs
+    # FlexCosh: refused as unverifiable, nothing written
+    code, text = cli("convert", path, "--from", "torch", "--to", "tflite", "--allow-flex", "--out", tmp_path / "unverified")
+    assert code == 2 and "FlexCosh" in text and "cannot be verified" in text and "--no-verify" in text, text
+    assert not (tmp_path / "unverified").exists()
     out = tmp_path / "flex"
-    t0 = time.perf_counter()
-    code, text = cli("convert", path, "--from", "torch", "--to", "tflite", "--allow-flex", "--out", out)  # auto: graph
+    code, text = cli("convert", path, "--from", "torch", "--to", "tflite", "--allow-flex", "--no-verify", "--out", out)
     assert code == 0, text
     report = _report(out)
-    assert report["route"] == "graph" and report["status"] == "passed"
+    assert report["route"] == "graph"  # auto: the graph route
     lite = report["tflite"]
     assert lite["flex"] and lite["flex_ops"] == ["FlexCosh"] and lite["allow_flex"]
     assert lite["inputs"]["x"]["shape_signature"] == [-1, 8]
     assert any("FlexCosh" in n for n in report["notes"])
-    print(f"cosh --allow-flex: {time.perf_counter() - t0:.1f}s, ops {lite['ops']}, "
-          f"max abs {report['verification']['max_abs_error']}")
 
 
 def test_flex_model_does_not_run_in_litert_alone(cli, tmp_path):

@@ -35,7 +35,7 @@ def test_refused_before_loading_with_estimate_and_flags(cli, tiny_bert, tmp_path
     needed = _needed(tiny_bert, verify=True)
     squeezed(needed - 1)
     out = tmp_path / "out"
-    code, text = cli("convert", str(tiny_bert), "--from", "torch", "--to", "tf", "--route", "onnx", "--out", str(out))
+    code, text = cli("convert", str(tiny_bert), "--from", "torch", "--to", "onnx", "--route", "onnx", "--out", str(out))
     assert code == 2, text
     assert f"on the ONNX route needs about {size_text(needed)} of memory" in text
     assert f"{size_text(needed - 1)} is available" in text and str(tiny_bert) in text

@@ -1,4 +1,5 @@
-"""The ONNX route: torch -> ONNX -> TF (onnx2tf), --to onnx, --from onnx, and its bad input."""
+"""torch and ONNX models outside the zoo: --to onnx and --from onnx on the ONNX route, --to tf on the graph route
+(no onnx2tf: ONNX -> TF goes through porter's ONNX -> torch converter and torch.export), and their bad input."""
 
 import json
 
@@ -58,13 +59,12 @@ def _report(out):
 
 def test_custom_module_torch_to_tf_keeps_names(cli, custom_pt2, tmp_path):
     out = tmp_path / "tf"
-    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
+    code, output = cli("convert", custom_pt2, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
-    assert "route: onnx" in output
+    assert "route: graph" in output
     report = _report(out)
-    assert report["route"] == "onnx" and report["status"] == "passed"
+    assert report["route"] == "graph" and report["status"] == "passed"
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    # the batch stays dynamic: porter folds the exporter's Shape->Concat->Reshape arithmetic first
     assert report["static_dims"] == [] and report["dynamic_dims_kept"]
     assert len(report["verification"]["shapes"]) == 2  # verified at two batch sizes
     assert report["layout"]["candidate"] == "nchw"
@@ -82,6 +82,30 @@ def test_custom_module_torch_to_tf_keeps_names(cli, custom_pt2, tmp_path):
     got = fn(image=tf.constant(x))
     assert np.abs(got["logits"].numpy() - want["logits"].detach().numpy()).max() <= 1e-5
     assert np.abs(got["tokens"].numpy() - want["tokens"].detach().numpy()).max() <= 1e-5
+
+
+def test_from_onnx_to_tf_without_onnx2tf(cli, custom_onnx, tmp_path):
+    """ONNX -> TF: porter's ONNX -> torch converter, torch.export, the graph converter; onnxruntime is the
+    reference, the names and the dynamic batch carry through, and a batch never verified matches."""
+    out = tmp_path / "tf"
+    code, output = cli("convert", custom_onnx, "--from", "onnx", "--to", "tf", "--out", out)
+    assert code == 0, output
+    report = _report(out)
+    assert report["route"] == "graph" and report["from"] == "onnx" and report["static_dims"] == []
+    assert "onnxruntime" in report["comparison"]["reference"]
+    assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
+    import onnxruntime as ort
+
+    from porter.process.frameworks import tensorflow
+
+    tf = tensorflow()
+    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert fn.structured_input_signature[1]["image"].shape.as_list() == [None, 3, 8, 8]
+    x = np.random.default_rng(6).standard_normal((7, 3, 8, 8)).astype("float32")
+    want = dict(zip(["logits", "tokens"], ort.InferenceSession(str(custom_onnx)).run(["logits", "tokens"], {"image": x})))
+    got = fn(image=tf.constant(x))
+    for name in ("logits", "tokens"):
+        assert np.abs(got[name].numpy() - want[name]).max() <= 1e-5
 
 
 def test_to_onnx_is_checked_against_onnxruntime(custom_onnx):
@@ -109,12 +133,12 @@ def test_from_onnx_to_torch(cli, custom_onnx, tmp_path):
 
 
 @pytest.mark.slow
-def test_bert_through_onnx(cli, tiny_bert, tmp_path):
+def test_zoo_bert_through_the_graph_route(cli, tiny_bert, tmp_path):
     out = tmp_path / "bert-tf"
-    code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--route", "onnx", "--out", out)
+    code, output = cli("convert", tiny_bert, "--from", "torch", "--to", "tf", "--route", "graph", "--out", out)
     assert code == 0, output
     report = _report(out)
-    assert report["route"] == "onnx" and report["model"] == "bert"
+    assert report["route"] == "graph" and report["architecture"] == "BertModel"
     worst = report["verification"]["max_abs_error"]
     assert worst["last_hidden_state"] <= 1e-5 and worst["pooler_output"] <= 1e-5
     from porter.process.frameworks import tensorflow
@@ -195,8 +219,8 @@ def test_direct_route_refuses_onnx_targets(cli, custom_pt2, tmp_path):
 
 
 def test_sdpa_attention_keeps_batch_and_sequence_dynamic(cli, tmp_path):
-    """scaled_dot_product_attention exports K^T as [batch * heads, seq, d] reshapes around a 3D
-    transpose; porter folds that into one 4D Transpose so that onnx2tf keeps both dims dynamic."""
+    """scaled_dot_product_attention (kept whole by the graph route's decompositions) with batch and sequence
+    dynamic: both stay dynamic in the SavedModel."""
     import torch
     import torch.nn.functional as F
 
@@ -213,33 +237,31 @@ def test_sdpa_attention_keeps_batch_and_sequence_dynamic(cli, tmp_path):
     torch.manual_seed(0)
     path = save_pt2(SelfAttention().eval(), torch.randn(2, 5, 16), tmp_path / "attention.pt2", BATCH_AND_SEQ)
     out = tmp_path / "tf"
-    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
     report = _report(out)
+    assert report["route"] == "graph"
     assert report["static_dims"] == [] and len(report["verification"]["shapes"]) == 4  # 2 batch sizes x 2 lengths
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    assert any("flattened transpose" in n for n in report["notes"])
 
 
-def test_dims_onnx2tf_cannot_keep_dynamic_are_fixed_and_listed(cli, tmp_path):
-    """onnx2tf's ConvTranspose cannot take a dynamic batch (it passes the symbolic dim on as a
-    string): porter retries with the batch fixed, and the report lists it."""
+def test_conv_transpose_keeps_the_batch_dynamic(cli, tmp_path):
+    """ConvTranspose (onnx2tf could only convert it with the batch fixed): dynamic on the graph route, verified
+    at two batch sizes, and --route onnx refuses a TensorFlow target."""
     import torch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
     path = save_pt2(model, torch.randn(2, 3, 8, 8), tmp_path / "upsample.pt2", BATCH)
-    out = tmp_path / "tf"
     code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", tmp_path / "refused", "--route", "onnx")
-    assert code == 1 and "pass --static-shapes" in " ".join(output.split())  # a fixed batch is never passed silently
-    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out, "--static-shapes", "--route", "onnx")
+    assert code == 2 and "--route graph" in output and not (tmp_path / "refused").exists()
+    out = tmp_path / "tf"
+    code, output = cli("convert", path, "--from", "torch", "--to", "tf", "--out", out)
     assert code == 0, output
     report = _report(out)
+    assert report["route"] == "graph" and report["static_dims"] == [] and report["dynamic_dims_kept"]
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
-    assert [(d["input"], d["axis"]) for d in report["static_dims"]] == [(report["onnx"]["inputs"][0], 0)]
-    assert not report["dynamic_dims_kept"]
-    assert any("could not keep dynamic dims" in n for n in report["notes"])
-    assert any("skipped" in n for n in report["verification"]["notes"])  # the other batch size cannot run
+    assert len({next(iter(s["input_shapes"].values()))[0] for s in report["verification"]["shapes"]}) == 2
 
 
 def test_torch_cnn_to_tf_channels_last(cli, tmp_path):

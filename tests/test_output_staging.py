@@ -350,7 +350,7 @@ def test_temp_dir_marks_its_folder_and_sweeps_the_temp_root(tmp_path, monkeypatc
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    stale = _stale(tmp_path, "porter-onnx2tf-old", _dead_pid())
+    stale = _stale(tmp_path, "porter-onnx-old", _dead_pid())
     work = outdir.temp_dir("porter-onnx-")
     assert work.parent == tmp_path and work.name.startswith("porter-onnx-")
     owner = json.loads((work / outdir.OWNER).read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("porter", "torch", "tensorflow", "keras", "transformers", "onnx", "onnxruntime", "onnx2tf", "tf2onnx", "numpy", "safetensors")
+PACKAGES = ("porter", "torch", "tensorflow", "keras", "transformers", "onnx", "onnxruntime", "tf2onnx", "ai-edge-litert", "numpy", "safetensors")
 
 
 def versions() -> dict[str, str]:

@@ -22,6 +22,15 @@ from pathlib import Path
 
 from porter.errors import PorterError
 
+
+def _read_array_header(member, version, max_header_size):
+    """numpy's .npy header reader for every format version (private: numpy 2 moved it, the public readers skip 3.0)."""
+    try:
+        from numpy.lib._format_impl import _read_array_header as read  # numpy 2
+    except ImportError:
+        from numpy.lib.format import _read_array_header as read  # numpy 1
+    return read(member, version, max_header_size=max_header_size)
+
 MiB = 1 << 20
 # A config.json, shard index, tokenizer or Keras config: the largest real ones are a few MB
 # (a 250k-token tokenizer.json is about 35 MB, which porter does not parse itself).
@@ -227,7 +236,7 @@ def npz_arrays(path, label: str, check=None, size_limit: int | None = None) -> d
                     raise PorterError(f"{source}: entry {info.filename!r} is not an .npy array")
                 with zf.open(info) as member:
                     version = np.lib.format.read_magic(member)
-                    shape, fortran, dtype = np.lib.format._read_array_header(member, version, max_header_size=10000)
+                    shape, fortran, dtype = _read_array_header(member, version, max_header_size=10000)
                     start = member.tell()
                 if dtype.hasobject:
                     raise PorterError(f"{source}: array {info.filename[:-4]!r} holds Python objects, which porter never unpickles")

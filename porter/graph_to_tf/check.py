@@ -46,4 +46,4 @@ def check_supported(graph) -> None:
         f"porter's torch.export -> TF converter has no converter for {len(counts)} op(s)"
         + (f" and refuses {len(refusals)} call(s)" if refusals else ""),
         problems=problems,
-        hint="convert with --route onnx, or add converters in porter/graph_to_tf/ops/")
+        hint="export a variant of the model without these ops, or add converters in porter/graph_to_tf/ops/")

@@ -35,7 +35,7 @@ REPORT = "porter_report.json"
 OWNER = ".porter-owner"
 # the names porter gives its temporary folders: only these are ever swept
 STAGING_MARKS = (".tmp-", ".old-")
-WORK_PREFIXES = ("porter-onnx-", "porter-onnx2tf-")
+WORK_PREFIXES = ("porter-onnx-",)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -320,8 +320,7 @@ def exported(path, onnx_path: Path, release: bool = True) -> dict:
 def export_onnx(path: Path, onnx_path: Path, release: bool = True):
     """The folder's model -> ONNX with dynamic batch and sequence (and image size where it allows).
     Returns (HFModel described on the loaded model, OnnxExport). ``release``: as to_onnx.torch_to_onnx's."""
-    # eager attention exports as plain MatMuls; sdpa's decomposition reshapes through computed
-    # shapes that onnx2tf converts only with dims fixed
+    # eager attention exports as plain MatMuls (sdpa's decomposition reshapes through computed shapes)
     model, config, name = load(path, attn_implementation="eager")
     hf = describe(model, config, name)
     try:
@@ -411,8 +410,8 @@ def plain_padding_masks(model):
 
     transformers 5 builds it for eager attention as mask[b, 1, q, kv] = attention_mask[b, kv] through
     index arithmetic (Range, Expand, GatherND over a computed shape) or, with no padding mask, as an
-    all-true mask expanded to the batch; onnx2tf converts either only with batch and sequence fixed
-    ("Cannot take the length of shape with unknown rank", "KerasTensor ... tf.bool"). The additive
+    all-true mask expanded to the batch: graphs whose shape arithmetic converters could only keep with batch
+    and sequence fixed. The additive
     [b, 1, 1, kv] mask built here holds the same values (0 / dtype min), broadcast by the attention's
     add; with no padding mask the model gets None, which eager attention skips. Anything else (extra
     mask functions, a 4D mask, another attention) goes to transformers' own function."""

@@ -125,28 +125,12 @@ def _copy_fields(src, dst, skip: set) -> None:
     for field, value in src.ListFields():
         if field.name in skip:
             continue
-        if field.label == field.LABEL_REPEATED:
+        if _repeated(field):
             getattr(dst, field.name).extend(value)
         elif field.type == field.TYPE_MESSAGE:
             getattr(dst, field.name).CopyFrom(value)
         else:
             setattr(dst, field.name, value)
-
-
-def with_inferred_shapes(model):
-    """``model`` with the value_info onnx shape inference gives, as onnx2tf's own op-name pass left it:
-    new entries, and dims an entry had unknown that inference can fill (after porter's rewrites a Reshape's
-    output was [?, ?, ?, ?] where inference knows [s, 4, 4, 64]). Inferred on a copy without the weights:
-    onnx.shape_inference.infer_shapes serialises the whole model twice."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(without_weights(model)).graph
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.value_info)
-    refined = {v.name: v for v in inferred.output}
-    for value in model.graph.output:
-        value.CopyFrom(refined.get(value.name, value))
-    return model
 
 
 def with_weights(light, weights: list):
@@ -313,3 +297,9 @@ def _check_declared_bytes(tensor, info: dict, where: Path, path: Path) -> None:
         raise PorterError(f"{path}: tensor {tensor.name!r} declares {need:,} bytes (dims {list(tensor.dims)}) at offset {offset:,}"
                           f"{f' with length {length}' if length is not None else ''}, but {where} holds {size:,} bytes",
                           hint="the external data file is truncated or does not match the model: export it again")
+
+
+def _repeated(field) -> bool:
+    """protobuf 7 dropped FieldDescriptor.label; is_repeated is there since protobuf 5."""
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED

@@ -1,18 +1,15 @@
-"""`porter convert` on the ONNX route: source -> ONNX -> target, written all-or-nothing, verified.
+"""`porter convert` on the ONNX route: source -> ONNX -> target (onnx or torch), written all-or-nothing, verified.
 
-    torch (.pt2, or a zoo model with --route onnx) --torch.onnx.export(dynamo)--> ONNX --onnx2tf--> SavedModel
-    tf (.keras, .h5, SavedModel)                   --tf2onnx-------------------> ONNX --porter---> model.py + model.safetensors + model.pt2
-    onnx                                           --------------------------------> either of the above
-    --to onnx writes the ONNX file itself (checked against onnxruntime); --to tflite goes on from the SavedModel.
+    torch (.pt2, HF folder, zoo model)  --torch.onnx.export(dynamo)--> ONNX  (--to onnx)
+    tf (.keras, .h5, SavedModel)        --tf2onnx------------------> ONNX --porter--> model.py + model.safetensors + model.pt2
+    onnx                                --------------------------------> model.py + model.safetensors + model.pt2
+    --to onnx writes the ONNX file itself (checked against onnxruntime). TensorFlow targets are not written here:
+    porter's graph route (graph_tf.py) converts torch and ONNX models to TF with its own ATen -> TF converter.
 
 One module per leg, named by its role:
     source -> ONNX      to_onnx.py (torch.onnx.export, tf2onnx), to_onnx_leftovers.py (ops tf2onnx left as TF ops),
                         hf_source.py (an HF folder read by transformers, with its inputs and dynamic dims),
-                        zoo_onnx_export.py (a zoo folder), onnx_export_child.py (either, in a child process
-                        while this one imports TensorFlow)
-    ONNX graph fixes    onnx_fix_shapes.py (shape arithmetic folded, so onnx2tf keeps dims dynamic),
-                        onnx_fix_expand.py (class-token broadcast)
-    ONNX -> TF          onnx_to_tf.py (onnx2tf, agreement probes, static fallback, TFLite)
+                        zoo_onnx_export.py (a zoo folder)
     ONNX -> torch       onnx_to_torch_folder.py (porter's converter: model.py + model.safetensors + model.pt2)
     shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts),
                         onnx_mapped.py (the weights read through a memory map of their external data file)
@@ -31,7 +28,7 @@ import numpy as np
 from porter.process import progress
 from porter.errors import PorterError
 from porter.readers.model_code import model_code_record
-from porter.routes import onnx_graph, onnx_to_tf, onnx_to_torch_folder, to_onnx
+from porter.routes import onnx_graph, onnx_to_torch_folder, to_onnx
 
 LAYOUTS = ("nhwc", "nchw")
 
@@ -57,8 +54,6 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
 
     if layout is not None and layout not in LAYOUTS:
         raise PorterError(f"--layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if layout == "nchw" and artifact.framework == "torch" and target in ("tf", "tflite"):
-        layout = None  # torch models already take NCHW
     timings = {}
     from porter.output.outdir import staged_output, temp_dir
 
@@ -190,16 +185,19 @@ def _prepare_zoo_torch(src, onnx_path: Path, target: str) -> Prepared:
                     zoo_entry=src.entry, input_notes=[done["note"]])
 
 
-def _export_torch(kind: str, onnx_path: Path, target: str, source: Path, **kwargs) -> dict:
-    """routes/onnx_export_child.py's export ``kind`` of ``source``: to a TensorFlow target in a child process,
-    while this one imports TensorFlow and onnx2tf; else here. "specs" come back as (dtype, shape tuple)."""
-    from porter.routes import onnx_export_child
+EXPORTS = {  # kind -> (module, function): each writes the ONNX file and returns plain values
+    "zoo": ("porter.routes.zoo_onnx_export", "export"),  # a zoo entry's folder (porter's BERT/RoBERTa)
+    "hf": ("porter.routes.hf_source", "exported"),  # an HF folder transformers builds
+    "pt2": ("porter.routes.to_onnx", "exported_pt2"),  # a torch.export ExportedProgram
+}
 
-    if target in ("tf", "tflite"):
-        what = f"loading {source} and torch.onnx.export (dynamo=True)"
-        done = onnx_export_child.export_beside(kind, onnx_path, onnx_to_tf.import_onnx2tf, what, **kwargs)
-    else:
-        done = onnx_export_child.run(kind, onnx_path, **kwargs)
+
+def _export_torch(kind: str, onnx_path: Path, target: str, source: Path, **kwargs) -> dict:
+    """The export ``kind`` (EXPORTS) of ``source``; "specs" come back as (dtype, shape tuple)."""
+    import importlib
+
+    module, function = EXPORTS[kind]
+    done = getattr(importlib.import_module(module), function)(onnx_path=Path(onnx_path), **kwargs)
     if "specs" in done:  # JSON's lists
         done["specs"] = {n: (dtype, tuple(shape)) for n, (dtype, shape) in done["specs"].items()}
     return done
@@ -215,15 +213,6 @@ def _write_target(prep: Prepared, target: str, tmp: Path, work: Path, layout) ->
         _, _, specs = onnx_graph.onnx_io(onnx_graph.load_onnx(onnx_path, weights=False))  # its inputs only
         return tmp / "model.onnx", {"static_dims": _static_vs(prep.export.input_specs, specs), "inputs": specs,
                                     "layout": _layout_info(prep, None)}
-    if target in ("tf", "tflite"):
-        saved = tmp if target == "tf" else work / "saved_model"
-        tf_layout = "nhwc" if layout == "nhwc" else "keep"
-        info = onnx_to_tf.onnx_to_saved_model(onnx_path, saved, layout=tf_layout, example=prep.feeds[0])
-        info["layout"] = _layout_info(prep, "nhwc" if tf_layout == "nhwc" else None)
-        if target == "tf":
-            return tmp, info
-        onnx_to_tf.saved_model_to_tflite(saved, tmp / "model.tflite")
-        return tmp / "model.tflite", info
     if target == "torch":
         # torch.export specialises a dim traced at size 1: the example is a feed with a batch above 1
         example = next((f for f in prep.feeds if all(np.ndim(v) == 0 or np.shape(v)[0] != 1 for v in f.values())), prep.feeds[0])

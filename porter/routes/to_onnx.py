@@ -16,7 +16,7 @@ from pathlib import Path
 from porter.errors import CannotConvertYet, PorterError
 from porter.routes.to_onnx_leftovers import check_tf2onnx_output, rewrite_tf_leftovers
 
-OPSET = 18  # torch.onnx's dynamo exporter and onnx2tf 1.29 both handle it
+OPSET = 18  # torch.onnx's dynamo exporter handles it; onnxruntime and porter's ONNX -> torch read it
 # metadata on the graphs porter exports from torch: the exporter's optimizer already folded constants and
 # dropped dead nodes, so onnx-simplifier is not run again on them (onnx_to_tf._prepared_for_dynamic_dims)
 OPTIMIZED_MARK = "porter.optimized_by"
@@ -68,7 +68,6 @@ _TOOL_HINTS = {
     "torch.onnx.export": "torch.onnx could not export the model's code at the place named above; rewrite that line "
                          "(or export the model to .onnx yourself) and convert the .onnx: porter convert model.onnx --from onnx",
     "tf2onnx": "tf2onnx could not convert the TF graph; export the model to .onnx another way and pass it with --from onnx",
-    "onnx2tf": "onnx2tf could not convert the ONNX graph; --to onnx keeps the ONNX model, which onnxruntime runs",
 }
 
 
@@ -191,7 +190,7 @@ def torch_to_onnx(model, example_inputs: tuple, input_names, output_names, path:
 
 def return_freed_memory() -> None:
     """The exporter's graphs and weight copies are garbage now; hand the freed heap back to the OS, so
-    the steps after the export (onnx2tf, the SavedModel writer) do not stack on top of it."""
+    the steps after the export (checks, writing, verification) do not stack on top of it."""
     import ctypes
     import gc
 
@@ -251,8 +250,24 @@ def _fresh_node_protos():
         Node.update_proto = original
 
 
+@contextlib.contextmanager
+def _numpy_product():
+    """tf2onnx 1.17 (the newest release) still calls np.product, which numpy 2 removed (np.prod is the same
+    function): present while tf2onnx runs, gone afterwards."""
+    import numpy as np
+
+    added = not hasattr(np, "product")
+    if added:
+        np.product = np.prod
+    try:
+        yield
+    finally:
+        if added:
+            del np.product
+
+
 def _tf2onnx(fn, specs, path: Path, inputs_as_nchw=None) -> None:
-    with captured_output("tf2onnx"), _fresh_node_protos():
+    with captured_output("tf2onnx"), _numpy_product(), _fresh_node_protos():
         import tf2onnx
 
         # large_model: tf2onnx keeps the weights out of the graph protos it copies (TF's frozen graph,

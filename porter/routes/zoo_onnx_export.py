@@ -1,5 +1,5 @@
 """A zoo model's torch side exported to ONNX: transformers' own loader, eager attention, dynamic batch and sequence.
-On the way to TensorFlow it runs in a child process (routes/onnx_export_child.py, kind "zoo")."""
+For --to onnx and --to torch on the ONNX route (TensorFlow targets take the graph route)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = 
     torch = torch()
     with progress.step(f"loading {folder}"):
         hf = load_zoo_torch(entry, folder)
-    # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a
-    # computed-shape Reshape that onnx2tf can convert only with batch and sequence fixed
+    # eager attention exports as 4D MatMuls; sdpa's decomposition flattens [batch, heads] with a computed-shape Reshape
     hf.set_attn_implementation("eager")
     names, outputs = list(entry.inputs), list(entry.outputs)
 
@@ -39,8 +38,8 @@ def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = 
 
         def forward(self, input_ids, attention_mask, token_type_ids):
             # the additive [batch, 1, 1, seq] mask, built here: transformers 5 builds it with vmap-style
-            # index arithmetic (Range, GatherND over a dynamic Expand) that onnx2tf can only convert with
-            # batch and sequence fixed; given a 4D mask it uses it as is (bit-identical outputs)
+            # index arithmetic (Range, GatherND over a dynamic Expand); given a 4D mask it uses it as is
+            # (bit-identical outputs) and the graph keeps batch and sequence as plain dims
             additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
             out = self.model(input_ids=input_ids, attention_mask=additive, token_type_ids=token_type_ids)
             return tuple(out[k] for k in outputs)
@@ -50,7 +49,6 @@ def export(entry: str, folder, config: dict, onnx_path: Path, completed: bool = 
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("sequence", min=2, max=512)
     dynamic = {n: {0: batch, 1: seq} for n in names}
     to_onnx.torch_to_onnx(Outputs(hf).eval(), example, names, outputs, onnx_path, dynamic_shapes=dynamic, release=release)
-    # the example's shape first: onnx2tf fixes dynamic dims at the first feed's sizes when it must
     feeds = feeds[-1:] + feeds[:-1]
     return {"names": names, "outputs": outputs,
             "feeds": [{k: np.asarray(v, dtype=np.int64) for k, v in f.items()} for f in feeds],

@@ -5,6 +5,7 @@ the Flex delegate, which would hide Select-TF ops LiteRT cannot run); the child 
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -59,6 +60,13 @@ class LiteRTProcess:
         self._proc.stdin.flush()
         answer = self._read("running")
         if "error" in answer:
+            if "Select TensorFlow op" in answer["error"]:
+                # TensorFlow 2.21's tf.lite.Interpreter no longer links the Flex delegate, and ai_edge_litert has none
+                ops = sorted(set(re.findall(r"Flex\w+", answer["error"]))) or ["Select-TF ops"]
+                raise PorterError(f"{self.path} holds Flex (Select-TF) ops ({', '.join(ops)}) and no runtime installed here "
+                                  f"runs them ({self.runtime}: {answer['error'][:200]}): it cannot be verified",
+                                  hint="convert without --allow-flex (TFLite built-ins only), or pass --no-verify to write "
+                                       "it unverified")
             raise PorterError(f"LiteRT ({self.runtime}) could not run {self.path}: {answer['error'][:500]}")
         with np.load(dst, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}

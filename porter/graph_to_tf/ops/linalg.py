@@ -32,8 +32,8 @@ def baddbmm(bias, x, other, beta=1, alpha=1):
 def _conv_check(node):
     transposed = node.args[6]
     weight = node.args[1].meta["val"]
-    if transposed:
-        return "transposed convolution is not converted yet"
+    if transposed and any(d != 1 for d in node.args[5]):
+        return "transposed convolution with dilation is not converted yet"
     if weight.dim() not in (3, 4):
         return f"only 1-D and 2-D convolution is converted, not {weight.dim() - 2}-D"
     return None
@@ -44,11 +44,18 @@ def convolution(x, weight, bias, stride, padding, dilation, transposed, output_p
     one_d = rank(x) == 3
     spatial = rank(x) - 2
     # conv2d(padding="valid") and friends record one value for every spatial dim
-    stride, padding, dilation = ([*v] * spatial if len(v) == 1 else list(v) for v in (stride, padding, dilation))
+    stride, padding, dilation, output_padding = ([*v] * spatial if len(v) == 1 else list(v)
+                                                 for v in (stride, padding, dilation, output_padding or [0]))
     if one_d:  # conv1d as conv2d over a height of 1
         x, weight = tf.expand_dims(x, 2), tf.expand_dims(weight, 2)
-        stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
+        stride, padding, dilation, output_padding = [1, *stride], [0, *padding], [1, *dilation], [0, *output_padding]
     nhwc = tf.transpose(x, [0, 2, 3, 1])
+    if transposed:
+        y = _conv_transpose(nhwc, weight, stride, padding, output_padding, groups)
+        if bias is not None:
+            y = tf.nn.bias_add(y, bias)
+        y = tf.transpose(y, [0, 3, 1, 2])
+        return tf.squeeze(y, 2) if one_d else y
     pads = [[0, 0], [padding[0], padding[0]], [padding[1], padding[1]], [0, 0]]
     kernel = tf.transpose(weight, [2, 3, 1, 0])  # OIHW -> HWIO
     in_channels = x.shape[1]
@@ -67,6 +74,28 @@ def convolution(x, weight, bias, stride, padding, dilation, transposed, output_p
         y = tf.nn.bias_add(y, bias)
     y = tf.transpose(y, [0, 3, 1, 2])
     return tf.squeeze(y, 2) if one_d else y
+
+
+def _conv_transpose(nhwc, weight, stride, padding, output_padding, groups):
+    """torch's conv_transpose on NHWC: TF's conv2d_transpose at its full ("VALID") size, (H - 1) * s + k, then
+    cropped by ``padding`` at both ends and grown by ``output_padding`` at the end, as torch defines the output.
+    torch's weight is (in, out / groups, kh, kw); TF's filter (kh, kw, out, in). One op per group."""
+    kh, kw = weight.shape[2], weight.shape[3]
+    shape = tf.shape(nhwc)
+    full = [(shape[1] - 1) * stride[0] + kh, (shape[2] - 1) * stride[1] + kw]
+    xs = tf.split(nhwc, groups, axis=3) if groups > 1 else [nhwc]
+    ws = tf.split(weight, groups, axis=0) if groups > 1 else [weight]
+    ys = []
+    for a, w in zip(xs, ws):
+        kernel = tf.transpose(w, [2, 3, 1, 0])
+        out_shape = tf.stack([shape[0], full[0], full[1], kernel.shape[2]])
+        ys.append(tf.nn.conv2d_transpose(a, kernel, out_shape, [1, *stride, 1], "VALID"))
+    y = tf.concat(ys, 3) if len(ys) > 1 else ys[0]
+    extra = [max(0, op - p) for op, p in zip(output_padding, padding)]
+    if any(extra):  # output_padding beyond the cropped padding: zeros at the end (torch's output there is the bias)
+        y = tf.pad(y, [[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]])
+    size = [f - 2 * p + op for f, p, op in zip(full, padding, output_padding)]
+    return y[:, padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1], :]
 
 
 @register("transformers.grouped_mm_fallback.default")

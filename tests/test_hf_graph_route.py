@@ -1,5 +1,5 @@
-"""HF folders outside the zoo, torch -> TF on the ONNX route: transformers builds the model the
-folder describes, torch.export -> onnx2tf writes it, and porter verifies it at batch 1 and 3, a
+"""HF folders outside the zoo, torch -> TF on the graph route: transformers builds the model the
+folder describes, torch.export -> porter's ATen -> TF converter writes it, and porter verifies it at batch 1 and 3, a
 short and a long sequence; a written model with fixed dims fails unless --static-shapes.
 Bad input (remote code, unknown model_type, weights that do not fit) is refused with exit 2."""
 
@@ -14,7 +14,6 @@ import pytest
 from hf_tiny import make_tiny
 from tests_support import save_pt2
 
-from porter.routes import onnx_export_child
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,9 @@ def _shapes(report) -> list[dict]:
 def _serve(out, feeds: dict) -> dict:
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(out)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(out)).signatures
+    integer = any(np.asarray(v).dtype.kind == "i" for v in feeds.values())
+    fn = signatures["serving_int64" if integer else "serving_default"]  # serving_default takes int32 ids
     return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
 
 
@@ -57,8 +58,8 @@ def distilbert_tf(folders, tmp_path_factory):
     from porter.cli import app
 
     src, out = folders("distilbert"), tmp_path_factory.mktemp("conv") / "distilbert-tf"
-    # distilbert has a direct-route family now: this module is about the ONNX route
-    res = CliRunner().invoke(app, ["convert", str(src), "--from", "torch", "--to", "tf", "--out", str(out), "--route", "onnx"])
+    # distilbert has a direct-route family now: this module is about the graph route
+    res = CliRunner().invoke(app, ["convert", str(src), "--from", "torch", "--to", "tf", "--out", str(out), "--route", "graph"])
     return src, out, res.exit_code, res.output
 
 
@@ -68,9 +69,9 @@ def test_distilbert_keeps_batch_and_sequence(distilbert_tf):
     src, out, code, text = distilbert_tf
     assert code == 0, text
     report = _report(out)
-    assert report["route"] == "onnx" and report["architecture"] == "DistilBertModel"
-    assert report["route_reason"] == "--route onnx"
-    assert "route: onnx - --route onnx" in text
+    assert report["route"] == "graph" and report["architecture"] == "DistilBertModel"
+    assert report["route_reason"] == "--route graph"
+    assert "route: graph - --route graph" in text
     assert report["static_dims"] == [] and report["dynamic_dims_kept"]
     shapes = {tuple(s["input_ids"]) for s in _shapes(report)}
     assert {(1, 5), (3, 5), (1, 41), (3, 41)} <= shapes
@@ -108,7 +109,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
     height and width. Without --static-shapes that fails (exit 1, naming the dims); with it, the
     conversion passes and the report, the console and the signature show the fixed dims."""
     src = folders("resnet-cls")
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "a", "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "a", "--route", "graph")
     report = _report(tmp_path / "a")
     fixed = report["static_dims"]
     if not fixed:  # onnx2tf kept every dim: nothing to refuse
@@ -117,7 +118,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
     assert code == 1 and report["status"] == "failed"
     flat = " ".join(text.split())  # the console wraps long lines
     assert "pass --static-shapes" in flat and "fixed dims that the source takes at any size" in flat
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "b", "--static-shapes", "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "b", "--static-shapes", "--route", "graph")
     assert code == 0, text
     report = _report(tmp_path / "b")
     assert report["static_shapes"] is True and report["static_dims"] == fixed
@@ -138,7 +139,7 @@ def test_image_classifier_with_fixed_image_size_needs_static_shapes(folders, cli
 def test_whisper_encoder(folders, cli, tmp_path):
     """An audio encoder: input_features [batch, mel bins, 2 x max_source_positions], batch dynamic."""
     src, out = folders("whisper-encoder"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "graph")
     assert code == 0, text
     report = _report(out)
     assert report["architecture"] == "WhisperEncoder" and report["static_dims"] == []
@@ -151,7 +152,7 @@ def test_whisper_encoder(folders, cli, tmp_path):
 def test_convnext_keeps_batch_and_image_size(folders, cli, tmp_path):
     """A CNN with every dim dynamic through onnx2tf: the outputs keep NCHW (channels-last is undone)."""
     src, out = folders("convnext"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "graph")
     assert code == 0, text
     report = _report(out)
     assert report["static_dims"] == [] and report["inputs"]["pixel_values"]["shape"] == [None, 3, None, None]
@@ -170,10 +171,10 @@ def test_vit_keeps_the_batch(folders, cli, tmp_path):
     make onnx2tf fix the batch; porter's rewrites keep it. Height and width are the source's own
     config.image_size (its position table fixes them)."""
     src, out = folders("vit"), tmp_path / "out"
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", out, "--route", "graph")
     assert code == 0, text
     report = _report(out)
-    assert report["route_reason"] == "--route onnx" and report["static_dims"] == []
+    assert report["route_reason"] == "--route graph" and report["static_dims"] == []
     assert report["inputs"]["pixel_values"]["shape"] == [None, 3, 32, 32]
     assert {s["pixel_values"][0] for s in _shapes(report)} == {1, 2, 3, 5}
     for name in ("last_hidden_state", "pooler_output"):
@@ -213,7 +214,7 @@ def test_unknown_model_type_is_refused(folders, cli, tmp_path):
 
 def test_weights_that_do_not_fit_the_config_are_refused(folders, cli, tmp_path):
     src = _edit_config(folders("distilbert"), tmp_path, vocab_size=120)
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "graph")
     assert code == 2
     assert "do not fit its config.json" in text and "word_embeddings.weight: checkpoint (99, 32) vs model (120, 32)" in text
     assert not (tmp_path / "out").exists()
@@ -222,7 +223,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(folders, cli, tmp_path):
 def test_a_task_head_without_its_weights_is_refused(folders, cli, tmp_path):
     """architectures names a classifier, the checkpoint holds the base model: the head's tensors are named."""
     src = _edit_config(folders("distilbert"), tmp_path, architectures=["DistilBertForSequenceClassification"])
-    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
+    code, text = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "graph")
     assert code == 2
     assert "classifier.weight: missing from the checkpoint" in text
 
@@ -265,8 +266,7 @@ def test_a_model_torch_export_cannot_trace_is_refused(folders, cli, tmp_path, mo
         return original(self, input_ids=input_ids * 0, attention_mask=attention_mask, **kwargs)
 
     monkeypatch.setattr(transformers.DistilBertModel, "forward", branching)
-    monkeypatch.setattr(onnx_export_child, "in_process", lambda: True)  # the patch is in this process only
-    code, text = cli("convert", folders("distilbert"), "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "onnx")
+    code, text = cli("convert", folders("distilbert"), "--from", "torch", "--to", "tf", "--out", tmp_path / "out", "--route", "graph")
     assert code == 2, text
     assert "torch.export cannot trace DistilBertModel" in text and "data-dependent" in " ".join(text.split()).lower()
     assert not (tmp_path / "out").exists()
