@@ -213,7 +213,7 @@ def test_perturbed_weight_fails_verify_and_is_localised(family, causal, variable
 
 
 def test_without_porters_qwen3_correction_keras_hub_fails_at_q_norm(tmp_path, monkeypatch):
-    """Why zoo/keras_hub/fixes.py exists: keras-hub 0.30's own Qwen3Backbone misses transformers
+    """Why zoo/keras_hub/fixes.py exists: keras-hub's (0.30 to 0.32) own Qwen3Backbone misses transformers
     by 6e-5 to 1e-3 (more with larger activations), and localisation names the per-head query norm (if keras-hub fixes it, this fails)."""
     from porter.zoo.keras_hub import fixes
 

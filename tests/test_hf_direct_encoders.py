@@ -182,7 +182,7 @@ def test_perturbed_weight_fails_verify_and_is_localised(tmp_path, cli):
 
 
 def test_without_porters_electra_correction_keras_hub_misses(tmp_path, monkeypatch):
-    """Why porter>ElectraBackbone exists: keras-hub 0.30's own ElectraBackbone (tanh GELU) misses
+    """Why porter>ElectraBackbone exists: keras-hub's (0.30 to 0.32) own ElectraBackbone (tanh GELU) misses
     transformers' ELECTRA (exact GELU) beyond 1e-5 (if keras-hub fixes it, this fails)."""
     from porter.zoo.keras_hub import families, fixes
 

@@ -29,7 +29,7 @@ class MissingConverters(UnsupportedModelError):
 @dataclass
 class Prepared:
     reference: Path  # what the verifier's reference runner opens: the HF folder or the .pt2
-    program: object  # the decomposed ExportedProgram, checked: every op has a converter
+    program: object  # the ExportedProgram to convert (decomposed where needed), checked: every op has a converter
     input_names: list[str]
     output_names: list[str]
     specs: dict  # the source's inputs: name -> (dtype, shape with None where the source takes any size)
@@ -40,6 +40,7 @@ class Prepared:
     input_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     architecture: str | None = None
+    decomposition: str = ""  # which decompositions ran before converting (none where every op converts as exported)
     channels_last: tuple = ()  # --layout nhwc: the image inputs the written signatures take channels-last
 
 
@@ -107,21 +108,26 @@ def prepare(artifact, static_shapes: bool = False) -> Prepared:
     return prep
 
 
-def _checked(program):
-    """The decomposed program, or MissingConverters listing every op (with counts) that has no converter."""
+def _checked(program) -> dict:
+    """Prepared's program (as exported where every op converts as it is, else decomposed to core ATen) and how,
+    or MissingConverters listing every op (with counts) that has no converter."""
     from porter.process.frameworks import tensorflow
 
     tensorflow()  # quietened before the op converters import it
     from porter.graph_to_tf.check import check_supported
-    from porter.graph_to_tf.decompositions import decompose
+    from porter.graph_to_tf.decompositions import converts_as_exported, decomposition_table
 
-    with progress.step("decomposing the ATen graph"):
-        program = decompose(program)
+    if converts_as_exported(program):
+        how = "none: every op of torch.export's graph has a converter"
+    else:
+        with progress.step("decomposing the ATen graph"):
+            program = program.run_decompositions(decomposition_table())
+        how = "core ATen (torch.export.default_decompositions, gelu and scaled_dot_product_attention kept)"
     try:
         check_supported(program.graph)
     except UnsupportedModelError as exc:
         raise MissingConverters(exc.message, problems=exc.problems, hint=exc.hint) from None
-    return program
+    return {"program": program, "decomposition": how}
 
 
 def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
@@ -136,9 +142,10 @@ def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
         if shape[2] is not None:  # torch kept image size static: verified at config.image_size only
             hf_source._fix_image_size(hf, notes[0] if notes else "torch.export specialised it")
     input_notes = [f"inputs: generated for {name}: {hf.input_text}"]
-    return Prepared(artifact.path, _checked(program), hf.input_names, hf.output_names, hf.specs, hf.feeds,
-                    artifact.path.name, mode, f"transformers {name} read from {artifact.path} (torch)",
-                    input_notes, [*hf.notes, *notes], name)
+    return Prepared(reference=artifact.path, **_checked(program), input_names=hf.input_names,
+                    output_names=hf.output_names, specs=hf.specs, feeds=hf.feeds, model_name=artifact.path.name,
+                    export=mode, reference_text=f"transformers {name} read from {artifact.path} (torch)",
+                    input_notes=input_notes, notes=[*hf.notes, *notes], architecture=name)
 
 
 def _export_hf(model, hf, static_shapes: bool):
@@ -188,8 +195,9 @@ def _prepare_pt2(artifact) -> Prepared:
     ranges = exported_program_ranges(program)
     sets = from_specs(specs, index_bounds=_index_bounds(program), ranges=ranges)
     input_notes = ["inputs: generated from the ExportedProgram's input signature", *sets.notes]
-    return Prepared(artifact.path, _checked(program), names, outputs, specs, sets.feeds, artifact.path.stem, "pt2",
-                    f"the ExportedProgram {artifact.path} run by torch", input_notes)
+    return Prepared(reference=artifact.path, **_checked(program), input_names=names, output_names=outputs, specs=specs,
+                    feeds=sets.feeds, model_name=artifact.path.stem, export="pt2",
+                    reference_text=f"the ExportedProgram {artifact.path} run by torch", input_notes=input_notes)
 
 
 def _prepare_onnx(artifact, static_shapes: bool) -> Prepared:
@@ -226,8 +234,10 @@ def _prepare_onnx(artifact, static_shapes: bool) -> Prepared:
         notes = [f"torch.export refused the ONNX graph's dynamic dims ({failures[0].message[:300]}); exported at "
                  f"{', '.join(f'{n} {list(a.shape)}' for n, a in zip(names, args))} (--static-shapes)"] if failures else []
         input_notes = ["inputs: generated from the ONNX graph's input signature", *sets.notes]
-        return Prepared(artifact.path, _checked(program), names, outputs, specs, sets.feeds, artifact.path.stem,
-                        f"onnx ({mode} dims)", f"the ONNX file {artifact.path} run by onnxruntime", input_notes, notes)
+        return Prepared(reference=artifact.path, **_checked(program), input_names=names, output_names=outputs,
+                        specs=specs, feeds=sets.feeds, model_name=artifact.path.stem, export=f"onnx ({mode} dims)",
+                        reference_text=f"the ONNX file {artifact.path} run by onnxruntime", input_notes=input_notes,
+                        notes=notes)
     raise PorterError(failures[-1].message, problems=failures[-1].problems,
                       hint=("pass --static-shapes to export it at one shape, or " if not static_shapes else "")
                       + "convert it --to torch and export model.py yourself to a .pt2")
@@ -375,7 +385,8 @@ def _report(artifact, prep: Prepared, converted, out, timings: dict) -> dict:
         "to": "tf",
         "route": "graph",
         **({"architecture": prep.architecture} if prep.architecture else {}),
-        "graph": {"export": prep.export, "inputs": prep.input_names, "outputs": converted.output_names,
+        "graph": {"export": prep.export, "decomposition": prep.decomposition, "inputs": prep.input_names,
+                  "outputs": converted.output_names,
                   "shapes": converted.shape_report()},
         "inputs": {n: {"dtype": d, "shape": [None if x is None else int(x)
                                              for x in ([s[i] for i in (0, 2, 3, 1)] if n in prep.channels_last else s)]}

@@ -132,7 +132,7 @@ def llama(config, head):
     kwargs = dict(_decoder_common(config), rope_max_wavelength=theta,
                   tie_word_embeddings=bool(config.get("tie_word_embeddings")) if head else True)
     if rope.get("rope_type") == "linear":
-        # keras-hub 0.30's LlamaRotaryEmbedding ignores rope_position_scaling_factor (its own inverse
+        # keras-hub's (0.30 to 0.32) LlamaRotaryEmbedding ignores rope_position_scaling_factor (its own inverse
         # frequencies skip the base class's division). Linear scaling divides every frequency by
         # factor: llama3 smoothing does exactly that when every wavelength (>= 2*pi) is beyond
         # pretraining_sequence_length / low_freq_factor = 1 (and none lies in the smoothed band [0.5, 1]).
@@ -332,15 +332,15 @@ FAMILIES: dict[str, Family] = {
                notes="c_attn (fused q,k,v; Conv1D (in, out) layout) split by the rules; keras-hub's GPT2 fixes "
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
         Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
-               notes="rope_parameters (transformers 5) -> rope_max_wavelength; llama3 rope scaling translated, and linear scaling written as llama3 parameters that divide every frequency (keras-hub 0.30 ignores Llama's rope_position_scaling_factor); "
-                     "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30 leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass"),
+               notes="rope_parameters (transformers 5) -> rope_max_wavelength; llama3 rope scaling translated, and linear scaling written as llama3 parameters that divide every frequency (keras-hub (0.30 to 0.32) ignores Llama's rope_position_scaling_factor); "
+                     "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass"),
         Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"}, mapping="llama",
                notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
                      "embed_tokens (tied_to in the rules); sliding_window passed through"),
         Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"}, mapping="llama",
                notes="q/k/v biases as (heads, head_dim); use_sliding_window refused"),
         Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"}, mapping="llama",
-               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30 builds the per-head q_norm/k_norm with epsilon 1e-5 whatever rms_norm_eps says (a 1e-3 error at transformers' 1e-6); model.keras holds porter>Qwen3Backbone, a keras_hub Qwen3Backbone subclass; use_sliding_window refused"),
+               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) builds the per-head q_norm/k_norm with epsilon 1e-5 whatever rms_norm_eps says (a 1e-3 error at transformers' 1e-6); model.keras holds porter>Qwen3Backbone, a keras_hub Qwen3Backbone subclass; use_sliding_window refused"),
         Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
                      "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),
@@ -353,7 +353,7 @@ FAMILIES: dict[str, Family] = {
         Family("xlm-roberta", "XLMRobertaBackbone", "XLMRobertaModel", xlm_roberta, base_model_prefix="roberta", keras_inputs=_TEXT,
                keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
                notes="one layer of porter's own (zoo/keras_hub/fixes.py, porter>XLMRobertaBackbone, a keras_hub "
-                     "XLMRobertaBackbone subclass with keras-hub's TransformerEncoder layers): keras-hub 0.30's embedding "
+                     "XLMRobertaBackbone subclass with keras-hub's TransformerEncoder layers): keras-hub's (0.30 to 0.32) embedding "
                      "counts positions from 0 where transformers counts from padding_idx + 1 over non-pad tokens (the "
                      "table's first rows would be lost: no bit-exact way back), has no token-type row (transformers "
                      "adds token_type_embeddings[0] to every token) and no pooler; layer_norm_eps passed through. Base "
@@ -365,7 +365,7 @@ FAMILIES: dict[str, Family] = {
                      "keras-hub fixes the tanh GELU (gelu_new, ALBERT's default) and layer_norm_eps 1e-12"),
         Family("electra", "ElectraBackbone", "ElectraModel", electra, base_model_prefix="electra", keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state"},
-               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub 0.30's ElectraBackbone hard-codes the "
+               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub's (0.30 to 0.32) ElectraBackbone hard-codes the "
                      "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
                      "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
@@ -374,7 +374,7 @@ FAMILIES: dict[str, Family] = {
                notes="ViTForImageClassification -> ViTImageClassifier (pooling='token', a linear head on the class "
                      "token after the final norm); the base ViTModel is refused (its pooler has no keras-hub "
                      "counterpart); image size fixed (learned position table), batch dynamic; one porter-own "
-                     "correction (zoo/keras_hub/fixes.py): keras-hub 0.30 numbers ViT's blocks from 1, porter>ViTBackbone "
+                     "correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) numbers ViT's blocks from 1, porter>ViTBackbone "
                      "renames them from 0 (names only) so one rule binds layer.{i} to transformer_block_{i}"),
         Family("deit", "DeiTBackbone", "DeiTModel", deit, {"DeiTForImageClassification": "DeiTImageClassifier"}, base_model_prefix="deit",
                keras_inputs={"pixel_values": "images"},

@@ -1,4 +1,4 @@
-"""porter's own corrections to keras-hub classes, where keras-hub 0.30 does not reproduce transformers.
+"""porter's own corrections to keras-hub classes, where keras-hub (0.30 to 0.32) does not reproduce transformers.
 
 Each is a registered subclass (``porter>Name``) of the keras-hub class, so ``model.keras`` still
 holds a ``keras_hub`` backbone by isinstance, reloads with ``safe_mode=True`` once porter's zoo is
@@ -15,7 +15,7 @@ keras = __import__("keras")
 
 @keras.saving.register_keras_serializable(package="porter")
 class Qwen3Backbone(hub.models.Qwen3Backbone):
-    """keras-hub 0.30's Qwen3Decoder builds its attention without ``layer_norm_epsilon``, so the
+    """keras-hub's (0.30 to 0.32) Qwen3Decoder builds its attention without ``layer_norm_epsilon``, so the
     per-head q/k RMSNorms use 1e-5 whatever the config says; transformers uses rms_norm_eps
     (1e-6 in Qwen3's configs), a 1e-3 difference in hidden states. The norms read their epsilon
     when called: set it from the backbone's own argument."""
@@ -30,7 +30,7 @@ class Qwen3Backbone(hub.models.Qwen3Backbone):
 
 @keras.saving.register_keras_serializable(package="porter")
 class LlamaBackbone(hub.models.LlamaBackbone):
-    """keras-hub 0.30's LlamaBackbone.get_config leaves out ``tie_word_embeddings``: a tied Llama's
+    """keras-hub's (0.30 to 0.32) LlamaBackbone.get_config leaves out ``tie_word_embeddings``: a tied Llama's
     model.keras reloads untied and its weights no longer fit. Write it into the config."""
 
     def get_config(self):
@@ -39,7 +39,7 @@ class LlamaBackbone(hub.models.LlamaBackbone):
 
 @keras.saving.register_keras_serializable(package="porter")
 class ElectraBackbone(hub.models.ElectraBackbone):
-    """keras-hub 0.30's ElectraBackbone hard-codes the tanh-approximate GELU in its feed-forward;
+    """keras-hub's (0.30 to 0.32) ElectraBackbone hard-codes the tanh-approximate GELU in its feed-forward;
     transformers' ELECTRA configs say hidden_act="gelu" (exact erf GELU), a ~1e-3 difference in
     hidden states. ``feedforward_activation`` (the transformers name: "gelu" exact, "gelu_new" tanh)
     is set on each layer's intermediate Dense, which reads it when called, and kept in the config."""
@@ -58,7 +58,7 @@ class ElectraBackbone(hub.models.ElectraBackbone):
 
 
 def _blocks_from_zero(backbone) -> None:
-    """keras-hub 0.30 names ViT's and DeiT's blocks from 1 (transformer_block_1 is transformers'
+    """keras-hub (0.30 to 0.32) names ViT's and DeiT's blocks from 1 (transformer_block_1 is transformers'
     layer.0), and porter's rules bind one layer index on both sides: the blocks are renamed from 0.
     Names only: the weights, the graph and the saved file's layout are keras-hub's."""
     encoder = next(layer for layer in backbone._layers if layer.name.endswith("encoder"))
@@ -87,7 +87,7 @@ class DeiTBackbone(hub.models.DeiTBackbone):
 
 @keras.saving.register_keras_serializable(package="porter")
 class XLMRobertaBackbone(hub.models.XLMRobertaBackbone):
-    """transformers' XLM-RoBERTa embedding, which keras-hub 0.30's XLMRobertaBackbone does not
+    """transformers' XLM-RoBERTa embedding, which keras-hub's (0.30 to 0.32) XLMRobertaBackbone does not
     reproduce: positions counted from padding_idx + 1 over non-pad tokens (keras-hub counts from 0,
     so rows 0..pad of the checkpoint's table would have nowhere to go), a token-type row added to
     every token (keras-hub has none) and the pooler (dense + tanh on <s>). The encoder layers are

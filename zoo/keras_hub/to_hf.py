@@ -26,7 +26,7 @@ _NOT_MODEL = ("name", "trainable", "dtype")
 
 
 def _tied(cfg: dict, backbone, default: bool = True) -> bool:
-    # the attribute first: keras-hub 0.30's LlamaBackbone.get_config leaves tie_word_embeddings out
+    # the attribute first: keras-hub's (0.30 to 0.32) LlamaBackbone.get_config leaves tie_word_embeddings out
     return bool(getattr(backbone, "tie_word_embeddings", cfg.get("tie_word_embeddings", default)))
 
 
@@ -77,10 +77,10 @@ def _qwen3(cfg, head, backbone=None):
     from porter.zoo.keras_hub.fixes import Qwen3Backbone
 
     if backbone is not None and not isinstance(backbone, Qwen3Backbone) and cfg["layer_norm_epsilon"] != 1e-5:
-        # keras-hub 0.30 builds the per-head q/k norms with epsilon 1e-5 whatever layer_norm_epsilon says;
+        # keras-hub (0.30 to 0.32) builds the per-head q/k norms with epsilon 1e-5 whatever layer_norm_epsilon says;
         # transformers' Qwen3 uses rms_norm_eps for every norm: no config gives both (a ~1e-3 difference)
         raise UnsupportedModelError(
-            f"keras-hub's Qwen3Backbone layer_norm_epsilon={cfg['layer_norm_epsilon']!r}: keras-hub 0.30 uses 1e-5 in "
+            f"keras-hub's Qwen3Backbone layer_norm_epsilon={cfg['layer_norm_epsilon']!r}: keras-hub (0.30 to 0.32) uses 1e-5 in "
             "its q/k norms regardless, transformers' Qwen3 one rms_norm_eps everywhere, so no transformers config "
             "reproduces this model", hint="a model built with layer_norm_epsilon=1e-5 (or written by porter) converts")
     return dict(_decoder(cfg), rope_parameters=_rope(cfg["rope_max_wavelength"], cfg.get("rope_scaling_factor")),
@@ -417,7 +417,7 @@ def load_keras_file(path: Path):
 
 
 def _load_tied_llama_too(load, spec, path: Path, what: str):
-    """keras-hub 0.30's LlamaBackbone.get_config leaves out tie_word_embeddings, so a tied Llama's file
+    """keras-hub's (0.30 to 0.32) LlamaBackbone.get_config leaves out tie_word_embeddings, so a tied Llama's file
     (no separate LM head stored) does not reload in keras-hub itself; loaded again tied when that is why."""
     try:
         return load(spec)

@@ -8,6 +8,7 @@ from porter.graph_to_tf.ops import (  # noqa: F401
     activation,
     attention,
     comparison,
+    composite,
     creation,
     elementwise,
     indexing,
