@@ -80,11 +80,11 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
         (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
         verification = None
         if verify:
-            from porter.routes.onnx_pipeline import _hold_to_dynamic_dims
+            from porter.routes.onnx_pipeline import hold_to_dynamic_dims
 
             t0 = time.perf_counter()
             verification = _verify(prep, converted, candidate, atol, rtol, inputs, latency, options)
-            _hold_to_dynamic_dims(verification, report, static_shapes)
+            hold_to_dynamic_dims(verification, report, static_shapes)
             if not verification and inputs is None:
                 _localise(prep, converted, verification, report, atol)
             timings["verify_s"] = time.perf_counter() - t0
@@ -140,7 +140,7 @@ def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
     if mode != "named" and "pixel_values" in hf.specs and hf.specs["pixel_values"][1][2] is None:
         shape = _input_shape(program, 0)
         if shape[2] is not None:  # torch kept image size static: verified at config.image_size only
-            hf_source._fix_image_size(hf, notes[0] if notes else "torch.export specialised it")
+            hf_source.fix_image_size(hf, notes[0] if notes else "torch.export specialised it")
     input_notes = [f"inputs: generated for {name}: {hf.input_text}"]
     return Prepared(reference=artifact.path, **_checked(program), input_names=hf.input_names,
                     output_names=hf.output_names, specs=hf.specs, feeds=hf.feeds, model_name=artifact.path.name,

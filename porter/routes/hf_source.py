@@ -1,4 +1,4 @@
-"""The ONNX route's source reader for Hugging Face folders outside the zoo: config.json +
+"""The source reader for Hugging Face folders outside the zoo (graph and ONNX routes): config.json +
 safetensors -> the transformers model the folder describes, with named inputs, realistic
 example inputs, dynamic dims and the outputs as transformers names them.
 
@@ -330,11 +330,11 @@ def export_onnx(path: Path, onnx_path: Path, release: bool = True):
             raise
         # the model computes with the image size as a Python number (e.g. "same" padding): it exports
         # only at one size, so height and width are fixed at config.image_size
-        _fix_image_size(hf, exc.message)
+        fix_image_size(hf, exc.message)
         return hf, _export(model, hf, onnx_path, release)
 
 
-def _fix_image_size(hf: HFModel, why: str) -> None:
+def fix_image_size(hf: HFModel, why: str) -> None:
     feed = hf.feeds[0]["pixel_values"]
     side = feed.shape[2]
     hf.specs["pixel_values"] = ("float32", (None, feed.shape[1], side, side))

@@ -76,7 +76,7 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             if verify:
                 t0 = time.perf_counter()
                 verification = _verify(prep, candidate, info, atol, rtol, inputs, latency)
-                _hold_to_dynamic_dims(verification, info, static_shapes)
+                hold_to_dynamic_dims(verification, info, static_shapes)
                 timings["verify_s"] = time.perf_counter() - t0
             _finish(tmp, Path(out), report, verification, console)
     finally:
@@ -261,7 +261,7 @@ def static_dims_text(dims: list[dict]) -> str:
     return ", ".join(f"{d['input']} axis {d['axis']} = {d['size']}" for d in dims)
 
 
-def _hold_to_dynamic_dims(verification, info: dict, static_shapes: bool) -> None:
+def hold_to_dynamic_dims(verification, info: dict, static_shapes: bool) -> None:
     """A written model that fixed a dim the source takes at any size fails verification, unless the
     user accepted that with --static-shapes (then the fixed dims are stated)."""
     fixed = [d for d in info.get("static_dims", []) if "artifact" not in d]
