@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from porter.graph_to_tf import layout
 from porter.graph_to_tf.check import SKIPPED
 from porter.graph_to_tf.context import converting
 from porter.graph_to_tf.registry import lookup, op_name
@@ -26,6 +27,10 @@ class GraphRunner:
 
     def run(self, *values, hook=None) -> list:
         """The user outputs, given one value per tensor user input (in signature order)."""
+        with layout.scope():
+            return self._run(values, hook)
+
+    def _run(self, values, hook) -> list:
         given = iter(values)
         feeds = {spec.placeholder: (next(given) if spec.is_tensor else spec.constant) for spec in self.inputs}
         env: dict = {}
@@ -50,7 +55,7 @@ class GraphRunner:
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
         with converting(node):
             try:
-                return converter.fn(*args, **kwargs)
+                return layout.propagate(op_name(node.target), converter.fn, args, kwargs, converter.fn(*args, **kwargs))
             except Exception as error:  # name the node: a traceback into TF alone does not
                 error.add_note(f"while converting {node.name} = {op_name(node.target)}"
                                f"{' in ' + _path(node) if _path(node) else ''}")

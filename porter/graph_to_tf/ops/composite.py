@@ -71,6 +71,8 @@ def _conv_nd_check(node):
 
 @register(aten.conv1d.default, aten.conv2d.default, check=_conv_nd_check)
 def conv(x, weight, bias=None, stride=(1,), padding=(0,), dilation=(1,), groups=1):
+    if rank(x) == len(weight.shape) - 1:  # unbatched (C, L) or (C, H, W), as torch allows
+        return conv(x[None], weight, bias, stride, padding, dilation, groups)[0]
     return convolution(x, weight, bias, list(stride), list(padding), list(dilation), False, [0], groups)
 
 

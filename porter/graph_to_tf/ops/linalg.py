@@ -1,5 +1,5 @@
 """Matrix products and convolution. Convolutions keep torch's NCHW tensors and transpose to
-NHWC around the TF op: TF's CPU kernels only run NHWC (removing the pairs is a later pass)."""
+NHWC around the TF op (TF's CPU kernels only run NHWC); layout.py keeps one transpose per NHWC stretch."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tensorflow as tf
 import torch
 
 from porter.graph_to_tf.context import rank
+from porter.graph_to_tf.layout import from_nhwc, to_nhwc
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -49,13 +50,12 @@ def convolution(x, weight, bias, stride, padding, dilation, transposed, output_p
     if one_d:  # conv1d as conv2d over a height of 1
         x, weight = tf.expand_dims(x, 2), tf.expand_dims(weight, 2)
         stride, padding, dilation, output_padding = [1, *stride], [0, *padding], [1, *dilation], [0, *output_padding]
-    nhwc = tf.transpose(x, [0, 2, 3, 1])
+    nhwc = tf.transpose(x, [0, 2, 3, 1]) if one_d else to_nhwc(x)
     if transposed:
         y = _conv_transpose(nhwc, weight, stride, padding, output_padding, groups)
         if bias is not None:
             y = tf.nn.bias_add(y, bias)
-        y = tf.transpose(y, [0, 3, 1, 2])
-        return tf.squeeze(y, 2) if one_d else y
+        return tf.squeeze(tf.transpose(y, [0, 3, 1, 2]), 2) if one_d else from_nhwc(y)
     pads = [[0, 0], [padding[0], padding[0]], [padding[1], padding[1]], [0, 0]]
     kernel = tf.transpose(weight, [2, 3, 1, 0])  # OIHW -> HWIO
     in_channels = x.shape[1]
@@ -72,8 +72,7 @@ def convolution(x, weight, bias, stride, padding, dilation, transposed, output_p
         y = tf.concat([tf.nn.conv2d(a, k, [1, *stride, 1], pads, dilations=[1, *dilation, 1]) for a, k in zip(xs, ks)], 3)
     if bias is not None:
         y = tf.nn.bias_add(y, bias)
-    y = tf.transpose(y, [0, 3, 1, 2])
-    return tf.squeeze(y, 2) if one_d else y
+    return tf.squeeze(tf.transpose(y, [0, 3, 1, 2]), 2) if one_d else from_nhwc(y)
 
 
 def _conv_transpose(nhwc, weight, stride, padding, output_padding, groups):

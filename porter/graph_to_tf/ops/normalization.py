@@ -7,6 +7,7 @@ import tensorflow as tf
 import torch
 
 from porter.graph_to_tf.context import dim, rank
+from porter.graph_to_tf.layout import from_nhwc, twin
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -35,11 +36,15 @@ def _channel(v, n):
 def batch_norm_inference(x, weight, bias, running_mean, running_var, momentum, eps):
     n = rank(x)
     inv = tf.math.rsqrt(tf.cast(running_var, x.dtype) + eps)
-    y = (x - _channel(running_mean, n)) * _channel(inv, n)
-    if weight is not None:
-        y = y * _channel(weight, n)
-    if bias is not None:
-        y = y + _channel(bias, n)
+
+    def normalize(v, channel):
+        v = (v - channel(running_mean)) * channel(inv)
+        v = v * channel(weight) if weight is not None else v
+        return v + channel(bias) if bias is not None else v
+
+    nhwc = twin(x)
+    # channels last: the per-channel vectors broadcast over the last axis as they are
+    y = from_nhwc(normalize(nhwc, lambda c: c)) if nhwc is not None else normalize(x, lambda c: _channel(c, n))
     empty = tf.zeros([0], x.dtype)
     return y, empty, empty
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 import torch
 
 from porter.graph_to_tf.context import dim, rank
+from porter.graph_to_tf.layout import from_nhwc, to_nhwc
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -34,7 +35,7 @@ def _ceil_extra(n, k, s, p, ceil_mode):
 
 
 def _padded_nhwc(x, kernel, stride, padding, ceil_mode, value):
-    nhwc = tf.transpose(x, [0, 2, 3, 1])
+    nhwc = to_nhwc(x)
     extra = [_ceil_extra(dim(x, 2 + i), kernel[i], stride[i], padding[i], ceil_mode) for i in range(2)]
     pads = [[0, 0], [padding[0], padding[0] + extra[0]], [padding[1], padding[1] + extra[1]], [0, 0]]
     return tf.pad(nhwc, pads, constant_values=value), pads
@@ -53,7 +54,7 @@ def max_pool2d_with_indices(x, kernel_size, stride=(), padding=(0,), dilation=(1
     padded, _ = _padded_nhwc(x, kernel, stride, _pair(padding), ceil_mode, lowest)
     y = tf.nn.max_pool2d(padded, kernel, [1, *stride, 1], "VALID")
     # the indices are not computed: a graph that reads them is refused by the getitem check
-    return tf.transpose(y, [0, 3, 1, 2]), None
+    return from_nhwc(y), None
 
 
 @register(aten.avg_pool2d.default)
@@ -77,7 +78,7 @@ def avg_pool2d(x, kernel_size, stride=(), padding=(0,), ceil_mode=False, count_i
         counted = tf.pad(counted, [[0, 0], [0, pads[1][1] - padding[0]], [0, pads[2][1] - padding[1]], [0, 0]])
         counts = tf.nn.avg_pool2d(counted, kernel, [1, *stride, 1], "VALID") * window
         y = sums / counts
-    return tf.transpose(y, [0, 3, 1, 2])
+    return from_nhwc(y)
 
 
 @register(aten._adaptive_avg_pool2d.default)
@@ -90,8 +91,8 @@ def adaptive_avg_pool2d(x, output_size):
     h, w = dim(x, 2), dim(x, 3)
     if isinstance(h, int) and isinstance(w, int) and h % out_h == 0 and w % out_w == 0:
         kernel = [h // out_h, w // out_w]
-        y = tf.nn.avg_pool2d(tf.transpose(x, [0, 2, 3, 1]), kernel, [1, *kernel, 1], "VALID")
-        return tf.transpose(y, [0, 3, 1, 2])
+        y = tf.nn.avg_pool2d(to_nhwc(x), kernel, [1, *kernel, 1], "VALID")
+        return from_nhwc(y)
     # torch's windows: [floor(i*H/out), ceil((i+1)*H/out)) per output cell
     rows = []
     for i in range(out_h):

@@ -8,6 +8,7 @@ import tensorflow as tf
 import torch
 
 from porter.graph_to_tf.context import dim, shape_arg
+from porter.graph_to_tf.layout import from_nhwc, to_nhwc
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -31,10 +32,10 @@ def _check(node):
 @register(aten.upsample_bilinear2d.vec, check=_check)
 def upsample_bilinear2d(x, output_size, align_corners, scale_factors):
     size = shape_arg(_size(x, output_size, scale_factors))
-    nhwc = tf.transpose(x, [0, 2, 3, 1])
+    nhwc = to_nhwc(x)
     y = tf.compat.v1.image.resize_bilinear(nhwc, size, align_corners=bool(align_corners),
                                            half_pixel_centers=not align_corners)
-    return tf.transpose(tf.cast(y, x.dtype), [0, 3, 1, 2])
+    return from_nhwc(tf.cast(y, x.dtype))
 
 
 @register(aten.upsample_bilinear2d.default)
@@ -45,9 +46,9 @@ def upsample_bilinear2d_sizes(x, output_size, align_corners, scales_h=None, scal
 @register(aten.upsample_nearest2d.vec, check=_check)
 def upsample_nearest2d(x, output_size, scale_factors):
     size = shape_arg(_size(x, output_size, scale_factors))
-    nhwc = tf.transpose(x, [0, 2, 3, 1])
+    nhwc = to_nhwc(x)
     y = tf.compat.v1.image.resize_nearest_neighbor(nhwc, size, align_corners=False, half_pixel_centers=False)
-    return tf.transpose(y, [0, 3, 1, 2])
+    return from_nhwc(y)
 
 
 @register(aten.upsample_nearest2d.default)
