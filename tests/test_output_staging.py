@@ -489,7 +489,7 @@ def test_a_signal_inside_a_finalizer_prints_no_traceback():
     """A SIGTERM that lands in a __del__ (TensorFlow flattens structures in some) raises Terminated where it
     cannot propagate; Python would print it as 'Exception ignored in ... Traceback'. porter drops its own
     exception there (signals.check raises it again where it can), and nothing else."""
-    script = ("from porter import signals\n"
+    script = ("from porter.process import signals\n"
               "signals.install()\n"
               "class Ours:\n"
               "    def __del__(self):\n"

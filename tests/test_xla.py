@@ -36,7 +36,7 @@ def test_without_xla_nothing_is_compiled(tiny_bert_tf):
 
 @pytest.mark.parametrize("args, needle", [
     (("--from", "tf", "--to", "torch"), "--to torch writes none"),
-    (("--from", "torch", "--to", "tf", "--route", "onnx"), "direct route only"),
+    (("--from", "torch", "--to", "tf", "--route", "graph"), "--xla is not supported on the graph route"),
 ])
 def test_xla_refused_where_porter_writes_no_savedmodel(tiny_bert, tiny_bert_tf, cli, tmp_path, args, needle):
     source = tiny_bert_tf if args[1] == "tf" else tiny_bert
