@@ -34,6 +34,13 @@ KNOWN_GAPS: dict[str, list[str]] = {
     "AffineGrid's expanded form: shape inference leaves its ConstantOfShape ranks unknown": [
         r"test_affine_grid_.*_expanded",
     ],
+    "DeformConv (opsets 19, 22), failing since the move to onnx 1.22's corpus: not converted yet": [
+        r"test_(basic_)?deform_conv_.*",
+    ],
+    "LinearAttention's expanded form: its Scan body's dynamic sizes, guessed as 1 on meta tensors, make "
+    "a MatMul's shapes disagree, so porter cannot infer the ranks after it": [
+        r"test_linear_attention_(delta|fp16|gated_delta_gqa|gated_delta_mqa)_expanded",
+    ],
 }
 
 

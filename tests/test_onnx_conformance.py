@@ -23,7 +23,9 @@ skips = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(skips)
 
 TESTS = conformance.node_tests()
-REQUIRED_RATIO = 0.977  # measured 1247/1276 (97.7%) with onnxruntime 1.23 and onnx 1.19.1
+# measured 1483/1519 (97.6%) with onnxruntime 1.32 and onnx 1.22;
+# 1247/1276 (97.7%) with onnxruntime 1.23 on onnx 1.19.1's corpus
+REQUIRED_RATIO = 0.976
 
 
 @functools.lru_cache(maxsize=None)

@@ -409,8 +409,13 @@ def onnx_pad(x, pads, value, mode, axes):
 
 
 def onnx_attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, scale, is_causal,
-                   q_num_heads, kv_num_heads, softcap, qk_matmul_output_mode):
-    """ONNX Attention (opset 23), following onnx.reference's op_attention step by step."""
+                   q_num_heads, kv_num_heads, softcap, qk_matmul_output_mode, softmax_dtype=None):
+    """ONNX Attention (opsets 23, 24), following onnx.reference's op_attention step by step.
+
+    As onnx 1.22 specifies: softcap acts on the raw scores before the mask is added (so a -inf
+    mask stays -inf), and qk_matmul_output is the raw scores (mode 0, where onnx.reference
+    returns them softcapped but the spec and onnxruntime do not), softcapped (1), masked (2)
+    or the softmax (3)."""
     three_d = q.dim() == 3
     batch = q.shape[0]
     if three_d:  # [batch, seq, heads * head_size] -> [batch, heads, seq, head_size]
@@ -443,14 +448,11 @@ def onnx_attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, s
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     qk = (q * root_scale) @ (k * root_scale).transpose(-1, -2)
-    scores = qk + bias
-    qk_out = scores if qk_matmul_output_mode == 1 else qk
-    if softcap and softcap > 0:
-        scores = softcap * torch.tanh(scores / softcap)
-        qk_out = scores if qk_matmul_output_mode == 2 else qk_out
-    probs = torch.softmax(scores, dim=-1)
-    qk_out = probs if qk_matmul_output_mode == 3 else qk_out
-    y = probs @ v
+    capped = softcap * torch.tanh(qk / softcap) if softcap and softcap > 0 else qk
+    scores = capped + bias
+    probs = torch.softmax(scores.to(softmax_dtype or scores.dtype), dim=-1)
+    qk_out = (qk, capped, scores, probs)[qk_matmul_output_mode].to(q.dtype)
+    y = (probs @ v.to(probs.dtype)).to(q.dtype)
     if three_d:
         y = y.transpose(1, 2).reshape(batch, q_length, -1)
     return y, present_key, present_value, qk_out
@@ -708,6 +710,51 @@ def tensor_scatter(cache, update, write_indices, axis, circular):
             positions = positions % length
         out[b].index_copy_(axis - 1, positions, update[b]) if axis > 0 else out.index_copy_(0, positions, update)
     return out
+
+
+def causal_conv_with_state(x, weight, bias, past_state, silu):
+    """ONNX CausalConvWithState: a depthwise conv1d over [past_state (zeros when absent), x]; the
+    new state is the last k - 1 steps of that concatenation."""
+    k = weight.shape[2]
+    padded = torch.cat([past_state, x], 2) if past_state is not None else torch.nn.functional.pad(x, [k - 1, 0])
+    y = torch.nn.functional.conv1d(padded, weight, bias, groups=x.shape[1])
+    if silu:  # in float32 at least, as onnx.reference does, so float16 rounds once
+        y = torch.nn.functional.silu(y.to(torch.promote_types(y.dtype, torch.float32))).to(x.dtype)
+    return y, padded[:, :, padded.shape[2] - (k - 1):]
+
+
+def _heads_first(x, heads):
+    """[batch, time, heads * dim] -> [batch, heads, time, dim]."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def linear_attention(q, k, v, past_state, decay, beta, q_num_heads, kv_num_heads, scale, update_rule):
+    """ONNX LinearAttention, the recurrence run token by token as onnx.reference does, in float32
+    at least; each kv head's state is shared by q_num_heads // kv_num_heads query heads."""
+    work = torch.promote_types(q.dtype, torch.float32)
+    q4, k4, v4 = (_heads_first(t, h).to(work) for t, h in ((q, q_num_heads), (k, kv_num_heads), (v, kv_num_heads)))
+    batch, _, steps, d_k = q4.shape
+    if not scale:
+        scale = d_k ** -0.5
+    if decay is not None:  # [B, T, H_kv] (one per head) or [B, T, H_kv * d_k] -> [B, H_kv, T, 1 or d_k]
+        decay = _heads_first(decay, kv_num_heads).to(work).exp()
+    if beta is not None:  # [B, T, H_kv or 1] -> [B, H_kv or 1, T, 1]
+        beta = beta.transpose(1, 2).unsqueeze(-1).to(work)
+    state = (past_state.to(work) if past_state is not None
+             else torch.zeros(batch, kv_num_heads, d_k, v4.shape[3], dtype=work))
+    outputs = []
+    for t in range(steps):
+        k_t, v_t = k4[:, :, t], v4[:, :, t]
+        if update_rule in ("gated", "gated_delta"):
+            state = state * decay[:, :, t, :, None]
+        if update_rule in ("delta", "gated_delta"):  # write only what the state does not yet recall for k_t
+            v_t = beta[:, :, t] * (v_t - torch.einsum("bhdm,bhd->bhm", state, k_t))
+        state = state + k_t[..., :, None] * v_t[..., None, :]
+        shared = state.repeat_interleave(q_num_heads // kv_num_heads, dim=1)
+        outputs.append(scale * torch.einsum("bhd,bhdm->bhm", q4[:, :, t], shared))
+    y = torch.stack(outputs, 2) if outputs else q4.new_zeros(batch, q_num_heads, 0, v4.shape[3])
+    y = y.transpose(1, 2).reshape(batch, steps, -1).to(q.dtype)
+    return y, state.to(past_state.dtype if past_state is not None else q.dtype)
 
 
 def rotary_embedding(x, cos_cache, sin_cache, position_ids, interleaved, num_heads, rotary_dim):

@@ -1,4 +1,4 @@
-"""Conv and ConvTranspose: nn.ConvNd / nn.ConvTransposeNd when the weights are constants."""
+"""Conv and ConvTranspose: nn.ConvNd / nn.ConvTransposeNd when the weights are constants; CausalConvWithState."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from porter.errors import UnsupportedModelError
-from porter.onnx_to_torch.context import is_const, module, rank, static_shape
+from porter.onnx_to_torch import runtime
+from porter.onnx_to_torch.context import emit, is_const, module, rank, static_shape
 from porter.onnx_to_torch.ops.spatial import AUTO_PADS, defaults, pad_input
 from porter.onnx_to_torch.registry import register
 
@@ -86,3 +87,7 @@ def ConvTranspose(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, k
     return y[(slice(None), slice(None)) + crop]
 
 
+@register("CausalConvWithState", allowed={"activation": ("none", "silu", "swish")})
+def CausalConvWithState(input, weight, bias=None, past_state=None, *, activation="none"):
+    out = emit(runtime.causal_conv_with_state, input, weight, bias, past_state, activation != "none")
+    return out[0], out[1]

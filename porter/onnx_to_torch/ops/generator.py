@@ -1,9 +1,10 @@
-"""Ops that make tensors (Constant, ConstantOfShape, Range, EyeLike) or change their type (Cast)."""
+"""Ops that make tensors (Constant, ConstantOfShape, Range, EyeLike) or change their type (Cast, BitCast)."""
 
 from __future__ import annotations
 
 import torch
 
+from porter.errors import UnsupportedModelError
 from porter.onnx_to_torch.context import dtype as dtype_of, dynamic_dims, emit, ints, is_const, scalar
 from porter.onnx_to_torch.registry import register
 from porter.onnx_to_torch.tensors import ONNX_TO_TORCH, from_proto, torch_dtype
@@ -62,6 +63,16 @@ def _supported_type(to):
 @register("Cast", since=6, allowed={"to": _supported_type, "saturate": (1,), "round_mode": ("up",)})
 def Cast(input, *, to, saturate=1, round_mode="up"):
     return input.to(torch_dtype(to))
+
+
+@register("BitCast", allowed={"to": _supported_type})
+def BitCast(input, *, to):
+    # The same bits read as another type (little endian, as torch stores them). torch's view(dtype)
+    # would also take another width and resize the last dim; ONNX allows only the same width.
+    target = torch_dtype(to)
+    if target.itemsize != dtype_of(input).itemsize:
+        raise UnsupportedModelError(f"BitCast from {dtype_of(input)} to {target}: the widths differ")
+    return input.view(target)
 
 
 @register("CastLike", allowed={"saturate": (1,), "round_mode": ("up",)})

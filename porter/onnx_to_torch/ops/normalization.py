@@ -105,4 +105,6 @@ def MeanVarianceNormalization(X, *, axes=(0, 2, 3)):
 
 @register("LpNormalization")
 def LpNormalization(input, *, axis=-1, p=2):
-    return input / torch.linalg.vector_norm(input, ord=p, dim=axis, keepdim=True)
+    norm = torch.linalg.vector_norm(input, ord=p, dim=axis, keepdim=True)
+    # A zero norm gives zeros (opset 22's spec), not 0/0 = NaN.
+    return torch.where(norm == 0, torch.zeros_like(input), input / norm)

@@ -1,4 +1,4 @@
-"""Reductions (ReduceX, ArgMax/ArgMin), running sums and TopK.
+"""Reductions (ReduceX, ArgMax/ArgMin), running sums and products, and TopK.
 
 Reduce ops took ``axes`` as an attribute until opset 13 (ReduceSum) or 18 (the
 rest), and as an optional input since; one kernel serves both forms.
@@ -97,6 +97,17 @@ def CumSum(x, axis, *, exclusive=0, reverse=0):
     y = torch.cumsum(y, dim=axis, dtype=dtype(x))  # torch would widen int32 to int64
     if exclusive:
         y = y - (torch.flip(x, (axis,)) if reverse else x)
+    return torch.flip(y, (axis,)) if reverse else y
+
+
+@register("CumProd", shape_inputs=(1,))
+def CumProd(x, axis, *, exclusive=0, reverse=0):
+    axis = scalar(axis) % rank(x)
+    y = torch.flip(x, (axis,)) if reverse else x
+    if exclusive:  # shift right by one behind a leading 1 (not a division: x may hold zeros)
+        lead = (slice(None),) * axis
+        y = torch.cat([torch.ones_like(y[lead + (slice(0, 1),)]), y[lead + (slice(None, -1),)]], dim=axis)
+    y = torch.cumprod(y, dim=axis, dtype=dtype(x))  # torch would widen int32 to int64
     return torch.flip(y, (axis,)) if reverse else y
 
 
