@@ -32,11 +32,12 @@ def linear(x, weight, bias=None):
 
 @register(aten.matmul.default)
 def matmul(x, other):
-    if rank(x) == 1 or rank(other) == 1:  # torch's vector cases: promote, multiply, drop the added dim
+    if rank(x) == 1 or rank(other) == 1:  # torch's vector cases: promote, multiply, drop the added dims
         a = x[None] if rank(x) == 1 else x
         b = other[:, None] if rank(other) == 1 else other
         y = tf.matmul(a, b)
-        return tf.squeeze(y, -1 if rank(other) == 1 else -2)
+        added = ([-2] if rank(x) == 1 else []) + ([-1] if rank(other) == 1 else [])
+        return tf.squeeze(y, added)
     return tf.matmul(x, other)
 
 
@@ -58,6 +59,8 @@ def dropout(x, p, train):
 @register(aten.transpose.int)
 def transpose(x, dim0, dim1):
     n = rank(x)
+    if n == 0:  # torch accepts dims 0 / -1 on a scalar
+        return tf.identity(x)
     perm = list(range(n))
     a, b = axis(dim0, n), axis(dim1, n)
     perm[a], perm[b] = perm[b], perm[a]
