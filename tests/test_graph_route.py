@@ -291,3 +291,20 @@ def test_a_model_torch_export_cannot_trace_exits_2_with_what_to_try(cli, tmp_pat
     flat = " ".join(text.split())
     assert "data-dependent branch" in flat and "--static-shapes" in flat and ".pt2" in flat
     assert not out.exists()
+
+
+def test_inputs_outside_a_pt2_dim_range_are_named_before_converting(cli, tmp_path):
+    """--inputs sizes outside the ExportedProgram's Dim range (or off a static dim): exit 2 naming the input, the
+    axis and the range, nothing written; inside the range they verify."""
+    torch.manual_seed(0)
+    path = save_pt2(torch.nn.Linear(8, 3).eval(), torch.randn(2, 8), tmp_path / "lin.pt2", {0: ("batch", 1, 4)})
+    for name, shape, needle in (("big", (9, 8), "axis 0 is 9, outside the dim's range [1, 4]"),
+                                ("wrong", (2, 7), "axis 1 is 7; the model takes only 8 there")):
+        np.savez(tmp_path / f"{name}.npz", input=np.ones(shape, np.float32))
+        code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--inputs", tmp_path / f"{name}.npz",
+                         "--out", tmp_path / name)
+        assert code == 2 and needle in text and "Traceback" not in text, text
+        assert not (tmp_path / name).exists()
+    np.savez(tmp_path / "fits.npz", input=np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32))
+    code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--inputs", tmp_path / "fits.npz", "--out", tmp_path / "ok")
+    assert code == 0, text

@@ -60,6 +60,8 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
     t0 = time.perf_counter()
     prep = prepare(artifact, static_shapes)  # MissingConverters here: nothing is staged yet
     prep.channels_last = tuple(_channel_inputs(prep.specs)) if layout == "nhwc" else ()
+    if inputs is not None and verify:
+        _check_ranges(prep, Path(inputs))  # before anything is written
     timings["export_s"] = time.perf_counter() - t0
     with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
         t0 = time.perf_counter()
@@ -300,6 +302,39 @@ def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, late
     fitting = fitting_inputs(prep.feeds, prep.input_notes, _written(converted), "torch.export")
     return verify(prep.reference, candidate, inputs=fitting, atol=atol, rtol=rtol, route="graph", latency=latency,
                   candidate_options=options)
+
+
+def _check_ranges(prep: Prepared, path: Path) -> None:
+    """--inputs against the dims the ExportedProgram takes (its Dim ranges and static sizes), before either side runs:
+    a size outside them is bad input, named with the dim and its range (not torch's guard text)."""
+    from porter.checks.model_files import npz_arrays
+    from porter.graph_to_tf.signature import user_inputs
+    from porter.routes.to_onnx import exported_program_ranges
+
+    ranges = exported_program_ranges(prep.program)
+    placeholders = {s.name: s.placeholder for s in user_inputs(prep.program) if s.is_tensor}
+    problems = []
+
+    def check(headers):
+        for key, header in headers.items():
+            name = key.rsplit("/", 1)[-1]  # NAME or SET/NAME
+            spec = prep.specs.get(name)
+            if spec is None or len(header.shape) != len(spec[1]):
+                continue  # names and ranks: the verifier's own input check says more
+            bounds = ranges.get(placeholders.get(name, name), {})
+            for axis, size in enumerate(header.shape):
+                fixed = spec[1][axis]
+                if fixed is not None and size != fixed:
+                    problems.append(f"{key}: axis {axis} is {size}; the model takes only {fixed} there")
+                elif axis in bounds:
+                    lo, hi = bounds[axis]
+                    if size < lo or (hi is not None and size > hi):
+                        problems.append(f"{key}: axis {axis} is {size}, outside the dim's range [{lo}, {hi if hi is not None else 'inf'}]")
+
+    npz_arrays(path, "--inputs", check=check)
+    if problems:
+        raise PorterError(f"--inputs {path} does not fit the dims of {prep.reference}", problems=problems,
+                          hint="give arrays inside those ranges, or export the model with wider Dim ranges")
 
 
 def _tflite_report(report: dict, lite: dict, written: dict) -> None:
