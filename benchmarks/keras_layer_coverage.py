@@ -101,6 +101,12 @@ def tiny_model(name: str):
         "Masking": lambda: (L.Masking(), seq), "Embedding": None,
         "MultiHeadAttention": None, "GroupQueryAttention": None, "Attention": None, "AdditiveAttention": None,
         "Resizing": lambda: (L.Resizing(4, 4), img), "CenterCrop": lambda: (L.CenterCrop(4, 4), img),
+        "AdaptiveAveragePooling1D": lambda: (L.AdaptiveAveragePooling1D(4), seq),
+        "AdaptiveAveragePooling2D": lambda: (L.AdaptiveAveragePooling2D((3, 5)), img),
+        "AdaptiveAveragePooling3D": lambda: (L.AdaptiveAveragePooling3D(3), vol),
+        "AdaptiveMaxPooling1D": lambda: (L.AdaptiveMaxPooling1D(4), seq),
+        "AdaptiveMaxPooling2D": lambda: (L.AdaptiveMaxPooling2D((3, 5)), img),
+        "AdaptiveMaxPooling3D": lambda: (L.AdaptiveMaxPooling3D(3), vol),
     }
     if name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot"):
         layer = getattr(L, name)(axes=1) if name == "Dot" else getattr(L, name)()

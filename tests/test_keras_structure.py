@@ -196,8 +196,8 @@ def test_train_refuses_a_model_with_nothing_to_train(cli, cnn_torch, tmp_path):
 
 
 def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path):
-    """PReLU has no module in the keras layers writer (yet): the whole model goes through ONNX, the reason names
-    the layer and its class, and --train refuses the folder (tf2onnx folded the BatchNorm)."""
+    """SpectralNormalization has no module in the keras layers writer (yet): the whole model goes through ONNX, the
+    reason names the layer and its class, and --train refuses the folder (tf2onnx folded the BatchNorm)."""
     from porter.process.frameworks import keras
 
     k = keras()
@@ -205,7 +205,7 @@ def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path
     image = k.Input((8, 8, 3), name="image")
     x = k.layers.Conv2D(4, 3, padding="same", name="conv")(image)
     x = k.layers.BatchNormalization(name="bn")(x)
-    x = k.layers.PReLU(alpha_initializer=k.initializers.RandomUniform(0.1, 0.4), name="prelu")(x)
+    x = k.layers.SpectralNormalization(k.layers.Conv2D(4, 3, padding="same"), name="spectral")(x)
     x = k.layers.Flatten(name="flat")(x)
     model = _calibrate_and_perturb(k.Model(image, k.layers.Dense(3, name="out")(x)), (8, 8, 3))
     path = tmp_path / "prelu.keras"
@@ -215,8 +215,8 @@ def test_unsupported_layer_falls_back_to_onnx_with_the_layer_named(cli, tmp_path
     assert code == 0, output
     report = json.loads((out / "porter_report.json").read_text())
     assert report["route"] == "onnx"
-    assert "layer 'prelu' (PReLU) has no torch counterpart" in report["route_reason"]
-    assert "prelu" in output and "through ONNX" in output
+    assert "layer 'spectral' (SpectralNormalization) has no torch counterpart" in report["route_reason"]
+    assert "spectral" in output and "through ONNX" in output
     assert max(report["verification"]["max_abs_error"].values()) <= 1e-5
     code, output = cli("-q", "verify", path, out, "--train")
     assert code == 2 and "not written by the keras layers writer" in output, output

@@ -17,6 +17,8 @@ Direct-route pairs (an HF folder and porter's Keras model) are not supported by 
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +113,27 @@ def _pair(reference, candidate):
 def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: bool = False,
                     dtype: str = "float64") -> TrainingResult:
     """One SGD step in both frameworks, compared (see the module docstring); ``dtype`` "float32" takes it
-    in float32 instead. Raises PorterError on a pair --train cannot check (formats, a folder not written by
-    the keras layers writer, no trainable weights)."""
+    in float32 instead, and so does a float64 step TensorFlow has no kernel for (MaxPool3D, an antialiased
+    resize's gradient), with a note. Raises PorterError on a pair --train cannot check (formats, a folder not
+    written by the keras layers writer, no trainable weights)."""
+    if dtype == "float64":
+        from porter.process.frameworks import tensorflow
+
+        tf = tensorflow()
+        try:
+            return _verify_training(reference, candidate, lr=lr, trust_model_code=trust_model_code, dtype=dtype)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as exc:
+            if "float64" not in str(exc) and "double" not in str(exc) and "DT_DOUBLE" not in str(exc):
+                raise
+            result = _verify_training(reference, candidate, lr=lr, trust_model_code=trust_model_code, dtype="float32")
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")[:200]
+            result.notes.append(f"the step is taken in float32: TensorFlow has no float64 kernel for an op of this "
+                                f"model ({first})")
+            return result
+    return _verify_training(reference, candidate, lr=lr, trust_model_code=trust_model_code, dtype=dtype)
+
+
+def _verify_training(reference, candidate, *, lr: float, trust_model_code: bool, dtype: str) -> TrainingResult:
     if dtype not in ("float32", "float64"):
         raise PorterError(f"the training step's dtype {dtype!r} is neither float32 nor float64", hint="dtype='float64'")
     if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
@@ -212,16 +233,32 @@ def verify_training(reference, candidate, *, lr: float = 0.1, trust_model_code: 
     return result
 
 
+def _keras_no_dropout(layer) -> None:
+    """A Keras layer's random parts off: Dropout-like rates, GaussianNoise's stddev, and the attention layers'
+    own dropout (a float ``dropout`` attribute, and the Dropout sublayer some keep)."""
+    if "Dropout" in type(layer).__name__ and hasattr(layer, "rate"):
+        layer.rate = 0.0
+    if type(layer).__name__ == "GaussianNoise":
+        layer.stddev = 0.0
+    if isinstance(getattr(layer, "dropout", None), float):
+        with contextlib.suppress(AttributeError):  # a read-only property (ConvLSTM's, whose dropout is refused anyway)
+            layer.dropout = 0.0
+    inner = getattr(layer, "_dropout_layer", None)
+    if inner is not None and hasattr(inner, "rate"):
+        inner.rate = 0.0
+
+
 def _no_dropout(keras_model, torch_model) -> None:
-    """Dropout rates 0 on both sides: their random masks cannot agree."""
+    """Dropout rates and GaussianNoise's stddev 0 on both sides: their random draws cannot agree."""
     import torch
 
     for layer in keras_model.layers:
-        if "Dropout" in type(layer).__name__ and hasattr(layer, "rate"):
-            layer.rate = 0.0
+        _keras_no_dropout(layer)
     for m in torch_model.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
+        if type(m).__name__ == "GaussianNoise" and hasattr(m, "stddev"):
+            m.stddev = 0.0
 
 
 def _feed(keras_model, plan, seed: int) -> dict:
@@ -253,8 +290,7 @@ def _keras_step(model, plan, feeds, lr):
 
     tf = tensorflow()
     for layer in model.layers:
-        if "Dropout" in type(layer).__name__ and hasattr(layer, "rate"):
-            layer.rate = 0.0
+        _keras_no_dropout(layer)
     names = [n for n, _, _, _ in plan.graph.inputs]
 
     def call(feed, training):
