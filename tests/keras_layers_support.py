@@ -34,7 +34,7 @@ def check(model, feeds, tmp_path, train=True, atol=1e-5):
     assert result.passed, result.verification.failures()
     torch_model = load_written_model(out)
     for feed in feeds:
-        want = model(feed if len(feed) > 1 else feed[0])
+        want = model(feed if len(feed) > 1 else feed[0], training=False)  # not the call context's flag
         want = list(want) if isinstance(want, (list, tuple)) else [want]
         with torch.no_grad():
             got = torch_model(*[torch.from_numpy(np.asarray(a)) for a in feed])

@@ -59,6 +59,13 @@ CASES = {
                       None, True),
     "center_crop": ((None, None, 3), lambda k, x: k.layers.CenterCrop(4, 5, name="cc")(_conv(k, x)), (7, 6, 3), True),
     "center_crop_smaller": ((None, None, 3), lambda k, x: k.layers.CenterCrop(5, 4, name="cc")(_conv(k, x)), (3, 9, 3), True),
+    # a preprocessing layer's call defaults to training=True: the BatchNorm after it must still be in inference mode
+    # on the Keras side of the comparison (the runner passes training=False)
+    "crop_then_batchnorm": ((None, None, 3), lambda k, x: k.layers.BatchNormalization(name="bn")(
+        k.layers.CenterCrop(4, 5, name="cc")(_conv(k, x))), (7, 6, 3), True),
+    # Keras' default names are the helpers' names in model.py: the layers' variables must not shadow them
+    "helper_names": ((None, None, 3), lambda k, x: k.layers.CenterCrop(4, 5, name="center_crop")(
+        k.layers.Resizing(9, 8, name="keras_resize")(_conv(k, x))), (7, 6, 3), True),
     "resizing_bilinear": ((None, None, 3), lambda k, x: k.layers.Resizing(5, 7, name="rs")(_conv(k, x)), (3, 10, 3), True),
     "resizing_nearest": ((None, None, 3), lambda k, x: k.layers.Resizing(11, 6, interpolation="nearest", name="rs")(_conv(k, x)),
                          (5, 7, 3), True),

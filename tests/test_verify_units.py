@@ -44,6 +44,10 @@ def test_degenerate_reference():
     assert compare("y", const, const, allow_degenerate=True).passed
     same_rows = np.tile(np.linspace(0, 1, 5, dtype=np.float32), (3, 1))
     assert "does not depend on the input" in compare("y", same_rows, same_rows).reason
+    # one element (a Dense(1) head at batch 1) is not evidence of a constant; a batch of equal scalars is
+    one = np.array([[0.7]], np.float32)
+    assert compare("score", one, one).passed
+    assert "constant" in compare("score", np.full((3, 1), 0.7, np.float32), np.full((3, 1), 0.7, np.float32)).reason
 
 
 def test_reports_from_a_failing_result(tmp_path):

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -128,6 +129,12 @@ def declared_weights(config, source, legacy: bool = False) -> Declared:
         refusal = code_refusal(source, config, exc)
         if refusal is not None:
             raise refusal from None
+        unknown = re.search(r"Unknown layer: '(\w+)'", str(exc))
+        if unknown and _keras_op_layer(unknown.group(1)):  # Keras' own op layer, which its legacy .h5 loader lacks
+            raise _bad(source, f"Keras cannot read back its own layer {unknown.group(1)!r} from this .h5 (it writes the "
+                               "ops a model applies to its inputs, e.g. a mask_zero mask, as layers its .h5 loader "
+                               "does not know)",
+                       hint="save the model as .keras (model.save('model.keras')) and convert that") from None
         raise _bad(source, f"Keras cannot build the model its config describes without allocating its weights "
                            f"(safe_mode=True): {type(exc).__name__}: {str(exc)[:500]}") from None
     finally:
@@ -164,13 +171,31 @@ def _resolves(obj, legacy: bool) -> bool:
     if legacy or "module" not in obj:
         import keras
 
-        return bool(object_registration.get_registered_object(name) or getattr(keras.layers, name, None)
-                    or getattr(keras.models, name, None) or name in ("Functional", "Model"))
+        # a legacy .h5 names Keras' own classes without their module: layers, models, initializers, regularizers,
+        # constraints, dtype policies and Keras' own ops layers (NotEqual...) are all Keras', not custom code
+        namespaces = (keras.layers, keras.models, keras.initializers, keras.regularizers, keras.constraints,
+                      keras.dtype_policies, keras.activations, keras.optimizers)
+        return bool(object_registration.get_registered_object(name) or any(getattr(n, name, None) for n in namespaces)
+                    or name in ("Functional", "Model", "DTypePolicy") or _keras_op_layer(name))
     try:
         return serialization_lib._retrieve_class_or_fn(name, obj.get("registered_name"), obj.get("module"), "class",
                                                         obj, custom_objects={}) is not None
     except Exception:  # what Keras' own load raises for a class it cannot locate
         return False
+
+
+def _keras_op_layer(name: str) -> bool:
+    """Keras 3 writes ops called on symbolic tensors (``x != 0`` for a mask: NotEqual) as layers named after the op
+    class in keras.src.ops; they are Keras' own, not custom code."""
+    import importlib
+
+    for module in ("keras.src.ops.numpy", "keras.src.ops.math", "keras.src.ops.nn", "keras.src.ops.core"):
+        try:
+            if hasattr(importlib.import_module(module), name):
+                return True
+        except ImportError:
+            continue
+    return False
 
 
 def code_refusal(source, config, exc) -> PorterError | None:

@@ -75,7 +75,7 @@ class Plan:
 
 def plan_model(model, input_layouts: dict | None = None) -> Plan:
     """Translate every layer; ``input_layouts``: variable -> "cf" for inputs the torch model takes channels-first."""
-    graph = read_graph(model)
+    graph = read_graph(model, reserved=_ORDER)
     plan = Plan(graph, unsupported=list(graph.problems))
     layouts = {var: (input_layouts or {}).get(var, "cl") for _, var, _, _ in graph.inputs}
     for call in graph.calls:

@@ -101,12 +101,14 @@ def functional_of(model):
     return functional
 
 
-def read_graph(model) -> KerasGraph:
+def read_graph(model, reserved=()) -> KerasGraph:
+    """``reserved``: names model.py defines besides the layers (its helper functions and classes): no layer's
+    variable may shadow them (a layer named 'center_crop' beside the center_crop helper)."""
     from porter.process.frameworks import keras
 
     k = keras()
     model = functional_of(model)
-    problems, taken = [], set()
+    problems, taken = [], set(reserved)
     tensor_var: dict[tuple, str] = {}
     inputs = []
     for t in model.inputs:

@@ -35,6 +35,7 @@ class KerasRunner(Runner):
             names = list(getattr(self.model, "output_names", None) or [])
             self.output_names = names if len(names) == len(self.model.outputs) else [t.name.split(":")[0] for t in self.model.outputs]
             self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, self.model.inputs)}
+            self.index_bounds = _embedding_bounds(self.model, self.input_names)
         self.zoo_model = config is not None
         self.keras_call = getattr(self, "keras_call", None)
 
@@ -45,10 +46,31 @@ class KerasRunner(Runner):
             out = self.model({k: np.asarray(v, dtype=np.int32) for k, v in feeds.items()})
         else:
             args = [np.asarray(feeds[n], dtype=self.input_specs[n][0]) for n in self.input_names]
-            out = self.model(args if len(args) > 1 else args[0])
+            # training=False said explicitly: Keras 3 takes an unset flag from the call context, and a layer whose
+            # call defaults to training=True (CenterCrop, Resizing...) put the BatchNorms after it in training mode
+            out = self.model(args if len(args) > 1 else args[0], training=False)
             out = dict(zip(self.output_names, out if isinstance(out, (list, tuple)) else [out]))
         return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _dtype_name(dtype) -> str:
     return getattr(dtype, "name", None) or str(dtype)
+
+
+def _embedding_bounds(model, names: list[str]) -> dict:
+    """name -> rows of the Embedding table an integer model input feeds directly: generated ids stay inside it
+    (ids past the table make the reference itself fail), and 0, the padding id of mask_zero, is among them."""
+    inputs = {id(t): n for t, n in zip(model.inputs, names) if np.dtype(_dtype_name(t.dtype)).kind in "iu"}
+    bounds: dict = {}
+    layers = list(getattr(model, "layers", []))
+    for layer in layers:
+        if type(layer).__name__ != "Embedding":
+            continue
+        fed = [t for node in getattr(layer, "_inbound_nodes", []) for t in getattr(node, "input_tensors", [])]
+        if not fed and layers and layer is layers[0] and len(inputs) == 1:  # a Sequential's first layer
+            fed = list(model.inputs)
+        for t in fed:
+            name = inputs.get(id(t))
+            if name is not None:
+                bounds[name] = min(bounds.get(name, 1 << 62), int(layer.input_dim))
+    return bounds
