@@ -1,4 +1,4 @@
-"""The keras layers writer on simple layers: Identity, ELU, PReLU, RMSNormalization, Dot, CenterCrop, Resizing,
+"""The keras layers writer on simple layers (and Conv1D padding="causal"): Identity, ELU, PReLU, RMSNormalization, Dot, CenterCrop, Resizing,
 AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D/2D/3D, ActivityRegularization and
 AdaptiveAverage/MaxPooling1D/2D/3D. Each matches Keras at two input shapes (fp32, abs 1e-5); a model with weights
 takes one float64 `--train` step as Keras does (dropout rates 0 there). A wrongly mapped PReLU alpha or RMSNorm
@@ -59,6 +59,10 @@ CASES = {
                       None, True),
     "center_crop": ((None, None, 3), lambda k, x: k.layers.CenterCrop(4, 5, name="cc")(_conv(k, x)), (7, 6, 3), True),
     "center_crop_smaller": ((None, None, 3), lambda k, x: k.layers.CenterCrop(5, 4, name="cc")(_conv(k, x)), (3, 9, 3), True),
+    "conv1d_causal": ((None, 3), lambda k, x: k.layers.Conv1D(4, 3, padding="causal", dilation_rate=2, name="cc1")(x),
+                      (9, 3), True),
+    "conv1d_causal_strided": ((None, 3), lambda k, x: k.layers.Conv1D(4, 4, strides=2, padding="causal", name="cc2")(x),
+                              (11, 3), True),
     # a preprocessing layer's call defaults to training=True: the BatchNorm after it must still be in inference mode
     # on the Keras side of the comparison (the runner passes training=False)
     "crop_then_batchnorm": ((None, None, 3), lambda k, x: k.layers.BatchNormalization(name="bn")(

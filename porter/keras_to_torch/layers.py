@@ -204,9 +204,11 @@ def dropout(call, x: Inputs, cfg):
 def _padding(call, cfg, kernel, stride, dilation, helpers: set, x: str) -> tuple[str, str]:
     """(the padding argument of the torch conv, the input expression) for Keras' padding."""
     mode = cfg["padding"]
-    _check(call, mode in ("valid", "same"), f"padding={mode!r}")
+    _check(call, mode in ("valid", "same") or (mode == "causal" and len(kernel) == 1), f"padding={mode!r}")
     if mode == "valid":
         return "0", x
+    if mode == "causal":  # Conv1D: (k - 1) * d zeros before the sequence, none after (Keras pads, then 'valid')
+        return "0", f"F.pad({x}, ({(kernel[0] - 1) * dilation[0]}, 0))"
     totals = [(k - 1) * d for k, d in zip(kernel, dilation)]
     if all(s == 1 for s in stride) and all(t % 2 == 0 for t in totals):
         return repr(tuple(t // 2 for t in totals)), x  # symmetric: torch's own padding
