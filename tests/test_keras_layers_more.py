@@ -56,15 +56,17 @@ def test_layer_matches_keras_and_trains(case, tmp_path):
     _run(case, shape, build, tmp_path, shape2=shape2)
 
 
-@pytest.mark.parametrize("variant", ["self", "cross_key_mask", "causal"])
+@pytest.mark.parametrize("variant", ["self", "cross_key_mask", "causal", "dropout"])
 def test_multi_head_attention(variant, tmp_path):
     k = keras()
     k.utils.set_random_seed(0)
     q = k.Input((None, 6), name="q")
     v = k.Input((None, 4), name="v")
-    mha = k.layers.MultiHeadAttention(2, 3, value_dim=5, output_shape=7, name="mha")
+    # dropout: identity at inference; verify --train sets Keras' and torch's rate to 0
+    mha = k.layers.MultiHeadAttention(2, 3, value_dim=5, output_shape=7, dropout=0.2 if variant == "dropout" else 0.0,
+                                      name="mha")
     inputs = [q]
-    if variant == "self":
+    if variant in ("self", "dropout"):
         out = mha(q, q)
     elif variant == "causal":
         out = mha(q, q, use_causal_mask=True)
@@ -85,3 +87,4 @@ def test_multi_head_attention(variant, tmp_path):
         feeds.append(feed)
     code = check(model, feeds, tmp_path, train=variant != "cross_key_mask")
     assert "self.mha = KerasMultiHeadAttention(" in code
+    assert ("dropout=0.2" in code) == (variant == "dropout")

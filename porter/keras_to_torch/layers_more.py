@@ -137,7 +137,6 @@ def time_distributed(call, x: Inputs, cfg):
 def multi_head_attention(call, x: Inputs, cfg):
     layer, node = call.layer, call.node
     _check(call, all(m is None for m in call.in_masks), "Keras masks on its inputs (query_mask/value_mask)")
-    _check(call, not cfg.get("dropout"), "dropout (its attention-probability mask has no counterpart)")
     axes = cfg.get("attention_axes")
     _check(call, axes is None or [int(a) % 3 for a in axes] == [1], f"attention_axes={axes}")  # the sequence axis only
     args, kwargs = list(node.arguments.args), dict(node.arguments.kwargs)
@@ -158,9 +157,10 @@ def multi_head_attention(call, x: Inputs, cfg):
     value_dim, bias = int(cfg.get("value_dim") or key_dim), bool(cfg.get("use_bias", True))
     shape = lambda name: tuple(w[f"{name}/kernel"].shape)  # noqa: E731
     out_dim = shape("attention_output")[-1]
-    causal = bool(kwargs.get("use_causal_mask"))
+    causal, dropout = bool(kwargs.get("use_causal_mask")), float(cfg.get("dropout") or 0.0)
     module = (f"KerasMultiHeadAttention({shape('query')[0]}, {shape('key')[0]}, {shape('value')[0]}, heads={heads}, "
-              f"key_dim={key_dim}, value_dim={value_dim}, out_dim={out_dim}, bias={bias}, causal={causal})")
+              f"key_dim={key_dim}, value_dim={value_dim}, out_dim={out_dim}, bias={bias}, causal={causal}"
+              + (f", dropout={dropout!r})" if dropout else ")"))
     weights = []
     for keras_name, attr in (("query", "query"), ("key", "key"), ("value", "value"), ("attention_output", "output")):
         weights.append(_w(call, f"{attr}_kernel", w[f"{keras_name}/kernel"], "same"))

@@ -185,10 +185,12 @@ def time_distributed(x, fn):
 
 class KerasMultiHeadAttention(nn.Module):
     """Keras MultiHeadAttention with its own weight shapes: query/key/value kernels (dim, heads, head_dim),
-    the output kernel (heads, value_dim, out). Masked scores get a large negative logit, as Keras does."""
+    the output kernel (heads, value_dim, out). Masked scores get a large negative logit, as Keras does; ``dropout``
+    acts on the attention probabilities in train() only, as Keras' does."""
 
-    def __init__(self, query_dim, key_dim_in, value_dim_in, heads, key_dim, value_dim, out_dim, bias, causal):
+    def __init__(self, query_dim, key_dim_in, value_dim_in, heads, key_dim, value_dim, out_dim, bias, causal, dropout=0.0):
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         shapes = {"query": (query_dim, heads, key_dim), "key": (key_dim_in, heads, key_dim),
                   "value": (value_dim_in, heads, value_dim)}
         for name, shape in shapes.items():
@@ -214,6 +216,6 @@ class KerasMultiHeadAttention(nn.Module):
             mask = tril if mask is None else mask & tril
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        out = torch.einsum("bhts,bshk->bthk", torch.softmax(scores, dim=-1), v)
+        out = torch.einsum("bhts,bshk->bthk", self.dropout(torch.softmax(scores, dim=-1)), v)
         out = torch.einsum("bthk,hko->bto", out, self.output_kernel)
         return out if self.output_bias is None else out + self.output_bias
