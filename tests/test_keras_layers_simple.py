@@ -63,6 +63,8 @@ CASES = {
                       (9, 3), True),
     "conv1d_causal_strided": ((None, 3), lambda k, x: k.layers.Conv1D(4, 4, strides=2, padding="causal", name="cc2")(x),
                               (11, 3), True),
+    "batchnorm_rank5": ((None, None, None, 3), lambda k, x: k.layers.BatchNormalization(name="bn5")(
+        k.layers.Conv3D(4, 1, name="c3")(x)), (2, 4, 6, 3), True),
     # a preprocessing layer's call defaults to training=True: the BatchNorm after it must still be in inference mode
     # on the Keras side of the comparison (the runner passes training=False)
     "crop_then_batchnorm": ((None, None, 3), lambda k, x: k.layers.BatchNormalization(name="bn")(
@@ -197,3 +199,22 @@ def test_wrongly_mapped_weight_fails(case, tmp_path, monkeypatch):
     model = _alphas(informative(k.Model(x, build(k, x), name=case)))
     _, result = convert_keras_strict(model, tmp_path)
     assert result.route == "keras layers" and not result.passed
+
+
+def test_masked_global_average_pooling_averages_the_kept_steps(tmp_path):
+    """Embedding(mask_zero) -> GlobalAveragePooling1D: Keras averages only the unmasked steps; ids post-padded with 0
+    (and one row of a single token) must give Keras' numbers, and the padded steps must not count."""
+    k = keras()
+    k.utils.set_random_seed(0)
+    ids = k.Input((None,), dtype="int32", name="ids")
+    pooled = k.layers.GlobalAveragePooling1D(name="gap")(k.layers.Embedding(20, 4, mask_zero=True, name="emb")(ids))
+    model = informative(k.Model(ids, k.layers.Dense(3, name="d")(pooled), name="masked_gap"))
+    rng = np.random.default_rng(0)
+    feeds = []
+    for batch, steps in ((2, 6), (3, 9)):
+        a = rng.integers(1, 20, size=(batch, steps)).astype("int32")
+        a[0, steps // 2:] = 0
+        a[-1, 1:] = 0
+        feeds.append([a])
+    code = check(model, feeds, tmp_path)
+    assert ".sum(1, keepdim=True)" in code  # the masked mean, not AdaptiveAvgPool1d over every step

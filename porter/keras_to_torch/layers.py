@@ -304,10 +304,10 @@ def batch_norm(call, x: Inputs, cfg):
     axis = _single_axis(cfg)
     _check(call, axis in (-1, rank - 1), f"axis={axis} (only the channels-last axis)")
     _check(call, not cfg.get("renorm") and not cfg.get("synchronized"), "renorm or synchronized batch norm")
-    _check(call, 2 <= rank <= 4, f"rank-{rank} input")
+    _check(call, 2 <= rank <= 5, f"rank-{rank} input")
     w = _weights(call.layer)
     channels = int(x.shapes[0][-1])
-    cls = "KerasBatchNorm2d" if rank == 4 else "KerasBatchNorm1d"
+    cls = {5: "KerasBatchNorm3d", 4: "KerasBatchNorm2d"}.get(rank, "KerasBatchNorm1d")
     momentum = float(f"{1.0 - float(cfg['momentum']):.12g}")  # torch's convention: Keras 0.99 is torch 0.01
     trainable = bool(call.layer.trainable)
     module = (f"{cls}({channels}, eps={float(cfg['epsilon'])!r}, momentum={momentum!r}"
@@ -374,11 +374,19 @@ def global_pooling(call, x: Inputs, cfg):
     _check(call, cfg.get("data_format", "channels_last") == "channels_last", "data_format='channels_first'")
     kind = "Max" if "Max" in call.cls else "Avg"
     spatial = rank - 2
+    mask = x.mask(0) if call.cls == "GlobalAveragePooling1D" else None
+    if mask is not None:  # Keras: the mean over the steps the mask keeps (zeros elsewhere, divided by their count)
+        keep = f"{mask}.to({x.vars[0]}.dtype)[:, :, None]"
+        pooled = f"(({x.get(0, 'cl')} * {keep}).sum(1, keepdim=True) / {keep}.sum(1, keepdim=True))"
+        return Emit(None, pooled if cfg.get("keepdims") else f"{pooled}[:, 0]", "cl")
     module = f"nn.Adaptive{kind}Pool{spatial}d(1)"
     pooled = f"self.{call.var}({x.get(0, 'cf')})"
     if cfg.get("keepdims"):
         return Emit(module, pooled, "cf")
     return Emit(module, f"torch.flatten({pooled}, 1)", "cl")
+
+
+global_pooling.uses_mask = True  # GlobalAveragePooling1D averages over the steps its mask keeps
 
 
 @translator("ZeroPadding1D", "ZeroPadding2D")

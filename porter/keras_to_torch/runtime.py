@@ -58,6 +58,17 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         return keras_batch_norm(self, x)
 
 
+class KerasBatchNorm3d(nn.BatchNorm3d):
+    """nn.BatchNorm3d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
+
+    def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        keras_batch_norm_options(self, scale, center, keras_trainable)
+
+    def forward(self, x):
+        return keras_batch_norm(self, x)
+
+
 class KerasBatchNorm1d(nn.BatchNorm1d):
     """nn.BatchNorm1d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
 
