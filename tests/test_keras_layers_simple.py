@@ -218,3 +218,17 @@ def test_masked_global_average_pooling_averages_the_kept_steps(tmp_path):
         feeds.append([a])
     code = check(model, feeds, tmp_path)
     assert ".sum(1, keepdim=True)" in code  # the masked mean, not AdaptiveAvgPool1d over every step
+
+
+def test_float_ids_into_an_embedding_are_generated_as_whole_numbers(tmp_path):
+    """keras.Input without a dtype feeding an Embedding: porter's own verification draws whole-number ids inside
+    the table (N(0, 1) floats made the written model's lookup fail), and --train does the same."""
+    k = keras()
+    k.utils.set_random_seed(0)
+    ids = k.Input((None,), name="ids")  # float32
+    hidden = k.layers.GRU(4, name="gru")(k.layers.Embedding(25, 6, mask_zero=True, name="emb")(ids))
+    model = informative(k.Model(ids, k.layers.Dense(2, name="d")(hidden), name="float_ids"))
+    rng = np.random.default_rng(1)
+    feeds = [[rng.integers(1, 25, size=(batch, steps)).astype("float32")] for batch, steps in ((2, 5), (3, 8))]
+    feeds[1][0][0, 4:] = 0  # padding
+    check(model, feeds, tmp_path)

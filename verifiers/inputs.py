@@ -200,7 +200,7 @@ def _is_token_ids(name: str) -> bool:
 
 def _values(name, dtype, shape, rng, notes, bound=None) -> np.ndarray:
     low = name.lower()
-    if bound is not None and dtype.kind in "iu":
+    if bound is not None and dtype.kind in "iuf":  # a float input feeding a table (Keras casts it) gets whole numbers
         notes.append(f"{name}: integer ids drawn from [0, {bound}) (the rows of the table it indexes)")
         return rng.integers(0, bound, size=shape).astype(dtype)
     if dtype.kind == "b":

@@ -262,8 +262,8 @@ def _no_dropout(keras_model, torch_model) -> None:
 
 
 def _feed(keras_model, plan, seed: int) -> dict:
-    """A batch for every input, in the Keras layout: N(0, 1) floats; integer ids inside the smallest
-    Embedding table the input feeds."""
+    """A batch for every input, in the Keras layout: N(0, 1) floats; ids inside the smallest Embedding table the
+    input feeds (integers, or whole numbers in a float input, which Keras casts to int)."""
     rng = np.random.default_rng(seed)
     bounds = {}
     for call in plan.graph.calls:
@@ -273,7 +273,7 @@ def _feed(keras_model, plan, seed: int) -> dict:
     feed = {}
     for name, var, shape, dtype in plan.graph.inputs:
         dims = (BATCH, *(8 if d is None else int(d) for d in shape[1:]))
-        if "int" in dtype:
+        if "int" in dtype or var in bounds:
             feed[name] = rng.integers(0, bounds.get(var, 2), size=dims).astype(dtype)
         else:
             feed[name] = rng.normal(size=dims).astype(dtype)

@@ -58,9 +58,10 @@ def _dtype_name(dtype) -> str:
 
 
 def _embedding_bounds(model, names: list[str]) -> dict:
-    """name -> rows of the Embedding table an integer model input feeds directly: generated ids stay inside it
-    (ids past the table make the reference itself fail), and 0, the padding id of mask_zero, is among them."""
-    inputs = {id(t): n for t, n in zip(model.inputs, names) if np.dtype(_dtype_name(t.dtype)).kind in "iu"}
+    """name -> rows of the Embedding table a model input feeds directly: generated ids stay inside it (ids past the
+    table make the reference itself fail), 0, the padding id of mask_zero, among them; a float input (keras.Input
+    without a dtype) gets whole numbers, which Keras casts to int."""
+    inputs = {id(t): n for t, n in zip(model.inputs, names)}
     bounds: dict = {}
     layers = list(getattr(model, "layers", []))
     for layer in layers:
