@@ -47,8 +47,9 @@ def keras_batch_norm_options(bn, scale, center, keras_trainable):
         bn.register_parameter("bias", None)
 
 
-class KerasBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
+class KerasBatchNorm(nn.Module):
+    """Keras' training semantics (see keras_batch_norm) for the torch BatchNorm class it is mixed into;
+    ``momentum`` is torch's (1 - Keras')."""
 
     def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
         super().__init__(num_features, eps=eps, momentum=momentum)
@@ -58,26 +59,16 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         return keras_batch_norm(self, x)
 
 
-class KerasBatchNorm3d(nn.BatchNorm3d):
-    """nn.BatchNorm3d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
-
-    def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        keras_batch_norm_options(self, scale, center, keras_trainable)
-
-    def forward(self, x):
-        return keras_batch_norm(self, x)
+class KerasBatchNorm1d(KerasBatchNorm, nn.BatchNorm1d):
+    pass
 
 
-class KerasBatchNorm1d(nn.BatchNorm1d):
-    """nn.BatchNorm1d with Keras' training semantics (see keras_batch_norm); ``momentum`` is torch's (1 - Keras')."""
+class KerasBatchNorm2d(KerasBatchNorm, nn.BatchNorm2d):
+    pass
 
-    def __init__(self, num_features, eps, momentum, scale=True, center=True, keras_trainable=True):
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        keras_batch_norm_options(self, scale, center, keras_trainable)
 
-    def forward(self, x):
-        return keras_batch_norm(self, x)
+class KerasBatchNorm3d(KerasBatchNorm, nn.BatchNorm3d):
+    pass
 
 
 def tf_same_pad(x, kernel, stride, dilation, value=0.0):
