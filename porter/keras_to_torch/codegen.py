@@ -24,11 +24,9 @@ from porter.keras_to_torch.graph import KerasGraph, read_graph
 from porter.onnx_to_torch.codegen import _LOADER  # one load() for every porter-written model.py
 
 # a helper and the helpers it needs, in the order they are written into model.py
-_NEEDS = {"KerasBatchNorm2d": ["keras_batch_norm", "keras_batch_norm_options"],
-          "KerasBatchNorm1d": ["keras_batch_norm", "keras_batch_norm_options"],
-          "KerasBatchNorm3d": ["keras_batch_norm", "keras_batch_norm_options"],
+_NEEDS = {**{f"KerasBatchNorm{d}d": ["keras_batch_norm", "keras_batch_norm_options", "KerasBatchNorm"] for d in (1, 2, 3)},
           "tf_avg_pool_same": ["tf_same_pad"]}
-_ORDER = ["keras_batch_norm", "keras_batch_norm_options", "KerasBatchNorm2d", "KerasBatchNorm3d", "KerasBatchNorm1d", "tf_same_pad", "tf_avg_pool_same", "frozen",
+_ORDER = ["keras_batch_norm", "keras_batch_norm_options", "KerasBatchNorm", "KerasBatchNorm2d", "KerasBatchNorm3d", "KerasBatchNorm1d", "tf_same_pad", "tf_avg_pool_same", "frozen",
           "SeparableConv2d", "Rescaling", "KerasNormalization", "LayerScale", "KerasDropout",
           "keras_recurrent_result", "one_bias", "KerasLSTM", "KerasGRU", "KerasSimpleRNN", "KerasRNN", "Bidirectional",
           "time_distributed", "KerasMultiHeadAttention"]
