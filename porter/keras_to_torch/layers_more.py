@@ -117,20 +117,30 @@ def group_norm(call, x: Inputs, cfg):
 
 @translator("TimeDistributed")
 def time_distributed(call, x: Inputs, cfg):
-    """The wrapped layer's own translation, on every timestep: its module is this layer's (keys ``<name>.weight``)."""
+    """The wrapped layer's own translation, on every timestep: its module is this layer's (keys ``<name>.weight``).
+    Keras hands a mask to the wrapped layer only where its call takes one: a layer that does not (Dense) is applied
+    to every step, masked ones included, and the mask goes on unchanged to later layers (Keras' graph carries it).
+    Keras calls the layer once per timestep: a BatchNormalization in train() loops over time as Keras does
+    (per-step batch statistics, one running-statistics update per step); every other case folds time into the batch."""
     inner = call.layer.layer
     fn = L.TRANSLATORS.get(type(inner).__name__)
-    _check(call, fn is not None and len(x.vars) == 1, f"a wrapped {type(inner).__name__}")
+    _check(call, fn is not None and x.data() == [0], f"a wrapped {type(inner).__name__}")
+    _check(call, x.mask(0) is None or not getattr(inner, "_call_has_mask_arg", False),
+           f"a Keras mask, which Keras hands on to the wrapped {type(inner).__name__}")
     shape = (None, *x.shapes[0][2:])
     sub = LayerCall(inner, type(inner).__name__, inner.name, call.var, ["t"], [shape],
                     tuple(inner.compute_output_shape(shape)))
     emit = fn(sub, Inputs(sub, {"t": "cl"}), inner.get_config())
     _check(call, emit.outputs == 1, "a wrapped layer with several outputs")
     expr = to_cl(f"({emit.expr})", len(sub.out_shape)) if emit.layout == "cf" and len(sub.out_shape) >= 3 else emit.expr
-    emit.expr = f"time_distributed({x.get(0, 'cl')}, lambda t: {expr})"
+    per_step = ", per_step=self.training" if type(inner).__name__ == "BatchNormalization" and inner.trainable else ""
+    emit.expr = f"time_distributed({x.get(0, 'cl')}, lambda t: {expr}{per_step})"
     emit.layout = "cl"
     emit.helpers = set(emit.helpers) | {"time_distributed"}
     return emit
+
+
+time_distributed.uses_mask = True  # a mask it meets is passed over: the wrapped layer's call takes none (checked)
 
 
 @translator("MultiHeadAttention")

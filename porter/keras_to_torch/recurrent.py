@@ -3,6 +3,8 @@
 torch's own nn.LSTM / nn.GRU / nn.RNN where they compute what Keras does (runtime_rnn.KerasLSTM...); the
 porter-written step loop KerasRNN where they cannot: a Keras mask reaches the layer (Keras skips masked
 timesteps, torch's modules cannot), GRU(reset_after=False), activations torch's modules fix otherwise.
+An ``initial_state`` argument (an encoder-decoder's decoder started from the encoder's return_state outputs)
+is passed on in Keras' order.
 """
 
 from __future__ import annotations
@@ -85,12 +87,45 @@ def _outputs(cfg, kind_states: int) -> int:
 _STATES = {"LSTM": 2, "GRU": 1, "SimpleRNN": 1}
 
 
+def initial_state(call, x: Inputs, count: int) -> str:
+    """The call's ``initial_state`` argument as model.py passes it (``, initial_state=[h, c]``; "" without one):
+    its tensors in Keras' order (LSTM: h then c; Bidirectional: the forward layer's, then the backward's), each
+    (batch, units). ``count``: how many states the layer takes."""
+    node = call.node
+    args = list(node.arguments.args) if node is not None else []
+    kwargs = dict(node.arguments.kwargs) if node is not None else {}
+    given = kwargs.get("initial_state", args[1] if len(args) > 1 else None)
+    if given is None:
+        _check(call, x.data() == [0], "inputs besides its sequence, its mask and an initial_state")
+        return ""
+    states = list(given) if isinstance(given, (list, tuple)) else [given]
+    index = {id(t): i for i, t in enumerate(node.input_tensors)}
+    _check(call, all(id(s) in index for s in states), "an initial_state that is not a tensor of the model")
+    picks = [index[id(s)] for s in states]
+    _check(call, 0 not in picks and set(x.data()) == {0, *picks},
+           "inputs besides its sequence, its mask and an initial_state")
+    _check(call, len(states) == count, f"{len(states)} initial states ({count} expected)")
+    _check(call, all(len(x.shapes[i]) == 2 for i in picks), "an initial state that is not (batch, units)")
+    return f", initial_state=[{', '.join(x.get(i, 'cl') for i in picks)}]"
+
+
+def sequence_mask(call, x: Inputs, states: str) -> str | None:
+    """The variable of the mask Keras hands the layer (None: none). Keras 3 fills a layer's mask argument from
+    its input only when the call has one tensor argument: with an initial_state as well (a decoder after an
+    Embedding(mask_zero=True)) the sequence's mask does not reach the layer, which then runs over every step
+    (its output still carries the mask on), unless the call passes mask= itself."""
+    kwargs = dict(call.node.arguments.kwargs) if call.node is not None else {}
+    if states and call.in_masks and call.in_masks[0] == -1 and kwargs.get("mask") is None:
+        return None
+    return x.mask(0)
+
+
 @translator("LSTM", "GRU", "SimpleRNN")
 def rnn(call, x: Inputs, cfg):
-    _check(call, x.data() == [0], "an initial_state input")
-    mask = x.mask(0)
+    states = initial_state(call, x, _STATES[call.cls])
+    mask = sequence_mask(call, x, states)
     module, weights, helpers = recurrent_module(call, call.layer, cfg, "", int(x.shapes[0][-1]), mask is not None)
-    args = x.get(0, "cl") + (f", {mask}" if mask else "")
+    args = x.get(0, "cl") + (f", {mask}" if mask else "") + states
     return Emit(module, f"self.{call.var}({args})", "cl", weights, helpers, outputs=_outputs(cfg, _STATES[call.cls]))
 
 
@@ -99,10 +134,11 @@ rnn.uses_mask = True
 
 @translator("Bidirectional")
 def bidirectional(call, x: Inputs, cfg):
-    _check(call, x.data() == [0], "an initial_state input")
-    layer, mask = call.layer, x.mask(0)
+    layer = call.layer
     inner = type(layer.forward_layer).__name__
     _check(call, inner in _STATES and type(layer.backward_layer).__name__ == inner, f"a wrapped {inner}")
+    states = initial_state(call, x, 2 * _STATES[inner])  # Keras: the first half the forward layer's, then backward's
+    mask = sequence_mask(call, x, states)
     features, parts, weights, helpers = int(x.shapes[0][-1]), [], [], {"Bidirectional"}
     for attr, sub in (("forward_layer", layer.forward_layer), ("backward_layer", layer.backward_layer)):
         module, w, h = recurrent_module(call, sub, sub.get_config(), attr + ".", features, mask is not None)
@@ -112,7 +148,7 @@ def bidirectional(call, x: Inputs, cfg):
     merge, seqs, state = layer.merge_mode, bool(layer.return_sequences), bool(layer.return_state)
     _check(call, merge in ("concat", "sum", "mul", "ave"), f"merge_mode={merge!r}")
     module = f"Bidirectional({parts[0]}, {parts[1]}, merge_mode={merge!r}, return_sequences={seqs}, return_state={state})"
-    args = x.get(0, "cl") + (f", {mask}" if mask else "")
+    args = x.get(0, "cl") + (f", {mask}" if mask else "") + states
     outputs = 1 + (2 * _STATES[inner] if state else 0)
     return Emit(module, f"self.{call.var}({args})", "cl", weights, helpers, outputs=outputs)
 

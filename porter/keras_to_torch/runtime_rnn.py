@@ -2,7 +2,8 @@
 
 torch's nn.LSTM / nn.GRU / nn.RNN compute Keras' LSTM, GRU(reset_after=True) and SimpleRNN exactly when the
 activations are torch's fixed ones and no mask skips timesteps; KerasLSTM/KerasGRU/KerasSimpleRNN are those
-modules, called as Keras calls its layer (go_backwards, return_sequences, return_state). Keras has one bias
+modules, called as Keras calls its layer (go_backwards, return_sequences, return_state, initial_state: a list
+of (batch, units) tensors in Keras' order, LSTM's h then c; zeros without one). Keras has one bias
 where torch has two: torch's bias_hh is a frozen zero buffer, so a training step moves the same bias Keras does.
 KerasRNN is the step loop itself, for what torch's modules cannot do: a mask (Keras skips masked timesteps:
 the state carries over, the output repeats the last one, or is zero under Bidirectional), GRU's
@@ -40,9 +41,10 @@ class KerasLSTM(nn.LSTM):
         if bias:
             one_bias(self)
 
-    def forward(self, x):
+    def forward(self, x, initial_state=None):
         return_sequences, return_state, go_backwards = self.keras
-        seq, (h, c) = super().forward(x.flip(1) if go_backwards else x)
+        hx = None if initial_state is None else (initial_state[0][None], initial_state[1][None])  # Keras: [h, c]
+        seq, (h, c) = super().forward(x.flip(1) if go_backwards else x, hx)
         return keras_recurrent_result(seq, (h[0], c[0]), return_sequences, return_state)
 
 
@@ -53,9 +55,10 @@ class KerasGRU(nn.GRU):
         super().__init__(input_size, hidden_size, bias=bias, batch_first=True)
         self.keras = (return_sequences, return_state, go_backwards)
 
-    def forward(self, x):
+    def forward(self, x, initial_state=None):
         return_sequences, return_state, go_backwards = self.keras
-        seq, h = super().forward(x.flip(1) if go_backwards else x)
+        hx = None if initial_state is None else initial_state[0][None]
+        seq, h = super().forward(x.flip(1) if go_backwards else x, hx)
         return keras_recurrent_result(seq, (h[0],), return_sequences, return_state)
 
 
@@ -68,9 +71,10 @@ class KerasSimpleRNN(nn.RNN):
         if bias:
             one_bias(self)
 
-    def forward(self, x):
+    def forward(self, x, initial_state=None):
         return_sequences, return_state, go_backwards = self.keras
-        seq, h = super().forward(x.flip(1) if go_backwards else x)
+        hx = None if initial_state is None else initial_state[0][None]
+        seq, h = super().forward(x.flip(1) if go_backwards else x, hx)
         return keras_recurrent_result(seq, (h[0],), return_sequences, return_state)
 
 
@@ -121,14 +125,17 @@ class KerasRNN(nn.Module):
         h = z * h + (1 - z) * hh
         return h, [h]
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, initial_state=None):
         return_sequences, return_state, go_backwards, zero_output_for_mask = self.keras
         if go_backwards:
             x = x.flip(1)
             mask = None if mask is None else mask.flip(1)
         zeros = x.new_zeros(x.shape[0], self.units)
-        states = [zeros, zeros] if self.kind == "lstm" else [zeros]
-        last, outputs = zeros, []
+        if initial_state is not None:  # Keras' order: LSTM h, c; GRU / SimpleRNN h
+            states = list(initial_state)
+        else:
+            states = [zeros, zeros] if self.kind == "lstm" else [zeros]
+        last, outputs = zeros, []  # Keras: a masked first step outputs zeros, whatever the initial state
         for t in range(x.shape[1]):
             out, new = self.step(x[:, t], states)
             if mask is not None:  # a masked step leaves the state as it was
@@ -144,17 +151,24 @@ class KerasRNN(nn.Module):
 
 class Bidirectional(nn.Module):
     """Keras Bidirectional: a forward and a backward (go_backwards) layer, the backward sequence turned back to
-    the input's order, merged by ``merge_mode`` (concat, sum, mul, ave, or None: both returned)."""
+    the input's order, merged by ``merge_mode`` (concat, sum, mul, ave, or None: both returned). An
+    initial_state is Keras': the forward layer's states, then the backward layer's (its first half, its second)."""
 
     def __init__(self, forward_layer, backward_layer, merge_mode, return_sequences, return_state):
         super().__init__()
         self.forward_layer, self.backward_layer = forward_layer, backward_layer
         self.keras = (merge_mode, return_sequences, return_state)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, initial_state=None):
         merge_mode, return_sequences, return_state = self.keras
-        run = lambda layer: layer(x) if mask is None else layer(x, mask)  # noqa: E731
-        y, y_rev = run(self.forward_layer), run(self.backward_layer)
+        half = None if initial_state is None else len(initial_state) // 2
+        parts = (None, None) if initial_state is None else (initial_state[:half], initial_state[half:])
+
+        def run(layer, state):
+            args = (x,) if mask is None else (x, mask)
+            return layer(*args) if state is None else layer(*args, initial_state=state)
+
+        y, y_rev = run(self.forward_layer, parts[0]), run(self.backward_layer, parts[1])
         states = []
         if return_state:
             states = [*y[1:], *y_rev[1:]]
@@ -177,8 +191,12 @@ class Bidirectional(nn.Module):
 # -- not recurrent, kept here so runtime.py stays small -------------------------------------------------
 
 
-def time_distributed(x, fn):
-    """Keras TimeDistributed: ``fn`` on every timestep, the time axis folded into the batch."""
+def time_distributed(x, fn, per_step=False):
+    """Keras TimeDistributed: ``fn`` on every timestep, the time axis folded into the batch. Keras calls its
+    layer once per timestep: where that differs (a BatchNormalization in train(): per-step batch statistics,
+    its running statistics updated once per step), ``per_step`` loops over time as Keras does."""
+    if per_step:
+        return torch.stack([fn(x[:, t]) for t in range(x.shape[1])], 1)
     y = fn(x.reshape(-1, *x.shape[2:]))
     return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
 
