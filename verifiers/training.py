@@ -233,6 +233,12 @@ def _verify_training(reference, candidate, *, lr: float, trust_model_code: bool,
     return result
 
 
+def _all_layers(model) -> list:
+    """Every layer, those of nested models included (their Dropout acts in the step too)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=False)) if flatten is not None else list(model.layers)
+
+
 def _keras_no_dropout(layer) -> None:
     """A Keras layer's random parts off: Dropout-like rates, GaussianNoise's stddev, and the attention layers'
     own dropout (a float ``dropout`` attribute, and the Dropout sublayer some keep)."""
@@ -252,7 +258,7 @@ def _no_dropout(keras_model, torch_model) -> None:
     """Dropout rates and GaussianNoise's stddev 0 on both sides: their random draws cannot agree."""
     import torch
 
-    for layer in keras_model.layers:
+    for layer in _all_layers(keras_model):
         _keras_no_dropout(layer)
     for m in torch_model.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
@@ -289,7 +295,7 @@ def _keras_step(model, plan, feeds, lr):
     from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
-    for layer in model.layers:
+    for layer in _all_layers(model):
         _keras_no_dropout(layer)
     names = [n for n, _, _, _ in plan.graph.inputs]
 

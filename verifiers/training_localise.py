@@ -25,6 +25,8 @@ def training_outputs_keras(model, plan, feed) -> dict:
     model = functional_of(model)
     ops = {op.name: op for op in model.operations}
     picked = [(c.var, ops[c.name]) for c in plan.graph.calls if c.name in ops and len(ops[c.name]._inbound_nodes) == 1]
+    if not picked:  # every top-level layer is a nested model or called twice: no single output to probe
+        return {}
     inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]  # as the model is called
     probe = k.Model(inputs, [op._inbound_nodes[0].output_tensors[0] for _, op in picked])
     saved = [(v, v.numpy()) for v in model.weights]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import math  # noqa: F401 (the helpers exec'd by _check_source read it)
 import os
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -83,6 +84,10 @@ def plan_model(model, input_layouts: dict | None = None) -> Plan:
             plan.unsupported.append(f"layer {call.name!r} ({call.cls}) has no torch counterpart in the keras layers writer")
             layouts[call.var] = "cl"
             continue
+        shared = call.module != call.var  # a later call of a shared layer: translated as self.<module>
+        if shared and call.module not in plan.emits:  # its first call was refused (and named) already
+            layouts[call.var] = "cl"
+            continue
         try:
             x = L.Inputs(call, layouts)
             # a layer whose call takes a mask computes differently where Keras hands it one (an RNN skips steps):
@@ -90,8 +95,13 @@ def plan_model(model, input_layouts: dict | None = None) -> Plan:
             if any(m is not None for m in call.in_masks) and getattr(call.layer, "_call_has_mask_arg", False):
                 L._check(call, getattr(fn, "uses_mask", False), "a Keras mask reaches it (Embedding(mask_zero=True) or "
                          "Masking upstream) and its translator does not apply masks")
-            emit = fn(call, x, call.layer.get_config())
+            emit = fn(replace(call, var=call.module) if shared else call, x, call.layer.get_config())
             L._check(call, emit.outputs == len(call.out_vars), f"{len(call.out_vars)} outputs")
+            if shared:  # the module and its weights are the first call's
+                first = plan.emits[call.module].module
+                L._check(call, emit.module == first, f"a shared layer whose calls need different torch modules "
+                         f"({first} and {emit.module})")
+                emit = replace(emit, module=None, weights=[], frozen=[])
         except L.Unsupported as exc:
             plan.unsupported.append(exc.message)
             layouts[call.var] = "cl"
@@ -107,6 +117,15 @@ def plan_model(model, input_layouts: dict | None = None) -> Plan:
         for v in call.out_vars[1:]:  # an RNN's states: (batch, units)
             layouts[v] = "cl"
     plan.layouts = layouts
+    # weights are mapped by their Keras path: two variables on one path (a nested model's layer named like one
+    # outside it) cannot both be found by it (the weight map, verify --train)
+    owners: dict = {}
+    for v in model.weights:
+        owners.setdefault(v.path, set()).add(id(v))
+    clash = sorted({w.keras_path for w in plan.weights if w.value is None and len(owners.get(w.keras_path, ())) > 1})
+    if clash:
+        plan.unsupported.append(f"Keras variables of different layers share the path(s) {', '.join(map(repr, clash))} "
+                                "(a nested model's layer named like another layer): weights are mapped by path")
     # integer variables are bookkeeping no translation reads (Normalization's sample count), not weights
     dtypes = {v.dtype for v in model.weights if "int" not in str(v.dtype)}
     if dtypes - {"float32"}:
@@ -132,6 +151,7 @@ def model_source(plan: Plan, name: str, input_layout: str) -> str:
             frozen[var] = names
             helpers.add("frozen")
     init = ["    def __init__(self):", "        super().__init__()"]
+    uses = Counter(call.module for call in g.calls)
     for call in g.calls:
         emit = plan.emits[call.var]
         if emit.module is None:
@@ -139,7 +159,8 @@ def model_source(plan: Plan, name: str, input_layout: str) -> str:
         module = emit.module
         if call.var in frozen:  # Keras does not train these: buffers, not parameters
             module = f"frozen({module}, {', '.join(repr(n) for n in frozen[call.var])})"
-        init.append(f"        self.{call.var} = {module}  # {call.cls} {call.name!r}")
+        shared = f" (shared: called {uses[call.var]} times)" if uses[call.var] > 1 else ""
+        init.append(f"        self.{call.var} = {module}  # {call.cls} {call.name!r}{shared}")
     args = ", ".join(var for _, var, _, _ in g.inputs)
     forward = [f"    def forward(self, {args}):"]
     for call in g.calls:

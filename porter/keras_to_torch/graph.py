@@ -25,10 +25,14 @@ class LayerCall:
     # (Keras 3 writes the mask as ops in the graph: Embedding's not_equal(ids, 0)), or -1 (a mask not handed in)
     in_masks: list = field(default_factory=list)
     node: object = None  # the Keras node of the call (which input is MultiHeadAttention's key, its attention_mask)
+    # the torch module's attribute (self.<module>): ``var`` for a layer's first call; a shared layer's later
+    # calls (the same Keras layer called again, or a nested model used twice) call the first call's module
+    module: str = ""
 
     def __post_init__(self):
         self.out_vars = self.out_vars or [self.var]
         self.out_shapes = self.out_shapes or [self.out_shape]
+        self.module = self.module or self.var
 
 
 @dataclass
@@ -73,17 +77,9 @@ def _history(tensor):
     return h.operation, h.node_index, h.tensor_index
 
 
-def _inlined(op, k) -> list | None:
-    """The layers of a Sequential called once on one tensor (ConvNeXt's stem and downsampling blocks), written
-    inline as a chain under their own Keras names; None for any other operation. (After loading, the
-    Sequential's layers carry extra nodes of their own, so the chain is read from ``layers``, not nodes.)"""
-    nodes = getattr(op, "_inbound_nodes", [])
-    if not isinstance(op, k.Sequential) or len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-        return None
-    layers = [layer for layer in op.layers if not isinstance(layer, k.layers.InputLayer)]
-    if any(isinstance(layer, k.Model) for layer in layers):
-        return None
-    return layers
+def _key(tensor) -> tuple:
+    op, node_index, tensor_index = _history(tensor)
+    return id(op), node_index, tensor_index
 
 
 def functional_of(model):
@@ -103,70 +99,121 @@ def functional_of(model):
 
 def read_graph(model, reserved=()) -> KerasGraph:
     """``reserved``: names model.py defines besides the layers (its helper functions and classes): no layer's
-    variable may shadow them (a layer named 'center_crop' beside the center_crop helper)."""
+    variable may shadow them (a layer named 'center_crop' beside the center_crop helper).
+
+    A nested model (a functional model or Sequential used as a layer: a keras.applications backbone, an
+    encoder, ConvNeXt's stem), at any depth, is written inline: its layers become calls of the outer graph,
+    named ``<model>/<layer>``, fed the variables the outer call hands it. A layer called more than once (a
+    shared layer, or every layer of a nested model used twice) is one torch module, called at each call site
+    with its own output variable, so its weights are shared and their gradients add up as in Keras."""
     from porter.process.frameworks import keras
 
-    k = keras()
     model = functional_of(model)
-    problems, taken = [], set(reserved)
-    tensor_var: dict[tuple, str] = {}
+    taken = set(reserved)
     inputs = []
     for t in model.inputs:
-        op, node_index, tensor_index = _history(t)
-        var = python_name(t.name.split(":")[0], taken)
-        tensor_var[(op.name, node_index, tensor_index)] = var
-        inputs.append((t.name.split(":")[0], var, tuple(t.shape), getattr(t.dtype, "name", None) or str(t.dtype)))
-    in_graph = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
-    pending = []
-    for layer in model.operations:  # layers and keras.ops calls (x + 3.0 is an op, not a layer)
-        if isinstance(layer, k.layers.InputLayer):
-            continue
-        if isinstance(layer, k.Model) and _inlined(layer, k) is None:
-            problems.append(f"layer {layer.name!r} ({type(layer).__name__}) is a nested model")
-            continue
-        # only the calls inside this graph: a loaded Sequential's layers also keep nodes of its earlier builds
-        nodes = [n for n in layer._inbound_nodes if not in_graph or id(n) in in_graph]
-        if len(nodes) != 1:
-            problems.append(f"layer {layer.name!r} ({type(layer).__name__}) is called {len(nodes)} times (a shared layer)")
-            continue
-        pending.append((layer, layer._inbound_nodes.index(nodes[0]), nodes[0]))
-    calls = []
-    while pending:  # graph order: model.layers order, each layer once its inputs exist
-        for i, (layer, node_index, node) in enumerate(pending):
-            keys = [_history(t) for t in node.input_tensors]
-            if all((op.name, ni, ti) in tensor_var for op, ni, ti in keys):
-                break
-        else:
-            problems += [f"layer {layer.name!r}: an input is not produced inside the model" for layer, _, _ in pending]
-            break
-        pending.pop(i)
-        chain = _inlined(layer, k)
-        if chain is not None:
-            (source,), shape = [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys], tuple(node.input_tensors[0].shape)
-            for inner in chain:
-                out_shape = tuple(inner.compute_output_shape(shape))
-                calls.append(LayerCall(inner, type(inner).__name__, inner.name, python_name(inner.name, taken),
-                                       [source], [shape], out_shape))
-                source, shape = calls[-1].var, out_shape
-            tensor_var[(layer.name, node_index, 0)] = source
-            continue
-        var = python_name(layer.name, taken)
-        # a layer with several outputs (an RNN's return_state): one variable each, the first named after the layer
-        out_vars = [var] + [python_name(f"{layer.name}_{i}", taken) for i in range(1, len(node.output_tensors))]
-        for i, v in enumerate(out_vars):
-            tensor_var[(layer.name, node_index, i)] = v
-        is_op = not isinstance(layer, k.layers.Layer)
-        args = tuple(None if isinstance(a, k.KerasTensor) else a for a in node.arguments.args) if is_op else ()
-        calls.append(LayerCall(layer, ("op." if is_op else "") + type(layer).__name__, layer.name, var,
-                               [tensor_var[(op.name, ni, ti)] for op, ni, ti in keys],
-                               [tuple(t.shape) for t in node.input_tensors], tuple(node.output_tensors[0].shape), args,
-                               out_vars, [tuple(t.shape) for t in node.output_tensors],
-                               _mask_indexes(node), node))
-    outputs = []
-    for t in model.outputs:
-        op, ni, ti = _history(t)
-        outputs.append(tensor_var.get((op.name, ni, ti), "?"))
+        name = t.name.split(":")[0]
+        inputs.append((name, python_name(name, taken), tuple(t.shape), getattr(t.dtype, "name", None) or str(t.dtype)))
+    reader = _Reader(keras(), taken)
+    outputs = reader.walk(model, [var for _, var, _, _ in inputs], "")
+    for var, (name, start) in reader.masked.items():  # see _Reader._nested
+        for call in reader.calls[start:]:
+            if var in call.inputs:
+                reader.problems.append(f"layer {call.name!r} ({call.cls}): a Keras mask reaches it from inside the "
+                                       f"nested model {name!r} (Embedding(mask_zero=True) or Masking there), which "
+                                       "Keras hands on at run time outside the graph")
     names = list(getattr(model, "output_names", None) or [])
     output_names = names if len(names) == len(model.outputs) else [t.name.split(":")[0] for t in model.outputs]
-    return KerasGraph(inputs, calls, outputs, output_names, problems)
+    return KerasGraph(inputs, reader.calls, outputs, output_names, reader.problems)
 
+
+class _Reader:
+    """The calls of a functional graph and of the models nested in it, in graph order."""
+
+    def __init__(self, k, taken: set):
+        self.k, self.taken = k, taken
+        self.calls: list[LayerCall] = []
+        self.problems: list[str] = []
+        self.modules: dict[int, str] = {}  # id(Keras layer) -> its module's attribute (its first call's variable)
+        self.count: dict[int, int] = {}  # id(Keras layer) -> calls written so far
+        self.masked: dict[str, tuple] = {}  # output variable of a nested model that carries a mask -> (model, call index)
+
+    def walk(self, model, in_vars: list, prefix: str) -> list:
+        """Append the calls of functional ``model`` fed ``in_vars``; the variables of its outputs ("?": none)."""
+        k = self.k
+        tensor_var = {_key(t): var for t, var in zip(model.inputs, in_vars)}
+        in_graph = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
+        pending = []
+        for layer in model.operations:  # layers and keras.ops calls (x + 3.0 is an op, not a layer)
+            if isinstance(layer, k.layers.InputLayer):
+                continue
+            # only the calls inside this graph: a loaded Sequential's layers also keep nodes of its earlier builds
+            nodes = [n for n in layer._inbound_nodes if not in_graph or id(n) in in_graph]
+            pending += [(layer, layer._inbound_nodes.index(n), n) for n in nodes]
+        while pending:  # graph order: model.layers order, each call once its inputs exist
+            for i, (layer, node_index, node) in enumerate(pending):
+                if all(_key(t) in tensor_var for t in node.input_tensors):
+                    break
+            else:
+                self.problems += [f"layer {prefix + layer.name!r}: an input is not produced inside the model"
+                                  for layer, _, _ in pending]
+                break
+            pending.pop(i)
+            sources = [tensor_var[_key(t)] for t in node.input_tensors]
+            if isinstance(layer, k.Model):
+                outs = self._nested(layer, node, sources, prefix)
+            else:
+                outs = self._call(layer, node, sources, prefix)
+            for j, var in enumerate(outs):
+                tensor_var[(id(layer), node_index, j)] = var
+        return [tensor_var.get(_key(t), "?") for t in model.outputs]
+
+    def _nested(self, layer, node, sources: list, prefix: str) -> list:
+        from porter.errors import PorterError
+
+        name = prefix + layer.name
+        try:
+            inner = functional_of(layer)
+        except PorterError as exc:
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}) is a nested model that cannot be read: {exc}")
+            return []
+        if not hasattr(inner, "operations") or not hasattr(inner, "inputs"):
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}) is a nested model that is not functional")
+            return []
+        if any(m is not None for m in _mask_indexes(node)):  # Keras hands it to the inner layers at run time
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}): a Keras mask reaches this nested model "
+                                 "(Embedding(mask_zero=True) or Masking before it); Keras hands it to the layers "
+                                 "inside at run time, which its graph does not show")
+            return []
+        if len(sources) != len(inner.inputs) or len(node.output_tensors) != len(inner.outputs):
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}): a nested model called with "
+                                 f"{len(sources)} tensors for its {len(inner.inputs)} inputs")
+            return []
+        outs = self.walk(inner, sources, name + "/")
+        # a mask on a nested model's output (its Embedding(mask_zero=True)) reaches the layers after it at run time,
+        # but the outer graph does not show it (their calls get mask=None): a later call that takes it is refused
+        from keras.src.backend.common.masking import get_keras_mask
+
+        for t, var in zip(inner.outputs, outs):
+            if get_keras_mask(t) is not None:
+                self.masked.setdefault(var, (name, len(self.calls)))
+        return outs
+
+    def _call(self, layer, node, sources: list, prefix: str) -> list:
+        k = self.k
+        first = self.modules.get(id(layer))
+        n = self.count[id(layer)] = self.count.get(id(layer), 0) + 1
+        # a shared layer's later calls: their own variables (<layer>_call2), one module (the first call's)
+        var = python_name(layer.name if first is None else f"{layer.name}_call{n}", self.taken)
+        self.modules.setdefault(id(layer), var)
+        # a layer with several outputs (an RNN's return_state): one variable each, the first named after the layer
+        out_vars = [var] + [python_name(f"{layer.name if first is None else var}_{i}", self.taken)
+                            for i in range(1, len(node.output_tensors))]
+        is_op = not isinstance(layer, k.layers.Layer)
+        args = tuple(None if isinstance(a, k.KerasTensor) else a for a in node.arguments.args) if is_op else ()
+        self.calls.append(LayerCall(layer, ("op." if is_op else "") + type(layer).__name__, prefix + layer.name, var,
+                                    sources, [tuple(t.shape) for t in node.input_tensors],
+                                    tuple(node.output_tensors[0].shape), args, out_vars,
+                                    [tuple(t.shape) for t in node.output_tensors], _mask_indexes(node), node,
+                                    module=first or var))
+        return out_vars
