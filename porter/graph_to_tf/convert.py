@@ -8,8 +8,6 @@ takes them in both. A model without integer inputs has ``serving_default`` only.
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,10 +141,6 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     module = tf.Module(name="porter_graph")
     variables, by_key = {}, {}
     mapped = _file_mappings()
-    # the pages loading read (transformers maps model.safetensors) go first: each is read back once, copied into
-    # its tf.Variable and dropped again, so the peak holds the TF copy and one tensor, not both copies
-    for _, tensor, _ in weights(program).values():
-        _page_out(tensor.detach().cpu().numpy() if tensor.is_contiguous() else np.empty(0), mapped)
     for placeholder, (key, tensor, trainable) in weights(program).items():
         if key not in by_key:
             array = tensor.detach().cpu().contiguous().numpy()  # shares torch's memory
