@@ -159,7 +159,7 @@ def convert(
         if dtype is not None:
             raise PorterError(f"--dtype {dtype} is supported on the direct route only (the zoo's BERT/RoBERTa)",
                               hint="leave --dtype out: the ONNX route keeps the model's own dtype")
-        if allow_nonfinite:  # not carried through export/onnx2tf; refused rather than ignored
+        if allow_nonfinite:  # not carried through the export; refused rather than ignored
             raise PorterError("--allow-nonfinite is supported on the direct route only",
                               hint="repair the weights, or convert a zoo model with --route direct")
         if reference_dtype != "auto":  # auto chose the ONNX route: its reference is the source as exported
@@ -302,7 +302,7 @@ def _onnx_route(model, source, target, checkpoint, out, force, verify, atol, rto
     zoo_source = None
     hf_outside = path.exists() and detect(path).format == "hf" and _onnx_reads_with_transformers(detect(path).config)
     if str(model) in zoo.ENTRIES and not checkpoint or (not hf_outside and path.exists() and detect(path).format in ("hf", "safetensors")):
-        # completed where it is exported (routes/onnx_export_child.py: in a child process, for a TensorFlow target)
+        # completed where it is exported (routes/zoo_onnx_export.py)
         zoo_source = resolve(model, source, checkpoint, complete=False)
         artifact = zoo_source.artifact
         if source != "torch":

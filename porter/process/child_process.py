@@ -1,7 +1,6 @@
 """Work done in a child process of porter while this process does other work (an import), for steps whose
-result is plain data: config_completion.py (a config completed by transformers) and routes/onnx_export_child.py
-(the torch side of the ONNX route). The child gets its request as JSON on stdin and answers in JSON; a
-PorterError it meets comes back as that error (errors.as_fields / from_fields)."""
+result is plain data: config_completion.py (a config completed by transformers). The child gets its request as JSON
+on stdin and answers in JSON; a PorterError it meets comes back as that error (errors.as_fields / from_fields)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
 """Will an ONNX-route conversion from torch or TensorFlow fit in memory? Estimated from the size of the weights on disk,
 before anything is loaded, and refused (exit 2) as the direct route's estimate is (porter/resources/memory_estimate.py).
 
-Unlike the direct route, the ONNX route cannot stream: the exporter, the ONNX graph and onnx2tf each hold the whole
-model. Measured on bert-base (440 MB of float32 weights, benchmarks/onnx_route_scaling.py): the export, in a child
-process beside TensorFlow's import, peaked at 1.53 GB for both processes together; onnx2tf, reading the weights
-mapped from the export's file (routes/onnx_mapped.py), at 1.57 GB; a run that also verified at 1.90 GB (it was 3.11 GB
-before both). Where the export runs in this process (one core) the conversion peaked at 1.95 GB. That is at most
-about 2.2 copies of the weights above the imports while converting, and one more when verifying; the estimate
-keeps 3 as margin for graphs other than BERT's.
+Unlike the direct route, the ONNX route cannot stream: the exporter and the ONNX graph each hold the whole model.
+Measured on bert-base (440 MB of float32 weights) when this route still went on to TensorFlow through onnx2tf, the
+conversion peaked at 1.95 GB: about 2.2 copies of the weights above the imports, one more when verifying. --to onnx
+and --to torch hold no more than that; the estimate keeps 3 as margin for graphs other than BERT's.
 
 From TensorFlow (tf2onnx, then porter's ONNX -> torch converter) it is more: Keras' load builds every variable with
 its initializer before reading the weights, the .keras archive's weights file is read whole, and tf2onnx holds the
@@ -23,7 +20,7 @@ from pathlib import Path
 from porter.resources import memory_estimate
 from porter.resources.memory_estimate import IMPORT_FLOOR_BYTES, check_fits, size_text
 
-CONVERT_COPIES = 3.0  # the torch model and the export's tensors, then onnx2tf's mapped weights and TF's constants
+CONVERT_COPIES = 3.0  # the torch model, the export's tensors and the written graph's weights
 VERIFY_COPIES = 1.0  # the torch reference and the SavedModel, beside what TensorFlow kept of the conversion
 # from TensorFlow: measured 9.0 converting (VGG16), and no higher verifying; the verify copy is kept as margin
 TF_CONVERT_COPIES = 9.5

@@ -309,7 +309,7 @@ def run(model, feeds: dict, output_names) -> dict:
 
 
 def exported(path, onnx_path: Path, release: bool = True) -> dict:
-    """export_onnx as plain values (routes/onnx_export_child.py, kind "hf"): {"names", "outputs", "specs",
+    """export_onnx as plain values (routes/onnx_pipeline.py EXPORTS, kind "hf"): {"names", "outputs", "specs",
     "feeds", "architecture", "input_text", "notes"}."""
     hf, export = export_onnx(Path(path), onnx_path, release)
     specs = {n: [dtype, list(shape)] for n, (dtype, shape) in export.input_specs.items()}  # as JSON gives them back

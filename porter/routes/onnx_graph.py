@@ -20,7 +20,7 @@ INLINE_LIMIT = int(1.8e9)
 
 
 def load_onnx(path: Path, weights: bool = True):
-    """The model at ``path``; with ``weights=False`` its external-data tensors stay references (onnx_mapped)."""
+    """The model at ``path``; with ``weights=False`` its external-data tensors stay references."""
     import onnx
 
     try:
@@ -156,7 +156,7 @@ def save_with_weights(light, weights: list, path, inline_limit: int = INLINE_LIM
     each weight as a graph of one initializer. Never more than one tensor is copied (with_weights and
     onnx.save would hold the weights twice more: the merged model and its bytes). Weights over
     ``inline_limit`` bytes in all go to ``path``.data as ONNX external data: protobuf cannot read a file
-    over 2 GB. A weight that is an external-data reference already (onnx_mapped) is written as that
+    over 2 GB. A weight that is an external-data reference already is written as that
     reference, its bytes not copied: ``path`` must be in the folder of the file it names."""
     import onnx
     from onnx import numpy_helper

@@ -11,8 +11,7 @@ One module per leg, named by its role:
                         hf_source.py (an HF folder read by transformers, with its inputs and dynamic dims),
                         zoo_onnx_export.py (a zoo folder)
     ONNX -> torch       onnx_to_torch_folder.py (porter's converter: model.py + model.safetensors + model.pt2)
-    shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts),
-                        onnx_mapped.py (the weights read through a memory map of their external data file)
+    shared              onnx_graph.py (reading the graph: inputs, outputs, id ranges, layouts)
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from porter.routes.to_onnx_leftovers import check_tf2onnx_output, rewrite_tf_lef
 
 OPSET = 18  # torch.onnx's dynamo exporter handles it; onnxruntime and porter's ONNX -> torch read it
 # metadata on the graphs porter exports from torch: the exporter's optimizer already folded constants and
-# dropped dead nodes, so onnx-simplifier is not run again on them (onnx_to_tf._prepared_for_dynamic_dims)
+# dropped dead nodes, so onnx-simplifier is not run again on them
 OPTIMIZED_MARK = "porter.optimized_by"
 
 
@@ -149,7 +149,7 @@ def load_exported_program(path: Path):
 
 def exported_pt2(path, onnx_path: Path, release: bool = True) -> dict:
     """A .pt2 ExportedProgram (loaded without its pickles) exported to ``onnx_path``, as plain values
-    (routes/onnx_export_child.py, kind "pt2"): {"names", "outputs", "specs", "ranges"}, JSON's lists for tuples."""
+    (routes/onnx_pipeline.py EXPORTS, kind "pt2"): {"names", "outputs", "specs", "ranges"}, JSON's lists for tuples."""
     from porter.process import progress
     from porter.process.frameworks import torch
     from porter.verifiers.inputs import from_specs
