@@ -283,7 +283,7 @@ def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
         if not int32_ids:
             signatures = {"serving_default": signatures["serving_default"] if prep.channels_last
                           else converted.module.serve.get_concrete_function()}
-        tf.saved_model.save(converted.module, str(folder), options=save_options(), signatures=signatures)
+        tf.saved_model.save(converted.saveable(), str(folder), options=save_options(), signatures=signatures)
     return converted
 
 
