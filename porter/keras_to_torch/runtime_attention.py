@@ -81,7 +81,8 @@ class KerasGroupedQueryAttention(nn.Module):
         self.causal, self.sliding_window, self.return_scores = causal, sliding_window, return_scores
 
     def forward(self, query, value, key=None, attention_mask=None):
-        q = self.query(query) * (1.0 / math.sqrt(self.head_dim))
+        # Keras multiplies by 1 / sqrt(head_dim) cast through a float32 tensor, in every dtype (1e-8 in float64)
+        q = self.query(query) * torch.tensor(1.0 / math.sqrt(self.head_dim), dtype=torch.float32).item()
         k = self.key(value if key is None else key).repeat_interleave(self.repeats, dim=2)
         v = self.value(value).repeat_interleave(self.repeats, dim=2)
         scores = torch.einsum("bquh,bkuh->buqk", q, k)

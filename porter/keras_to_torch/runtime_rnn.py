@@ -224,7 +224,8 @@ class KerasMultiHeadAttention(nn.Module):
         return y if b is None else y + b
 
     def forward(self, query, value, key=None, attention_mask=None):
-        q = self.project(query, "query") / math.sqrt(self.key_dim)
+        # Keras multiplies by 1 / sqrt(key_dim) cast through a float32 tensor, in every dtype (1e-8 in float64)
+        q = self.project(query, "query") * torch.tensor(1.0 / math.sqrt(self.key_dim), dtype=torch.float32).item()
         k = self.project(value if key is None else key, "key")
         v = self.project(value, "value")
         scores = torch.einsum("bshk,bthk->bhts", k, q)
