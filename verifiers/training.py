@@ -295,8 +295,6 @@ def _keras_step(model, plan, feeds, lr):
     from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
-    for layer in _all_layers(model):
-        _keras_no_dropout(layer)
     names = [n for n, _, _, _ in plan.graph.inputs]
 
     def call(feed, training):

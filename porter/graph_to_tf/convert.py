@@ -13,6 +13,7 @@ from pathlib import Path
 
 from porter.graph_to_tf.check import check_supported
 from porter.graph_to_tf.decompositions import decompose
+from porter.graph_to_tf.layout import NCHW_TO_NHWC, NHWC_TO_NCHW
 from porter.graph_to_tf.signature import output_names as read_output_names
 from porter.graph_to_tf.signature import user_inputs, variable_name, weights
 
@@ -112,7 +113,7 @@ def _signatures(serve, specs, channels_last=()) -> dict:
         keys = keys[:1]
     out = {}
     for key, ids in keys:
-        wanted = [tf.TensorSpec([s.shape[i] for i in (0, 2, 3, 1)] if nhwc else s.shape,
+        wanted = [tf.TensorSpec([s.shape[i] for i in NCHW_TO_NHWC] if nhwc else s.shape,
                                 ids if s.dtype.name in _INTEGER_IDS else s.dtype, name=s.name) for s, nhwc in zip(native, last)]
         if all(w.dtype == s.dtype for w, s in zip(wanted, native)) and not any(last):
             out[key] = serve.get_concrete_function()
@@ -120,7 +121,7 @@ def _signatures(serve, specs, channels_last=()) -> dict:
 
         def cast_then_serve(*args):
             # casts and transposes, then calls the traced graph: the program is traced once, not once per signature
-            args = [tf.transpose(a, (0, 3, 1, 2)) if nhwc else a for a, nhwc in zip(args, last)]
+            args = [tf.transpose(a, NHWC_TO_NCHW) if nhwc else a for a, nhwc in zip(args, last)]
             return serve(*(a if a.dtype == s.dtype else tf.cast(a, s.dtype) for a, s in zip(args, native)))
 
         out[key] = tf.function(cast_then_serve, input_signature=wanted, autograph=False).get_concrete_function()

@@ -20,6 +20,7 @@ import numpy as np
 
 from porter.process import progress
 from porter.errors import PorterError, UnsupportedModelError
+from porter.routes import onnx_graph
 
 
 class MissingConverters(UnsupportedModelError):
@@ -44,10 +45,6 @@ class Prepared:
     channels_last: tuple = ()  # --layout nhwc: the image inputs the written signatures take channels-last
 
 
-def _channel_inputs(specs: dict) -> list[str]:
-    return [n for n, (d, s) in specs.items() if len(s) == 4 and np.dtype(d).kind == "f"]
-
-
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
                       route_reason=None, latency=False, target="tf", allow_flex=False, layout=None):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
@@ -59,7 +56,7 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
     timings = {}
     t0 = time.perf_counter()
     prep = prepare(artifact, static_shapes)  # MissingConverters here: nothing is staged yet
-    prep.channels_last = tuple(_channel_inputs(prep.specs)) if layout == "nhwc" else ()
+    prep.channels_last = tuple(onnx_graph.channel_inputs(prep.specs)) if layout == "nhwc" else ()
     if inputs is not None and verify:
         _check_ranges(prep, Path(inputs))  # before anything is written
     timings["export_s"] = time.perf_counter() - t0
@@ -117,14 +114,13 @@ def _checked(program) -> dict:
 
     tensorflow()  # quietened before the op converters import it
     from porter.graph_to_tf.check import check_supported
-    from porter.graph_to_tf.decompositions import converts_as_exported, decomposition_table
+    from porter.graph_to_tf.decompositions import decompose
 
-    if converts_as_exported(program):
-        how = "none: every op of torch.export's graph has a converter"
-    else:
-        with progress.step("decomposing the ATen graph"):
-            program = program.run_decompositions(decomposition_table())
-        how = "core ATen (torch.export.default_decompositions, gelu and scaled_dot_product_attention kept)"
+    exported = program
+    with progress.step("preparing the ATen graph (decomposed to core ATen where an op needs it)"):
+        program = decompose(program)
+    how = ("none: every op of torch.export's graph has a converter" if program is exported
+           else "core ATen (torch.export.default_decompositions, gelu and scaled_dot_product_attention kept)")
     try:
         check_supported(program.graph)
     except UnsupportedModelError as exc:
@@ -209,7 +205,7 @@ def _prepare_onnx(artifact, static_shapes: bool) -> Prepared:
     from porter.process.frameworks import torch
     from porter.onnx_to_torch import onnx_to_torch
     from porter.onnx_to_torch.converter import _opsets, check_model
-    from porter.routes import hf_source, onnx_graph
+    from porter.routes import hf_source
     from porter.verifiers.inputs import from_specs
 
     torch = torch()
@@ -410,7 +406,7 @@ def _report(artifact, prep: Prepared, converted, out, timings: dict) -> dict:
     from porter import __version__
 
     static = _static_dims(prep, converted)
-    channel = _channel_inputs(prep.specs)
+    channel = onnx_graph.channel_inputs(prep.specs)
     shapes = sorted({tuple(tuple(np.shape(v)) for v in f.values()) for f in prep.feeds})
     return {
         "porter": __version__,

@@ -13,6 +13,11 @@ from porter.errors import PorterError
 
 NHWC_TO_NCHW = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
 NCHW_TO_NHWC = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+
+
+def channel_inputs(specs: dict) -> list[str]:
+    """The inputs that are images: 4-D floats (name -> (dtype, shape) specs)."""
+    return [n for n, (dtype, shape) in specs.items() if len(shape) == 4 and np.dtype(dtype).kind == "f"]
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
                 11: "float64", 16: "bfloat16"}
 # weights past this many bytes go to an external data file: protobuf cannot read a file over 2 GB

@@ -126,14 +126,14 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
         if model is None:
             export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path)
             if nchw:
-                export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=_channel_inputs(export.input_specs))
+                export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=onnx_graph.channel_inputs(export.input_specs))
             zoo_feeds = _zoo_feeds(artifact, export.input_specs)
             if zoo_feeds is not None:  # porter's own folder: ids its tables take (Keras' take hides them from index_bounds)
                 return Prepared(artifact.path, export, model_name=artifact.path.stem, source_layout="nhwc", **zoo_feeds)
             reference = artifact.path
         else:
             _, _, specs = to_onnx.keras_io(model)
-            export = to_onnx.keras_to_onnx(model, onnx_path, nchw_inputs=_channel_inputs(specs) if nchw else ())
+            export = to_onnx.keras_to_onnx(model, onnx_path, nchw_inputs=onnx_graph.channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
         return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc",
                         **_generated(export.input_specs, _bounds_of(onnx_path)))
@@ -167,10 +167,6 @@ def _bounds_of(onnx_path: Path) -> dict:
     import onnx
 
     return onnx_graph.index_bounds(onnx.load(str(onnx_path), load_external_data=False))
-
-
-def _channel_inputs(specs: dict) -> list[str]:
-    return [n for n, (dtype, shape) in specs.items() if len(shape) == 4 and np.dtype(dtype).kind == "f"]
 
 
 def _prepare_zoo_torch(src, onnx_path: Path, target: str) -> Prepared:
@@ -233,14 +229,14 @@ def _static_vs(before: dict, after: dict) -> list[dict]:
 
 def _layout_info(prep: Prepared, layout) -> dict:
     """{"inputs": {name: the source's layout}, "candidate": what the written model takes}."""
-    channel = _channel_inputs(prep.export.input_specs)
+    channel = onnx_graph.channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
     return {"inputs": {n: source for n in channel}, "candidate": layout or source}
 
 
 def _candidate_feed(feed: dict, prep: Prepared, layout) -> dict:
     if layout == "nchw" and prep.source_layout == "nhwc":
-        channel = set(_channel_inputs(prep.export.input_specs))
+        channel = set(onnx_graph.channel_inputs(prep.export.input_specs))
         return {k: np.transpose(v, onnx_graph.NHWC_TO_NCHW[v.ndim]) if k in channel else v for k, v in feed.items()}
     return feed
 
@@ -283,7 +279,7 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs
     if inputs is not None:  # the user's arrays, matched to the source's inputs by name (as porter verify does)
         return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx", latency=latency)
     written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
-    channel = _channel_inputs(prep.export.input_specs)
+    channel = onnx_graph.channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
     if info["layout"]["candidate"] != source and channel:  # the candidate's static dims, in the source's layout
         perm = onnx_graph.NCHW_TO_NHWC if source == "nhwc" else onnx_graph.NHWC_TO_NCHW

@@ -8,10 +8,11 @@ from __future__ import annotations
 import tensorflow as tf
 import torch
 
-from porter.graph_to_tf.context import axis, dim, out_dtype, rank, shape_arg
-from porter.graph_to_tf.ops.activation import sigmoid
+from porter.graph_to_tf.context import axis, dim, out_dtype, out_meta, rank, shape_arg
+from porter.graph_to_tf.ops.activation import log_softmax, sigmoid, softmax
 from porter.graph_to_tf.ops.linalg import convolution
 from porter.graph_to_tf.ops.normalization import native_layer_norm
+from porter.graph_to_tf.ops.shape import to_copy
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -95,12 +96,7 @@ def silu(x):
 
 
 def _cast_to_output(x):
-    target = out_dtype()
-    if target == x.dtype:
-        return tf.identity(x)
-    if target == tf.bool:
-        return tf.not_equal(x, tf.zeros([], x.dtype))
-    return tf.cast(x, target)
+    return to_copy(x, dtype=out_meta().dtype)  # _to_copy's converter: bool as != 0, as torch casts
 
 
 @register(aten.to.dtype)
@@ -133,9 +129,9 @@ def and_tensor(x, other):
 
 @register(aten.softmax.int)
 def softmax_int(x, dim, dtype=None):
-    return tf.nn.softmax(_cast_to_output(x), axis=axis(dim, rank(x)))
+    return softmax(_cast_to_output(x), dim)
 
 
 @register(aten.log_softmax.int)
 def log_softmax_int(x, dim, dtype=None):
-    return tf.nn.log_softmax(_cast_to_output(x), axis=axis(dim, rank(x)))
+    return log_softmax(_cast_to_output(x), dim)
