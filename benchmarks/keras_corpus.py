@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests_support, keras_layers_support
 
 ATOL, RTOL = 1e-5, 1.3e-6  # porter's fp32 defaults
 
@@ -441,16 +442,12 @@ def informative(case: Case, seed: int = 0):
     """Biases/betas/scales/PReLU slopes away from init; BatchNorm calibrated then perturbed."""
     k = _keras()
     model = case.model
-    rng = np.random.default_rng(seed)
+    from keras_layers_support import informative as away_from_init  # the layer tests' rule (tests/ is on sys.path)
+
+    away_from_init(model, seed)  # biases and betas N(0, 0.3), scales U(0.5, 1.5)
+    rng = np.random.default_rng(seed + 1)
     for v in model.weights:
-        if "int" in str(v.dtype) or not v.trainable:
-            continue
-        name = v.path.rsplit("/", 1)[-1]
-        if name in ("bias", "beta") or name.endswith("_bias"):
-            v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
-        elif name in ("gamma", "scale"):
-            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
-        elif name == "alpha":  # PReLU's slopes start at 0
+        if v.trainable and v.path.rsplit("/", 1)[-1] == "alpha":  # PReLU's slopes start at 0
             v.assign(rng.uniform(0.05, 0.4, v.shape).astype("float32"))
     layers = all_layers(model)
     norms = [layer for layer in layers if isinstance(layer, k.layers.BatchNormalization)]
@@ -495,7 +492,6 @@ def unseen_check(keras_model, out: Path, case: Case) -> tuple[float, bool, list[
     """The written model against Keras at the two unseen shapes: (max abs, passed, problems)."""
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from tests_support import load_written_model
 
     torch_model = load_written_model(out)
