@@ -155,7 +155,7 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     for placeholder, (key, tensor, trainable) in weights(program).items():
         if key not in by_key:
             array = tensor.detach().cpu().contiguous().numpy()  # shares torch's memory
-            by_key[key] = tf.Variable(_tf_value(tf, tensor, array), trainable=trainable, name=variable_name(key))
+            by_key[key] = tf.Variable(_tf_value(tf, tensor, array, mapped), trainable=trainable, name=variable_name(key))
             _page_out(array, mapped)
             del array
         variables[placeholder] = by_key[key]
@@ -176,10 +176,12 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     return converted
 
 
-def _tf_value(tf, tensor, array):
+def _tf_value(tf, tensor, array, mapped=()):
     """The Variable's initial value as one copy of the weight: a fresh (64-byte aligned) torch copy handed to
     TF through DLPack, which the Variable adopts without copying it again; tf.Variable(numpy) makes a
-    transient second copy. The numpy array where DLPack cannot carry it (dtype, empty, 0-d)."""
+    transient second copy. The numpy array where DLPack cannot carry it (dtype, empty, 0-d). The copy is made
+    in slices, each slice's source pages dropped once copied where they are pages of the mapped checkpoint:
+    the largest weight (bert-base's word embeddings, 94 MB) is then never resident twice."""
     import torch
 
     t = tensor.detach()
@@ -187,13 +189,21 @@ def _tf_value(tf, tensor, array):
               torch.int8, torch.uint8)
     if t.device.type != "cpu" or t.numel() == 0 or t.dim() == 0 or t.dtype not in dtypes:
         return array
-    copy = t.clone(memory_format=torch.contiguous_format)
+    copy = torch.empty_like(t, memory_format=torch.contiguous_format)
     if copy.data_ptr() % 64 or not copy.is_contiguous():  # TF's kernels need EIGEN_MAX_ALIGN_BYTES alignment
         return array
+    rows = max(1, _COPY_SLICE_BYTES // max(1, t[0].numel() * t.element_size()))
+    for start in range(0, t.shape[0], rows):
+        copy[start:start + rows].copy_(t[start:start + rows])
+        if array.flags.c_contiguous:
+            _page_out(array[start:start + rows], mapped)
     try:
         return tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(copy))
     except Exception:  # noqa: BLE001 - an older TF's DLPack: the plain copy below is always right
         return array
+
+
+_COPY_SLICE_BYTES = 8 << 20
 
 
 # -- memory: weights transformers mapped from model.safetensors -------------------------------------
