@@ -22,11 +22,23 @@ def module_path(node) -> str:
     return path.replace("L['self'].", "").replace("L__self___", "")
 
 
+def all_nodes(graph):
+    """``graph``'s nodes, and those of the bodies its higher-order ops run (get_attr submodules), depth first."""
+    for node in graph.nodes:
+        yield node
+        if node.op == "call_function":
+            for arg in node.args:
+                if getattr(arg, "op", None) == "get_attr":
+                    body = getattr(graph.owning_module, arg.target, None)
+                    if hasattr(body, "graph"):
+                        yield from all_nodes(body.graph)
+
+
 def check_supported(graph) -> None:
     counts: Counter = Counter()
     where: dict[str, set] = defaultdict(set)
     refusals: list[str] = []
-    for node in graph.nodes:
+    for node in all_nodes(graph):
         if node.op != "call_function" or op_name(node.target) in SKIPPED:
             continue
         name = op_name(node.target)

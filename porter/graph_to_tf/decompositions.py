@@ -37,13 +37,13 @@ def decompose(ep):
 def converts_as_exported(ep) -> bool:
     """Every call in ``ep``'s graph has a converter that accepts it, none mutates its inputs, and the program
     mutates no buffer or user input (those need functionalisation, which run_decompositions does)."""
-    from porter.graph_to_tf.check import SKIPPED
+    from porter.graph_to_tf.check import SKIPPED, all_nodes
     from porter.graph_to_tf.registry import lookup, op_name
 
     signature = ep.graph_signature
     if getattr(signature, "buffers_to_mutate", None) or getattr(signature, "user_inputs_to_mutate", None):
         return False
-    for node in ep.graph.nodes:
+    for node in all_nodes(ep.graph):
         if node.op != "call_function" or op_name(node.target) in SKIPPED:
             continue
         schema = getattr(node.target, "_schema", None)

@@ -11,6 +11,7 @@ from porter.graph_to_tf.ops import (  # noqa: F401
     composite,
     creation,
     elementwise,
+    higher_order,
     indexing,
     linalg,
     normalization,
