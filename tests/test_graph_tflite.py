@@ -167,3 +167,41 @@ def test_op_without_builtin_or_flex_is_refused_even_with_allow_flex(cli, tmp_pat
 def test_allow_flex_is_for_tflite_only(cli, tmp_path):
     code, text = cli("convert", tmp_path / "missing.pt2", "--from", "torch", "--to", "tf", "--allow-flex", "--out", tmp_path / "o")
     assert code == 2 and "--allow-flex" in text
+
+
+class _Router(torch.nn.Module):
+    """An MoE router's index arithmetic: top-k experts per token, flattened and sorted, each slot's token found by
+    ``index // top_k`` (int64 in torch; TFLite's FloorDiv builtin takes int32 only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        experts = torch.topk(self.gate(x).softmax(-1), 2, dim=-1)[1].reshape(-1)
+        order = torch.sort(experts)[1]
+        token = order // 2
+        return x.reshape(-1, 8)[token] * (token.float()[:, None] + 1)
+
+
+class _FloorDivide(torch.nn.Module):
+    def forward(self, x):
+        return torch.floor_divide(x, 3)
+
+
+def test_router_index_division_stays_builtin(cli, tmp_path):
+    torch.manual_seed(0)
+    path = save_pt2(_Router().eval(), torch.randn(6, 8), tmp_path / "router.pt2", {0: ("tokens", 2, 64)})
+    out = tmp_path / "o"
+    code, text = cli("convert", path, "--from", "torch", "--to", "tflite", "--out", out)
+    assert code == 0, text  # verified by LiteRT alone
+    assert not _report(out)["tflite"]["flex_ops"]
+
+
+def test_int64_floor_divide_of_plain_values_is_not_narrowed(cli, tmp_path):
+    """Values that are not porter's own int32 indices keep int64 division (exact beyond 2**31): Flex, named."""
+    path = save_pt2(_FloorDivide().eval(), torch.tensor([[2**40 + 7, -5], [9, 4]]), tmp_path / "div.pt2", {0: ("batch", 1, 64)})
+    code, text = cli("convert", path, "--from", "torch", "--to", "tflite", "--out", tmp_path / "o")
+    assert code == 2 and "FloorDiv" in text, text
+    code, text = cli("convert", path, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf")
+    assert code == 0, text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 import torch
 
-from porter.graph_to_tf.context import is_tensor, out_dtype
+from porter.graph_to_tf.context import current_node, is_tensor, out_dtype
 from porter.graph_to_tf.registry import register
 
 aten = torch.ops.aten
@@ -61,9 +61,42 @@ def div_mode(x, other, rounding_mode=None):
     if rounding_mode is None:
         return a / b
     if a.dtype.is_integer:
+        if _int32_indices(current_node().args[0], other):
+            a32 = tf.math.floordiv(tf.cast(a, tf.int32), tf.constant(other, tf.int32)) if rounding_mode == "floor" \
+                else tf.truncatediv(tf.cast(a, tf.int32), tf.constant(other, tf.int32))
+            return tf.cast(a32, a.dtype)
         return tf.math.floordiv(a, b) if rounding_mode == "floor" else tf.truncatediv(a, b)
     q = a / b
     return tf.floor(q) if rounding_mode == "floor" else tf.where(q < 0, tf.math.ceil(q), tf.floor(q))
+
+
+@register(aten.floor_divide.default, aten.floor_divide.Scalar)
+def floor_divide(x, other):
+    return div_mode(x, other, rounding_mode="floor")
+
+
+# Shape-only ops: the values that come out are values that went in.
+_SAME_VALUES = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.permute.default",
+                "aten.transpose.int", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
+                "aten.unsqueeze.default", "aten.clone.default", "aten.alias.default", "aten.slice.Tensor",
+                "aten.select.int", "aten.flatten.using_ints", "aten.expand.default", "aten.contiguous.default"}
+
+
+def _int32_indices(node, divisor) -> bool:
+    """An int64 dividend whose values are indices that porter's own sort/topk converters computed in int32
+    (tf.argsort, tf.math.top_k), seen through shape-only ops, divided by an int32 constant: the division is
+    exact in int32. TFLite has FloorDiv for int32 only, so this keeps an MoE router's ``idx // top_k`` a builtin."""
+    from porter.graph_to_tf.registry import op_name
+
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or not 0 < abs(divisor) < 2**31:
+        return False
+    while getattr(node, "op", None) == "call_function" and op_name(node.target) in _SAME_VALUES:
+        node = node.args[0]
+    if getattr(node, "op", None) != "call_function" or op_name(node.target) != "operator.getitem" or node.args[1] != 1:
+        return False
+    source = node.args[0]
+    return getattr(source, "op", None) == "call_function" and op_name(source.target) in (
+        "aten.sort.default", "aten.sort.stable", "aten.topk.default")
 
 
 @register(aten.remainder.Tensor, aten.remainder.Scalar)
