@@ -15,6 +15,10 @@ from porter.errors import PorterError
 
 NOT_COMPARED = "mapped, not compared"
 NO_REFERENCE = "weights mapped and checked, no outputs compared (no reference: pass --expected/--inputs)"
+HOW_TO_COMPARE = ("to know the mapping is right, compare against TF: run the tf_model.h5 with transformers 4.x "
+                  "on inputs saved as inputs.npz (input_ids, attention_mask, ...), save its outputs by name "
+                  "(last_hidden_state, logits, ...) as expected.npz, then `porter verify {src} {out} --expected "
+                  "expected.npz --inputs inputs.npz` (or pass both to convert)")
 
 
 def is_legacy_folder(path: Path) -> bool:
@@ -76,13 +80,17 @@ def convert_legacy(path, out, *, force=False, verify=True, atol=None, rtol=None,
 
             _name_final_path(verification, tmp, out)
             report.update(status=verification.status, reference=f"recorded outputs: {expected}",
-                          verification=verification.to_dict())
+                          verification=verification.to_dict(), notes=list(conv.notes))
             render(verification, console)
         else:
+            how = HOW_TO_COMPARE.format(src=path, out=out)
             report.update(status=NOT_COMPARED if verify else "not verified", reference=None,
-                          notes=[NO_REFERENCE] if verify else [])
+                          notes=[NO_REFERENCE, how] + list(conv.notes) if verify else list(conv.notes))
             if verify:
                 _say(console, NO_REFERENCE)
+                _say(console, how)
+        for note in conv.notes:  # what this architecture's rule file says a comparison must know
+            _say(console, f"note ({conv.architecture}): {note}")
         from porter import __version__
 
         report["porter"] = __version__

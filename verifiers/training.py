@@ -96,9 +96,12 @@ def _pair(reference, candidate):
     from porter.readers.artifacts import detect
 
     ref, cand = detect(reference), detect(candidate)
-    hint = ("--train compares a Keras model (.keras or .h5) with the torch folder porter wrote from it "
+    hint = ("--train compares a Keras model (.keras, .h5 or a Keras 2 SavedModel folder) with the torch folder porter wrote from it "
             "(porter convert MODEL.keras --from tf --to torch); direct-route pairs are not supported by --train yet")
-    if ref.format not in ("keras", "h5") or cand.format != "torch_py":
+    from porter.readers.keras2_saved_model import is_keras2_saved_model
+
+    keras2 = ref.format == "saved_model" and is_keras2_saved_model(ref.path)  # tf_keras' model.save(dir): its layers
+    if (ref.format not in ("keras", "h5") and not keras2) or cand.format != "torch_py":
         raise PorterError(f"--train cannot compare {ref.path} ({ref.description}) with {cand.path} ({cand.description})",
                           hint=hint)
     written = read_json_if_present(Path(cand.path) / "porter_report.json", cand.path) or {}

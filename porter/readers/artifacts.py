@@ -110,7 +110,9 @@ def detect(path) -> Artifact:
 def _folder_artifact(path: Path, names: set[str]) -> Artifact | None:
     has_config = "config.json" in names
     if "saved_model.pb" in names:
-        return Artifact(path, "tf", "saved_model", "TensorFlow SavedModel" + (" (porter output)" if "model.keras" in names else ""))
+        kind = " (porter output)" if "model.keras" in names else \
+            " (Keras 2, with keras_metadata.pb: its layers are read)" if "keras_metadata.pb" in names else ""
+        return Artifact(path, "tf", "saved_model", "TensorFlow SavedModel" + kind)
     if "model.py" in names and "model.safetensors" in names:
         return Artifact(path, "torch", "torch_py", "porter-generated PyTorch code + safetensors")
     if has_config and names & set(_TORCH_WEIGHTS):

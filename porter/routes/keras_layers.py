@@ -30,13 +30,20 @@ class Planned:
 
 def keras_layers_plan(artifact, layout) -> Planned:
     """The Keras model and its translation, or the reason the whole model takes the ONNX route instead."""
-    if artifact.format not in ("keras", "h5"):
+    from porter.readers.keras2_saved_model import Unreadable, is_keras2_saved_model
+
+    keras2 = artifact.format == "saved_model" and is_keras2_saved_model(artifact.path)
+    if artifact.format not in ("keras", "h5") and not keras2:
         return Planned(reason=None)
     from porter.keras_to_torch.codegen import plan_model
     from porter.routes.tf_weights import load_keras_artifact
 
-    with progress.step(f"loading {artifact.path}"):
-        model, config = load_keras_artifact(artifact)
+    try:
+        with progress.step(f"loading {artifact.path}"):
+            model, config = load_keras_artifact(artifact)
+    except Unreadable as exc:  # a Keras 2 SavedModel whose layers cannot be read: its saved graph still converts
+        return Planned(reason=f"the keras layers writer could not read this Keras 2 SavedModel's layers ({exc.message}): "
+                              "the whole model was converted from its saved graph through ONNX (tf2onnx)")
     if config is not None:
         return Planned(reason=None)
     channel = _channel_inputs(model) if layout == "nchw" else []

@@ -126,6 +126,7 @@ class Scheme:
     transformers_renames: bool = True
     ignore_tf: list = field(default_factory=list)  # regexes (re.search) on the h5 name
     sources: list[str] = field(default_factory=list)  # the rule files read
+    notes: list[str] = field(default_factory=list)  # what a user must know to compare this architecture
 
     @classmethod
     def load(cls, model_type: str | None) -> "Scheme":
@@ -146,6 +147,7 @@ class Scheme:
             extra = tomllib.loads(special.read_text())
             scheme.rewrites[:0] = _rewrites(extra.get("names", {}).get("rewrite", []), where)
             scheme.ignore_tf = [_regex(p, where) for p in extra.get("tf", {}).get("ignore", [])]
+            scheme.notes = [str(n) for n in extra.get("notes", [])]
             scheme.sources.append(where)
         return scheme
 
@@ -243,6 +245,7 @@ class LegacyConversion:
     plan: object
     filled: list  # keys filled with a start value
     rule_files: list
+    notes: list = field(default_factory=list)  # the architecture's notes (mappings/legacy/<model_type>.toml)
 
 
 def convert_checkpoint(folder: Path, config: dict) -> LegacyConversion:
@@ -261,4 +264,5 @@ def convert_checkpoint(folder: Path, config: dict) -> LegacyConversion:
     state = dict(the_plan.run(checkpoint.get))
     fills = scheme.fill_targets(target, set(state))
     state.update(fills)
-    return LegacyConversion(state, target.config, target.cls.__name__, the_plan, sorted(fills), scheme.sources)
+    return LegacyConversion(state, target.config, target.cls.__name__, the_plan, sorted(fills), scheme.sources,
+                            scheme.notes)

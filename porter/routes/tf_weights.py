@@ -87,6 +87,10 @@ def load_keras_artifact(artifact):
 
         return user_model(load_preset(path), path)
     if fmt == "saved_model":
+        from porter.readers.keras2_saved_model import is_keras2_saved_model, load_model
+
+        if is_keras2_saved_model(path):  # tf_keras' model.save(dir): its layers from keras_metadata.pb
+            return load_model(path), None
         if not (path / "model.keras").is_file():
             raise PorterError(
                 f"{path} is a SavedModel without porter's model.keras beside it: its weights have no names to map",

@@ -35,6 +35,11 @@ class SavedModelRunner(Runner):
         self.input_names = list(kwargs)
         self.input_specs = {n: (s.dtype.name, tuple(s.shape.as_list())) for n, s in kwargs.items()}
         self.output_names = list(self.fn.structured_outputs)
+        from porter.readers.keras2_saved_model import embedding_bounds, is_keras2_saved_model
+
+        if is_keras2_saved_model(self.artifact.path):  # tf_keras' model.save(dir): ids inside its Embedding tables
+            bounds = embedding_bounds(self.artifact.path)
+            self.index_bounds = {n: b for n, b in bounds.items() if n in self.input_names}
 
     def infer(self, feeds):
         tf = self.tf
