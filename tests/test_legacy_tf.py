@@ -234,3 +234,49 @@ def test_deberta_differs_from_tf_only_at_padding_and_says_so(name, cli, tmp_path
         diff = np.abs(got[key].numpy() - want)
         print(f"{name} {key}: unpadded {diff[valid].max():.3g}, padded {diff[~valid].max():.3g}")
         assert diff[valid].max() <= MAX_ABS
+
+
+def test_multiple_choice_head_is_compared_on_batch_by_choices_inputs(cli, tmp_path):
+    """TFDebertaV2ForMultipleChoice takes input_ids batch x choices x sequence and gives logits batch x choices:
+    the converted model is described with those inputs (hf_source.describe assumed batch x sequence and crashed
+    running it), so --expected compares its logits, on convert and on verify."""
+    folder, expected, inputs = _files("deberta_v2_choice")
+    assert np.load(inputs)["input_ids"].ndim == 3 and np.load(expected)["logits"].ndim == 2
+    out = tmp_path / "pt"
+    code, text = cli("convert", folder, "--from", "tf", "--to", "torch", "--out", out,
+                     "--expected", expected, "--inputs", inputs)
+    assert code == 0, text
+    report = json.loads((out / "porter_report.json").read_text())
+    assert report["architecture"] == "DebertaV2ForMultipleChoice" and report["status"] == "passed"
+    code, text = cli("verify", folder, out, "--expected", expected, "--inputs", inputs)
+    assert code == 0, text
+
+
+def test_multiple_choice_inputs_are_described_batch_by_choices_by_sequence():
+    """describe's generated inputs, export example and torch.export dims for a multiple-choice head: one batch,
+    one choices and one sequence dim shared by input_ids and attention_mask."""
+    import torch
+    import transformers
+
+    from porter.routes import hf_source
+
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=37, max_position_embeddings=64)
+    model = transformers.BertForMultipleChoice(config).eval()
+    hf = hf_source.describe(model, model.config, "BertForMultipleChoice")
+    assert hf.output_names == ["logits"] and "choices" in hf.input_text
+    assert {hf.specs[n][1] for n in hf.input_names} == {(None, None, None)}
+    shapes = {tuple(f["input_ids"].shape) for f in hf.feeds}
+    assert {s[1] for s in shapes} == set(hf_source.CHOICES) and {s[0] for s in shapes} == set(hf_source.BATCHES)
+    for feed in hf.feeds:
+        assert {tuple(a.shape) for a in feed.values()} == {tuple(feed["input_ids"].shape)}
+        got = hf_source.run(model, feed, hf.output_names)["logits"]
+        assert got.shape == feed["input_ids"].shape[:2]
+    example = dict(zip(hf.input_names, hf_source.example_args(hf)))
+    assert example["input_ids"].shape[0] == hf_source.EXPORT_BATCH and example["input_ids"].ndim == 3
+    assert (example["attention_mask"][-1, :, -2:] == 0).all() and (example["attention_mask"][0] == 1).all()
+    dims = hf_source.export_dims(hf)
+    assert [sorted(d[a].__name__ for a in d) for d in dims] == [["batch", "choices", "sequence"]] * len(dims)
+    assert all(d[a] is dims[0][a] for d in dims for a in d)  # shared between the inputs
+    with torch.no_grad():
+        model(**{k: v for k, v in example.items()})

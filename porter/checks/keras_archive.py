@@ -87,14 +87,15 @@ def archive_config(path) -> dict:
 
 
 # ------------------------------------------------------------------ what the config declares
-def declared_weights(config, source, legacy: bool = False) -> Declared:
+def declared_weights(config, source, legacy: bool = False, hint: str | None = None) -> Declared:
     """Deserialize ``config`` (safe_mode; for a legacy h5, its checked JSON text) inside a StatelessScope and count
     its variables' bytes. Nothing is allocated: Keras defers a variable created there until its scope exits with
     initialize_variables=True, or until something initializes Keras' global list of deferred variables, which is
     restored here so that the dropped model's variables never are. So is the counter that names new objects
     ('adam_1'...), so the real load names them as it would have. ``config`` is copied: deserializers replace parts
     of the dict they are given by the objects built (keras-hub's Task puts its backbone there), which the real
-    load would then reuse, uninitialized."""
+    load would then reuse, uninitialized. ``hint``: the way forward where Keras cannot build the config (by default:
+    the file is damaged or hostile)."""
     from keras.src.backend.common import global_state
     from keras.src.backend.common.stateless_scope import StatelessScope
     from keras.src.saving import serialization_lib
@@ -136,7 +137,8 @@ def declared_weights(config, source, legacy: bool = False) -> Declared:
                                "does not know)",
                        hint="save the model as .keras (model.save('model.keras')) and convert that") from None
         raise _bad(source, f"Keras cannot build the model its config describes without allocating its weights "
-                           f"(safe_mode=True): {type(exc).__name__}: {str(exc)[:500]}") from None
+                           f"(safe_mode=True): {type(exc).__name__}: {str(exc)[:500]}",
+                   **({"hint": hint} if hint else {})) from None
     finally:
         global_state.set_global_attribute("uninitialized_variables", pending)
         global_state.set_global_attribute("object_name_uids", names)
@@ -443,6 +445,8 @@ def check_keras_h5(path) -> None:
     weights it declares against the datasets under model_weights (Keras reads each whole before checking it)."""
     import h5py
 
+    from porter.readers.keras2_config import h5_config_text, keras2_h5_hint, written_by_keras2
+
     path, key = Path(path), _key(path)
     if key in _checked:
         return
@@ -467,7 +471,11 @@ def check_keras_h5(path) -> None:
         text = f.attrs["model_config"]
         text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         _register_classes(parse_json(text, f"{path}: attribute 'model_config'"))  # size and depth checked
-        declared = declared_weights(text, path, legacy=True)  # parsed again as Keras does (json_utils.decode)
+        # a tf_keras (Keras 2) config in the form Keras 3 rebuilds it, as load_keras_artifact will (keras2_config)
+        version = f.attrs.get("keras_version")
+        text = h5_config_text(text, version)
+        hint = keras2_h5_hint(version) if written_by_keras2(version) else None
+        declared = declared_weights(text, path, legacy=True, hint=hint)  # parsed again as Keras does (json_utils.decode)
         _check_fits(path, "its model_config", declared)
         if "model_weights" in f:  # else Keras refuses it before building anything more
             held = h5_datasets(f["model_weights"])

@@ -18,11 +18,11 @@ import json
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.readers.keras2_config import MODELS as _MODELS, as_keras3
 
 METADATA = "keras_metadata.pb"
 _LAYERS = ("_tf_keras_layer", "_tf_keras_rnn_layer", "_tf_keras_input_layer", "_tf_keras_network",
            "_tf_keras_model", "_tf_keras_sequential")
-_MODELS = ("Functional", "Sequential", "Model")
 # checkpoint edges that are not a layer's own attributes: lists of variables (which would name a weight '0'),
 # the Keras API object, saved functions, the optimizer
 _NOT_WEIGHTS = ("variables", "trainable_variables", "non_trainable_variables", "regularization_losses", "keras_api",
@@ -117,100 +117,7 @@ def model_config(path) -> str:
         named = ", ".join(f"{(o.get('config') or {}).get('name', '?')!r}" for o in ops[:4])
         raise Unreadable(f"{len(ops)} layer(s) ({named}) are TensorFlow ops called on Keras tensors (tf_keras' "
                          f"{ops[0]['class_name']}), which Keras 3 has no layer for")
-    config = {"class_name": cls, "config": meta["config"]}
-    _as_keras3(config)
-    _call_nodes_as_keras3(config)
-    return json.dumps(config)
-
-
-# tf_keras config keys that Keras 3 no longer takes, with the value that means what Keras 3 does (ANY: the key
-# only recorded what the layer was built for, which Keras 3 learns again when the model is called)
-ANY = object()
-_DROPPED = {"time_major": False, "softmax_robust_masking": False}
-_DROPPED_BY_CLASS = {"MultiHeadAttention": {"query_shape": ANY, "key_shape": ANY, "value_shape": ANY}}
-
-
-_WRAPPED = ("layer", "backward_layer", "cell")  # Bidirectional, TimeDistributed, RNN
-
-
-def _keras_layer(name: str) -> bool:
-    from porter.process.frameworks import keras
-
-    return isinstance(getattr(keras().layers, name, None), type)
-
-
-def _call_nodes_as_keras3(tree) -> None:
-    """A Keras 2 functional config's call nodes in the form Keras 3 connects. A nested model's calls
-    are numbered from 1 in Keras 2 (node 0 is the one its own construction made); Keras 3 subtracts that node for
-    the model's outputs but not where another layer's inbound_nodes name it. And a node whose keyword arguments
-    hold tensors is rewritten in Keras 3's own node form (_tensor_kwargs_node)."""
-    if isinstance(tree, list):
-        for value in tree:
-            _call_nodes_as_keras3(value)
-        return
-    if not isinstance(tree, dict):
-        return
-    config = tree.get("config")
-    if tree.get("class_name") in ("Functional", "Model") and isinstance(config, dict) and isinstance(config.get("layers"), list):
-        nested = {(layer.get("config") or {}).get("name") for layer in config["layers"] if isinstance(layer, dict)
-                  and layer.get("class_name") in _MODELS}  # a nested Sequential too: Keras 2 built its graph first
-        names = {(layer.get("config") or {}).get("name") for layer in config["layers"] if isinstance(layer, dict)}
-
-        def is_ref(ref):
-            return isinstance(ref, list) and len(ref) >= 3 and ref[0] in names and isinstance(ref[1], int) \
-                and isinstance(ref[2], int)
-
-        for layer in config["layers"]:
-            nodes = (layer.get("inbound_nodes") or []) if isinstance(layer, dict) else []
-            for node in nodes:
-                refs = [r for r in node if is_ref(r)] if isinstance(node, list) else []
-                refs += [v for r in refs if len(r) > 3 and isinstance(r[3], dict) for v in r[3].values() if is_ref(v)]
-                for ref in refs:
-                    if ref[0] in nested and ref[1] > 0:
-                        ref[1] -= 1
-            for n, node in enumerate(nodes):
-                if isinstance(node, list) and any(len(r) > 3 and isinstance(r[3], dict) and any(is_ref(v) for v in r[3].values())
-                                                  for r in node if is_ref(r)):
-                    nodes[n] = _tensor_kwargs_node(node, is_ref)
-    for value in tree.values():
-        _call_nodes_as_keras3(value)
-
-
-def _tensor_kwargs_node(node: list, is_ref) -> dict:
-    """A Keras 2 call node whose keyword arguments hold tensors (MultiHeadAttention's value=, Attention's ...) in
-    Keras 3's form ({"args", "kwargs"} with __keras_tensor__ references): Keras 3 leaves a legacy node's kwargs
-    as they are, so the layer would be called with [name, node, index] lists."""
-    def tensor(ref):
-        return {"class_name": "__keras_tensor__", "config": {"shape": [], "dtype": "float32", "keras_history": list(ref[:3])}}
-
-    refs = [r for r in node if is_ref(r)]
-    kwargs = {}
-    for ref in refs:
-        if len(ref) > 3 and isinstance(ref[3], dict):
-            kwargs.update({k: tensor(v) if is_ref(v) else v for k, v in ref[3].items()})
-    args = tensor(refs[0]) if len(refs) == 1 else [tensor(r) for r in refs]
-    return {"args": [args], "kwargs": kwargs}
-
-
-def _as_keras3(tree) -> None:
-    """Keras 2 layer configs in the form Keras 3 reads: keys it dropped removed where they hold its behaviour
-    (a value that does not is left, and Keras 3's refusal names it)."""
-    if isinstance(tree, dict):
-        config = tree.get("config")
-        if isinstance(tree.get("class_name"), str) and isinstance(config, dict):
-            for key, value in {**_DROPPED, **_DROPPED_BY_CLASS.get(tree["class_name"], {})}.items():
-                if key in config and (value is ANY or config[key] == value):
-                    del config[key]
-            for key in _WRAPPED:  # Keras 3 deserializes a wrapped layer by module, which Keras 2 did not write
-                inner = config.get(key)
-                if isinstance(inner, dict) and isinstance(inner.get("class_name"), str) and "module" not in inner \
-                        and _keras_layer(inner["class_name"]):
-                    inner.update(module="keras.layers", registered_name=None)
-        for value in tree.values():
-            _as_keras3(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            _as_keras3(value)
+    return json.dumps(as_keras3({"class_name": cls, "config": meta["config"]}))
 
 
 # ------------------------------------------------------------------------------ the model

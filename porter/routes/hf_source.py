@@ -21,6 +21,8 @@ from porter.checks.hf_config import refuse_remote_code
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SHORT_SEQ, LONG_SEQ = 5, 41  # verification lengths; the long one is bounded by the model's positions
+CHOICES = (2, 4)  # a multiple-choice head's answers per question, one per verification length
+MAX_CHOICES = 64
 BATCHES = (1, 3)
 EXPORT_BATCH, EXPORT_SEQ = 2, 9  # the traced example: no dim at 0/1 (torch.export specialises those)
 MAX_BATCH = 1024
@@ -44,8 +46,10 @@ class HFModel:
     def input_text(self) -> str:
         """How the verification inputs were made, for the report."""
         if "input_ids" in self.specs:
+            choices = f", {' and '.join(map(str, CHOICES))} choices" if len(self.specs["input_ids"][1]) == 3 else ""
             return (f"token ids inside the vocabulary of {getattr(self.config, 'vocab_size', None)}, right-padded "
-                    f"attention masks; batch 1 and 3, sequence {SHORT_SEQ} and {min(LONG_SEQ, _max_positions(self.config))}")
+                    f"attention masks; batch 1 and 3{choices}, sequence {SHORT_SEQ} and "
+                    f"{min(LONG_SEQ, _max_positions(self.config))}")
         sizes = sorted({tuple(f[self.input_names[0]].shape) for f in self.feeds})
         return f"{self.input_names[0]} N(0, 1) at {', '.join('x'.join(map(str, s)) for s in sizes)}"
 
@@ -165,7 +169,9 @@ def describe(model, config, name: str, seed: int = 0) -> HFModel:
     params = inspect.signature(model.forward).parameters
     main = getattr(model, "main_input_name", "input_ids")
     notes: list[str] = []
-    if main == "input_ids":
+    if main == "input_ids" and _multiple_choice(model):
+        specs, ranges, feeds = _choices(config, params)
+    elif main == "input_ids":
         specs, ranges, feeds = _text(config, params)
     elif main == "pixel_values":
         specs, ranges, feeds = _image(model, config, notes)
@@ -215,6 +221,29 @@ def _text(config, params):
         for seq in (SHORT_SEQ, longest):
             feeds.append(_text_feed(names, batch, seq, _vocab(config), getattr(config, "type_vocab_size", 0) or 0, rng))
     return specs, ranges, feeds
+
+
+def _multiple_choice(model) -> bool:
+    """A multiple-choice head (BertForMultipleChoice ...): transformers' own list of them."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES
+
+    return type(model).__name__ in set(MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES.values())
+
+
+def _choices(config, params):
+    """A multiple-choice head's inputs: batch x choices x sequence (one row per question and answer, padded as
+    a tokenizer pads each); its logits are batch x choices."""
+    specs, ranges, feeds = _text(config, params)
+    specs = {n: (dtype, (None, None, None)) for n, (dtype, _) in specs.items()}
+    ranges = {n: {0: r[0], 1: (2, MAX_CHOICES), 2: r[1]} for n, r in ranges.items()}
+    rng = np.random.default_rng(0)
+    longest = min(LONG_SEQ, _max_positions(config))
+    out = []
+    for batch in BATCHES:
+        for seq, choices in zip((SHORT_SEQ, longest), CHOICES):
+            flat = _text_feed(list(specs), batch * choices, seq, _vocab(config), getattr(config, "type_vocab_size", 0) or 0, rng)
+            out.append({n: a.reshape(batch, choices, seq) for n, a in flat.items()})
+    return specs, ranges, out
 
 
 def _text_feed(names, batch, seq, vocab, type_vocab, rng) -> dict:
@@ -276,13 +305,22 @@ def _example(feeds, specs, ranges) -> dict:
     for name, arr in longest.items():
         index = [slice(None)] * arr.ndim
         arr = np.concatenate([arr, arr], axis=0)[:EXPORT_BATCH] if arr.shape[0] < EXPORT_BATCH else arr[:EXPORT_BATCH]
-        if arr.ndim == 2 and specs[name][1][1] is None:
-            index[1] = slice(0, min(arr.shape[1], EXPORT_SEQ) if name != "decoder_input_ids" else min(arr.shape[1], 6))
+        if _sequence_axis(specs[name]) is not None:  # (batch, sequence) or (batch, choices, sequence)
+            index[-1] = slice(0, min(arr.shape[-1], EXPORT_SEQ) if name != "decoder_input_ids" else min(arr.shape[-1], 6))
         example[name] = np.ascontiguousarray(arr[tuple(index)])
     if "attention_mask" in example:
-        example["attention_mask"][:, :] = 1
-        example["attention_mask"][-1, -2:] = 0  # one padded row: the mask path is traced
+        example["attention_mask"][...] = 1
+        example["attention_mask"][-1, ..., -2:] = 0  # one padded row: the mask path is traced
     return example
+
+
+def _sequence_axis(spec) -> int | None:
+    """The dynamic sequence axis of a text input's (dtype, shape): the last of batch x sequence, or of a
+    multiple-choice head's batch x choices x sequence; None for other inputs."""
+    dtype, shape = spec
+    if (len(shape) == 2 or (len(shape) == 3 and dtype == "int64")) and shape[-1] is None:
+        return len(shape) - 1
+    return None
 
 
 def _output_names(model, example: dict) -> list[str]:
@@ -396,8 +434,13 @@ def export_dims(hf: HFModel, auto: bool = False) -> list[dict]:
             if auto:
                 spec[axis] = torch.export.Dim.AUTO
                 continue
-            text = len(hf.specs[n][1]) == 2
-            key = "batch" if axis == 0 else ("decoder_sequence" if n.startswith("decoder") else "sequence") if text else f"{n}_{axis}"
+            sequence = _sequence_axis(hf.specs[n])
+            if axis == 0:
+                key = "batch"
+            elif axis == sequence:
+                key = "decoder_sequence" if n.startswith("decoder") else "sequence"
+            else:
+                key = "choices" if sequence == 2 else f"{n}_{axis}"
             dims.setdefault(key, torch.export.Dim(key, min=max(2, lo) if axis else 1, max=hi))
             spec[axis] = dims[key]
         dynamic.append(spec)

@@ -111,6 +111,8 @@ def load_keras_artifact(artifact):
     try:
         if keras_hub_class_of_file(path):  # a user's keras-hub model (a tied Llama included)
             model = load_keras_file(path)
+        elif fmt == "h5" and _written_by_keras2(path):  # tf_keras' model.save('m.h5'): its config translated
+            model = _load_keras2_h5(path)
         else:
             model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
     except PorterError:
@@ -124,3 +126,38 @@ def load_keras_artifact(artifact):
         if is_keras_hub(model):
             model, config = user_model(model, path)
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)
+
+
+def _written_by_keras2(path) -> bool:
+    import h5py
+
+    from porter.readers.keras2_config import written_by_keras2
+
+    with h5py.File(path, "r") as f:
+        return "model_config" in f.attrs and written_by_keras2(f.attrs.get("keras_version"))
+
+
+def _load_keras2_h5(path):
+    """A tf_keras (Keras 2) .h5 loaded as Keras 3's own legacy loader does (legacy_h5_format.load_model_from_hdf5,
+    compile=False, safe_mode), its model_config translated for Keras 3 first (porter/readers/keras2_config.py);
+    the weights are read by Keras, layer by layer, from model_weights. check_keras_h5 has checked the file."""
+    import h5py
+
+    from porter.process.frameworks import keras
+    from porter.readers.keras2_config import h5_config_text
+
+    keras()
+    from keras.src.backend.common import global_state
+    from keras.src.legacy.saving import json_utils, legacy_h5_format, saving_options, saving_utils
+    from keras.src.saving import object_registration, serialization_lib
+
+    custom = {**object_registration.GLOBAL_CUSTOM_OBJECTS,
+              **global_state.get_global_attribute("custom_objects_scope_dict", {})}
+    with h5py.File(path, "r") as f:
+        text = f.attrs["model_config"]
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        config = json_utils.decode(h5_config_text(text, f.attrs.get("keras_version")))
+        with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
+            model = saving_utils.model_from_config(config, custom_objects=custom)
+            legacy_h5_format.load_weights_from_hdf5_group(legacy_h5_format.safe_get_h5_group(f, "model_weights"), model)
+    return model
