@@ -112,7 +112,8 @@ def verify(
         else:
             sets = generate(ref, info, shapes)
         feeds = sets.feeds
-        result = _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_output_atol, per_output_rtol, allow_degenerate)
+        result = _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_output_atol, per_output_rtol, allow_degenerate,
+                              reused=latency)
         _unique_labels(result)
         result.route = route or _route_of(cand_art.path) or _route_of(ref_art.path)
         result.notes[:0] = sets.notes + pairing.notes
@@ -184,7 +185,7 @@ class _Guarded:
             ) from None
 
 
-def _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_atol, per_rtol, allow_degenerate) -> VerificationResult:
+def _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_atol, per_rtol, allow_degenerate, reused=True) -> VerificationResult:
     from porter.verifiers.equivalence import run_equivalence
 
     if not feeds:
@@ -206,7 +207,7 @@ def _equivalence(ref, cand, feeds, declared, info, atol, rtol, per_atol, per_rto
         defined = {o: m for o, m in info.entry.defined_where.items() if o in ref.output_names and all(m in f for f in feeds)}
     return run_equivalence(
         _Guarded(ref), _Guarded(cand, declared, "candidate"), feeds, atol=atol, rtol=rtol, per_output=per_output,
-        allow_degenerate=allow_degenerate, defined_where=defined,
+        allow_degenerate=allow_degenerate, defined_where=defined, reference_reused=reused,
     )
 
 
@@ -216,7 +217,9 @@ def _localise(result, ref, cand, feeds, info) -> None:
     index = next(i for i, s in enumerate(result.shapes) if not s.passed)
     failing = next(o for o in result.shapes[index].outputs if not o.passed)
     try:
-        result.localisation = localise(ref, cand, feeds[index], info, atol=failing.atol, rtol=failing.rtol, label=result.shapes[index].label)
+        floor = failing.rule == "float64 floor"  # judged by noise_floor.py: its allowed error, as an atol
+        atol, rtol = (failing.floor_bound, 0.0) if floor else (failing.atol, failing.rtol)
+        result.localisation = localise(ref, cand, feeds[index], info, atol=atol, rtol=rtol, label=result.shapes[index].label)
     except Exception as exc:  # localisation explains a failure; it must never hide it
         result.notes.append(f"localisation could not run: {type(exc).__name__}: {exc}")
 

@@ -105,6 +105,16 @@ class OutputComparison:
     nonfinite_reference: int = 0
     nonfinite_candidate: int = 0
     nan_mismatch: int = 0  # positions NaN on one side only
+    # which rule judged it (noise_floor.py): "float64 floor" or "fixed tolerance" (floor_note says why the floor
+    # was not used); under the floor: max |candidate - reference in float64|, the reference's own float32 error
+    # max |ref32 - ref64|, their ratio and the largest error that passes (FLOOR_K floors + a few ulps)
+    rule: str = ""
+    floor_note: str = ""
+    error_vs_float64: float | None = None
+    floor: float | None = None
+    floor_ratio: float | None = None
+    floor_bound: float | None = None
+    floor_k: float | None = None
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

@@ -29,7 +29,9 @@ def render(result, console=None) -> str:
 
     console = console or Console(record=True, width=140)
     table = Table(title=f"porter verify: {result.status.upper()}", title_style="bold green" if result else "bold yellow" if result.status == "unstable" else "bold red")
-    for col in ("shape", "output", "max abs", "max rel", "cosine", "mismatch", "atol / rtol", "result"):
+    from porter.verifiers.noise_floor import judged_text
+
+    for col in ("shape", "output", "max abs", "max rel", "cosine", "mismatch", "judged by", "result"):
         table.add_column(col, justify="right" if col not in ("output", "shape", "result") else "left")
     for s in result.shapes:
         for o in s.outputs:
@@ -42,7 +44,7 @@ def render(result, console=None) -> str:
                 "n/a" if nonfinite else f"{o.max_rel:.3g}",
                 "n/a" if nonfinite else f"{o.cosine:.7f}",
                 f"{o.mismatched} ({o.mismatched_pct:.2f}%)",
-                f"{o.atol:g} / {o.rtol:g}",
+                judged_text(o),
                 line(("pass", "green")) if o.passed else line(("FAIL", "red"), f" {o.reason}"),
             )
     console.print(table)

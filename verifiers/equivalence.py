@@ -43,17 +43,25 @@ def run_equivalence(
     allow_degenerate: bool = False,
     route: str | None = None,
     defined_where: dict | None = None,
+    reference_reused: bool = True,
 ) -> VerificationResult:
     """``per_output`` maps an output name to {"atol": ..., "rtol": ...} overriding the global values;
-    ``defined_where`` maps an output name to the input mask outside which it is not compared."""
+    ``defined_where`` maps an output name to the input mask outside which it is not compared;
+    ``reference_reused=False``: the caller runs the reference no more after a pass (noise_floor.apply's restore)."""
     defined_where = defined_where or {}
     per_output = per_output or {}
     result = VerificationResult(reference.name, candidate.name, route=route, device=reference.device, versions=versions())
     _check_names(reference, candidate, feeds[0].keys() if feeds else ())
+    # the float64 floor (noise_floor.py) judges float32 outputs unless the user fixed a tolerance
+    floor = atol is None and rtol is None
+    outputs, all_comparisons = [], []
     for feed in feeds:
         with progress.step(f"running both models at {shape_label(feed)}"):
             ref_out, cand_out = reference.infer(feed), candidate.infer(feed)
+        if floor:
+            outputs.append((ref_out, cand_out))
         comparisons = []
+        all_comparisons.append(comparisons)
         for name in reference.output_names:
             tol = per_output.get(name, {})
             comparisons.append(
@@ -68,6 +76,17 @@ def run_equivalence(
                 )
             )
         result.shapes.append(ShapeResult(shape_label(feed), {k: tuple(np.shape(v)) for k, v in feed.items()}, comparisons))
+    if floor:
+        from porter.verifiers import noise_floor
+
+        noise_floor.apply(reference, feeds, outputs, all_comparisons, defined_where, result.notes, given=set(per_output),
+                          restore=reference_reused)
+    else:
+        from porter.verifiers.noise_floor import fixed
+
+        for o in (o for s in result.shapes for o in s.outputs):
+            fixed(o, "--atol/--rtol given: a fixed tolerance, the float64 floor not used")
+        result.notes.append("float64 floor not used: --atol/--rtol given, so every output keeps that fixed tolerance")
     for output, mask in defined_where.items():
         result.notes.append(f"{output}: positions where {mask} == 0 (padding) are not compared")
     result.tolerances = {

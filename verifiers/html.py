@@ -42,13 +42,15 @@ def to_html(result) -> str:
 
 
 def _table(result) -> str:
-    head = ["shape", "output", "dtype", "max abs", "max rel", "mean abs", "cosine", "mismatched", "needed atol", "worst at", "atol / rtol", "result"]
+    from porter.verifiers.noise_floor import judged_text
+
+    head = ["shape", "output", "dtype", "max abs", "max rel", "mean abs", "cosine", "mismatched", "needed atol", "worst at", "judged by", "result"]
     rows = ["<table><tr>" + "".join(f"<th class='l'>{h}</th>" if h in ("shape", "output", "result") else f"<th>{h}</th>" for h in head) + "</tr>"]
     for s in result.shapes:
         for o in s.outputs:
             verdict = "<span class='pass'>pass</span>" if o.passed else f"<span class='fail'>FAIL</span> {escape.html(o.reason)}"
             cells = [s.label, o.name, o.dtype, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.mean_abs:.3g}", f"{o.cosine:.7f}",
-                     f"{o.mismatched} ({o.mismatched_pct:.2f}%)", f"{o.required_atol:.3g}", str(list(o.worst_index)), f"{o.atol:g} / {o.rtol:g}"]
+                     f"{o.mismatched} ({o.mismatched_pct:.2f}%)", f"{o.required_atol:.3g}", str(list(o.worst_index)), judged_text(o)]
             rows.append("<tr>" + "".join(f"<td class='l'>{escape.html(c)}</td>" if i < 2 else f"<td>{escape.html(c)}</td>" for i, c in enumerate(cells)) + f"<td class='l'>{verdict}</td></tr>")
     return "\n".join(rows) + "</table>"
 

@@ -31,6 +31,8 @@ def to_junit(result) -> str:
             ET.SubElement(case, "system-out").text = (
                 f"max_abs={o.max_abs:.6g} max_rel={o.max_rel:.6g} mean_abs={o.mean_abs:.6g} cosine={o.cosine:.9f} "
                 f"mismatched={o.mismatched} ({o.mismatched_pct:.3f}%) required_atol={o.required_atol:.6g} atol={o.atol:g} rtol={o.rtol:g}"
+                + (f" rule=float64_floor error_vs_float64={o.error_vs_float64:.6g} floor={o.floor:.6g} ratio={o.floor_ratio:.6g} k={o.floor_k:g}"
+                   if o.rule == "float64 floor" else f" rule=fixed_tolerance ({o.floor_note})" if o.floor_note else "")
             )
             cases += 1
             if not o.passed:
@@ -92,13 +94,18 @@ def to_markdown(result) -> str:
     lines = [f"## {icon} porter verify: {result.status}", "", f"{code(result.reference)} → {code(result.candidate)}"]
     if result.route:
         lines[-1] += f" (route: {text(result.route)})"
-    lines += ["", "| shape | output | max abs | max rel | cosine | mismatched | needed atol | atol / rtol | result |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| shape | output | max abs | max rel | cosine | mismatched | err vs fp64 / fp32 floor (ratio) | judged by | result |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for s in result.shapes:
         for o in s.outputs:
             verdict = "pass" if o.passed else f"**FAIL** {text(o.reason)}"
+            floor = o.rule == "float64 floor"  # noise_floor.py judged it; else the fixed atol/rtol, and why
+            rule = (f"float64 floor (<= {o.floor_k:g}x)" if floor else
+                    f"atol {o.atol:g} / rtol {o.rtol:g}, needed atol {o.required_atol:.3g}" + (f" ({text(o.floor_note)})" if o.floor_note else ""))
             lines.append(
                 f"| {code(s.label)} | {code(o.name)} | {o.max_abs:.3g} | {o.max_rel:.3g} | {_num(o.cosine)} | {o.mismatched} ({o.mismatched_pct:.2f}%) "
-                f"| {o.required_atol:.3g} | {o.atol:g} / {o.rtol:g} | {verdict} |"
+                + (f"| {o.error_vs_float64:.3g} / {o.floor:.3g} ({o.floor_ratio:.3g}x) " if floor else "| ")
+                + f"| {rule} | {verdict} |"
             )
     loc = result.localisation
     if loc:

@@ -71,7 +71,7 @@ class VerificationResult:
 
     def failures(self) -> list[str]:
         out = [
-            (f"{o.name} at {s.label}: {o.reason}" if _nonfinite(o) else
+            (f"{o.name} at {s.label}: {o.reason}" if _nonfinite(o) or o.rule == "float64 floor" else
              f"{o.name} at {s.label}: max abs error {o.max_abs:.3g}{_at(o.worst_index)} (atol {o.atol:g}, rtol {o.rtol:g}"
              + (f"; passes at atol {o.required_atol:.3g})" if o.mismatched else ")")
              + (f" - {o.reason}" if o.reason else ""))
@@ -89,10 +89,11 @@ class VerificationResult:
         seen: dict = {}
         for s in self.shapes:
             for o in s.outputs:
-                key = (o.dtype, o.candidate_dtype or o.dtype, o.atol, o.rtol, o.tolerance_from)
+                floor = o.rule == "float64 floor"  # noise_floor.py: no atol/rtol, the float64 floor judged
+                key = (o.dtype, o.candidate_dtype or o.dtype, None if floor else o.atol, None if floor else o.rtol, o.tolerance_from)
                 seen.setdefault(key, []).append(o.name)
         return [
-            f"dtype: reference {ref}, candidate {cand}; atol {atol:g}, rtol {rtol:g}"
+            f"dtype: reference {ref}, candidate {cand}; " + (f"atol {atol:g}, rtol {rtol:g}" if atol is not None else "judged by the float64 floor")
             + (f" ({source})" if source else "") + (f" for {', '.join(dict.fromkeys(names))}" if len(seen) > 1 else "")
             for (ref, cand, atol, rtol, source), names in seen.items()
         ]
@@ -114,6 +115,7 @@ class VerificationResult:
             "device": self.device,
             "tolerances": self.tolerances,
             "dtypes": self.dtype_lines(),
+            "noise_floor": _floor_summary(self),
             "max_abs_error": self.worst(),
             "shapes": [s.to_dict() for s in self.shapes],
             "latency": self.latency,
@@ -122,6 +124,12 @@ class VerificationResult:
             "notes": self.notes,
             "problems": self.problems,
         }
+
+
+def _floor_summary(result) -> dict:
+    from porter.verifiers.noise_floor import summary
+
+    return summary(result)
 
 
 def _nonfinite(o) -> bool:
