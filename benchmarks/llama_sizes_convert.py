@@ -13,7 +13,9 @@ LlamaForCausalLM), so the generator holds about one tensor at a time. It is cach
     python benchmarks/llama_sizes_convert.py [--size 1b|3b|7b] [--dtypes bfloat16,float32] [--reps 1] [--keep-out]
         [--verify-shape 1x16]   # also `porter verify CKPT OUT --shape 1x16` on the last conversion of each dtype
         [--convert-verify]      # `porter convert` with its own verification instead of --no-verify: one process;
-                                # where a float32 reference does not fit, porter verifies against bf16 (reference_plan.py)
+                                # where a float32 reference does not fit, porter verifies against bf16 and block by
+                                # block in float32, or, where bf16 does not fit either, streamed (reference_plan.py)
+        [--verify-blocks]       # with --convert-verify: block-wise float32 verification asked for (verifiers/blockwise.py)
 
 The shapes (vocab 32000, untied head throughout):
   1b: Llama 3.2 1B's body: hidden 2048, 16 layers, 32 heads, 8 kv heads, intermediate 8192 -> 1.10 B parameters, 2.2 GB bf16
@@ -141,10 +143,11 @@ def checkpoint(root: Path, dtype: str, shard_gb: float) -> tuple[Path, float]:
     return folder, sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
 
 
-def convert(porter: str, ckpt: Path, out: Path, verify: bool = False, reference_dtype: str | None = None) -> dict:
+def convert(porter: str, ckpt: Path, out: Path, verify: bool = False, reference_dtype: str | None = None,
+            verify_blocks: bool = False) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     wall, rss, stdout = run([porter, "-q", "convert", str(ckpt), "--from", "torch", "--to", "tf", "--out", str(out)]
-                            + ([] if verify else ["--no-verify"])
+                            + ([] if verify else ["--no-verify"]) + (["--verify-blocks"] if verify_blocks else [])
                             + (["--reference-dtype", reference_dtype] if reference_dtype else []), check=not verify)
     report = json.loads((out / "porter_report.json").read_text())
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
@@ -153,7 +156,7 @@ def convert(porter: str, ckpt: Path, out: Path, verify: bool = False, reference_
     return {"whole_s": wall, "whole_rss_mb": rss, "timings": report["timings"], "dtype": report.get("dtype"),
             "peak_rss_marks": report.get("peak_rss_mb", {}), "written_mb": written, "predicted_mb": predicted,
             "status": report.get("status"), "estimate": estimate, "reference": report.get("reference"),
-            "compared": _compared(report.get("verification"))}
+            "compared": _compared(report.get("verification")), "blockwise": report.get("blockwise")}
 
 
 def _compared(verification) -> list[str]:
@@ -173,6 +176,8 @@ def main() -> None:
     parser.add_argument("--convert-verify", action="store_true", help="convert with porter's own verification (not --no-verify)")
     parser.add_argument("--reference-dtype", choices=("auto", "float32", "checkpoint"), default=None,
                         help="with --convert-verify: porter convert --reference-dtype (default: porter's own, auto)")
+    parser.add_argument("--verify-blocks", action="store_true",
+                        help="with --convert-verify: porter convert --verify-blocks (every block also verified in float32)")
     parser.add_argument("--reps", type=int, default=1, help="conversions per dtype, alternating dtypes (default 1)")
     parser.add_argument("--ckpt-root", type=Path, default=None, help="where the checkpoints are cached (default $TMPDIR/porter-llama-SIZE)")
     parser.add_argument("--shard-gb", type=float, default=1.0, help="largest shard (GiB, default 1)")
@@ -194,7 +199,8 @@ def main() -> None:
     for rep in range(args.reps):
         floors.append(run([sys.executable, "-c", FLOOR])[:2])
         for d in (dtypes if rep % 2 == 0 else dtypes[::-1]):
-            row = convert(porter, ckpts[d][0], args.ckpt_root / f"out-{d}", args.convert_verify, args.reference_dtype)
+            row = convert(porter, ckpts[d][0], args.ckpt_root / f"out-{d}", args.convert_verify, args.reference_dtype,
+                          args.verify_blocks)
             rows[d].append(row)
             print(f"rep {rep + 1}/{args.reps} {d}: whole {row['whole_s']:.1f} s, peak RSS {row['whole_rss_mb']:.0f} MB, "
                   f"timings {json.dumps({k: round(v, 1) for k, v in row['timings'].items()})}", flush=True)
@@ -253,6 +259,11 @@ def report(rows: dict, ckpts: dict, floors: list, verified: dict, reps: int) -> 
         if rows[d][-1]["reference"]:
             print(f"{d}: reference {rows[d][-1]['reference']}")
             print("   " + "\n   ".join(rows[d][-1]["compared"]))
+        blocks = rows[d][-1]["blockwise"]
+        if blocks:  # verifiers/blockwise.py: per block max abs error and seconds
+            print(f"{d}: {blocks['verified']}: {blocks['seconds']:.1f} s, {blocks['seconds_per_block']:.2f} s per block, "
+                  f"worst {blocks['worst_block']} {blocks['worst_max_abs']:.3g}; failed {blocks['failed']}")
+            print("   " + ", ".join(f"{b['name']} {b['max_abs']:.2g} ({b['seconds']:.1f} s)" for b in blocks["blocks"]))
     for d, (wall, rss, tail) in verified.items():
         print(f"verify {d}: {wall:.1f} s, peak RSS {rss:.0f} MB")
         print("   " + "\n   ".join(tail))

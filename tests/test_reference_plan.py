@@ -131,12 +131,18 @@ def test_wrong_weight_still_fails_under_the_bf16_reference(cli, bf16_llama, esti
 
 
 def test_refused_when_neither_reference_fits(cli, bf16_llama, estimates, available, tmp_path):
+    """Below the bf16 estimate, transformers' layers are streamed one at a time (tests/test_blockwise.py); below that
+    estimate too, refused."""
+    from porter.readers.checkpoints import open_torch_checkpoint
+
     _, bf16 = estimates
-    available(bf16.total - 1)
+    ckpt = open_torch_checkpoint(bf16_llama)
+    blocks = reference_plan.estimate_blockwise(ckpt.shapes, ckpt.dtypes, "bfloat16", RSS)
+    available(min(blocks.total, bf16.total) - 1)
     code, output, report = _convert(cli, bf16_llama, tmp_path / "tf")
     assert code == 2 and report is None and not (tmp_path / "tf").exists(), output
-    assert f"needs about {size_text(bf16.total)} of memory" in output
-    assert "transformers' bfloat16 reference" in output and "--ignore-memory-estimate" in output
+    assert f"needs about {size_text(blocks.total)} of memory" in output
+    assert "one decoder block of each side in float32" in output and "--ignore-memory-estimate" in output
 
 
 def test_plan_keeps_float32_where_no_16bit_reference_can_stand_in(bf16_llama, estimates, available):
