@@ -19,18 +19,30 @@ FLEX_HINT = ("pass --allow-flex to keep them as Select-TF (Flex) ops: the .tflit
              "delegate is linked (TensorFlow's interpreter, or LiteRT built with tensorflow-lite-select-tf-ops)")
 
 
-def write_tflite(prep, folder: Path, allow_flex: bool):
-    """``folder``/model.tflite from ``prep`` (graph_tf.Prepared); returns (converted, report section)."""
+def write_tflite(prep, folder: Path, allow_flex: bool, quantize=None):
+    """``folder``/model.tflite from ``prep`` (graph_tf.Prepared); returns (converted, report section).
+    ``quantize`` (tflite_quantize.Quantize): also its quantized model from the same SavedModel, described under
+    the section's "quantized"."""
     from porter.routes.graph_tf import _write
 
     work = folder / ".saved_model"
+    quantized = None
     try:
         converted = _write(prep, work)
         (folder / "model.tflite").write_bytes(_convert(work, allow_flex, prep.program))
+        if quantize is not None:
+            from porter.routes import tflite_quantize
+
+            dtypes = {n: d["dtype"] for n, d in describe(folder / "model.tflite")["inputs"].items()}
+            data, quantized = tflite_quantize.convert(work, quantize, allow_flex, dtypes)
+            (folder / quantize.file).write_bytes(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     described = describe(folder / "model.tflite")
-    return converted, dict(described, allow_flex=allow_flex)
+    if quantized is not None:
+        q = describe(folder / quantize.file)
+        quantized = dict(quantized, file=quantize.file, ops=q["ops"], flex_ops=q["flex_ops"], custom_ops=q["custom_ops"])
+    return converted, dict(described, allow_flex=allow_flex, **({"quantized": quantized} if quantized else {}))
 
 
 def _convert(saved_model: Path, allow_flex: bool, program) -> bytes:
