@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `porter convert --to tf` verifies its SavedModel in a fresh TensorFlow-only process by default; the child's
+# TensorFlow import costs 3-10 s per conversion on 2 cores, ~100 conversions here. The suite runs them in-process;
+# tests/test_fresh_process.py and the shared tiny_bert_tf conversion below run the default (the child).
+os.environ.setdefault("PORTER_FRESH_PROCESS", "0")
 
 import pytest  # noqa: E402
 
@@ -48,9 +53,21 @@ def tiny_bert_tf(tiny_bert, tmp_path_factory):
     import porter
 
     out = tmp_path_factory.mktemp("conv") / "tiny-bert-tf"
-    result = porter.convert(str(tiny_bert), source="torch", target="tf", out=out)
+    with fresh_process():
+        result = porter.convert(str(tiny_bert), source="torch", target="tf", out=out)
     assert result.passed
     return out
+
+
+@contextlib.contextmanager
+def fresh_process():
+    """porter's default: the SavedModel verified by TensorFlow alone in a child process."""
+    previous = os.environ.get("PORTER_FRESH_PROCESS")
+    os.environ["PORTER_FRESH_PROCESS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ["PORTER_FRESH_PROCESS"] = previous if previous is not None else "0"
 
 
 @pytest.fixture

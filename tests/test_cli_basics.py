@@ -44,7 +44,7 @@ def test_h_is_help_everywhere_and_no_flag_shows_bool(cli, args):
 
 def test_help_lists_the_choices(cli):
     _, out = cli("convert", "-h")
-    for choices in ("--from <torch|tf|onnx>", "--to <tf|torch|onnx|tflite>", "--route <auto|direct|graph|onnx>", "--layout <nhwc|nchw>"):
+    for choices in ("--from <torch|tf|onnx>", "--to <tf|torch|onnx|tflite|tfjs>", "--route <auto|direct|graph|onnx>", "--layout <nhwc|nchw>"):
         assert choices in out, out
     _, top = cli("-h")
     assert "--version" in top and "--quiet" in top
@@ -53,7 +53,7 @@ def test_help_lists_the_choices(cli):
 @pytest.mark.parametrize("flag, value, choices", [
     ("--route", "fast", "'auto', 'direct', 'graph', 'onnx'"),
     ("--from", "jax", "'torch', 'tf', 'onnx'"),
-    ("--to", "coreml", "'tf', 'torch', 'onnx', 'tflite'"),
+    ("--to", "coreml", "'tf', 'torch', 'onnx', 'tflite', 'tfjs'"),
     ("--layout", "nwhc", "'nhwc', 'nchw'"),
 ])
 def test_a_bad_choice_is_a_usage_error(flag, value, choices, capsys, tmp_path):

@@ -119,6 +119,8 @@ def _folder_artifact(path: Path, names: set[str]) -> Artifact | None:
         return Artifact(path, "torch", "hf", "Hugging Face PyTorch folder")
     if has_config and ("tf_model.h5" in names or "tf_model.h5.index.json" in names):
         return Artifact(path, "tf", "hf_tf_h5", "transformers 4.x TF checkpoint (tf_model.h5)")
+    if "model.json" in names and not has_config:  # tensorflowjs' converter writes model.json + weight shards
+        return Artifact(path, "tfjs", "tfjs", "TF.js graph model (model.json)")
     from porter.zoo.keras_hub.to_hf import is_preset_folder
 
     if is_preset_folder(path, names):

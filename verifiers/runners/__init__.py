@@ -19,6 +19,7 @@ _BY_FORMAT = {
     "tflite": "porter.verifiers.runners.tflite:TFLiteRunner",
     "pt2": "porter.verifiers.runners.torch_export:ExportedProgramRunner",
     "torch_py": "porter.verifiers.runners.torch_py:TorchPyRunner",
+    "tfjs": "porter.verifiers.runners.tfjs_node:TFJSRunner",  # @tensorflow/tfjs in Node, a child process
 }
 
 
@@ -35,6 +36,8 @@ def open_runner(path_or_artifact, device: str = "cpu", **options) -> Runner:
     target = _BY_FORMAT[artifact.format]
     if artifact.format == "tflite" and options.pop("isolated", False):  # LiteRT alone, in a fresh process
         target = "porter.verifiers.runners.litert_isolated:IsolatedTFLiteRunner"
+    elif artifact.format == "saved_model" and options.pop("isolated", False):  # TensorFlow alone, in a fresh process
+        target = "porter.verifiers.runners.runtime_isolated:IsolatedSavedModelRunner"
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(artifact, device=device, **options)
 

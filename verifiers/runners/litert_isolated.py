@@ -21,7 +21,13 @@ CHILD = Path(__file__).with_name("litert_child.py")
 
 
 class LiteRTProcess:
-    """One child process for one .tflite; ``run(feed)`` any number of times, then ``close()``."""
+    """One child process for one .tflite; ``run(feed)`` any number of times, then ``close()``.
+    Subclasses run another runtime's child with the same protocol (runtime_isolated.py): ``child``, ``label``, ``_argv``."""
+
+    child, label = CHILD, "LiteRT"
+
+    def _argv(self) -> list[str]:
+        return [str(self.path.resolve()), *(["--flex"] if self.flex else [])]  # the child runs in a folder of its own
 
     def __init__(self, model_path, flex: bool = False):
         self.path, self.flex = Path(model_path), flex
@@ -30,7 +36,7 @@ class LiteRTProcess:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env.pop("PYTHONPATH", None)  # nothing of this process's import path: the child sees site-packages only
         # -P: the child's own folder (porter's runners) is not put on sys.path either
-        self._proc = subprocess.Popen([sys.executable, "-P", str(CHILD), str(self.path), *(["--flex"] if flex else [])],
+        self._proc = subprocess.Popen([sys.executable, "-P", str(self.child), *self._argv()],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
                                       text=True, cwd=self._dir.name)
         self._count = 0
@@ -42,7 +48,7 @@ class LiteRTProcess:
         line = self._proc.stdout.readline()
         if not line:
             self._proc.wait(timeout=60)
-            raise PorterError(f"the LiteRT process stopped while {what} {self.path} (exit {self._proc.returncode})",
+            raise PorterError(f"the {self.label} process stopped while {what} {self.path} (exit {self._proc.returncode})",
                               problems=self._stderr_tail())
         return json.loads(line)
 
@@ -67,9 +73,8 @@ class LiteRTProcess:
                                   f"runs them ({self.runtime}: {answer['error'][:200]}): it cannot be verified",
                                   hint="convert without --allow-flex (TFLite built-ins only), or pass --no-verify to write "
                                        "it unverified")
-            raise PorterError(f"LiteRT ({self.runtime}) could not run {self.path}: {answer['error'][:500]}")
-        with np.load(dst, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
+            raise PorterError(f"{self.label} ({self.runtime}) could not run {self.path}: {answer['error'][:500]}")
+        out = read_npz(dst)
         src.unlink(), dst.unlink()
         return out
 
@@ -82,7 +87,7 @@ class LiteRTProcess:
             self.final = self._read("finishing")
             rc = self._proc.wait(timeout=60)
             if rc != 0:
-                raise PorterError(f"the LiteRT process for {self.path} exited {rc}", problems=self._stderr_tail())
+                raise PorterError(f"the {self.label} process for {self.path} exited {rc}", problems=self._stderr_tail())
         finally:
             if self._proc.poll() is None:
                 self._proc.kill()
@@ -126,3 +131,15 @@ class IsolatedTFLiteRunner(Runner):
         child = getattr(self, "child", None)
         if child is not None:
             self.final = child.close()
+
+
+def read_npz(path) -> dict:
+    """A child's outputs; "bfloat16::NAME" keys are bfloat16 arrays sent as their uint16 bits (runtime_child)."""
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    if any(k.startswith("bfloat16::") for k in out):
+        import ml_dtypes
+
+        out = {k.removeprefix("bfloat16::"): (v.view(ml_dtypes.bfloat16) if k.startswith("bfloat16::") else v)
+               for k, v in out.items()}
+    return out

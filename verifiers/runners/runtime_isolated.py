@@ -1,0 +1,139 @@
+"""Artifacts loaded by the runtime that serves them, in a fresh child process (runtime_child.py) that never imports
+porter, torch or transformers: a SavedModel by TensorFlow alone, a model.keras by keras + keras_hub alone. Same
+process and protocol as the LiteRT-only child (litert_isolated.LiteRTProcess); this process may have imported
+anything, the child's own check says what it imported (exit 3 if a forbidden module was)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.verifiers.runners.base import Runner
+from porter.verifiers.runners.litert_isolated import LiteRTProcess
+
+CHILD = Path(__file__).with_name("runtime_child.py")
+LABELS = {"saved_model": "TensorFlow-only", "keras": "keras-only"}
+
+
+class RuntimeProcess(LiteRTProcess):
+    """One child for one artifact: ``runtime`` "saved_model" or "keras"."""
+
+    child = CHILD
+
+    def __init__(self, model_path, runtime: str):
+        self.kind, self.label = runtime, LABELS[runtime]
+        super().__init__(model_path)
+
+    def _argv(self) -> list[str]:
+        return [str(self.path.resolve()), "--runtime", self.kind]
+
+    def close(self) -> dict:
+        final = super().close()
+        if final.get("imported"):  # exit 3 raised above already; kept for a child that exited 0 regardless
+            raise PorterError(f"the {self.label} process imported {', '.join(final['imported'])}")
+        return final
+
+
+class IsolatedSavedModelRunner(Runner):
+    """A SavedModel's serving_default run by TensorFlow alone in a fresh process (options: isolated=True)."""
+
+    framework = "tf"
+
+    def activate(self):
+        if self.device.startswith("cuda"):
+            raise PorterError("the TensorFlow-only process runs on the CPU", hint="use --device cpu")
+        self.child = RuntimeProcess(self.artifact.path, "saved_model")
+        described = self.child.described
+        if "load_error" in described:
+            error = described["load_error"]
+            self.deactivate()
+            import re
+
+            ops = sorted(set(re.findall(r"Op type not registered '(\w+)'", error)))
+            raise PorterError(f"TensorFlow alone could not load {self.artifact.path}: {error[:400]}",
+                              hint=(f"its signature needs op(s) {', '.join(ops)} from a library plain TensorFlow does not "
+                                    "load (tensorflow_text, a custom op .so): a server without that library cannot run it; "
+                                    "PORTER_FRESH_PROCESS=0 verifies it in porter's process instead") if ops else None)
+        bad = described.get("nonfinite_variables") or []
+        if bad and not self.options.get("allow_nonfinite"):
+            self.deactivate()
+            raise PorterError(f"{self.artifact.path} holds NaN/Inf in its weights: {', '.join(bad)}",
+                              hint="repair the weights, or pass --allow-nonfinite")
+        inputs = described["inputs"]
+        self.input_names = list(inputs)
+        self.output_names = list(described["outputs"])
+        self.input_specs = {n: (d["dtype"], tuple(s if s >= 0 else None for s in d["shape_signature"]))
+                            for n, d in inputs.items()}
+        self.runtime = self.child.runtime
+
+    def infer(self, feeds):
+        specs = self.input_specs
+        return self.child.run({k: np.asarray(v).astype(specs[k][0]) for k, v in feeds.items() if k in specs})
+
+    def deactivate(self):
+        child = getattr(self, "child", None)
+        if child is not None:
+            self.child = None
+            self.final = child.close()
+
+
+def keras_alone(path) -> dict:
+    """Whether ``path`` (a .keras file) loads with keras + keras_hub alone, in a fresh process:
+    {"loads_without_porter", "porter_classes", "class" or "error", "runtime"}."""
+    child = RuntimeProcess(path, "keras")
+    try:
+        described = dict(child.described)
+    finally:
+        child.close()
+    found = {"loads_without_porter": bool(described.get("loaded")), "porter_classes": described.get("porter_classes", []),
+             "runtime": described.get("runtime")}
+    found.update({k: described[k] for k in ("class", "error", "load_error") if k in described})
+    return found
+
+
+def fresh_process() -> bool:
+    """Whether `porter convert --to tf` verifies the SavedModel in the TensorFlow-only child (default) rather than
+    in porter's own process: PORTER_FRESH_PROCESS=0 turns it off (it costs the child's TensorFlow import)."""
+    import os
+
+    return os.environ.get("PORTER_FRESH_PROCESS", "1") != "0"
+
+
+def saved_model_options(latency: bool = False) -> dict | None:
+    """The candidate options that run a written SavedModel in the TensorFlow-only child, or None (in porter's own
+    process): --latency times the model in this process, and PORTER_FRESH_PROCESS=0 asks for it."""
+    return {"isolated": True} if fresh_process() and not latency else None
+
+
+def keras_needs_porter(path) -> list[str]:
+    """The porter> classes a .keras file names (read from its config.json, nothing loaded): where any is named,
+    keras.saving.load_model needs porter's Keras code imported (the child in keras_alone() shows the failure)."""
+    import re
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            text = z.read("config.json").decode(errors="replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return []
+    return sorted(set(re.findall(r'"(porter>[A-Za-z0-9_]+)"', text)))
+
+
+def fresh_report(folder, isolated, verified: bool = True) -> dict:
+    """report["fresh_process"]: where the SavedModel was verified, and whether model.keras loads without porter."""
+    found = {"saved_model": "not verified (--no-verify)" if not verified else
+                            "serving_default verified by TensorFlow alone in a fresh process (torch, porter, transformers "
+                            "and keras_hub never imported there)" if isolated else
+                            "serving_default verified in porter's own process (--latency, or PORTER_FRESH_PROCESS=0)"}
+    keras_file = Path(folder) / "model.keras"
+    if keras_file.is_file():
+        needs = keras_needs_porter(keras_file)
+        found["model.keras"] = ({"loads_without_porter": False, "porter_classes": needs,
+                                 "note": f"names porter's own Keras classes ({', '.join(needs)}): keras.saving.load_model "
+                                         "needs porter installed and its zoo imported (porter.zoo...), or porter "
+                                         "convert --to torch"} if needs else
+                                {"loads_without_porter": True, "porter_classes": [],
+                                 "note": "keras-hub's own classes only: loads with keras + keras_hub"})
+    return found
