@@ -221,10 +221,11 @@ def _call(model, inputs: dict):
     return model(inputs)
 
 
-def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
+def export_saved_model(model, path: Path, jit_compile: bool = False, max_cache_len: int | None = None) -> None:
     """serving_default: int32 inputs named as transformers names them (input_ids, attention_mask),
     batch and sequence dynamic -> transformers' output names (last_hidden_state for a backbone,
-    logits for a causal LM); serving_int64 takes int64."""
+    logits for a causal LM); serving_int64 takes int64. A causal LM given ``max_cache_len`` also gets
+    ``prefill`` and ``decode`` (a KV cache of that length: kv_cache.py)."""
     from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
@@ -249,6 +250,10 @@ def export_saved_model(model, path: Path, jit_compile: bool = False) -> None:
     root = tf.Module()
     root.weights = [v.value for v in model.weights]  # the variables only (tracking the model re-traces it)
     signatures = {"serving_default": serve.get_concrete_function(), "serving_int64": serve_int64.get_concrete_function()}
+    from porter.zoo.keras_hub import kv_cache
+
+    if max_cache_len and kv_cache.is_causal_lm(model):
+        signatures.update(kv_cache.signatures(model, max_cache_len, jit_compile))
     from porter.output.saved_model_shards import save_options
 
     tf.saved_model.save(root, str(path), signatures=signatures, options=save_options())
