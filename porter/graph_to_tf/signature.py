@@ -40,13 +40,30 @@ def user_inputs(program) -> list[InputSpec]:
         val = placeholders[spec.arg.name].meta["val"]
         shape, dynamic = [], {}
         for i, d in enumerate(val.shape):
-            if isinstance(d, int):
-                shape.append(d)
+            fixed = _fixed(program, d)
+            if fixed is not None:
+                shape.append(fixed)
                 continue
             shape.append(None)
             dynamic[i] = _describe(program, d)
         specs.append(InputSpec(spec.arg.name, spec.arg.name, val.dtype, tuple(shape), dynamic))
     return specs
+
+
+def _fixed(program, d) -> int | None:
+    """``d``'s one value where the program allows only one: a plain int, a SymInt whose expression torch.export
+    specialised to a number (Dim.AUTO on a model that guards on the size: HF MobileNetV2's TF-style padding), or a
+    symbol whose range is a single value. Such a dim must be static in the TF signature: the graph computes with
+    that value (paddings, reshapes) and would run wrong, not fail, at another size."""
+    if isinstance(d, int):
+        return d
+    expr = d.node.expr
+    if getattr(expr, "is_number", False):
+        return int(expr)
+    bounds = program.range_constraints.get(expr)
+    if bounds is not None and bounds.lower == bounds.upper:
+        return int(bounds.lower)
+    return None
 
 
 def _describe(program, d) -> str:

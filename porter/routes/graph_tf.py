@@ -46,10 +46,12 @@ class Prepared:
 
 
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
-                      route_reason=None, latency=False, target="tf", allow_flex=False, layout=None):
+                      route_reason=None, latency=False, target="tf", allow_flex=False, layout=None, quantize=None):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
     built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process). ``layout`` "nhwc": the
-    signatures take 4-D float inputs (images) channels-last; else torch's NCHW."""
+    signatures take 4-D float inputs (images) channels-last; else torch's NCHW. ``quantize``
+    (routes/tflite_quantize.Quantize): a quantized .tflite beside the float one, its error measured apart
+    (verifiers/quantization.py)."""
     from porter.output.outdir import staged_output
     from porter.output.result import ConversionResult, finish
 
@@ -59,6 +61,10 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
     prep.channels_last = tuple(onnx_graph.channel_inputs(prep.specs)) if layout == "nhwc" else ()
     if inputs is not None and verify:
         _check_ranges(prep, Path(inputs))  # before anything is written
+    if quantize is not None:
+        from porter.routes.tflite_quantize import prepare_calibration
+
+        prepare_calibration(quantize, prep.specs, prep.feeds, prep.channels_last)  # --calibration checked: nothing written yet
     timings["export_s"] = time.perf_counter() - t0
     with staged_output(Path(out), force, protected=(artifact.path,)) as tmp:
         t0 = time.perf_counter()
@@ -66,14 +72,21 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
         if target == "tflite":
             from porter.routes import graph_tflite
 
-            converted, lite = graph_tflite.write_tflite(prep, tmp, allow_flex)
+            converted, lite = graph_tflite.write_tflite(prep, tmp, allow_flex, quantize)
             candidate = tmp / "model.tflite"
             options = {"isolated": True, "flex": lite["flex"]}  # LiteRT alone; TF's Flex delegate only for Flex ops
         else:
             converted = _write(prep, tmp, int32_ids=True)  # serving_default int32 ids, serving_int64 int64
+            from porter.verifiers.runners.runtime_isolated import saved_model_options
+
+            options = saved_model_options(latency)  # TensorFlow alone, in a fresh process (runners/runtime_isolated.py)
         timings["convert_s"] = time.perf_counter() - t0
         report = _report(artifact, prep, converted, out, timings)
         report.update(route_reason=route_reason, static_shapes=static_shapes)
+        if target == "tf":
+            from porter.verifiers.runners.runtime_isolated import fresh_report
+
+            report["fresh_process"] = fresh_report(tmp, options, verify)
         if lite is not None:
             _tflite_report(report, lite, _written(converted, as_written=True))
         (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -87,7 +100,15 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
             if not verification and inputs is None:
                 _localise(prep, converted, verification, report, atol)
             timings["verify_s"] = time.perf_counter() - t0
+        if quantize is not None:
+            from porter.routes.tflite_quantize import measure_written
+
+            measure_written(quantize, prep, tmp, report, verification, fitting_feeds(prep, converted), inputs, lite["flex"])
         finish(tmp, Path(out), report, verification, console)
+        if report.get("quantization"):
+            from porter.verifiers.quantization import render
+
+            render(report["quantization"], console, failures=verification is None)
     return ConversionResult(Path(out), "graph", verification, report)
 
 
@@ -139,6 +160,11 @@ def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
         shape = _input_shape(program, 0)
         if shape[2] is not None:  # torch kept image size static: verified at config.image_size only
             hf_source.fix_image_size(hf, notes[0] if notes else "torch.export specialised it")
+            if tuple(shape[2:]) != hf.specs["pixel_values"][1][2:]:
+                # specialised at the traced example's size: traced again at the model's own (config.image_size), the
+                # size its users feed; the graph computes paddings and reshapes for that one size
+                mode, program, again = _export_hf(model, hf, static_shapes)
+                notes = [*notes, *again]
     input_notes = [f"inputs: generated for {name}: {hf.input_text}"]
     return Prepared(reference=artifact.path, **_checked(program), input_names=hf.input_names,
                     output_names=hf.output_names, specs=hf.specs, feeds=hf.feeds, model_name=artifact.path.name,
@@ -298,6 +324,13 @@ def _verify(prep: Prepared, converted, candidate: Path, atol, rtol, inputs, late
     fitting = fitting_inputs(prep.feeds, prep.input_notes, _written(converted), "torch.export")
     return verify(prep.reference, candidate, inputs=fitting, atol=atol, rtol=rtol, route="graph", latency=latency,
                   candidate_options=options)
+
+
+def fitting_feeds(prep: Prepared, converted) -> list[dict]:
+    """The generated feeds that fit the written signature (as _verify runs them)."""
+    from porter.routes.onnx_graph import fitting_inputs
+
+    return fitting_inputs(prep.feeds, prep.input_notes, _written(converted), "torch.export").feeds
 
 
 def _check_ranges(prep: Prepared, path: Path) -> None:
