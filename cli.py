@@ -60,11 +60,22 @@ def _fail(exc: PorterError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
+def _int_list(text, flag):
+    """"8,32" -> [8, 32]; a value that is not a positive integer exits 2 naming it."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        _fail(PorterError(f"{flag} {text!r} is not a comma-separated list of integers", hint=f"e.g. {flag} 8,32"))
+    return sorted(set(values)) or None
+
+
 @app.command()
 def convert(
     model: str = typer.Argument(..., metavar="MODEL", help="a zoo name (bert, roberta) or a path"),
     source: Literal["torch", "tf", "onnx"] = typer.Option(..., "--from", help="the model's framework"),
-    target: Literal["tf", "torch", "onnx", "tflite"] = typer.Option(..., "--to", help="the framework to convert to"),
+    target: Literal["tf", "torch", "onnx", "tflite", "tfjs"] = typer.Option(..., "--to", help="the framework to convert to"),
     checkpoint: Optional[Path] = typer.Option(None, help="weights for a zoo name (an HF folder)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: ./<model>-<to>)"),
     route: Literal["auto", "direct", "graph", "onnx"] = typer.Option(
@@ -102,10 +113,36 @@ def convert(
         "auto", "--reference-dtype", help="the dtype transformers' reference is verified in (direct route, torch -> tf): "
                                           "auto = float32 where porter's memory estimate says it fits, else a 16-bit "
                                           "checkpoint's own dtype (said in the report); checkpoint = that dtype always"),
+    verify_blocks: bool = typer.Option(
+        False, "--verify-blocks", help="direct route, torch -> tf, a decoder (llama, mistral, qwen2, qwen3, gemma, gpt2): "
+                                       "also verify every transformer block in float32, one block of each model in memory "
+                                       "at a time (taken by itself where a float32 reference does not fit)"),
     allow_flex: bool = typer.Option(
         False, "--allow-flex", help="--to tflite (graph route): keep TF ops TFLite has no built-in op for as Select-TF "
                                     "(Flex) ops, listed in the report; by default the .tflite holds built-in ops only "
                                     "and runs in plain LiteRT"),
+    prefill_lengths: Optional[str] = typer.Option(
+        None, "--prefill-lengths", help="--to tf, a causal LM (direct route): also write model.tflite with prefill_<N> "
+                                        "for each N (comma-separated prompt lengths) and decode, batch 1, litert-torch's "
+                                        "names (kv_cache_k_<i>/kv_cache_v_<i>), built-in ops only; generation verified in LiteRT"),
+    max_cache_len: Optional[int] = typer.Option(
+        None, "--max-cache-len", help="--to tf, a causal LM (direct route): the KV-cache length of the SavedModel's "
+                                      "prefill/decode signatures (default: the model's position limit or 4096, whichever "
+                                      "is smaller); generation through them is verified against transformers' generate"),
+    quantize: Optional[Literal["fp16", "dynamic-int8", "int8"]] = typer.Option(
+        None, "--quantize", help="--to tflite: also write a quantized model_<mode>.tflite beside the float one (TFLite "
+                                 "converter: fp16 weights; dynamic-int8 weights; int8 weights and activations, calibrated) "
+                                 "and report its error apart from the conversion's: conversion (float vs source), "
+                                 "quantization (quantized vs float), total (quantized vs source)"),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="--quantize int8: calibration inputs, an .npz with one array per input name, samples "
+                                    "along axis 0 (default: porter's generated inputs, said in the report)"),
+    quantized_atol: Optional[float] = typer.Option(
+        None, "--quantized-atol", help="--quantize: fail when the quantized model's max abs error vs the source is above X "
+                                       "(the float conversion keeps the fp32 tolerances)"),
+    min_cosine: Optional[float] = typer.Option(
+        None, "--min-cosine", help="--quantize: fail when the cosine of the quantized model's outputs vs the source's is "
+                                   "below C (default: fp16 0.9999, dynamic-int8 0.99, int8 0.98)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -116,6 +153,8 @@ def convert(
             verify=not no_verify, force=force, atol=atol, rtol=rtol, layout=layout, inputs=inputs,
             dtype=dtype, allow_nonfinite=allow_nonfinite, static_shapes=static_shapes, expected=expected, latency=latency, xla=xla,
             ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype, allow_flex=allow_flex,
+            quantize=quantize, calibration=calibration, quantized_atol=quantized_atol, min_cosine=min_cosine,
+            max_cache_len=max_cache_len, verify_blocks=verify_blocks, prefill_lengths=_int_list(prefill_lengths, "--prefill-lengths"),
         )
     except PorterError as exc:
         _fail(exc)

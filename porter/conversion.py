@@ -12,7 +12,7 @@ from porter.output.outdir import check_out
 from porter.checks.path_errors import require_file, require_path
 from porter.output.result import ConversionResult
 
-FRAMEWORKS = ("torch", "tf", "onnx", "tflite")
+FRAMEWORKS = ("torch", "tf", "onnx", "tflite", "tfjs")
 ROUTES = ("auto", "direct", "graph", "onnx")
 
 
@@ -92,6 +92,13 @@ def convert(
     ignore_memory_estimate: bool = False,
     reference_dtype: str = "auto",
     allow_flex: bool = False,
+    quantize: str | None = None,
+    calibration=None,
+    quantized_atol: float | None = None,
+    min_cosine: float | None = None,
+    max_cache_len: int | None = None,
+    verify_blocks: bool = False,
+    prefill_lengths: list[int] | None = None,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
@@ -103,7 +110,14 @@ def convert(
     ``reference_dtype``: the dtype transformers' reference is verified in (direct torch -> tf, porter/resources/reference_plan.py):
     "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint";
     ``allow_flex``: --to tflite on the graph route may keep TF ops TFLite has no builtin for as Select-TF (Flex) ops
-    (by default the .tflite holds built-in ops only and runs in LiteRT alone)."""
+    (by default the .tflite holds built-in ops only and runs in LiteRT alone);
+    ``quantize``: --to tflite: also a quantized .tflite ("fp16", "dynamic-int8", "int8"; int8 calibrated on
+    ``calibration``, an .npz by input name, else porter's generated inputs), its error measured apart from the
+    conversion's and held to ``min_cosine`` (default per mode) and ``quantized_atol`` (routes/tflite_quantize.py);
+    ``max_cache_len``: a causal LM's SavedModel (direct route, torch -> tf) gets prefill/decode with a KV cache this
+    long (default min(position limit, 4096); zoo/keras_hub/kv_cache.py), verified by generation (verifiers/generation.py);
+    ``verify_blocks``: a decoder on the direct route (torch -> tf) is also verified block by block in float32
+    (verifiers/blockwise.py), as it is by itself where a float32 reference does not fit (reference_plan.py)."""
     from porter.checks.numerics import check_dtype_flag, check_numeric_options
 
     check_numeric_options(atol=atol, rtol=rtol)
@@ -121,17 +135,32 @@ def convert(
     if reference_dtype != "auto" and ((source, target) != ("torch", "tf") or route in ("onnx", "graph") or not verify):
         raise PorterError(f"--reference-dtype {reference_dtype} chooses the transformers reference of a verified "
                           f"torch -> tf conversion on the direct route", hint="leave --reference-dtype out")
+    if verify_blocks and ((source, target) != ("torch", "tf") or route in ("onnx", "graph") or not verify):
+        raise PorterError("--verify-blocks verifies a torch -> tf conversion on the direct route block by block",
+                          hint="leave --verify-blocks out")
+    if prefill_lengths and ((source, target) != ("torch", "tf") or route in ("onnx", "graph")):
+        raise PorterError(f"--prefill-lengths {','.join(map(str, prefill_lengths))} writes the model.tflite of a causal LM "
+                          f"converted by the direct route (torch -> tf), beside its SavedModel", hint="leave --prefill-lengths out")
+    if max_cache_len is not None and ((source, target) != ("torch", "tf") or route in ("onnx", "graph")):
+        raise PorterError(f"--max-cache-len {max_cache_len} sizes the KV cache of a causal LM's SavedModel written by the "
+                          f"direct route (torch -> tf)", hint="leave --max-cache-len out")
     if allow_flex and target != "tflite":
         raise PorterError(f"--allow-flex lets a .tflite keep Select-TF ops; --to {target} writes none",
                           hint="leave --allow-flex out, or convert --to tflite")
+    from porter.routes.tflite_quantize import check_options
+
+    quantized = check_options(target, quantize, calibration, quantized_atol, min_cosine, verify)
     out = Path(out) if out else default_out(model, target)
     # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
-    check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs))
+    check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs, calibration))
     if layout is not None and layout not in ("nhwc", "nchw"):
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
     if inputs is not None:
         require_file(inputs, "--inputs", ".npz", hint="an .npz of input arrays (keys: NAME or SET/NAME), as for porter verify")
     _check_declared_sizes(model, checkpoint)
+    if "tfjs" in (source, target):  # the --to tf SavedModel, then tensorflowjs' converter (porter/routes/tfjs.py)
+        return _tfjs(model, source, checkpoint, out, force, verify, atol, rtol, console, inputs, route, latency, expected,
+                     layout=layout, dtype=dtype, allow_nonfinite=allow_nonfinite)
     legacy = _legacy_tf_folder(model, source, target, checkpoint, route, expected)
     _check_latency_flag(latency, verify, legacy is not None or expected is not None)
     if legacy is not None:
@@ -143,9 +172,14 @@ def convert(
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
     chosen = _choose_route(model, source, target, checkpoint, route)
+    if (max_cache_len is not None or prefill_lengths) and chosen != "direct":
+        flag = f"--max-cache-len {max_cache_len}" if max_cache_len is not None else f"--prefill-lengths {','.join(map(str, prefill_lengths))}"
+        raise PorterError(f"{flag} sizes the prefill/decode KV cache of the direct route's causal "
+                          f"LMs (Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-2); this model is not a causal LM on the direct "
+                          f"route (it goes by the {chosen} route)", hint=f"leave {flag.split()[0]} out")
     graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
              "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex,
-             "layout": layout}
+             "layout": layout, "quantize": quantized}
     if chosen == "graph":
         if target == "tflite" and latency:  # the .tflite runs in a child process: its timing would be the pipe's
             raise PorterError("--latency is not supported for --to tflite on the graph route",
@@ -187,11 +221,24 @@ def convert(
                                 reason=f"porter's direct route cannot reproduce this folder ({exc.message}); "
                                        "transformers + torch.export convert it")
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
-                                  ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype)
+                                  ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype,
+                                  max_cache_len=max_cache_len, verify_blocks=verify_blocks, prefill_lengths=prefill_lengths)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)
     raise PorterError(f"porter cannot convert {source} -> {target} on the direct route", hint="pass --route onnx")
+
+
+def _tfjs(model, source, checkpoint, out, force, verify, atol, rtol, console, inputs, route, latency, expected, **tf_options):
+    from porter.routes.tfjs import convert_to_tfjs
+
+    if source == "tfjs":
+        raise PorterError("porter converts --to tfjs, not from a TF.js model", hint="convert the model it came from")
+    for given, flag in ((latency, "--latency"), (expected is not None, "--expected")):
+        if given:  # TF.js runs in a Node child process: its timing would be the pipe's; recorded outputs are for tf_model.h5
+            raise PorterError(f"{flag} is not supported for --to tfjs", hint=f"leave {flag} out")
+    return convert_to_tfjs(model, source=source, checkpoint=checkpoint, out=out, force=force, verify=verify, atol=atol,
+                           rtol=rtol, console=console, inputs=inputs, route=route, **tf_options)
 
 
 def _legacy_tf_folder(model, source, target, checkpoint, route, expected):

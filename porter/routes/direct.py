@@ -62,24 +62,34 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
-                        latency=False, xla=False, ignore_memory_estimate=False, reference_dtype="auto") -> ConversionResult:
+                        latency=False, xla=False, ignore_memory_estimate=False, reference_dtype="auto",
+                        max_cache_len=None, verify_blocks=False, prefill_lengths=None) -> ConversionResult:
     from porter.readers.checkpoints import open_torch_checkpoint
+    from porter.zoo.keras_hub import kv_cache
     from porter.process.frameworks import save_keras
     from porter.resources.memory import peak_rss_mb
     from porter.resources.memory_estimate import check_fits
     from porter.checks.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
     from porter.resources.reference_plan import plan_reference, reference_note
+    from porter.verifiers.runners.runtime_isolated import fresh_report, saved_model_options
 
     entry = src.entry
+    cache_len = kv_cache.for_entry(entry, src.config, max_cache_len)  # a causal LM's prefill/decode (None: not one)
+    kv_cache.check_prefill_lengths(prefill_lengths, cache_len, entry)
     t0 = time.perf_counter()
     checkpoint = open_torch_checkpoint(src.path)
     check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
     dtypes = {"source": checkpoint_float_dtype(checkpoint.dtypes, checkpoint.shapes)}
     dtypes["written"] = dtype or dtypes["source"]
+    kv_cache.check_tflite_dtype(prefill_lengths, dtypes["written"])
     # from the headers alone, before a weight is read: the verification reference that fits (float32 where it does,
     # else the checkpoint's own 16-bit dtype), then refuse a conversion that will not fit even so (exit 2)
     reference = plan_reference(entry, checkpoint.shapes, checkpoint.dtypes, dtypes["source"], dtypes["written"], verify,
-                               ignore_memory_estimate, choice=reference_dtype)
+                               ignore_memory_estimate, choice=reference_dtype, model_type=src.config.get("model_type"),
+                               verify_blocks=verify_blocks)
+    if reference.streamed and inputs is not None:
+        raise PorterError("--inputs: where only the streamed reference fits, porter compares on its own inputs",
+                          hint="leave --inputs out, or verify elsewhere with porter verify --inputs")
     estimate = reference.estimate
     check_fits(estimate, f"converting {src.path}", verify, ignore_memory_estimate)
     # the Keras model's dtype policy is the written dtype; config.json says it as transformers does
@@ -92,29 +102,54 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     with staged_output(out, force) as tmp:
         t0 = time.perf_counter()
         with progress.step(f"writing the SavedModel and model.keras of {out}"):
-            entry.impl.export_saved_model(model, tmp, jit_compile=xla)
+            entry.impl.export_saved_model(model, tmp, jit_compile=xla, **({"max_cache_len": cache_len} if cache_len else {}))
+            cache_layout = kv_cache.layout(model, cache_len) if cache_len else None
+            if prefill_lengths:  # model.tflite: prefill_<len> + decode, litert-torch's convention
+                cache_layout["tflite"] = kv_cache.write_tflite(model, tmp / "model.tflite", cache_len, prefill_lengths)
             t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
             save_keras(model, tmp / "model.keras")
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
+        # block by block in float32 against the Keras model just written (verifiers/blockwise.py), and where nothing
+        # else fits, the streamed end-to-end comparison against it too: both before the model is dropped
+        blocks, streamed = _verify_blocks(src, model, reference, atol, rtol) if verify else (None, None)
+        peaks["blockwise"] = peak_rss_mb() if blocks is not None else None
         # the verifier loads what was written; dropped here, though TensorFlow keeps most of the freed memory
         # (measured: memory_estimate counts the Keras model through verification)
         del model
         if verify:
             gc.collect()
         fallback = {"reference_dtype": reference.dtype, "shapes": reference.shapes} if reference.fallback else {}
-        verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency, **fallback)
-                        if verify else None)
+        isolated = saved_model_options(latency)  # the SavedModel run by TensorFlow alone, in a fresh process
+        if isolated:
+            fallback["candidate_options"] = isolated
+        verification = streamed or (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
+                                                   **fallback) if verify else None)
         if verification is not None and reference.fallback:
             verification.notes.insert(0, reference_note(reference, verification, inputs is not None))
+        if blocks is not None:
+            verification.notes.append(blocks.summary())
+            verification.problems.extend(blocks.problems())
+        generation = (_verify_generation(src, tmp, cache_len, atol, rtol, reference, verification, prefill_lengths)
+                      if not reference.streamed else None)
+        if reference.streamed and cache_len and verification is not None:
+            verification.notes.append("prefill/decode generation not verified: transformers' generate and the written "
+                                      "SavedModel do not fit in memory together here")
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
                                                 "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         if verify:
             report["reference"] = reference.to_dict(inputs is not None)
+        if blocks is not None:  # per block: max abs error, tolerances, seconds; the worst block
+            report["blockwise"] = dict(blocks.to_dict(), reason=reference.blockwise)
         report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
         report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
+        report["fresh_process"] = fresh_report(tmp, isolated, verify)
+        if cache_layout:  # prefill/decode: the cache a client passes back by name (zoo/keras_hub/kv_cache.py)
+            report["kv_cache"] = cache_layout
+        if generation is not None:
+            report["generation"] = generation.to_dict()
         if peaks["load_and_map"] is not None:
             peaks["verify"] = peak_rss_mb() if verify else None
             report["peak_rss_mb"] = {k: v for k, v in peaks.items() if v is not None}
@@ -154,6 +189,44 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
+
+
+def _verify_blocks(src, model, reference, atol, rtol):
+    """(the block-wise float32 result or None, the streamed end-to-end VerificationResult or None), as the reference
+    plan says (porter/resources/reference_plan.py). The candidate is the Keras model just written, in memory: the
+    SavedModel and model.keras hold its weights."""
+    if not reference.blockwise and not reference.streamed:
+        return None, None
+    from porter.verifiers import blockwise
+
+    blocks = None
+    if reference.blockwise:
+        with progress.step("verifying block by block in float32 (transformers' blocks streamed from the checkpoint)"):
+            blocks = blockwise.verify_blocks(src.path, model, src.config, atol=atol, rtol=rtol,
+                                             weights_from="the Keras model just written, in memory")
+    streamed = None
+    if reference.streamed:
+        with progress.step(f"comparing end to end with transformers in {reference.dtype}, one layer at a time"):
+            streamed = blockwise.end_to_end(src.path, model, src.config, reference.dtype, reference.shapes,
+                                            atol=atol, rtol=rtol)
+    return blocks, streamed
+
+
+def _verify_generation(src, folder, cache_len, atol, rtol, reference, verification, prefill_lengths=None):
+    """A causal LM's prefill/decode generate transformers' greedy tokens (verifiers/generation.py): the result, its
+    summary in the verification's notes, and its failures in its problems (exit 1). None: nothing to generate."""
+    if verification is None or not cache_len:
+        return None
+    from porter.verifiers.generation import verify_generation
+
+    with progress.step("generating with prefill + decode against transformers' generate"):
+        result = verify_generation(src.path, folder, src.config, cache_len, atol=atol, rtol=rtol,
+                                   reference_dtype=reference.dtype if reference.fallback else None,
+                                   tflite=folder / "model.tflite" if prefill_lengths else None,
+                                   max_prompt=max(prefill_lengths) if prefill_lengths else None)
+    verification.notes.extend(result.summaries())
+    verification.problems.extend(result.problems())
+    return result
 
 
 def _report(src, out, target, plan, timings) -> dict:
