@@ -130,6 +130,7 @@ class IsolatedTFLiteRunner(Runner):
     def deactivate(self):
         child = getattr(self, "child", None)
         if child is not None:
+            self.child = None  # closed once, whatever close() raises
             self.final = child.close()
 
 

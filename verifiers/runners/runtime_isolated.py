@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from porter.errors import PorterError
-from porter.verifiers.runners.base import Runner
-from porter.verifiers.runners.litert_isolated import LiteRTProcess
+from porter.verifiers.runners.litert_isolated import IsolatedTFLiteRunner, LiteRTProcess
 
 CHILD = Path(__file__).with_name("runtime_child.py")
 LABELS = {"saved_model": "TensorFlow-only", "keras": "keras-only"}
@@ -36,8 +33,9 @@ class RuntimeProcess(LiteRTProcess):
         return final
 
 
-class IsolatedSavedModelRunner(Runner):
-    """A SavedModel's serving_default run by TensorFlow alone in a fresh process (options: isolated=True)."""
+class IsolatedSavedModelRunner(IsolatedTFLiteRunner):
+    """A SavedModel's serving_default run by TensorFlow alone in a fresh process (options: isolated=True); feeds and
+    teardown as the LiteRT-only runner's."""
 
     framework = "tf"
 
@@ -67,16 +65,6 @@ class IsolatedSavedModelRunner(Runner):
         self.input_specs = {n: (d["dtype"], tuple(s if s >= 0 else None for s in d["shape_signature"]))
                             for n, d in inputs.items()}
         self.runtime = self.child.runtime
-
-    def infer(self, feeds):
-        specs = self.input_specs
-        return self.child.run({k: np.asarray(v).astype(specs[k][0]) for k, v in feeds.items() if k in specs})
-
-    def deactivate(self):
-        child = getattr(self, "child", None)
-        if child is not None:
-            self.child = None
-            self.final = child.close()
 
 
 def keras_alone(path) -> dict:

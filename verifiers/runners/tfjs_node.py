@@ -16,13 +16,17 @@ import numpy as np
 
 from porter.errors import PorterError
 from porter.verifiers.runners.base import Runner
+from porter.verifiers.runners.litert_isolated import LiteRTProcess
 
 SCRIPT = Path(__file__).with_name("tfjs_node.js")
 _AS_SENT = {"float32": np.float32, "int32": np.int32, "bool": np.uint8}
 
 
-class NodeProcess:
-    """One Node process for one TF.js model; ``run(feed)`` any number of times, then ``close()``."""
+class NodeProcess(LiteRTProcess):
+    """One Node process for one TF.js model; ``run(feed)`` any number of times, then ``close()`` (reading the child's
+    replies and its stderr as the LiteRT process does)."""
+
+    label = "Node process (TF.js)"
 
     def __init__(self, model_dir, node: str, node_modules):
         self.path = Path(model_dir).resolve()  # the child runs in its own temporary folder
@@ -34,19 +38,6 @@ class NodeProcess:
         self._count = 0
         self.described = self._read("loading")
         self.runtime = self.described["runtime"]
-
-    def _read(self, what: str) -> dict:
-        line = self._proc.stdout.readline()
-        if not line:
-            self._proc.wait(timeout=60)
-            raise PorterError(f"the Node process (TF.js) stopped while {what} {self.path} (exit {self._proc.returncode})",
-                              problems=self._stderr_tail())
-        return json.loads(line)
-
-    def _stderr_tail(self) -> list[str]:
-        self._stderr.flush()
-        self._stderr.seek(0)
-        return [s for s in self._stderr.read().decode(errors="replace").splitlines() if s.strip()][-12:]
 
     def run(self, feed: dict) -> dict:
         self._count += 1
