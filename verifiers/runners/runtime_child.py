@@ -46,7 +46,9 @@ def _saved_model(path):
     return described, run, loaded
 
 
-def _porter_classes(path) -> list:
+def porter_classes(path) -> list:
+    """The porter> classes a .keras file names (its config.json; nothing loaded). runtime_isolated imports this
+    too: this module imports only the standard library at its top."""
     try:
         with zipfile.ZipFile(path) as z:
             text = z.read("config.json").decode(errors="replace")
@@ -65,7 +67,7 @@ def _keras(path):
     except ImportError:
         hub = " (keras_hub not installed)"
     runtime = f"keras {keras.__version__}{hub} alone"
-    needs = _porter_classes(path)
+    needs = porter_classes(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - the finding itself: reported, not raised

@@ -98,15 +98,9 @@ def saved_model_options(latency: bool = False) -> dict | None:
 def keras_needs_porter(path) -> list[str]:
     """The porter> classes a .keras file names (read from its config.json, nothing loaded): where any is named,
     keras.saving.load_model needs porter's Keras code imported (the child in keras_alone() shows the failure)."""
-    import re
-    import zipfile
+    from porter.verifiers.runners.runtime_child import porter_classes
 
-    try:
-        with zipfile.ZipFile(path) as z:
-            text = z.read("config.json").decode(errors="replace")
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return []
-    return sorted(set(re.findall(r'"(porter>[A-Za-z0-9_]+)"', text)))
+    return porter_classes(path)
 
 
 def fresh_report(folder, isolated, verified: bool = True) -> dict:

@@ -26,7 +26,7 @@ class NodeProcess(LiteRTProcess):
     """One Node process for one TF.js model; ``run(feed)`` any number of times, then ``close()`` (reading the child's
     replies and its stderr as the LiteRT process does)."""
 
-    label = "Node process (TF.js)"
+    label = "Node (TF.js)"
 
     def __init__(self, model_dir, node: str, node_modules):
         self.path = Path(model_dir).resolve()  # the child runs in its own temporary folder
@@ -36,6 +36,7 @@ class NodeProcess(LiteRTProcess):
         self._proc = subprocess.Popen([node, str(SCRIPT), str(self.path), str(node_modules)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, env=env, text=True, cwd=self._dir.name)
         self._count = 0
+        self.final: dict | None = None
         self.described = self._read("loading")
         self.runtime = self.described["runtime"]
 
@@ -66,24 +67,6 @@ class NodeProcess(LiteRTProcess):
             f.unlink()
         work.rmdir()
         return out
-
-    def close(self) -> dict:
-        try:
-            if self._proc.stdin and not self._proc.stdin.closed:
-                self._proc.stdin.close()
-                final = self._read("finishing")
-            else:
-                final = {}
-            rc = self._proc.wait(timeout=60)
-            if rc != 0:
-                raise PorterError(f"the Node process (TF.js) for {self.path} exited {rc}", problems=self._stderr_tail())
-        finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
-            self._stderr.close()
-            self._dir.cleanup()
-        return final
 
 
 class TFJSRunner(Runner):
