@@ -92,3 +92,26 @@ def _check_float64(model, torch_model, feeds, float64_atol):
                                            err_msg="float64: the written model against Keras in float64")
     finally:
         torch_model.float()
+
+
+def mis_mapped(monkeypatch, cls, mutate):
+    """The translator of ``cls`` with ``mutate(emit)`` applied to what it returns (a deliberately wrong mapping)."""
+    from porter.keras_to_torch import codegen  # noqa: F401 (registers every translator)
+    from porter.keras_to_torch import layers as L
+
+    original = L.TRANSLATORS[cls]
+
+    def wrapped(call, x, cfg):
+        emit = original(call, x, cfg)
+        mutate(emit)
+        return emit
+
+    wrapped.uses_mask = getattr(original, "uses_mask", False)
+    monkeypatch.setitem(L.TRANSLATORS, cls, wrapped)
+
+
+def fails_comparison(model, tmp_path) -> bool:
+    """The conversion is written on the keras layers route (the weights fit by shape) and its comparison with Keras
+    fails."""
+    _, result = convert_keras_strict(model, tmp_path)
+    return result.route == "keras layers" and not result.passed and bool(result.verification.failures())

@@ -5,8 +5,7 @@ and what the writer does not reproduce is refused by name."""
 
 import numpy as np
 import pytest
-from keras_layers_support import check, informative, keras
-from tests_support import convert_keras_strict
+from keras_layers_support import check, fails_comparison, informative, keras, mis_mapped
 
 
 def _model(name, shapes, build, seed=0):
@@ -155,37 +154,16 @@ def test_conv_lstm(case, tmp_path):
 # -- a mis-mapped weight fails; what is not reproduced is refused --------------------------------------
 
 
-def _mis_mapped(monkeypatch, cls, mutate):
-    """The translator of ``cls`` with ``mutate(emit)`` applied to what it returns."""
-    from porter.keras_to_torch import codegen  # noqa: F401 (registers every translator)
-    from porter.keras_to_torch import layers as L
-
-    original = L.TRANSLATORS[cls]
-
-    def wrapped(call, x, cfg):
-        emit = original(call, x, cfg)
-        mutate(emit)
-        return emit
-
-    monkeypatch.setitem(L.TRANSLATORS, cls, wrapped)
-
-
-def _fails(model, tmp_path) -> bool:
-    """The conversion is written (the weights fit by shape) and its comparison with Keras fails."""
-    _, result = convert_keras_strict(model, tmp_path)
-    return result.route == "keras layers" and not result.passed and bool(result.verification.failures())
-
-
 def test_mis_mapped_key_value_kernels_fail(monkeypatch, tmp_path):
     def swap(emit):  # key and value kernels have one shape here: only the numbers can tell them apart
         key = next(w for w in emit.weights if w.torch_key.endswith(".key.kernel"))
         value = next(w for w in emit.weights if w.torch_key.endswith(".value.kernel"))
         key.keras_path, value.keras_path = value.keras_path, key.keras_path
 
-    _mis_mapped(monkeypatch, "GroupedQueryAttention", swap)
+    mis_mapped(monkeypatch, "GroupedQueryAttention", swap)
     model = _model("gqa_swapped", {"q": (None, 6)},
                    lambda k, q: k.layers.GroupQueryAttention(3, 4, 2, name="gqa")(q, q))
-    assert _fails(model, tmp_path)
+    assert fails_comparison(model, tmp_path)
 
 
 def test_mis_mapped_conv_lstm_gates_fail(monkeypatch, tmp_path):
@@ -200,9 +178,9 @@ def test_mis_mapped_conv_lstm_gates_fail(monkeypatch, tmp_path):
     def swap(emit):
         next(w for w in emit.weights if w.torch_key.endswith("input_conv.weight")).transform = "conv_gates_swapped"
 
-    _mis_mapped(monkeypatch, "ConvLSTM1D", swap)
+    mis_mapped(monkeypatch, "ConvLSTM1D", swap)
     model = _model("convlstm_swapped", {"x": (None, 6, 2)}, lambda k, x: k.layers.ConvLSTM1D(3, 3, name="cl")(x))
-    assert _fails(model, tmp_path)
+    assert fails_comparison(model, tmp_path)
 
 
 def test_mis_mapped_einsum_bias_fails(monkeypatch, tmp_path):
@@ -213,10 +191,10 @@ def test_mis_mapped_einsum_bias_fails(monkeypatch, tmp_path):
     def swap(emit):
         next(w for w in emit.weights if w.torch_key.endswith(".bias")).transform = "reversed"
 
-    _mis_mapped(monkeypatch, "EinsumDense", swap)
+    mis_mapped(monkeypatch, "EinsumDense", swap)
     model = _model("ed_swapped", {"x": (None, 4)},
                    lambda k, x: k.layers.EinsumDense("abc,cd->abd", (None, 3), bias_axes="d", name="ed")(x))
-    assert _fails(model, tmp_path)
+    assert fails_comparison(model, tmp_path)
 
 
 @pytest.mark.parametrize("case", ["attention_mask_argument", "convlstm_dropout", "convlstm_channels_first",

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from keras_layers_support import check, informative, keras
+from keras_layers_support import check, fails_comparison, informative, keras, mis_mapped
 from tests_support import convert_keras_strict
 
 RNG = np.random.default_rng(0)
@@ -164,28 +164,6 @@ def test_time_distributed_batchnorm_per_step_in_train_only():
 # -- what must fail ----------------------------------------------------------------------------------------
 
 
-def _mis_mapped(monkeypatch, cls, mutate):
-    """The translator of ``cls`` with ``mutate(emit)`` applied to what it returns."""
-    from porter.keras_to_torch import codegen  # noqa: F401 (registers every translator)
-    from porter.keras_to_torch import layers as L
-
-    original = L.TRANSLATORS[cls]
-
-    def wrapped(call, x, cfg):
-        emit = original(call, x, cfg)
-        mutate(emit)
-        return emit
-
-    wrapped.uses_mask = getattr(original, "uses_mask", False)
-    monkeypatch.setitem(L.TRANSLATORS, cls, wrapped)
-
-
-def _fails(model, tmp_path) -> bool:
-    """The conversion is written and its comparison with Keras fails."""
-    _, result = convert_keras_strict(model, tmp_path)
-    return result.route == "keras layers" and not result.passed and bool(result.verification.failures())
-
-
 def _reverse_states(emit):
     def flip(m):
         states = m.group(1).split(", ")
@@ -196,18 +174,18 @@ def _reverse_states(emit):
 
 
 def test_swapped_h_and_c_fail(monkeypatch, tmp_path):
-    _mis_mapped(monkeypatch, "LSTM", _reverse_states)
-    assert _fails(_seq2seq("seq2seq_swapped"), tmp_path)
+    mis_mapped(monkeypatch, "LSTM", _reverse_states)
+    assert fails_comparison(_seq2seq("seq2seq_swapped"), tmp_path)
 
 
 def test_swapped_forward_and_backward_states_fail(monkeypatch, tmp_path):
-    _mis_mapped(monkeypatch, "Bidirectional", _reverse_states)
+    mis_mapped(monkeypatch, "Bidirectional", _reverse_states)
     k = keras()
     k.utils.set_random_seed(0)
     src = k.Input((None, 5), name="src")
     _, *states = k.layers.Bidirectional(k.layers.GRU(4, return_state=True), name="enc")(src)
     y = k.layers.Bidirectional(k.layers.GRU(4), name="dec")(src, initial_state=states)
-    assert _fails(informative(k.Model(src, y, name="bi_swapped")), tmp_path)
+    assert fails_comparison(informative(k.Model(src, y, name="bi_swapped")), tmp_path)
 
 
 def test_folded_batchnorm_in_training_fails_the_step(monkeypatch, tmp_path):
@@ -217,7 +195,7 @@ def test_folded_batchnorm_in_training_fails_the_step(monkeypatch, tmp_path):
     def fold(emit):
         emit.expr = emit.expr.replace(", per_step=self.training", "")
 
-    _mis_mapped(monkeypatch, "TimeDistributed", fold)
+    mis_mapped(monkeypatch, "TimeDistributed", fold)
     model = _video("td_folded")
     out, result = convert_keras_strict(model, tmp_path)
     assert result.passed and "per_step=self.training" not in (out / "model.py").read_text()
