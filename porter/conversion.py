@@ -114,8 +114,9 @@ def convert(
     ``quantize``: --to tflite: also a quantized .tflite ("fp16", "dynamic-int8", "int8"; int8 calibrated on
     ``calibration``, an .npz by input name, else porter's generated inputs), its error measured apart from the
     conversion's and held to ``min_cosine`` (default per mode) and ``quantized_atol`` (routes/tflite_quantize.py);
-    ``max_cache_len``: a causal LM's SavedModel (direct route, torch -> tf) gets prefill/decode with a KV cache this
-    long (default min(position limit, 4096); zoo/keras_hub/kv_cache.py), verified by generation (verifiers/generation.py);
+    ``max_cache_len``: a causal LM's SavedModel (torch -> tf) gets prefill/decode with a KV cache this long (default
+    min(position limit, 4096); direct route zoo/keras_hub/kv_cache.py, graph route routes/graph_kv_cache.py), verified
+    by generation (verifiers/generation.py);
     ``verify_blocks``: a decoder on the direct route (torch -> tf) is also verified block by block in float32
     (verifiers/blockwise.py), as it is by itself where a float32 reference does not fit (reference_plan.py)."""
     from porter.checks.numerics import check_dtype_flag, check_numeric_options
@@ -138,12 +139,12 @@ def convert(
     if verify_blocks and ((source, target) != ("torch", "tf") or route in ("onnx", "graph") or not verify):
         raise PorterError("--verify-blocks verifies a torch -> tf conversion on the direct route block by block",
                           hint="leave --verify-blocks out")
-    if prefill_lengths and ((source, target) != ("torch", "tf") or route in ("onnx", "graph")):
+    if prefill_lengths and ((source, target) != ("torch", "tf") or route == "onnx"):
         raise PorterError(f"--prefill-lengths {','.join(map(str, prefill_lengths))} writes the model.tflite of a causal LM "
-                          f"converted by the direct route (torch -> tf), beside its SavedModel", hint="leave --prefill-lengths out")
-    if max_cache_len is not None and ((source, target) != ("torch", "tf") or route in ("onnx", "graph")):
-        raise PorterError(f"--max-cache-len {max_cache_len} sizes the KV cache of a causal LM's SavedModel written by the "
-                          f"direct route (torch -> tf)", hint="leave --max-cache-len out")
+                          f"converted torch -> tf (direct or graph route), beside its SavedModel", hint="leave --prefill-lengths out")
+    if max_cache_len is not None and ((source, target) != ("torch", "tf") or route == "onnx"):
+        raise PorterError(f"--max-cache-len {max_cache_len} sizes the KV cache of a causal LM's SavedModel (torch -> tf, "
+                          f"direct or graph route)", hint="leave --max-cache-len out")
     if allow_flex and target != "tflite":
         raise PorterError(f"--allow-flex lets a .tflite keep Select-TF ops; --to {target} writes none",
                           hint="leave --allow-flex out, or convert --to tflite")
@@ -172,14 +173,13 @@ def convert(
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
     chosen = _choose_route(model, source, target, checkpoint, route)
-    if (max_cache_len is not None or prefill_lengths) and chosen != "direct":
+    if (max_cache_len is not None or prefill_lengths) and chosen not in ("direct", "graph"):
         flag = f"--max-cache-len {max_cache_len}" if max_cache_len is not None else f"--prefill-lengths {','.join(map(str, prefill_lengths))}"
-        raise PorterError(f"{flag} sizes the prefill/decode KV cache of the direct route's causal "
-                          f"LMs (Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-2); this model is not a causal LM on the direct "
-                          f"route (it goes by the {chosen} route)", hint=f"leave {flag.split()[0]} out")
+        raise PorterError(f"{flag} sizes the prefill/decode KV cache of a causal LM converted torch -> tf by the direct or "
+                          f"graph route; this model goes by the {chosen} route", hint=f"leave {flag.split()[0]} out")
     graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
              "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex,
-             "layout": layout, "quantize": quantized}
+             "layout": layout, "quantize": quantized, "max_cache_len": max_cache_len, "prefill_lengths": prefill_lengths}
     if chosen == "graph":
         if target == "tflite" and latency:  # the .tflite runs in a child process: its timing would be the pipe's
             raise PorterError("--latency is not supported for --to tflite on the graph route",

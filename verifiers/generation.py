@@ -121,19 +121,21 @@ def prompts(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
     return [rng.integers(0, vocab, size=n).tolist() for n in lengths]
 
 
-def reference(source, prompt_ids, new_tokens: int, dtype: str | None = None) -> list[tuple[list[int], np.ndarray]]:
-    """transformers' greedy generate on the source, one prompt at a time: (tokens, logits (new, vocab)) per prompt."""
+def reference(source, prompt_ids, new_tokens: int, dtype: str | None = None, loader=None) -> list[tuple[list[int], np.ndarray]]:
+    """transformers' greedy generate on the source, one prompt at a time: (tokens, logits (new, vocab)) per prompt
+    (``loader(source, dtype)``: the model; default the direct route's transformers loader)."""
     from porter.process.frameworks import torch
-    from porter.zoo.keras_hub.entry import load_torch
 
     torch_ = torch()
-    model = load_torch(source, dtype)
+    if loader is None:
+        from porter.zoo.keras_hub.entry import load_torch as loader
+    model = loader(source, dtype)
     model.generation_config.eos_token_id = None  # every prompt runs new_tokens steps
     out = []
     with torch_.no_grad():
         for ids in prompt_ids:
             g = model.generate(torch_.tensor([ids]), attention_mask=torch_.ones(1, len(ids), dtype=torch_.long),
-                               max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                               max_new_tokens=new_tokens, do_sample=False, output_logits=True, use_cache=True,
                                return_dict_in_generate=True, pad_token_id=0)
             logits = np.stack([step[0].float().numpy() for step in g.logits])
             out.append((g.sequences[0, len(ids):].tolist(), logits))
@@ -152,7 +154,8 @@ def run_child(saved_model, prompt_ids, new_tokens: int, timeout: int = 600, chil
         np.savez(src, input_ids=ids, attention_mask=mask, new_tokens=np.int32(new_tokens))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         env.pop("PYTHONPATH", None)
-        proc = subprocess.run([sys.executable, "-P", str(child), str(saved_model), str(src), str(dst)], env=env, cwd=tmp,
+        # the child runs in its own temporary folder: a relative --out must reach it absolute
+        proc = subprocess.run([sys.executable, "-P", str(child), str(Path(saved_model).resolve()), str(src), str(dst)], env=env, cwd=tmp,
                               capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not dst.exists():
             tail = [s for s in proc.stderr.splitlines() if s.strip()][-12:]
@@ -184,7 +187,8 @@ def compare(ref, tokens, logits, lengths, atol: float, rtol: float) -> list[Prom
 
 
 def verify_generation(source, saved_model, config: dict, cache_len: int, atol=None, rtol=None,
-                      reference_dtype: str | None = None, seed: int = 0, tflite=None, max_prompt=None) -> GenerationResult:
+                      reference_dtype: str | None = None, seed: int = 0, tflite=None, max_prompt=None,
+                      loader=None) -> GenerationResult:
     """Greedy tokens of the SavedModel's prefill/decode (TensorFlow-only child) against transformers' generate;
     ``tflite``: also the .tflite's prefill_<len>/decode (LiteRT-only child), as ``result.tflite``."""
     from porter.verifiers.compare import DEFAULT_TOLERANCES, FP32_LOGITS_ATOL, default_pair_tolerance, scaled_atol
@@ -192,7 +196,7 @@ def verify_generation(source, saved_model, config: dict, cache_len: int, atol=No
     t0 = time.perf_counter()
     lengths, new = plan(cache_len, max_prompt=max_prompt)
     prompt_ids = prompts(int(config["vocab_size"]), lengths, seed)
-    ref = reference(source, prompt_ids, new, reference_dtype)
+    ref = reference(source, prompt_ids, new, reference_dtype, loader)
     tokens, logits, child = run_child(saved_model, prompt_ids, new)
     lite = run_child(tflite, prompt_ids, new, child=LITERT_CHILD) if tflite else None
     written = config.get("dtype") if config.get("dtype") in DEFAULT_TOLERANCES else "float32"

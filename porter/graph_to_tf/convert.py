@@ -27,6 +27,7 @@ class ConvertedGraph:
     output_names: list[str]
     runner: object = field(repr=False, default=None)
     channels_last: tuple = ()  # inputs the signatures take NHWC (torch's NCHW transposed back inside the graph)
+    kv_tflite: dict | None = None  # a causal LM's prefill/decode model.tflite, as the report describes it
     _signatures: dict | None = field(repr=False, default=None)
 
     @property
@@ -128,12 +129,15 @@ def _signatures(serve, specs, channels_last=()) -> dict:
     return out
 
 
-def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=None, output_names=None
-                     ) -> ConvertedGraph:
+def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=None, output_names=None,
+                     shared: dict | None = None) -> ConvertedGraph:
     """Convert ``ep`` (torch.export.export(...)) to TF; write the SavedModel to ``out_dir`` when given.
 
     ``input_names`` / ``output_names`` replace the names read from the program (for a wrapper module
     that takes ``*args`` or returns a tuple), one per tensor input / user output.
+
+    ``shared``: tf.Variables by state-dict key of another program converted from the same model (a causal LM's
+    serving_default and its KV-cache step): its parameters and buffers are used, not copied again.
 
     Raises UnsupportedModelError listing every op porter has no converter for, before building anything.
     """
@@ -152,7 +156,10 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     module = tf.Module(name="porter_graph")
     variables, by_key = {}, {}
     mapped = _file_mappings()
+    reusable = _shareable(program, shared or {})
     for placeholder, (key, tensor, trainable) in weights(program).items():
+        if key not in by_key and key in reusable and tuple(reusable[key].shape) == tuple(tensor.shape):
+            by_key[key] = reusable[key]
         if key not in by_key:
             array = tensor.detach().cpu().contiguous().numpy()  # shares torch's memory
             by_key[key] = tf.Variable(_tf_value(tf, tensor, array, mapped), trainable=trainable, name=variable_name(key))
@@ -174,6 +181,15 @@ def convert_exported(ep, out_dir=None, *, decomposed: bool = False, input_names=
     if out_dir is not None:
         converted.save(out_dir)
     return converted
+
+
+def _shareable(program, shared: dict) -> dict:
+    """The ``shared`` variables this program may use: parameters and buffers only (a lifted constant's key,
+    ``lifted_tensor_0``, names a different value in each program)."""
+    from torch.export.graph_signature import InputKind
+
+    kinds = {spec.target: spec.kind for spec in program.graph_signature.input_specs if spec.target is not None}
+    return {k: v for k, v in shared.items() if kinds.get(k) in (InputKind.PARAMETER, InputKind.BUFFER)}
 
 
 def _tf_value(tf, tensor, array, mapped=()):

@@ -43,21 +43,35 @@ class Prepared:
     architecture: str | None = None
     decomposition: str = ""  # which decompositions ran before converting (none where every op converts as exported)
     channels_last: tuple = ()  # --layout nhwc: the image inputs the written signatures take channels-last
+    kv: object = None  # a causal LM's KV-cache step (KVStep): the SavedModel's prefill/decode (graph_kv_cache.py)
+
+
+@dataclass
+class KVStep:
+    program: object  # the step's ExportedProgram, checked like Prepared.program
+    shapes: list  # (kv heads, key head dim, value head dim) per layer
+    length: int  # max_cache_len
+    dtype: str
+    prefill_lengths: tuple = ()  # --prefill-lengths: model.tflite's prefill_<n>
 
 
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
-                      route_reason=None, latency=False, target="tf", allow_flex=False, layout=None, quantize=None):
+                      route_reason=None, latency=False, target="tf", allow_flex=False, layout=None, quantize=None,
+                      max_cache_len=None, prefill_lengths=None):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
     built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process). ``layout`` "nhwc": the
     signatures take 4-D float inputs (images) channels-last; else torch's NCHW. ``quantize``
     (routes/tflite_quantize.Quantize): a quantized .tflite beside the float one, its error measured apart
-    (verifiers/quantization.py)."""
+    (verifiers/quantization.py). A causal LM written --to tf also gets prefill/decode signatures with a KV cache of
+    ``max_cache_len`` slots (default min(position limit, 4096)) and, with ``prefill_lengths``, a model.tflite of
+    them (routes/graph_kv_cache.py), verified by generation against transformers' generate."""
     from porter.output.outdir import staged_output
     from porter.output.result import ConversionResult, finish
 
     timings = {}
     t0 = time.perf_counter()
-    prep = prepare(artifact, static_shapes)  # MissingConverters here: nothing is staged yet
+    kv_asked = {"target": target, "max_cache_len": max_cache_len, "prefill_lengths": tuple(prefill_lengths or ())}
+    prep = prepare(artifact, static_shapes, kv_asked)  # MissingConverters here: nothing is staged yet
     prep.channels_last = tuple(onnx_graph.channel_inputs(prep.specs)) if layout == "nhwc" else ()
     if inputs is not None and verify:
         _check_ranges(prep, Path(inputs))  # before anything is written
@@ -100,6 +114,15 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
             if not verification and inputs is None:
                 _localise(prep, converted, verification, report, atol)
             timings["verify_s"] = time.perf_counter() - t0
+        if prep.kv is not None and target == "tf":
+            from porter.routes.graph_kv_cache import layout as kv_layout
+
+            report["kv_cache"] = kv_layout(prep.kv.shapes, prep.kv.length, prep.kv.dtype)
+            if converted.kv_tflite:
+                report["kv_cache"]["tflite"] = converted.kv_tflite
+            if verification is not None and inputs is None:
+                _verify_generation(prep, tmp, verification, report, atol, rtol)
+            (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
         if quantize is not None:
             from porter.routes.tflite_quantize import measure_written
 
@@ -115,9 +138,21 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
 # -- source -> ExportedProgram ------------------------------------------------------------------
 
 
-def prepare(artifact, static_shapes: bool = False) -> Prepared:
+def prepare(artifact, static_shapes: bool = False, kv_asked: dict | None = None) -> Prepared:
+    """``kv_asked``: {"target", "max_cache_len", "prefill_lengths"}: a causal LM's KV-cache step is exported for
+    --to tf; the flags on anything else are refused here, before anything is written."""
+    kv_asked = kv_asked or {"target": "tf", "max_cache_len": None, "prefill_lengths": ()}
+    flag = _kv_flag(kv_asked)
+    if flag and (artifact.format != "hf" or kv_asked["target"] != "tf"):
+        raise PorterError(f"{flag} sizes the prefill/decode KV cache of a causal LM (an HF folder) converted --to tf; "
+                          f"here: a {artifact.description} --to {kv_asked['target']}", hint=f"leave {flag.split()[0]} out")
+    archs = (artifact.config or {}).get("architectures") or [] if artifact.format == "hf" else []
+    if flag and not any(str(a).endswith("ForCausalLM") for a in archs):  # before anything is exported
+        raise PorterError(f"{flag} sizes the prefill/decode KV cache of a causal LM; {artifact.path.name} is not a causal LM "
+                          f"(config.json names {', '.join(map(str, archs)) or 'no architecture'}, not a *ForCausalLM)",
+                          hint=f"leave {flag.split()[0]} out")
     if artifact.format == "hf":
-        prep = _prepare_hf(artifact, static_shapes)
+        prep = _prepare_hf(artifact, static_shapes, kv_asked)
     elif artifact.format == "pt2":
         prep = _prepare_pt2(artifact)
     elif artifact.framework == "onnx":
@@ -149,7 +184,66 @@ def _checked(program) -> dict:
     return {"program": program, "decomposition": how}
 
 
-def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
+def _kv_flag(kv_asked: dict) -> str:
+    if kv_asked.get("max_cache_len") is not None:
+        return f"--max-cache-len {kv_asked['max_cache_len']}"
+    if kv_asked.get("prefill_lengths"):
+        return f"--prefill-lengths {','.join(map(str, kv_asked['prefill_lengths']))}"
+    return ""
+
+
+def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KVStep | None":
+    """A causal LM's KV-cache step, exported and checked; None for other models. Where the step cannot be
+    exported or converted, the flags that asked for it exit 2; without them the SavedModel keeps serving_default
+    and the report says why prefill/decode are missing."""
+    from porter.routes import graph_kv_cache
+    from porter.zoo.keras_hub.kv_cache import check_prefill_lengths, check_tflite_dtype, max_cache_len
+
+    flag = _kv_flag(kv_asked)
+    if kv_asked["target"] != "tf" or not graph_kv_cache.is_causal_lm(model):
+        if flag:
+            raise PorterError(f"{flag} sizes the prefill/decode KV cache of a causal LM; {name} is not a causal LM "
+                              f"(a transformers *ForCausalLM)", hint=f"leave {flag.split()[0]} out")
+        return None
+    length = max_cache_len(config, kv_asked["max_cache_len"])  # beyond the positions: exit 2
+    lengths = kv_asked["prefill_lengths"]
+    check_prefill_lengths(lengths, length, type("Entry", (), {"name": name}))
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    check_tflite_dtype(lengths, dtype)
+    try:
+        shapes = graph_kv_cache.geometry(model)
+        with progress.step(f"exporting {name}'s KV-cache step (prefill/decode, {length} slots)"):
+            program = graph_kv_cache.export_step(model, shapes, length, name)
+        checked = _checked(program)["program"]
+    except PorterError as exc:
+        if flag:
+            raise
+        notes.append(f"prefill/decode not written: {exc.message[:300]}")
+        return None
+    return KVStep(checked, shapes, length, dtype, tuple(lengths))
+
+
+def _verify_generation(prep: Prepared, folder: Path, verification, report: dict, atol, rtol) -> None:
+    """prefill/decode (and the .tflite's) generate transformers' greedy tokens (verifiers/generation.py)."""
+    from porter.verifiers.generation import verify_generation
+
+    def loader(path, dtype):
+        from porter.routes import hf_source
+
+        return hf_source.load(path)[0]
+
+    config = json.loads((Path(prep.reference) / "config.json").read_text())
+    lengths = prep.kv.prefill_lengths
+    with progress.step("generating with prefill + decode against transformers' generate"):
+        result = verify_generation(prep.reference, folder, config, prep.kv.length, atol=atol, rtol=rtol,
+                                   tflite=folder / "model.tflite" if lengths else None,
+                                   max_prompt=max(lengths) if lengths else None, loader=loader)
+    verification.notes.extend(result.summaries())
+    verification.problems.extend(result.problems())
+    report["generation"] = result.to_dict()
+
+
+def _prepare_hf(artifact, static_shapes: bool, kv_asked: dict) -> Prepared:
     from porter.routes import hf_source
 
     # transformers' default attention (sdpa where the class has it): the verifier's reference loads the same way
@@ -166,10 +260,12 @@ def _prepare_hf(artifact, static_shapes: bool) -> Prepared:
                 mode, program, again = _export_hf(model, hf, static_shapes)
                 notes = [*notes, *again]
     input_notes = [f"inputs: generated for {name}: {hf.input_text}"]
-    return Prepared(reference=artifact.path, **_checked(program), input_names=hf.input_names,
+    checked = _checked(program)
+    kv = _kv_step(model, artifact.config, name, kv_asked, notes)
+    return Prepared(reference=artifact.path, **checked, input_names=hf.input_names,
                     output_names=hf.output_names, specs=hf.specs, feeds=hf.feeds, model_name=artifact.path.name,
                     export=mode, reference_text=f"transformers {name} read from {artifact.path} (torch)",
-                    input_notes=input_notes, notes=[*hf.notes, *notes], architecture=name)
+                    input_notes=input_notes, notes=[*hf.notes, *notes], architecture=name, kv=kv)
 
 
 def _export_hf(model, hf, static_shapes: bool):
@@ -300,13 +396,35 @@ def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
         converted = convert_exported(prep.program, decomposed=True, input_names=prep.input_names,
                                      output_names=prep.output_names)
         converted.channels_last = prep.channels_last
+        step = _convert_step(prep, converted) if prep.kv is not None else None
     with progress.step("writing the SavedModel"):
         signatures = converted.signatures()
         if not int32_ids:
             signatures = {"serving_default": signatures["serving_default"] if prep.channels_last
                           else converted.module.serve.get_concrete_function()}
-        tf.saved_model.save(converted.saveable(), str(folder), options=save_options(), signatures=signatures)
+        root = converted.saveable()
+        if step is not None:  # prefill/decode over the step (its weights are serving_default's, shared)
+            from porter.routes import graph_kv_cache
+
+            signatures = {**signatures, **graph_kv_cache.signatures(step, prep.kv.shapes, prep.kv.length)}
+            root.kv_cache_step = step.module.weights
+        tf.saved_model.save(root, str(folder), options=save_options(), signatures=signatures)
+    if step is not None and prep.kv.prefill_lengths:
+        from porter.routes import graph_kv_cache
+
+        with progress.step(f"writing model.tflite (prefill_{'/'.join(map(str, prep.kv.prefill_lengths))} + decode)"):
+            converted.kv_tflite = graph_kv_cache.write_tflite(step, folder / "model.tflite", prep.kv.shapes,
+                                                              prep.kv.length, prep.kv.prefill_lengths)
     return converted
+
+
+def _convert_step(prep: Prepared, converted):
+    from porter.graph_to_tf import convert_exported
+    from porter.routes.graph_kv_cache import cache_names
+
+    names = cache_names(len(prep.kv.shapes))
+    return convert_exported(prep.kv.program, decomposed=True, input_names=["tokens", "input_pos", *names],
+                            output_names=["logits", *names], shared=converted.module.weights)
 
 
 # -- verification and report ---------------------------------------------------------------------
