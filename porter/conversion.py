@@ -99,6 +99,7 @@ def convert(
     max_cache_len: int | None = None,
     verify_blocks: bool = False,
     prefill_lengths: list[int] | None = None,
+    prompts=None,
 ) -> ConversionResult:
     """``dtype``: the float dtype of the written weights (default: the source's own);
     ``allow_nonfinite``: convert and verify weights holding NaN/Inf instead of refusing them;
@@ -117,6 +118,7 @@ def convert(
     ``max_cache_len``: a causal LM's SavedModel (torch -> tf) gets prefill/decode with a KV cache this long (default
     min(position limit, 4096); direct route zoo/keras_hub/kv_cache.py, graph route routes/graph_kv_cache.py), verified
     by generation (verifiers/generation.py);
+    ``prompts``: a JSON file of token-id lists, the prompts of a causal LM's generation check (else random ids);
     ``verify_blocks``: a decoder on the direct route (torch -> tf) is also verified block by block in float32
     (verifiers/blockwise.py), as it is by itself where a float32 reference does not fit (reference_plan.py)."""
     from porter.checks.numerics import check_dtype_flag, check_numeric_options
@@ -145,6 +147,11 @@ def convert(
     if max_cache_len is not None and ((source, target) != ("torch", "tf") or route == "onnx"):
         raise PorterError(f"--max-cache-len {max_cache_len} sizes the KV cache of a causal LM's SavedModel (torch -> tf, "
                           f"direct or graph route)", hint="leave --max-cache-len out")
+    if prompts is not None and ((source, target) != ("torch", "tf") or route == "onnx" or not verify):
+        raise PorterError(f"--prompts {prompts} gives the prompts of a causal LM's generation check (a verified torch -> tf "
+                          f"conversion, direct or graph route)", hint="leave --prompts out")
+    if prompts is not None:
+        require_file(prompts, "--prompts", ".json", hint="a JSON list of token-id lists, e.g. [[1, 2, 3], [4, 5]]")
     if allow_flex and target != "tflite":
         raise PorterError(f"--allow-flex lets a .tflite keep Select-TF ops; --to {target} writes none",
                           hint="leave --allow-flex out, or convert --to tflite")
@@ -153,7 +160,7 @@ def convert(
     quantized = check_options(target, quantize, calibration, quantized_atol, min_cosine, verify)
     out = Path(out) if out else default_out(model, target)
     # before any heavy work: --out is writable and is not the source, the working directory or a foreign folder
-    check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs, calibration))
+    check_out(out, force, protected=(checkpoint, model if checkpoint is None else None, inputs, calibration, prompts))
     if layout is not None and layout not in ("nhwc", "nchw"):
         raise PorterError(f"--layout {layout!r} is not one of nhwc, nchw")
     if inputs is not None:
@@ -173,13 +180,15 @@ def convert(
         raise PorterError("--expected (recorded outputs) is supported for transformers 4.x TF checkpoints (tf_model.h5) only",
                           hint="verify other conversions against the source model: leave --expected out")
     chosen = _choose_route(model, source, target, checkpoint, route)
-    if (max_cache_len is not None or prefill_lengths) and chosen not in ("direct", "graph"):
-        flag = f"--max-cache-len {max_cache_len}" if max_cache_len is not None else f"--prefill-lengths {','.join(map(str, prefill_lengths))}"
+    if (max_cache_len is not None or prefill_lengths or prompts is not None) and chosen not in ("direct", "graph"):
+        flag = (f"--max-cache-len {max_cache_len}" if max_cache_len is not None else f"--prompts {prompts}" if not prefill_lengths
+                else f"--prefill-lengths {','.join(map(str, prefill_lengths))}")
         raise PorterError(f"{flag} sizes the prefill/decode KV cache of a causal LM converted torch -> tf by the direct or "
                           f"graph route; this model goes by the {chosen} route", hint=f"leave {flag.split()[0]} out")
     graph = {"force": force, "verify": verify, "atol": atol, "rtol": rtol, "console": console, "inputs": inputs,
              "static_shapes": static_shapes, "latency": latency, "target": target, "allow_flex": allow_flex,
-             "layout": layout, "quantize": quantized, "max_cache_len": max_cache_len, "prefill_lengths": prefill_lengths}
+             "layout": layout, "quantize": quantized, "max_cache_len": max_cache_len, "prefill_lengths": prefill_lengths,
+             "prompts": prompts}
     if chosen == "graph":
         if target == "tflite" and latency:  # the .tflite runs in a child process: its timing would be the pipe's
             raise PorterError("--latency is not supported for --to tflite on the graph route",
@@ -222,7 +231,8 @@ def convert(
                                        "transformers + torch.export convert it")
         return direct.torch_to_tf(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency, xla,
                                   ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype,
-                                  max_cache_len=max_cache_len, verify_blocks=verify_blocks, prefill_lengths=prefill_lengths)
+                                  max_cache_len=max_cache_len, verify_blocks=verify_blocks, prefill_lengths=prefill_lengths,
+                                  prompts=prompts)
     src = resolve(model, source, checkpoint)
     if (source, target) == ("tf", "torch"):
         return direct.tf_to_torch(src, out, force, verify, atol, rtol, console, inputs, dtype, allow_nonfinite, latency)

@@ -134,3 +134,23 @@ def test_names_can_be_given_for_a_positional_wrapper():
     assert converted.input_names == ["features"]
     out = converted(features=np.ones((3, 8), np.float32))
     assert list(out) == ["probabilities"] and out["probabilities"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_attention_row_with_every_key_masked_gives_zeros_as_torch(additive):
+    """torch's scaled_dot_product_attention gives a query whose every key is masked zeros (a padded row under a
+    sliding window: Gemma3's right-padded prompts), not the NaN of a plain softmax; the other rows are exact."""
+
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            m = torch.where(mask, 0.0, float("-inf")) if additive else mask
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 3, 4) for _ in range(3))
+    mask = torch.tensor([[True, False, False], [False, False, False], [True, True, False]])
+    ep = torch.export.export(Attend(), (q, k, v, mask))
+    got = convert_exported(ep)(q=q.numpy(), k=k.numpy(), v=v.numpy(), mask=mask.numpy())["output"]
+    want = Attend()(q, k, v, mask).numpy()
+    assert np.isfinite(got).all() and not got[:, :, 1].any()
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)

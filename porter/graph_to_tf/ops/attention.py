@@ -1,4 +1,5 @@
-"""scaled_dot_product_attention, kept whole (see decompositions.py): softmax(q k^T * scale + mask) v."""
+"""scaled_dot_product_attention, kept whole (see decompositions.py): softmax(q k^T * scale + mask) v, a fully
+masked query row giving zeros as torch's does."""
 
 from __future__ import annotations
 
@@ -36,4 +37,10 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
             scores = tf.where(attn_mask, scores, tf.constant(float("-inf"), scores.dtype))
         else:
             scores = scores + tf.cast(attn_mask, scores.dtype)
-    return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+    probs = tf.nn.softmax(scores, axis=-1)
+    if is_causal or attn_mask is not None:
+        # a query whose every key is masked (a padded row under a sliding window) attends to nothing: torch's
+        # softmax gives such a row zeros (its _safe_softmax), a plain softmax NaN
+        dead = tf.equal(tf.reduce_max(scores, axis=-1, keepdims=True), tf.constant(float("-inf"), scores.dtype))
+        probs = tf.where(dead, tf.zeros_like(probs), probs)
+    return tf.matmul(probs, v)

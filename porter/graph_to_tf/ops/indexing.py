@@ -52,7 +52,13 @@ def gather(x, dim_, index, sparse_grad=False):
     if n == 0:
         return x
     d = axis(dim_, n)
-    return tf.gather_nd(x, _full_index(_wrap(index, dim(x, d)), d, n))
+    return tf.gather_nd(_read(x), _full_index(_wrap(index, dim(x, d)), d, n))
+
+
+def _read(x):
+    """A weight's value as a tensor: gather_nd straight on a tf.Variable is ResourceGatherNd, which TFLite's
+    converter cannot freeze (it freezes ReadVariableOp and ResourceGather): CodeGen's position table needs it."""
+    return tf.convert_to_tensor(x) if isinstance(x, tf.Variable) else x
 
 
 def _index_check(node):
@@ -74,7 +80,7 @@ def index(x, indices):
         target = tf.broadcast_dynamic_shape(target, tf.shape(w))
     coords = tf.stack([tf.broadcast_to(w, target) for w in wrapped], axis=-1)
     rest = [i for i in range(n) if i not in positions]
-    moved = tf.transpose(x, positions + rest) if positions + rest != list(range(n)) else x
+    moved = tf.transpose(x, positions + rest) if positions + rest != list(range(n)) else _read(x)
     out = tf.gather_nd(moved, coords)  # index dims, then the untouched dims in order
     index_rank = max(len(w.shape) for w in wrapped) if shape is not None else 1
     adjacent = positions == list(range(positions[0], positions[-1] + 1))
