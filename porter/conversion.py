@@ -112,7 +112,7 @@ def convert(
     "auto" float32 where it fits, else a 16-bit checkpoint's own dtype; "float32"; "checkpoint";
     ``allow_flex``: --to tflite on the graph route may keep TF ops TFLite has no builtin for as Select-TF (Flex) ops
     (by default the .tflite holds built-in ops only and runs in LiteRT alone);
-    ``quantize``: --to tflite: also a quantized .tflite ("fp16", "dynamic-int8", "int8"; int8 calibrated on
+    ``quantize``: --to tflite: also a quantized .tflite ("fp16", "dynamic-int8", "int8", "int16x8"; int8/int16x8 calibrated on
     ``calibration``, an .npz by input name, else porter's generated inputs), its error measured apart from the
     conversion's and held to ``min_cosine`` (default per mode) and ``quantized_atol`` (routes/tflite_quantize.py);
     ``max_cache_len``: a causal LM's SavedModel (torch -> tf) gets prefill/decode with a KV cache this long (default

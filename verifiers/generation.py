@@ -116,6 +116,39 @@ def plan(cache_len: int, new_tokens: int = NEW_TOKENS, lengths=PROMPT_LENGTHS, m
     return fitted, new
 
 
+PROMPTS_LIMIT = 1 << 20  # a prompt file is token ids, not a corpus: 1 MB
+
+
+def read_prompts(path, vocab: int, cache_len: int, max_prompt: int | None = None) -> list[list[int]]:
+    """``--prompts FILE``: token ids to generate from instead of porter's random ones (no tokenizer: ids). A JSON
+    list of prompts, each a non-empty list of ints in [0, vocab); every prompt at most ``max_prompt`` (the longest
+    .tflite prefill) and short enough to leave at least one new token in the cache. Anything else exits 2 naming the
+    prompt, the value and the limit."""
+    from porter.checks.model_files import read_json
+
+    data = read_json(path, size_limit=PROMPTS_LIMIT, what="--prompts")
+    where = f"--prompts {path}"
+    if not isinstance(data, list) or not data:
+        raise PorterError(f"{where} holds a JSON {type(data).__name__}, not a non-empty list of prompts",
+                          hint='write a JSON list of token-id lists, e.g. [[1, 2, 3], [4, 5]]')
+    longest = min(cache_len - 1, max_prompt if max_prompt is not None else cache_len - 1)
+    problems = []
+    for i, ids in enumerate(data):
+        if not isinstance(ids, list) or not ids:
+            problems.append(f"prompt {i}: a {type(ids).__name__ if ids != [] else 'empty list'}, not a non-empty list of token ids")
+            continue
+        bad = next((t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab), None)
+        if bad is not None:
+            problems.append(f"prompt {i}: token id {bad!r} is outside the vocabulary [0, {vocab})")
+        if len(ids) > longest:
+            what = "the longest --prefill-lengths" if max_prompt is not None and max_prompt < cache_len - 1 else "max_cache_len - 1"
+            problems.append(f"prompt {i}: {len(ids)} tokens, past {what} ({longest})")
+    if problems:
+        raise PorterError(f"{where} does not fit the model", problems=problems[:20],
+                          hint=f"token ids in [0, {vocab}), prompts of 1 to {longest} tokens")
+    return data
+
+
 def prompts(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, vocab, size=n).tolist() for n in lengths]
@@ -188,14 +221,19 @@ def compare(ref, tokens, logits, lengths, atol: float, rtol: float) -> list[Prom
 
 def verify_generation(source, saved_model, config: dict, cache_len: int, atol=None, rtol=None,
                       reference_dtype: str | None = None, seed: int = 0, tflite=None, max_prompt=None,
-                      loader=None) -> GenerationResult:
+                      loader=None, prompt_ids=None) -> GenerationResult:
     """Greedy tokens of the SavedModel's prefill/decode (TensorFlow-only child) against transformers' generate;
-    ``tflite``: also the .tflite's prefill_<len>/decode (LiteRT-only child), as ``result.tflite``."""
+    ``tflite``: also the .tflite's prefill_<len>/decode (LiteRT-only child), as ``result.tflite``; ``prompt_ids``:
+    the user's prompts (read_prompts), else random ids at PROMPT_LENGTHS."""
     from porter.verifiers.compare import DEFAULT_TOLERANCES, FP32_LOGITS_ATOL, default_pair_tolerance, scaled_atol
 
     t0 = time.perf_counter()
-    lengths, new = plan(cache_len, max_prompt=max_prompt)
-    prompt_ids = prompts(int(config["vocab_size"]), lengths, seed)
+    if prompt_ids is None:
+        lengths, new = plan(cache_len, max_prompt=max_prompt)
+        prompt_ids = prompts(int(config["vocab_size"]), lengths, seed)
+    else:
+        lengths = [len(p) for p in prompt_ids]
+        new = min(NEW_TOKENS, cache_len - max(lengths))
     ref = reference(source, prompt_ids, new, reference_dtype, loader)
     tokens, logits, child = run_child(saved_model, prompt_ids, new)
     lite = run_child(tflite, prompt_ids, new, child=LITERT_CHILD) if tflite else None

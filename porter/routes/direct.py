@@ -63,7 +63,7 @@ def keras_to_torch(entry, model, config: dict) -> tuple[dict[str, np.ndarray], P
 
 def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype=None, allow_nonfinite=False,
                         latency=False, xla=False, ignore_memory_estimate=False, reference_dtype="auto",
-                        max_cache_len=None, verify_blocks=False, prefill_lengths=None) -> ConversionResult:
+                        max_cache_len=None, verify_blocks=False, prefill_lengths=None, prompts=None) -> ConversionResult:
     from porter.readers.checkpoints import open_torch_checkpoint
     from porter.zoo.keras_hub import kv_cache
     from porter.process.frameworks import save_keras
@@ -76,6 +76,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     entry = src.entry
     cache_len = kv_cache.for_entry(entry, src.config, max_cache_len)  # a causal LM's prefill/decode (None: not one)
     kv_cache.check_prefill_lengths(prefill_lengths, cache_len, entry)
+    prompt_ids = _read_prompts(prompts, src.config, cache_len, prefill_lengths, entry.name)
     t0 = time.perf_counter()
     checkpoint = open_torch_checkpoint(src.path)
     check_integer_weights(checkpoint.dtypes, checkpoint.origin, checkpoint.file_of)
@@ -131,7 +132,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         if blocks is not None:
             verification.notes.append(blocks.summary())
             verification.problems.extend(blocks.problems())
-        generation = (_verify_generation(src, tmp, cache_len, atol, rtol, reference, verification, prefill_lengths)
+        generation = (_verify_generation(src, tmp, cache_len, atol, rtol, reference, verification, prefill_lengths, prompt_ids)
                       if not reference.streamed else None)
         if reference.streamed and cache_len and verification is not None:
             verification.notes.append("prefill/decode generation not verified: transformers' generate and the written "
@@ -212,7 +213,19 @@ def _verify_blocks(src, model, reference, atol, rtol):
     return blocks, streamed
 
 
-def _verify_generation(src, folder, cache_len, atol, rtol, reference, verification, prefill_lengths=None):
+def _read_prompts(prompts, config: dict, cache_len, prefill_lengths, name: str):
+    """--prompts: a causal LM's token ids for the generation check, read and checked before anything is written."""
+    if prompts is None:
+        return None
+    if not cache_len:
+        raise PorterError(f"--prompts {prompts} gives the prompts of a causal LM's generation check; {name} here is not "
+                          "a causal LM", hint="leave --prompts out")
+    from porter.verifiers.generation import read_prompts
+
+    return read_prompts(prompts, int(config["vocab_size"]), cache_len, max(prefill_lengths) if prefill_lengths else None)
+
+
+def _verify_generation(src, folder, cache_len, atol, rtol, reference, verification, prefill_lengths=None, prompt_ids=None):
     """A causal LM's prefill/decode generate transformers' greedy tokens (verifiers/generation.py): the result, its
     summary in the verification's notes, and its failures in its problems (exit 1). None: nothing to generate."""
     if verification is None or not cache_len:
@@ -223,7 +236,7 @@ def _verify_generation(src, folder, cache_len, atol, rtol, reference, verificati
         result = verify_generation(src.path, folder, src.config, cache_len, atol=atol, rtol=rtol,
                                    reference_dtype=reference.dtype if reference.fallback else None,
                                    tflite=folder / "model.tflite" if prefill_lengths else None,
-                                   max_prompt=max(prefill_lengths) if prefill_lengths else None)
+                                   max_prompt=max(prefill_lengths) if prefill_lengths else None, prompt_ids=prompt_ids)
     verification.notes.extend(result.summaries())
     verification.problems.extend(result.problems())
     return result

@@ -53,11 +53,12 @@ class KVStep:
     length: int  # max_cache_len
     dtype: str
     prefill_lengths: tuple = ()  # --prefill-lengths: model.tflite's prefill_<n>
+    prompt_ids: list | None = None  # --prompts: the generation check's token ids (else porter's random ones)
 
 
 def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inputs=None, static_shapes=False,
                       route_reason=None, latency=False, target="tf", allow_flex=False, layout=None, quantize=None,
-                      max_cache_len=None, prefill_lengths=None):
+                      max_cache_len=None, prefill_lengths=None, prompts=None):
     """``target``: "tf" (the SavedModel) or "tflite" (model.tflite from it, porter/routes/graph_tflite.py:
     built-in ops only unless ``allow_flex``, verified by LiteRT alone in a fresh process). ``layout`` "nhwc": the
     signatures take 4-D float inputs (images) channels-last; else torch's NCHW. ``quantize``
@@ -70,7 +71,8 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
 
     timings = {}
     t0 = time.perf_counter()
-    kv_asked = {"target": target, "max_cache_len": max_cache_len, "prefill_lengths": tuple(prefill_lengths or ())}
+    kv_asked = {"target": target, "max_cache_len": max_cache_len, "prefill_lengths": tuple(prefill_lengths or ()),
+                "prompts": prompts}
     prep = prepare(artifact, static_shapes, kv_asked)  # MissingConverters here: nothing is staged yet
     prep.channels_last = tuple(onnx_graph.channel_inputs(prep.specs)) if layout == "nhwc" else ()
     if inputs is not None and verify:
@@ -189,6 +191,8 @@ def _kv_flag(kv_asked: dict) -> str:
         return f"--max-cache-len {kv_asked['max_cache_len']}"
     if kv_asked.get("prefill_lengths"):
         return f"--prefill-lengths {','.join(map(str, kv_asked['prefill_lengths']))}"
+    if kv_asked.get("prompts") is not None:
+        return f"--prompts {kv_asked['prompts']}"
     return ""
 
 
@@ -210,6 +214,11 @@ def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KV
     check_prefill_lengths(lengths, length, type("Entry", (), {"name": name}))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     check_tflite_dtype(lengths, dtype)
+    prompt_ids = None
+    if kv_asked.get("prompts") is not None:
+        from porter.verifiers.generation import read_prompts
+
+        prompt_ids = read_prompts(kv_asked["prompts"], int(config["vocab_size"]), length, max(lengths) if lengths else None)
     try:
         shapes = graph_kv_cache.geometry(model)
         with progress.step(f"exporting {name}'s KV-cache step (prefill/decode, {length} slots)"):
@@ -220,7 +229,7 @@ def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KV
             raise
         notes.append(f"prefill/decode not written: {exc.message[:300]}")
         return None
-    return KVStep(checked, shapes, length, dtype, tuple(lengths))
+    return KVStep(checked, shapes, length, dtype, tuple(lengths), prompt_ids)
 
 
 def _verify_generation(prep: Prepared, folder: Path, verification, report: dict, atol, rtol) -> None:
@@ -237,7 +246,8 @@ def _verify_generation(prep: Prepared, folder: Path, verification, report: dict,
     with progress.step("generating with prefill + decode against transformers' generate"):
         result = verify_generation(prep.reference, folder, config, prep.kv.length, atol=atol, rtol=rtol,
                                    tflite=folder / "model.tflite" if lengths else None,
-                                   max_prompt=max(lengths) if lengths else None, loader=loader)
+                                   max_prompt=max(lengths) if lengths else None, loader=loader,
+                                   prompt_ids=prep.kv.prompt_ids)
     verification.notes.extend(result.summaries())
     verification.problems.extend(result.problems())
     report["generation"] = result.to_dict()
