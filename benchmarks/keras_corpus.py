@@ -430,6 +430,35 @@ def corpus() -> list[Case]:
         return Case("audio_cnn_h5", "audio cls (functional, Conv1D/BN) saved as .h5", k.Model(mel, out, name="audio_cnn_h5"),
                     lambda r, b, s: [normal(r, b, s, 16)], ((5, 37), (2, 64)), fmt="h5")
 
+    # --- what the writer used to refuse (issue 20): merge_mode=None, masks crossing a nested model's boundary
+    # (last in the list: each entry's seed is its position, so the ones above keep theirs)
+    @add
+    def bidir_none():
+        ids = k.Input((None,), dtype="int32", name="ids")
+        x = L.Embedding(300, 12, mask_zero=True)(ids)
+        fwd, bwd = L.Bidirectional(L.LSTM(8, return_sequences=True), merge_mode=None, name="bi")(x)
+        return Case("bidir_none", "tagger: Bidirectional(merge_mode=None), two outputs", k.Model(ids, [fwd, bwd], name="bidir_none"),
+                    lambda r, b, s: [token_ids(r, b, s, 300)], ((5, 13), (2, 9)))
+
+    @add
+    def nested_mask_in():
+        seq = k.Input((None, 12))
+        encoder = k.Model(seq, L.GRU(8, name="enc_gru")(L.Dense(12, activation="tanh", name="enc_fc")(seq)), name="encoder")
+        ids = k.Input((None,), dtype="int32", name="ids")
+        out = L.Dense(3, name="cls")(encoder(L.Embedding(300, 12, mask_zero=True, name="embed")(ids)))
+        return Case("nested_mask_in", "text cls: Embedding(mask) into a nested encoder's GRU", k.Model(ids, out, name="nested_mask_in"),
+                    lambda r, b, s: [token_ids(r, b, s, 300)], ((5, 13), (2, 9)))
+
+    @add
+    def nested_mask_out():
+        embedder = k.Sequential([k.Input((None,), dtype="int32"), L.Embedding(300, 12, mask_zero=True, name="embed"),
+                                 L.Dense(12, name="embed_proj")], name="embedder")
+        ids = k.Input((None,), dtype="int32", name="ids")
+        x = L.Bidirectional(L.LSTM(8, return_sequences=True), name="bilstm")(embedder(ids))
+        out = L.Dense(3, name="cls")(L.GlobalAveragePooling1D()(x))
+        return Case("nested_mask_out", "text cls: nested Sequential Embedding(mask), BiLSTM outside", k.Model(ids, out, name="nested_mask_out"),
+                    lambda r, b, s: [token_ids(r, b, s, 300)], ((5, 13), (2, 9)))
+
     return cases
 
 
@@ -576,7 +605,12 @@ def run_case(case: Case, work: Path, timeout: float) -> dict:
                 return row
             row["route"] = report.get("route", "-")
             row["no_verify"] = True
-        reloaded = k.saving.load_model(str(src), safe_mode=True, compile=False)
+        try:
+            reloaded = k.saving.load_model(str(src), safe_mode=True, compile=False)
+        except Exception as exc:  # noqa: BLE001 - Keras cannot read its own file back (a Keras 3 .h5's op layers)
+            reloaded = case.model  # the model that was saved, in memory
+            row["problems"].append(f"note: Keras cannot load {src.name} back ({type(exc).__name__}): checked against "
+                                   "the model that was saved")
         row["unseen_max_abs"], row["unseen_passed"], problems = unseen_check(reloaded, out, case)
         row["problems"] += [f"unseen: {p}" for p in problems]
         if report.get("writer") == "keras layers" or report.get("route") == "keras layers":

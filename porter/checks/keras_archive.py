@@ -239,12 +239,19 @@ def code_refusal(source, config, exc) -> PorterError | None:
            "code of yours")
     if top:
         message = f"{source}: the model is a subclassed Keras model of {named}{where}; {why}"
+    elif "compile_config" in obj:  # Keras saves a compile config for models only: a keras.Model subclass as a layer
+        message = (f"{source}: layer {_name(obj)!r} is a subclassed Keras model of {named}{where}, used as a layer of "
+                   f"the model: its call() is Python code the file does not hold; {why}")
     else:
-        layer = (obj.get("config") or {}).get("name", "?")
-        message = f"{source}: layer {layer!r} is of {named}{where}, a custom layer class; {why}"
-    others = [f"also needs its code: {(o.get('config') or {}).get('name', '?')!r} ({o['class_name']})"
-              for o, _ in unresolved[1:6]]
+        maybe = " (or a subclassed keras.Model)" if legacy else ""  # a legacy config does not tell them apart
+        message = f"{source}: layer {_name(obj)!r} is of {named}{where}, a custom layer class{maybe}; {why}"
+    others = [f"also needs its code: {_name(o)!r} ({o['class_name']})" for o, _ in unresolved[1:6]]
     return PorterError(message, problems=others, hint=EXPORT_HINT)
+
+
+def _name(obj) -> str:
+    """A serialized layer's name: in its config, or (a subclassed model, whose config may lack it) beside it."""
+    return (obj.get("config") or {}).get("name") or obj.get("name") or "?"
 
 
 @contextlib.contextmanager

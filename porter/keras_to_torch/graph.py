@@ -72,6 +72,33 @@ def _mask_indexes(node) -> list:
     return masks
 
 
+def _handed_masks(layer, args, kwargs) -> dict:
+    """``kwargs`` with the masks Keras hands ``layer`` called on ``args`` said explicitly, as Layer.__call__ fills them
+    in (its step 6: ``mask`` from the one tensor argument, ``<arg>_mask`` from each of several): a node records
+    the keyword arguments it was called with, and a mask Keras adds to given ones is not among them."""
+    from keras.src import tree
+    from keras.src.backend.common.masking import get_keras_mask
+    from keras.src.layers.layer import CallSpec
+
+    spec = CallSpec(layer._call_signature, layer._call_context_args, args, dict(kwargs))
+    tensors = spec.tensor_arguments_dict
+    wanted = {"mask": next(iter(tensors.values()))} if len(tensors) == 1 else \
+        {f"{name}_mask": value for name, value in tensors.items()} if len(tensors) > 1 else {}
+    kwargs = dict(kwargs)
+    for name, value in wanted.items():
+        if name in spec.argument_names and spec.arguments_dict[name] is None:
+            mask = tree.map_structure(get_keras_mask, value)
+            if any(m is not None for m in tree.flatten(mask)):
+                kwargs[name] = mask
+    return kwargs
+
+
+def _subclassed(name: str, layer) -> str:
+    return (f"layer {name!r} ({type(layer).__name__}) is a nested model that is not functional: a subclassed "
+            f"keras.Model whose call() is Python code, with no graph of layers to write (model.export('DIR') saves "
+            "its traced graph, which converts through ONNX)")
+
+
 def _history(tensor):
     h = tensor._keras_history
     return h.operation, h.node_index, h.tensor_index
@@ -114,17 +141,36 @@ def read_graph(model, reserved=()) -> KerasGraph:
     for t in model.inputs:
         name = t.name.split(":")[0]
         inputs.append((name, python_name(name, taken), tuple(t.shape), getattr(t.dtype, "name", None) or str(t.dtype)))
-    reader = _Reader(keras(), taken)
-    outputs = reader.walk(model, [var for _, var, _, _ in inputs], "")
-    for var, (name, start) in reader.masked.items():  # see _Reader._nested
-        for call in reader.calls[start:]:
-            if var in call.inputs:
-                reader.problems.append(f"layer {call.name!r} ({call.cls}): a Keras mask reaches it from inside the "
-                                       f"nested model {name!r} (Embedding(mask_zero=True) or Masking there), which "
-                                       "Keras hands on at run time outside the graph")
+    in_vars = [var for _, var, _, _ in inputs]
+    reader = _Reader(keras(), set(taken))
+    outputs = reader.walk(model, in_vars, "")
+    crossing = reader.crossing or any(var in call.inputs for var, (_, start) in reader.masked.items()
+                                      for call in reader.calls[start:])
+    if crossing:  # a mask crosses a nested model's boundary, which the saved graph does not show: see _Reader.replay
+        reader = _Reader(keras(), set(taken))
+        fresh = [keras().Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
+        reader.tensor_var.update({_key(t): var for t, var in zip(fresh, in_vars)})
+        ends = reader.replay(model, fresh, "")
+        outputs = [reader.tensor_var.get(_key(t), "?") if t is not None else "?" for t in ends]
+    return KerasGraph(inputs, reader.calls, outputs, keras_output_names(model), reader.problems)
+
+
+def keras_output_names(model) -> list[str]:
+    """The names of a Keras model's outputs, as the Keras runner and a written model.py both give them: its
+    output layers' names (``model.output_names``), a repeated one numbered in order (Bidirectional(merge_mode=None)
+    puts the forward and the backward output of one layer 'bi' among them: 'bi', 'bi_1')."""
     names = list(getattr(model, "output_names", None) or [])
-    output_names = names if len(names) == len(model.outputs) else [t.name.split(":")[0] for t in model.outputs]
-    return KerasGraph(inputs, reader.calls, outputs, output_names, reader.problems)
+    names = [str(n) for n in names] if len(names) == len(model.outputs) else [t.name.split(":")[0] for t in model.outputs]
+    taken, unique = set(names), []
+    for name in names:
+        if name in unique:
+            i = 1
+            while f"{name}_{i}" in taken:
+                i += 1
+            name = f"{name}_{i}"
+            taken.add(name)
+        unique.append(name)
+    return unique
 
 
 class _Reader:
@@ -137,6 +183,8 @@ class _Reader:
         self.modules: dict[int, str] = {}  # id(Keras layer) -> its module's attribute (its first call's variable)
         self.count: dict[int, int] = {}  # id(Keras layer) -> calls written so far
         self.masked: dict[str, tuple] = {}  # output variable of a nested model that carries a mask -> (model, call index)
+        self.crossing = False  # a Keras mask is handed into a nested model: its graph is to be replayed
+        self.tensor_var: dict[tuple, str] = {}  # replay: _key(re-traced tensor) -> its variable
 
     def walk(self, model, in_vars: list, prefix: str) -> list:
         """Append the calls of functional ``model`` fed ``in_vars``; the variables of its outputs ("?": none)."""
@@ -178,9 +226,10 @@ class _Reader:
             self.problems.append(f"layer {name!r} ({type(layer).__name__}) is a nested model that cannot be read: {exc}")
             return []
         if not hasattr(inner, "operations") or not hasattr(inner, "inputs"):
-            self.problems.append(f"layer {name!r} ({type(layer).__name__}) is a nested model that is not functional")
+            self.problems.append(_subclassed(name, layer))
             return []
         if any(m is not None for m in _mask_indexes(node)):  # Keras hands it to the inner layers at run time
+            self.crossing = True  # read_graph replays the model (replay), which shows it
             self.problems.append(f"layer {name!r} ({type(layer).__name__}): a Keras mask reaches this nested model "
                                  "(Embedding(mask_zero=True) or Masking before it); Keras hands it to the layers "
                                  "inside at run time, which its graph does not show")
@@ -191,7 +240,8 @@ class _Reader:
             return []
         outs = self.walk(inner, sources, name + "/")
         # a mask on a nested model's output (its Embedding(mask_zero=True)) reaches the layers after it at run time,
-        # but the outer graph does not show it (their calls get mask=None): a later call that takes it is refused
+        # but the outer graph does not show it (their calls get mask=None): a later call that takes it makes
+        # read_graph replay the model (replay), which shows it
         from keras.src.backend.common.masking import get_keras_mask
 
         for t, var in zip(inner.outputs, outs):
@@ -217,3 +267,108 @@ class _Reader:
                                     [tuple(t.shape) for t in node.output_tensors], _mask_indexes(node), node,
                                     module=first or var))
         return out_vars
+
+    # -- replay: the graph as Keras runs it, for a mask that crosses a nested model's boundary -----------------
+
+    def replay(self, model, in_tensors: list, prefix: str) -> list:
+        """Call every layer of functional ``model`` again on symbolic tensors standing for its inputs, and read those
+        calls; the tensors of its outputs (None: not produced).
+
+        A Keras mask that crosses a nested model's boundary (an Embedding(mask_zero=True) outside feeding an LSTM
+        inside, or inside feeding one outside) is handed on at run time, where the saved graph has no trace of it:
+        the nested model's call sets its mask on the inner inputs (Functional.call) and every layer called on a
+        tensor that carries a mask gets it (Layer.__call__), its output carrying the mask its compute_mask gives.
+        Replayed as Keras' Functional runs its graph (each node's recorded arguments filled in, the layer called;
+        a nested model's mask set on its inputs, its own graph replayed inline), the calls on symbolic tensors go
+        through the same Layer.__call__, so the masks travel as they do at run time and their computations
+        (not_equal(ids, 0)...) become calls of the graph. The replayed calls are new nodes of the same layers, so
+        weights and names are the model's."""
+        k = self.k
+        new = {id(t): n for t, n in zip(model.inputs, in_tensors)}  # id(tensor of the saved graph) -> re-traced one
+        in_graph = {id(n) for ns in getattr(model, "_nodes_by_depth", {}).values() for n in ns}
+        pending = [(layer, n) for layer in model.operations if not isinstance(layer, k.layers.InputLayer)
+                   for n in layer._inbound_nodes if not in_graph or id(n) in in_graph]
+        while pending:
+            for i, (layer, node) in enumerate(pending):
+                if all(id(t) in new for t in node.input_tensors):
+                    break
+            else:
+                self.problems += [f"layer {prefix + layer.name!r}: an input is not produced inside the model"
+                                  for layer, _ in pending]
+                break
+            pending.pop(i)
+            args, kwargs = node.arguments.fill_in(new)
+            if isinstance(layer, k.Model):
+                outs = self._replay_nested(layer, args, kwargs, prefix)
+            else:
+                outs = self._replay_call(layer, args, kwargs, prefix)
+            if outs is None or len(outs) != len(node.output_tensors):
+                return [None] * len(model.outputs)
+            new.update({id(t): n for t, n in zip(node.output_tensors, outs)})
+        return [new.get(id(t)) for t in model.outputs]
+
+    def _replay_call(self, layer, args, kwargs, prefix: str):
+        from keras.src import tree
+
+        try:
+            if isinstance(layer, self.k.layers.Layer):
+                kwargs = _handed_masks(layer, args, kwargs)
+            outs = tree.flatten(layer(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 (a layer Keras cannot call again on symbolic tensors)
+            self.problems.append(f"layer {prefix + layer.name!r} ({type(layer).__name__}): Keras could not trace its "
+                                 f"call again to follow a mask across a nested model ({type(exc).__name__}: {exc})")
+            return None
+        h = outs[0]._keras_history
+        node = h.operation._inbound_nodes[h.node_index]
+        out_vars = self._call(layer, node, [self._var(t, prefix) for t in node.input_tensors], prefix)
+        self.tensor_var.update({_key(t): v for t, v in zip(node.output_tensors, out_vars)})
+        return list(node.output_tensors)
+
+    def _var(self, tensor, prefix: str) -> str:
+        """The variable of a re-traced tensor; a mask Keras computed on the way (Embedding's not_equal(ids, 0), a
+        layer's compute_mask) is read as calls of its ops first."""
+        key = _key(tensor)
+        if key not in self.tensor_var:
+            op, node_index, _ = _history(tensor)
+            node = op._inbound_nodes[node_index]
+            if isinstance(op, self.k.layers.InputLayer) or not node.input_tensors:
+                self.problems.append(f"a tensor made by {op.name!r} is not produced inside the model")
+                return "?"
+            out_vars = self._call(op, node, [self._var(t, prefix) for t in node.input_tensors], prefix)
+            self.tensor_var.update({_key(t): v for t, v in zip(node.output_tensors, out_vars)})
+        return self.tensor_var[key]
+
+    def _replay_nested(self, layer, args, kwargs, prefix: str):
+        from keras.src import tree
+        from keras.src.backend.common.masking import set_keras_mask
+
+        from porter.errors import PorterError
+
+        name = prefix + layer.name
+        try:
+            inner = functional_of(layer)
+        except PorterError as exc:
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}) is a nested model that cannot be read: {exc}")
+            return None
+        if not hasattr(inner, "operations") or not hasattr(inner, "inputs"):
+            self.problems.append(_subclassed(name, layer))
+            return None
+        others = {key: v for key, v in kwargs.items() if key not in ("mask", "training") and v is not None}
+        inputs = args[0] if len(args) == 1 else None
+        if others or isinstance(inputs, dict) or inputs is None:
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}): a nested model called with arguments "
+                                 "besides its inputs and their mask, or with its inputs as a dict")
+            return None
+        inputs = tree.flatten(inputs)
+        if len(inputs) != len(inner.inputs):
+            self.problems.append(f"layer {name!r} ({type(layer).__name__}): a nested model called with "
+                                 f"{len(inputs)} tensors for its {len(inner.inputs)} inputs")
+            return None
+        masks = kwargs.get("mask")
+        if masks is not None:  # as Functional.call: the mask it is handed is set on its inputs
+            masks = tree.flatten(masks) if isinstance(masks, (list, tuple)) else [masks]
+            for x, m in zip(inputs, masks):
+                if m is not None:
+                    set_keras_mask(x, m)
+        outs = self.replay(inner, inputs, name + "/")
+        return None if any(t is None for t in outs) else outs

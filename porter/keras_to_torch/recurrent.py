@@ -146,10 +146,11 @@ def bidirectional(call, x: Inputs, cfg):
         weights += w
         helpers |= h
     merge, seqs, state = layer.merge_mode, bool(layer.return_sequences), bool(layer.return_state)
-    _check(call, merge in ("concat", "sum", "mul", "ave"), f"merge_mode={merge!r}")
+    _check(call, merge in ("concat", "sum", "mul", "ave", None), f"merge_mode={merge!r}")
     module = f"Bidirectional({parts[0]}, {parts[1]}, merge_mode={merge!r}, return_sequences={seqs}, return_state={state})"
     args = x.get(0, "cl") + (f", {mask}" if mask else "") + states
-    outputs = 1 + (2 * _STATES[inner] if state else 0)
+    # merge_mode=None: two outputs, the forward layer's and the backward layer's (in the input's order), then states
+    outputs = (1 if merge else 2) + (2 * _STATES[inner] if state else 0)
     return Emit(module, f"self.{call.var}({args})", "cl", weights, helpers, outputs=outputs)
 
 

@@ -41,10 +41,65 @@ def as_keras3(config):
 
 
 def h5_config_text(text: str, keras_version) -> str:
-    """A legacy .h5's model_config JSON text as Keras 3 is to rebuild it: translated when Keras 2 wrote it."""
+    """A legacy .h5's model_config JSON text as Keras 3 is to rebuild it: translated when Keras 2 wrote it; a Keras 3
+    one with its op layers located (op_layers_located), else as it is."""
     if not written_by_keras2(keras_version):
-        return text
+        config = json.loads(text)
+        return json.dumps(config) if op_layers_located(config) else text
     return json.dumps(as_keras3(json.loads(text)))
+
+
+_OP_MODULES = ("keras.src.ops.numpy", "keras.src.ops.math", "keras.src.ops.nn", "keras.src.ops.core")
+
+
+def keras_op_module(name: str, config: dict) -> str | None:
+    """The module of Keras' own op class ``name`` (NotEqual: keras.src.ops.numpy) that takes ``config`` (an op's
+    config is its name and constructor arguments), None where there is none: a layer's config (it holds
+    'trainable') or one with arguments the op does not take is another class of that name."""
+    import importlib
+    import inspect
+
+    from porter.process.frameworks import keras
+
+    keras()
+    from keras.src.ops.operation import Operation
+
+    for module in _OP_MODULES:
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if not (isinstance(found, type) and issubclass(found, Operation)) or issubclass(found, keras().layers.Layer):
+            continue
+        params = inspect.signature(found.__init__).parameters
+        if "trainable" not in config and all(key in params for key in config):
+            return module
+    return None
+
+
+def op_layers_located(tree) -> bool:
+    """Keras 3 writes an op a functional model applies to symbolic tensors (``ids != 0``, the mask of
+    Embedding(mask_zero=True)) as a layer of its config named after the op class (NotEqual); in an .h5 it writes no
+    module, and its own .h5 loader looks the class up among layers only ("Unknown layer: 'NotEqual'"). Each such
+    entry is given the module of Keras' own op class, where Keras' deserializer (safe_mode on) finds it as in a
+    .keras file; an entry naming no Keras op class is left, for Keras' refusal. Whether any was located."""
+    found = False
+    if isinstance(tree, dict):
+        name = tree.get("class_name")
+        if isinstance(name, str) and "module" not in tree and isinstance(tree.get("inbound_nodes"), list) \
+                and isinstance(tree.get("config"), dict) and not _keras_layer(name):
+            module = keras_op_module(name, tree["config"])
+            if module is not None:
+                tree.update(module=module, registered_name=None)
+                found = True
+        values = tree.values()
+    elif isinstance(tree, list):
+        values = tree
+    else:
+        return False
+    for value in values:
+        found = op_layers_located(value) or found
+    return found
 
 
 # tf_keras config keys that Keras 3 no longer takes, with the value that means what Keras 3 does (ANY: the key

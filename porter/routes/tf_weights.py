@@ -111,7 +111,7 @@ def load_keras_artifact(artifact):
     try:
         if keras_hub_class_of_file(path):  # a user's keras-hub model (a tied Llama included)
             model = load_keras_file(path)
-        elif fmt == "h5" and _written_by_keras2(path):  # tf_keras' model.save('m.h5'): its config translated
+        elif fmt == "h5" and _translated_h5(path):  # tf_keras' model.save('m.h5') or Keras 3 op layers: translated
             model = _load_keras2_h5(path)
         else:
             model = keras().saving.load_model(str(path), safe_mode=True, compile=False)
@@ -128,6 +128,23 @@ def load_keras_artifact(artifact):
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)
 
 
+def _translated_h5(path) -> bool:
+    """Whether Keras 3's own .h5 loader needs the config translated (porter/readers/keras2_config.py): Keras 2 wrote
+    it, or Keras 3 wrote op layers in it (a mask_zero mask's NotEqual), which its .h5 loader does not know."""
+    import h5py
+
+    from porter.readers.keras2_config import h5_config_text
+
+    if _written_by_keras2(path):
+        return True
+    with h5py.File(path, "r") as f:
+        if "model_config" not in f.attrs:
+            return False
+        text = f.attrs["model_config"]
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        return h5_config_text(text, f.attrs.get("keras_version")) != text
+
+
 def _written_by_keras2(path) -> bool:
     import h5py
 
@@ -138,9 +155,10 @@ def _written_by_keras2(path) -> bool:
 
 
 def _load_keras2_h5(path):
-    """A tf_keras (Keras 2) .h5 loaded as Keras 3's own legacy loader does (legacy_h5_format.load_model_from_hdf5,
-    compile=False, safe_mode), its model_config translated for Keras 3 first (porter/readers/keras2_config.py);
-    the weights are read by Keras, layer by layer, from model_weights. check_keras_h5 has checked the file."""
+    """A tf_keras (Keras 2) .h5, or a Keras 3 one holding op layers (_translated_h5), loaded as Keras 3's own legacy
+    loader does (legacy_h5_format.load_model_from_hdf5, compile=False, safe_mode), its model_config translated for
+    Keras 3 first (porter/readers/keras2_config.py); the weights are read by Keras, layer by layer, from
+    model_weights. check_keras_h5 has checked the file."""
     import h5py
 
     from porter.process.frameworks import keras

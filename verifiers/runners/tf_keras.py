@@ -32,8 +32,9 @@ class KerasRunner(Runner):
             self.input_specs = {n: ("int32", (None, None)) for n in entry.inputs}
         else:
             self.input_names = [t.name.split(":")[0] for t in self.model.inputs]
-            names = list(getattr(self.model, "output_names", None) or [])
-            self.output_names = names if len(names) == len(self.model.outputs) else [t.name.split(":")[0] for t in self.model.outputs]
+            from porter.keras_to_torch.graph import keras_output_names
+
+            self.output_names = keras_output_names(self.model)  # one layer's two outputs (Bidirectional): 'bi', 'bi_1'
             self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, self.model.inputs)}
             self.index_bounds = _embedding_bounds(self.model, self.input_names)
         self.zoo_model = config is not None
@@ -61,10 +62,27 @@ def _embedding_bounds(model, names: list[str]) -> dict:
     """name -> rows of the Embedding table a model input feeds directly: generated ids stay inside it (ids past the
     table make the reference itself fail), 0, the padding id of mask_zero, among them; a float input (keras.Input
     without a dtype) gets whole numbers, which Keras casts to int."""
-    inputs = {id(t): n for t, n in zip(model.inputs, names)}
     bounds: dict = {}
+    _bound_embeddings(model, {id(t): n for t, n in zip(model.inputs, names)}, bounds)
+    return bounds
+
+
+def _bound_embeddings(model, inputs: dict, bounds: dict, depth: int = 0) -> None:
+    """_embedding_bounds over ``model``'s layers, ``inputs``: id(tensor) -> the model input it is; a nested model
+    (an encoder whose first layer is the Embedding) is followed from the inputs it is called with."""
     layers = list(getattr(model, "layers", []))
     for layer in layers:
+        inner = getattr(layer, "inputs", None) if hasattr(layer, "layers") and depth < 8 else None
+        if inner:  # a nested model: its input tensors stand for what each of its calls is handed
+            from keras import tree
+
+            for node in getattr(layer, "_inbound_nodes", []):
+                args = getattr(getattr(node, "arguments", None), "args", ())
+                fed = tree.flatten(args[0]) if args else []
+                named = {id(t): inputs[id(o)] for t, o in zip(inner, fed) if id(o) in inputs}
+                if named:
+                    _bound_embeddings(layer, named, bounds, depth + 1)
+            continue
         if type(layer).__name__ != "Embedding":
             continue
         fed = [t for node in getattr(layer, "_inbound_nodes", []) for t in getattr(node, "input_tensors", [])]
@@ -74,4 +92,3 @@ def _embedding_bounds(model, names: list[str]) -> dict:
             name = inputs.get(id(t))
             if name is not None:
                 bounds[name] = min(bounds.get(name, 1 << 62), int(layer.input_dim))
-    return bounds
