@@ -106,8 +106,11 @@ def _write_at_class():
     return _WriteAt
 
 
-def step_module(model, num_layers: int):
-    """nn.Module: (tokens, input_pos, caches (batch, slots, heads, head_dim) each) -> (logits, caches)."""
+def step_module(model, num_layers: int, slot_mask: bool = False):
+    """nn.Module: (tokens, input_pos, caches (batch, slots, heads, head_dim) each) -> (logits, caches).
+    ``slot_mask``: also pass an all-ones attention_mask over the cache's slots (same attention: the causal mask
+    hides the unwritten slots), for a model that would otherwise build one from the cache's length as a Python int
+    (OPT: torch.ones(batch, past + n), a data-dependent size torch.export cannot keep)."""
     from porter.process.frameworks import torch
 
     torch = torch()
@@ -124,8 +127,9 @@ def step_module(model, num_layers: int):
             layers = [write_at(caches[2 * i].transpose(1, 2), caches[2 * i + 1].transpose(1, 2), input_pos)
                       for i in range(num_layers)]
             positions = input_pos[None].expand(tokens.shape[0], -1)
+            extra = {"attention_mask": torch.ones(tokens.shape[0], caches[0].shape[1], dtype=torch.long)} if slot_mask else {}
             out = self.inner(input_ids=tokens, position_ids=positions, past_key_values=Cache(layers=layers),
-                             use_cache=True, return_dict=True)
+                             use_cache=True, return_dict=True, **extra)
             result = [out.logits]
             for layer in layers:
                 result += [layer.keys.transpose(1, 2), layer.values.transpose(1, 2)]
@@ -134,14 +138,14 @@ def step_module(model, num_layers: int):
     return CachedStep(model).eval()
 
 
-def export_step(model, shapes, length: int, name: str):
+def export_step(model, shapes, length: int, name: str, slot_mask: bool = False):
     """The step's ExportedProgram: batch and token count dynamic (1..length), the cache ``length`` slots."""
     from porter.process.frameworks import torch
     from porter.routes.hf_source import trace
 
     torch = torch()
     dtype = next(model.parameters()).dtype
-    module = step_module(model, len(shapes))
+    module = step_module(model, len(shapes), slot_mask)
     n = min(3, length)
     tokens = torch.randint(0, 2, (2, n))
     caches = tuple(torch.zeros(2, length, heads, dim, dtype=dtype) for heads, kd, vd in shapes for dim in (kd, vd))

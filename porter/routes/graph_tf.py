@@ -221,9 +221,16 @@ def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KV
         prompt_ids = read_prompts(kv_asked["prompts"], int(config["vocab_size"]), length, max(lengths) if lengths else None)
     try:
         shapes = graph_kv_cache.geometry(model)
-        with progress.step(f"exporting {name}'s KV-cache step (prefill/decode, {length} slots)"):
-            program = graph_kv_cache.export_step(model, shapes, length, name)
-        checked = _checked(program)["program"]
+        checked = None
+        for slot_mask in (False, True):  # with the slots' mask where the model sizes its own from the cache (OPT)
+            try:
+                with progress.step(f"exporting {name}'s KV-cache step (prefill/decode, {length} slots)"):
+                    program = graph_kv_cache.export_step(model, shapes, length, name, slot_mask)
+                checked = _checked(program)["program"]
+                break
+            except PorterError:
+                if slot_mask:
+                    raise
     except PorterError as exc:
         if flag:
             raise
