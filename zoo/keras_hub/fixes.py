@@ -1,6 +1,7 @@
 """porter's own corrections to keras-hub classes, where keras-hub (0.30 to 0.32) does not reproduce transformers.
 
-Each is a registered subclass (``porter>Name``) of the keras-hub class, so ``model.keras`` still
+Each is built only where it is needed (backbone_class: keras-hub's own class otherwise, so model.keras loads without
+porter). Each is a registered subclass (``porter>Name``) of the keras-hub class, so ``model.keras`` still
 holds a ``keras_hub`` backbone by isinstance, reloads with ``safe_mode=True`` once porter's zoo is
 imported, and a keras-hub task model (``Qwen3CausalLM``) takes it as its backbone.
 """
@@ -69,7 +70,8 @@ def _blocks_from_zero(backbone) -> None:
 
 @keras.saving.register_keras_serializable(package="porter")
 class ViTBackbone(hub.models.ViTBackbone):
-    """keras-hub's ViTBackbone with its blocks numbered from 0 (_blocks_from_zero)."""
+    """keras-hub's ViTBackbone with its blocks numbered from 0 (_blocks_from_zero). No longer built (keras-hub's own
+    class is, PLAIN_WHEN); kept registered so a model.keras written by an earlier porter still loads and converts."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -78,7 +80,7 @@ class ViTBackbone(hub.models.ViTBackbone):
 
 @keras.saving.register_keras_serializable(package="porter")
 class DeiTBackbone(hub.models.DeiTBackbone):
-    """keras-hub's DeiTBackbone with its blocks numbered from 0 (_blocks_from_zero)."""
+    """keras-hub's DeiTBackbone with its blocks numbered from 0 (_blocks_from_zero). No longer built, as ViTBackbone."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -135,5 +137,32 @@ class XLMRobertaBackbone(hub.models.XLMRobertaBackbone):
                 "layer_norm_epsilon": self.layer_norm_epsilon}
 
 
+# every registered correction, by the keras-hub class it corrects: what porter recognises in a model.keras
 BACKBONES = {"Qwen3Backbone": Qwen3Backbone, "XLMRobertaBackbone": XLMRobertaBackbone, "LlamaBackbone": LlamaBackbone, "ElectraBackbone": ElectraBackbone,
              "ViTBackbone": ViTBackbone, "DeiTBackbone": DeiTBackbone}
+
+# Where keras-hub's own class reproduces transformers for these arguments, it is the one built, so model.keras loads
+# with keras + keras_hub alone (report["fresh_process"]["model.keras"]); porter's correction only where it is needed.
+PLAIN_WHEN = {
+    # get_config drops tie_word_embeddings and the class's default is False: an untied model reloads as it was
+    "LlamaBackbone": lambda kwargs: not kwargs.get("tie_word_embeddings"),
+    # keras-hub's tanh GELU is transformers' gelu_new
+    "ElectraBackbone": lambda kwargs: kwargs.get("feedforward_activation", "gelu_new") != "gelu",
+    # keras-hub's q/k norms use 1e-5 whatever the config says: right when rms_norm_eps is 1e-5
+    "Qwen3Backbone": lambda kwargs: kwargs.get("layer_norm_epsilon") == 1e-5,
+    # keras-hub numbers the blocks from 1: its variables are read under porter's names (plain.porter_names), so the
+    # rules bind layer.{i} to transformer_block_{i} either way, and porter's renaming subclass is not needed
+    "ViTBackbone": lambda kwargs: True,
+    "DeiTBackbone": lambda kwargs: True,
+}
+_PORTER_ARGUMENTS = {"ElectraBackbone": ("feedforward_activation",)}  # arguments keras-hub's class does not take
+
+
+def backbone_class(name: str, kwargs: dict) -> tuple[type, dict]:
+    """(the class to build ``name`` with, its arguments): keras-hub's own where PLAIN_WHEN says it reproduces
+    transformers for ``kwargs``, else porter's correction (BACKBONES)."""
+    porter_cls = BACKBONES.get(name)
+    if porter_cls is None or PLAIN_WHEN.get(name, lambda _: False)(kwargs):
+        dropped = _PORTER_ARGUMENTS.get(name, ())
+        return getattr(hub.models, name), {k: v for k, v in kwargs.items() if k not in dropped}
+    return porter_cls, kwargs

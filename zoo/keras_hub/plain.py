@@ -1,10 +1,11 @@
-"""keras-hub's own classes where porter's direct route uses a registered subclass of them (fixes.py):
-their variables read under the subclass's names, and their config as the subclass would hold it, so
-the family's rules (run backwards) and config inverse serve both. Only keras-hub -> HF uses this.
+"""keras-hub's own classes where porter has a registered subclass of them (fixes.py): their variables read
+under the subclass's names, and their config as the subclass would hold it, so the family's rules and config
+inverse serve both.
 
-- ViTBackbone / DeiTBackbone: keras-hub numbers the blocks from 1, porter's subclass from 0
-  (transformer_block_{n} is read as transformer_block_{n-1}); the config is the same.
-- XLMRobertaBackbone: keras-hub counts positions from 0 over every token, has no token-type row and
+- ViTBackbone / DeiTBackbone: keras-hub numbers the blocks from 1, the rules (and porter's older subclass) from 0
+  (transformer_block_{n} is read as transformer_block_{n-1}); the config is the same. Both directions: the
+  direct route builds keras-hub's own class (fixes.PLAIN_WHEN) and fills it through these names.
+- XLMRobertaBackbone (keras-hub -> HF only): keras-hub counts positions from 0 over every token, has no token-type row and
   no pooler. transformers' XLMRobertaModel counts positions from padding_idx + 1 over non-pad tokens:
   for right-padded text without the pad id inside it, token i gets position padding_idx + 1 + i, so
   keras-hub's table written ``padding_idx + 1`` rows down reproduces keras-hub (rows 0..padding_idx,
