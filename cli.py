@@ -122,27 +122,31 @@ def convert(
                                     "(Flex) ops, listed in the report; by default the .tflite holds built-in ops only "
                                     "and runs in plain LiteRT"),
     prefill_lengths: Optional[str] = typer.Option(
-        None, "--prefill-lengths", help="--to tf, a causal LM (direct route): also write model.tflite with prefill_<N> "
+        None, "--prefill-lengths", help="--to tf, a causal LM (direct or graph route): also write model.tflite with prefill_<N> "
                                         "for each N (comma-separated prompt lengths) and decode, batch 1, litert-torch's "
                                         "names (kv_cache_k_<i>/kv_cache_v_<i>), built-in ops only; generation verified in LiteRT"),
     max_cache_len: Optional[int] = typer.Option(
-        None, "--max-cache-len", help="--to tf, a causal LM (direct route): the KV-cache length of the SavedModel's "
+        None, "--max-cache-len", help="--to tf, a causal LM (direct or graph route): the KV-cache length of the SavedModel's "
                                       "prefill/decode signatures (default: the model's position limit or 4096, whichever "
                                       "is smaller); generation through them is verified against transformers' generate"),
-    quantize: Optional[Literal["fp16", "dynamic-int8", "int8"]] = typer.Option(
+    prompts: Optional[Path] = typer.Option(
+        None, "--prompts", help="--to tf, a causal LM: the generation check's prompts, a JSON list of token-id lists "
+                                "(no tokenizer), e.g. [[1, 2, 3], [4, 5]] (default: 3 random prompts of 3, 8, 13 tokens)"),
+    quantize: Optional[Literal["fp16", "dynamic-int8", "int8", "int16x8"]] = typer.Option(
         None, "--quantize", help="--to tflite: also write a quantized model_<mode>.tflite beside the float one (TFLite "
-                                 "converter: fp16 weights; dynamic-int8 weights; int8 weights and activations, calibrated) "
+                                 "converter: fp16 weights; dynamic-int8 weights; int8 weights and activations, calibrated; "
+                                 "int16x8 int8 weights and int16 activations, calibrated) "
                                  "and report its error apart from the conversion's: conversion (float vs source), "
                                  "quantization (quantized vs float), total (quantized vs source)"),
     calibration: Optional[Path] = typer.Option(
-        None, "--calibration", help="--quantize int8: calibration inputs, an .npz with one array per input name, samples "
+        None, "--calibration", help="--quantize int8|int16x8: calibration inputs, an .npz with one array per input name, samples "
                                     "along axis 0 (default: porter's generated inputs, said in the report)"),
     quantized_atol: Optional[float] = typer.Option(
         None, "--quantized-atol", help="--quantize: fail when the quantized model's max abs error vs the source is above X "
                                        "(the float conversion keeps the fp32 tolerances)"),
     min_cosine: Optional[float] = typer.Option(
         None, "--min-cosine", help="--quantize: fail when the cosine of the quantized model's outputs vs the source's is "
-                                   "below C (default: fp16 0.9999, dynamic-int8 0.99, int8 0.98)"),
+                                   "below C (default: fp16 0.9999, dynamic-int8 0.99, int8 0.98, int16x8 0.99)"),
 ):
     """Convert MODEL from one framework to another, then verify the two side by side."""
     from porter.conversion import convert as run
@@ -155,6 +159,7 @@ def convert(
             ignore_memory_estimate=ignore_memory_estimate, reference_dtype=reference_dtype, allow_flex=allow_flex,
             quantize=quantize, calibration=calibration, quantized_atol=quantized_atol, min_cosine=min_cosine,
             max_cache_len=max_cache_len, verify_blocks=verify_blocks, prefill_lengths=_int_list(prefill_lengths, "--prefill-lengths"),
+            prompts=prompts,
         )
     except PorterError as exc:
         _fail(exc)

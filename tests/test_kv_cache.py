@@ -34,6 +34,7 @@ def make_checkpoint(path, family: str, causal: bool, tied=None, attention_scale:
     return path
 # Llama with GQA (4 query heads, 2 key/value heads), GPT-2 (learned positions), Qwen3 (q/k norms), Gemma (scaled embedding)
 CASES = [("llama", False), ("gpt2", None), ("qwen3", True), ("gemma", None)]
+USER_PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [1], [3, 4, 5, 6]]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,12 @@ def converted(request, tmp_path_factory, cli):
     family, tied = request.param
     root = tmp_path_factory.mktemp(f"kv-{family}")
     src = make_checkpoint(root / "hf", family, True, tied)
+    prompts = []
+    if family == "gpt2":  # the user's own token ids (--prompts) instead of porter's random ones
+        (root / "prompts.json").write_text(json.dumps(USER_PROMPTS))
+        prompts = ["--prompts", root / "prompts.json"]
     code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", root / "tf", "--max-cache-len", CACHE,
-                       "--prefill-lengths", "8,16")
+                       "--prefill-lengths", "8,16", *prompts)
     assert code == 0, output
     return family, src, root / "tf", output
 
@@ -121,6 +126,47 @@ def test_tflite_prefill_decode_generate_as_transformers_in_litert_alone(converte
     assert set(signatures["prefill_16"]["outputs"]) == names | {"logits"}
     details = interp.get_signature_runner("decode").get_input_details()
     assert list(details["kv_cache_k_0"]["shape"]) == [1, *report["kv_cache"]["shape"][1:]]
+
+
+def test_user_prompts_are_the_ones_generated_from(converted):
+    family, _, out, _ = converted
+    if family != "gpt2":
+        pytest.skip("--prompts is given to the GPT-2 conversion")
+    gen = json.loads((out / "porter_report.json").read_text())["generation"]
+    assert gen["prompt_lengths"] == [len(p) for p in USER_PROMPTS]
+    assert gen["passed"] and gen["tokens_matched"] == 96 and gen["tflite"]["tokens_matched"] == 96
+
+
+@pytest.mark.parametrize("content, shown", [
+    ([[1, 2, 500]], "prompt 0: token id 500 is outside the vocabulary [0, "),
+    ([[1, 2], [-1]], "prompt 1: token id -1 is outside the vocabulary"),
+    ([[1] * 70], "prompt 0: 70 tokens, past max_cache_len - 1 (63)"),
+    ([[1] * 20], "prompt 0: 20 tokens, past the longest --prefill-lengths (16)"),
+    ({"ids": [1, 2]}, "holds a JSON dict, not a non-empty list of prompts"),
+    ([[]], "prompt 0: a empty list, not a non-empty list of token ids"),
+])
+def test_bad_prompt_file_exit_2(content, shown, tmp_path, cli):
+    src = make_checkpoint(tmp_path / "hf", "llama", True, False)
+    (tmp_path / "p.json").write_text(json.dumps(content))
+    lengths = ["--prefill-lengths", "8,16"] if "prefill" in shown else []
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf", "--max-cache-len", CACHE,
+                       "--prompts", tmp_path / "p.json", *lengths)
+    assert code == 2, output
+    assert shown in " ".join(output.split()) and "p.json" in output
+    assert not (tmp_path / "tf").exists()
+
+
+def test_prompts_without_verification_or_a_causal_lm_exit_2(tmp_path, cli):
+    (tmp_path / "p.json").write_text("[[1, 2]]")
+    src = make_checkpoint(tmp_path / "hf", "llama", True, False)
+    code, output = cli("convert", src, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf", "--no-verify",
+                       "--prompts", tmp_path / "p.json")
+    assert code == 2 and "--prompts" in output, output
+    base = make_checkpoint(tmp_path / "base", "llama", False)
+    code, output = cli("convert", base, "--from", "torch", "--to", "tf", "--out", tmp_path / "tf2",
+                       "--prompts", tmp_path / "p.json")
+    assert code == 2 and "not a causal LM" in output, output
+    assert not (tmp_path / "tf").exists() and not (tmp_path / "tf2").exists()
 
 
 def test_compare_near_tie_and_divergence():
