@@ -236,8 +236,6 @@ _COMPARISONS = ("EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_
 def _int16x8(tf, saved_model: Path, samples: list[dict], allow_flex: bool) -> tuple[bytes, str]:
     from tensorflow.lite.python.optimize import calibrator
 
-    from porter.routes.to_onnx import captured_output
-
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
     a16w8 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
     converter.target_spec.supported_ops = [a16w8, tf.lite.OpsSet.TFLITE_BUILTINS] + (
@@ -247,17 +245,8 @@ def _int16x8(tf, saved_model: Path, samples: list[dict], allow_flex: bool) -> tu
     converter._experimental_calibrate_only = True  # noqa: SLF001 - the float model the quantizer would be given
     ready = _run(converter, "int16x8")
     prepared, rewritten = _for_int16_quantizer(ready)
-    try:
-        with captured_output("quantizing the TFLite model (int16x8: int16 activations, int8 weights)"):
-            data = calibrator.Calibrator(prepared).calibrate_and_quantize(
-                lambda: iter(samples), tf.float32, tf.float32, True, tf.int16, tf.int64)  # TF's own 16x8 arguments
-    except PorterError as exc:
-        cause = exc.__cause__ or exc.__context__
-        raise PorterError(f"the TFLite converter could not quantize the model (int16x8): "
-                          f"{_last_line(cause) if cause is not None else exc.message}") from None
-    except Exception as exc:  # noqa: BLE001 - the quantizer's own error
-        raise PorterError(f"the TFLite converter could not quantize the model (int16x8): {_last_line(exc)}") from None
-    data = bytes(data)
+    data = bytes(_quantizing("int16x8", lambda: calibrator.Calibrator(prepared).calibrate_and_quantize(
+        lambda: iter(samples), tf.float32, tf.float32, True, tf.int16, tf.int64)))  # TF's own 16x8 arguments
     kept_float = _run_once(data, samples[0], allow_flex)
     how = ("16x8 (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8): int8 weights, int16 activations, "
            "int64 biases; float32 inputs and outputs kept")
@@ -420,11 +409,16 @@ def _run_once(data: bytes, sample: dict, allow_flex: bool = False) -> dict:
 
 
 def _run(converter, mode: str) -> bytes:
+    return _quantizing(mode, converter.convert)
+
+
+def _quantizing(mode: str, run):
+    """``run()``'s result, its output captured; the converter's or quantizer's error as porter's, naming ``mode``."""
     from porter.routes.to_onnx import captured_output
 
     try:
         with captured_output(f"quantizing the TFLite model ({mode})"):
-            return converter.convert()
+            return run()
     except PorterError as exc:
         cause = exc.__cause__ or exc.__context__
         raise PorterError(f"the TFLite converter could not quantize the model ({mode}): "
