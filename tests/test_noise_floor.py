@@ -46,6 +46,24 @@ def test_rule_passes_float32_noise_and_fails_a_larger_error():
     assert o.mismatched > 0
 
 
+def test_a_floor_float32_cannot_resolve_is_said_with_what_the_pass_cannot_see():
+    """An ill-conditioned net (EfficientNetB6 with random weights: floor 4.15 on logits of spread ~2) passes by the
+    floor, and the note says float32 cannot resolve it and which defects the pass cannot see; a well-conditioned
+    output (floor 1e-5 of its scale) gets no such note."""
+    rng = np.random.default_rng(1)
+    ref64 = rng.standard_normal((3, 10)) * 2
+    noisy32 = (ref64 + rng.standard_normal(ref64.shape) * 0.5).astype(np.float32)
+    cand = (ref64 + rng.standard_normal(ref64.shape) * 0.5).astype(np.float32)
+    coarse = _judged("predictions", noisy32, ref64, cand)
+    fine32 = (ref64 + rng.standard_normal(ref64.shape) * 2e-5).astype(np.float32)
+    fine = _judged("predictions", fine32, ref64, (ref64 + rng.standard_normal(ref64.shape) * 2e-5).astype(np.float32))
+    assert coarse.passed and noise_floor.coarse(coarse) and fine.passed and not noise_floor.coarse(fine)
+    feeds = [{"x": np.zeros((3, 10), np.float32)}, {"x": np.zeros((1, 10), np.float32)}]
+    notes = noise_floor.coarse_notes(feeds, [[coarse], [fine]])
+    assert len(notes) == 1 and "predictions" in notes[0] and "float32 cannot resolve" in notes[0]
+    assert f"{coarse.floor_bound:.3g}" in notes[0]
+
+
 def test_an_output_exact_in_float32_still_lets_the_candidate_round_differently():
     """floor 0 (a shallow output): a few ulps at the output's magnitude pass, more does not."""
     ref64 = np.linspace(-2, 2, 33)

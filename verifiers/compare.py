@@ -115,6 +115,7 @@ class OutputComparison:
     floor_ratio: float | None = None
     floor_bound: float | None = None
     floor_k: float | None = None
+    floor_scale: float | None = None  # max |ref64|: a floor above 1% of it is coarse (noise_floor.coarse)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

@@ -55,6 +55,12 @@ class NoFloat64(Exception):
     """The reference has no float64 run here; the message says why."""
 
 
+# a floor above this fraction of the output's largest magnitude: float32 itself cannot resolve the output (an
+# ill-conditioned random-init net: keras.applications EfficientNetB6 calibrated only, floor 4.15 on logits of spread
+# ~2), so a pass there cannot see a defect below the bound; the report says so for each such output
+COARSE_FRACTION = 1e-2
+
+
 def bound(floor: float, scale: float) -> float:
     """The largest error against float64 that passes: FLOOR_K floors plus a few ulps at the output's scale."""
     return FLOOR_K * floor + NEAR_ZERO_ULPS * EPS32 * scale
@@ -95,6 +101,7 @@ def judge(o, ref32, ref64, cand, valid=None) -> None:
     o.floor_bound = bound(o.floor, scale)
     o.floor_ratio = o.error_vs_float64 / o.floor if o.floor > 0 else (0.0 if o.error_vs_float64 == 0 else float("inf"))
     o.floor_k = FLOOR_K
+    o.floor_scale = scale
     over = err > o.floor_bound
     o.mismatched = int(over.sum())
     o.mismatched_pct = 100.0 * o.mismatched / max(1, err.size)
@@ -325,7 +332,7 @@ def _unjudge(o) -> None:
     """Back to compare.py's verdict (a failure after judging: the cast back of the reference)."""
     if getattr(o, "_fixed_verdict", None) is not None:
         o.passed, o.reason, o.mismatched, o.mismatched_pct, o.tolerance_from = o._fixed_verdict
-    o.error_vs_float64 = o.floor = o.floor_ratio = o.floor_bound = o.floor_k = None
+    o.error_vs_float64 = o.floor = o.floor_ratio = o.floor_bound = o.floor_k = o.floor_scale = None
 
 
 def apply(reference, feeds, outputs, comparisons, defined_where, notes, given=(), restore=True) -> None:
@@ -375,6 +382,29 @@ def apply(reference, feeds, outputs, comparisons, defined_where, notes, given=()
     judged = sum(o.rule == RULE_FLOOR for comps in wanted for o in comps)
     notes.append(f"float64 floor: {judged} output comparison(s) judged against the reference run in float64 (pass: "
                  f"|candidate - float64| <= {FLOOR_K:g} x the reference's own float32 error + {NEAR_ZERO_ULPS} ulps)")
+    notes.extend(coarse_notes(feeds, wanted))
+
+
+def coarse(o) -> bool:
+    """Whether ``o``'s floor is so large against the output that float32 cannot resolve it (COARSE_FRACTION)."""
+    scale = getattr(o, "floor_scale", None)
+    return getattr(o, "rule", "") == RULE_FLOOR and bool(scale) and o.floor > COARSE_FRACTION * scale
+
+
+def coarse_notes(feeds, wanted) -> list[str]:
+    """One note per output whose floor is coarse: the pass there says little, and by how much."""
+    from porter.verifiers.equivalence import shape_label
+
+    worst: dict = {}
+    for feed, comps in zip(feeds, wanted):
+        for o in comps:
+            if coarse(o) and (o.name not in worst or o.floor / o.floor_scale > worst[o.name][0].floor / worst[o.name][0].floor_scale):
+                worst[o.name] = (o, shape_label(feed))
+    return [f"float64 floor: {name} at {label}: the reference's own float32 error {o.floor:.3g} is "
+            f"{100 * o.floor / o.floor_scale:.3g}% of the output's largest magnitude {o.floor_scale:.3g}: float32 cannot "
+            f"resolve this output, so its verdict cannot see a defect below {o.floor_bound:.3g} (the model is "
+            f"ill-conditioned in float32; verify a conditioned or trained copy to check the mapping)"
+            for name, (o, label) in worst.items()]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -400,6 +430,8 @@ def summary(result) -> dict:
             if o.rule == RULE_FLOOR:
                 if entry["worst_ratio"] is None or o.floor_ratio > entry["worst_ratio"]:
                     entry.update(worst_ratio=o.floor_ratio, error_vs_float64=o.error_vs_float64, floor=o.floor, at=s.label)
+                if coarse(o):  # float32 cannot resolve it here: the pass says little (coarse_notes)
+                    entry["coarse_floor"] = max(entry.get("coarse_floor", 0.0), o.floor / o.floor_scale)
             elif o.floor_note and o.floor_note not in entry["fixed_because"]:
                 entry["fixed_because"].append(o.floor_note)
     return {"k": FLOOR_K, "near_zero_ulps": NEAR_ZERO_ULPS, "outputs": out}
