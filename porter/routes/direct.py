@@ -75,7 +75,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
 
     entry = src.entry
     cache_len = kv_cache.for_entry(entry, src.config, max_cache_len)  # a causal LM's prefill/decode (None: not one)
-    kv_cache.check_prefill_lengths(prefill_lengths, cache_len, entry)
+    kv_cache.check_prefill_lengths(prefill_lengths, cache_len, entry.name)
     prompt_ids = _read_prompts(prompts, src.config, cache_len, prefill_lengths, entry.name)
     t0 = time.perf_counter()
     checkpoint = open_torch_checkpoint(src.path)

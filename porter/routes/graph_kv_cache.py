@@ -22,6 +22,7 @@ The ``.tflite`` (``--prefill-lengths``) holds ``prefill_<n>`` and ``decode`` at 
 from __future__ import annotations
 
 from porter.errors import PorterError
+from porter.zoo.keras_hub.kv_cache import cache_names
 
 
 def is_causal_lm(model) -> bool:
@@ -49,10 +50,6 @@ def geometry(model) -> list[tuple[int, int, int]]:
         raise PorterError(f"{type(model).__name__}'s cache is not per-layer keys and values ({', '.join(kinds)})",
                           hint="its prefill/decode signatures are not written; serving_default is")
     return [(int(layer.keys.shape[1]), int(layer.keys.shape[-1]), int(layer.values.shape[-1])) for layer in layers]
-
-
-def cache_names(num_layers: int) -> list[str]:
-    return [f"kv_cache_{kv}_{i}" for i in range(num_layers) for kv in ("k", "v")]
 
 
 def layout(shapes, length: int, dtype: str) -> dict:
@@ -156,8 +153,10 @@ def export_step(model, shapes, length: int, name: str, slot_mask: bool = False):
 
 # ----------------------------------------------------------------------------------------------------- TF
 def signatures(step, shapes, length: int) -> dict:
-    """{"prefill", "decode"}: concrete functions over ``step`` (the converted step: ConvertedGraph)."""
+    """{"prefill", "decode"}: concrete functions over ``step`` (the converted step: ConvertedGraph), with the direct
+    route's names, specs and bound checks (zoo/keras_hub/kv_cache.py)."""
     from porter.process.frameworks import tensorflow
+    from porter.zoo.keras_hub.kv_cache import concrete_signatures, positions_within, prompt_within
 
     tf = tensorflow()
     serve = step.module.serve
@@ -167,9 +166,7 @@ def signatures(step, shapes, length: int) -> dict:
 
     def prefill(input_ids, attention_mask):
         batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
-        check = tf.debugging.assert_less_equal(seq, length, message=f"prompt longer than max_cache_len={length}")
-        with tf.control_dependencies([check]):  # before any slot is written
-            input_ids = tf.identity(input_ids)
+        input_ids = prompt_within(input_ids, length)
         zeros = [tf.zeros([batch, length, *s.shape[2:]], s.dtype) for s in cache_specs]
         out = serve(tf.cast(input_ids, ids_dtype), tf.range(seq, dtype=specs[1].dtype), *zeros)
         keep = tf.pad(attention_mask, [[0, 0], [0, length - seq]])[:, :, None, None]
@@ -178,10 +175,7 @@ def signatures(step, shapes, length: int) -> dict:
         return {"logits": tf.cast(out["logits"], tf.float32), "cache_position": positions, **caches}
 
     def decode(input_ids, cache_position, *caches):
-        checks = [tf.debugging.assert_less(cache_position, length, message=f"cache_position must be below max_cache_len={length}"),
-                  tf.debugging.assert_non_negative(cache_position, message="cache_position must be >= 0")]
-        with tf.control_dependencies(checks):  # before a slot is written
-            cache_position = tf.identity(cache_position)
+        cache_position = positions_within(cache_position, length)
 
         def row(args):
             ids, position, *rows = args
@@ -193,23 +187,15 @@ def signatures(step, shapes, length: int) -> dict:
                                              *(tf.TensorSpec(s.shape[1:], s.dtype) for s in cache_specs)))
         return {"logits": out[0], "cache_position": cache_position + 1, **dict(zip(names, out[1:]))}
 
-    ids = tf.TensorSpec([None, None], tf.int32, name="input_ids")
-    mask = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
-    one = tf.TensorSpec([None, 1], tf.int32, name="input_ids")
-    position = tf.TensorSpec([None], tf.int32, name="cache_position")
-    named = [tf.TensorSpec(s.shape, s.dtype, name=n) for s, n in zip(cache_specs, names)]
-    return {"prefill": tf.function(prefill, input_signature=[ids, mask], autograph=False).get_concrete_function(),
-            "decode": tf.function(decode, input_signature=[one, position, *named], autograph=False).get_concrete_function()}
+    return concrete_signatures(prefill, decode, [tf.TensorSpec(s.shape, s.dtype, name=n) for s, n in zip(cache_specs, names)])
 
 
 def write_tflite(step, path, shapes, length: int, prefill_lengths) -> dict:
     """``path`` (model.tflite): ``prefill_<n>`` per prompt length and ``decode``, batch 1, litert-torch's names
-    (``tokens``, ``input_pos``, ``kv_cache_*``), built-in ops only. Returns the report's description."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
+    (``tokens``, ``input_pos``, ``kv_cache_*``), built-in ops only (zoo/keras_hub/kv_cache.tflite_of). Returns the
+    report's description."""
     from porter.process.frameworks import tensorflow
+    from porter.zoo.keras_hub.kv_cache import tflite_of
 
     tf = tensorflow()
     serve, specs = step.module.serve, step.input_specs
@@ -225,23 +211,4 @@ def write_tflite(step, path, shapes, length: int, prefill_lengths) -> dict:
                                                  tf.TensorSpec([n], tf.int32, name="input_pos"), *cache_specs],
                            autograph=False).get_concrete_function()
 
-    keys = [f"prefill_{n}" for n in prefill_lengths] + ["decode"]
-    root = tf.Module()
-    root.weights = step.module.weights
-    work = Path(tempfile.mkdtemp(prefix="porter-kv-tflite-"))
-    try:
-        tf.saved_model.save(root, str(work), signatures=dict(zip(keys, [signature(n) for n in prefill_lengths] + [signature(1)])))
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(work), signature_keys=keys)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        try:
-            Path(path).write_bytes(converter.convert())
-        except Exception as exc:  # noqa: BLE001 - the converter's ConverterError: name the ops it refused
-            lines = [line.strip() for line in str(exc).splitlines() if "op" in line.lower()][:8]
-            raise PorterError("TFLite's converter could not write the prefill/decode .tflite with built-in ops only",
-                              problems=lines, hint="leave --prefill-lengths out (the SavedModel's prefill/decode "
-                                                   "signatures are written either way)") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return {"file": Path(path).name, "signatures": keys, "batch": 1, "prefill_lengths": list(prefill_lengths),
-            "inputs": "tokens (1, len) int32, input_pos (len,) int32, kv_cache_k_{i}, kv_cache_v_{i}",
-            "outputs": "logits (1, len, vocab) float32, kv_cache_k_{i}, kv_cache_v_{i}", "ops": "TFLite built-ins only"}
+    return tflite_of(signature, step.module.weights, path, prefill_lengths)

@@ -52,6 +52,7 @@ class KVStep:
     shapes: list  # (kv heads, key head dim, value head dim) per layer
     length: int  # max_cache_len
     dtype: str
+    config: dict  # the folder's config.json, as read (the generation check's vocabulary)
     prefill_lengths: tuple = ()  # --prefill-lengths: model.tflite's prefill_<n>
     prompt_ids: list | None = None  # --prompts: the generation check's token ids (else porter's random ones)
 
@@ -124,7 +125,6 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
                 report["kv_cache"]["tflite"] = converted.kv_tflite
             if verification is not None and inputs is None:
                 _verify_generation(prep, tmp, verification, report, atol, rtol)
-            (tmp / "porter_report.json").write_text(json.dumps(report, indent=2, default=str))
         if quantize is not None:
             from porter.routes.tflite_quantize import measure_written
 
@@ -211,7 +211,7 @@ def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KV
         return None
     length = max_cache_len(config, kv_asked["max_cache_len"])  # beyond the positions: exit 2
     lengths = kv_asked["prefill_lengths"]
-    check_prefill_lengths(lengths, length, type("Entry", (), {"name": name}))
+    check_prefill_lengths(lengths, length, name)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     check_tflite_dtype(lengths, dtype)
     prompt_ids = None
@@ -236,7 +236,7 @@ def _kv_step(model, config: dict, name: str, kv_asked: dict, notes: list) -> "KV
             raise
         notes.append(f"prefill/decode not written: {exc.message[:300]}")
         return None
-    return KVStep(checked, shapes, length, dtype, tuple(lengths), prompt_ids)
+    return KVStep(checked, shapes, length, dtype, config, tuple(lengths), prompt_ids)
 
 
 def _verify_generation(prep: Prepared, folder: Path, verification, report: dict, atol, rtol) -> None:
@@ -248,10 +248,9 @@ def _verify_generation(prep: Prepared, folder: Path, verification, report: dict,
 
         return hf_source.load(path)[0]
 
-    config = json.loads((Path(prep.reference) / "config.json").read_text())
     lengths = prep.kv.prefill_lengths
     with progress.step("generating with prefill + decode against transformers' generate"):
-        result = verify_generation(prep.reference, folder, config, prep.kv.length, atol=atol, rtol=rtol,
+        result = verify_generation(prep.reference, folder, prep.kv.config, prep.kv.length, atol=atol, rtol=rtol,
                                    tflite=folder / "model.tflite" if lengths else None,
                                    max_prompt=max(lengths) if lengths else None, loader=loader,
                                    prompt_ids=prep.kv.prompt_ids)
@@ -437,7 +436,7 @@ def _write(prep: Prepared, folder: Path, int32_ids: bool = False):
 
 def _convert_step(prep: Prepared, converted):
     from porter.graph_to_tf import convert_exported
-    from porter.routes.graph_kv_cache import cache_names
+    from porter.zoo.keras_hub.kv_cache import cache_names
 
     names = cache_names(len(prep.kv.shapes))
     return convert_exported(prep.kv.program, decomposed=True, input_names=["tokens", "input_pos", *names],

@@ -93,9 +93,7 @@ def signatures(model, length: int, jit_compile: bool = False) -> dict:
 
     def prefill(input_ids, attention_mask):
         batch, seq = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
-        check = tf.debugging.assert_less_equal(seq, length, message=f"prompt longer than max_cache_len={length}")
-        with tf.control_dependencies([check]):  # before anything reads past the cache
-            input_ids = tf.identity(input_ids)
+        input_ids = prompt_within(input_ids, length)
         cache = tf.zeros([batch, layers, 2, seq, heads, head_dim], dtype)
         logits, _, cache = model.call_with_cache(input_ids, cache, 0)  # every row from position 0
         keep = tf.cast(attention_mask, dtype)[:, None, None, :, None, None]
@@ -104,10 +102,7 @@ def signatures(model, length: int, jit_compile: bool = False) -> dict:
         return {"logits": tf.cast(logits, tf.float32), "cache_position": positions, **split(cache)}
 
     def decode(input_ids, cache_position, *caches):
-        checks = [tf.debugging.assert_less(cache_position, length, message=f"cache_position must be below max_cache_len={length}"),
-                  tf.debugging.assert_non_negative(cache_position, message="cache_position must be >= 0")]
-        with tf.control_dependencies(checks):  # before a slot is written or a position row read
-            cache_position = tf.identity(cache_position)
+        cache_position = positions_within(cache_position, length)
         cache = tf.stack([tf.stack(caches[2 * i: 2 * i + 2], axis=1) for i in range(layers)], axis=1)
 
         def row(args):
@@ -120,11 +115,40 @@ def signatures(model, length: int, jit_compile: bool = False) -> dict:
                                                        tf.TensorSpec([layers, 2, length, heads, head_dim], dtype)))
         return {"logits": logits, "cache_position": cache_position + 1, **split(cache)}
 
+    cache_specs = [tf.TensorSpec([None, length, heads, head_dim], dtype, name=n) for n in names]
+    return concrete_signatures(prefill, decode, cache_specs, jit_compile)
+
+
+def prompt_within(input_ids, length: int):
+    """``input_ids`` once asserted to fit the cache: a longer prompt fails the call before any slot is written."""
+    from porter.process.frameworks import tensorflow
+
+    tf = tensorflow()
+    check = tf.debugging.assert_less_equal(tf.shape(input_ids)[1], length, message=f"prompt longer than max_cache_len={length}")
+    with tf.control_dependencies([check]):
+        return tf.identity(input_ids)
+
+
+def positions_within(cache_position, length: int):
+    """``cache_position`` once asserted inside the cache: a position outside fails the call, never writes a clamped slot."""
+    from porter.process.frameworks import tensorflow
+
+    tf = tensorflow()
+    checks = [tf.debugging.assert_less(cache_position, length, message=f"cache_position must be below max_cache_len={length}"),
+              tf.debugging.assert_non_negative(cache_position, message="cache_position must be >= 0")]
+    with tf.control_dependencies(checks):  # before a slot is written or a position row read
+        return tf.identity(cache_position)
+
+
+def concrete_signatures(prefill, decode, cache_specs, jit_compile: bool = False) -> dict:
+    """{"prefill", "decode"} over the two functions, with the signatures' names and dtypes (module docstring)."""
+    from porter.process.frameworks import tensorflow
+
+    tf = tensorflow()
     ids = tf.TensorSpec([None, None], tf.int32, name="input_ids")
     mask = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
     one = tf.TensorSpec([None, 1], tf.int32, name="input_ids")
     position = tf.TensorSpec([None], tf.int32, name="cache_position")
-    cache_specs = [tf.TensorSpec([None, length, heads, head_dim], dtype, name=n) for n in names]
     jit = jit_compile or None
     return {"prefill": tf.function(prefill, input_signature=[ids, mask], jit_compile=jit).get_concrete_function(),
             "decode": tf.function(decode, input_signature=[one, position, *cache_specs], jit_compile=jit).get_concrete_function()}
@@ -192,7 +216,7 @@ def _layerwise(model, token_ids, caches, index):
     return tf.cast(logits, tf.float32), out
 
 
-def check_prefill_lengths(lengths, cache_len, entry) -> None:
+def check_prefill_lengths(lengths, cache_len, name: str) -> None:
     """--prefill-lengths: a causal LM's, each within the cache (exit 2 naming the value and the limit)."""
     from porter.errors import PorterError
 
@@ -200,7 +224,7 @@ def check_prefill_lengths(lengths, cache_len, entry) -> None:
         return
     if not cache_len:
         raise PorterError(f"--prefill-lengths {','.join(map(str, lengths))} writes a causal LM's .tflite prefill/decode; "
-                          f"{entry.name} here is not a causal LM on the direct route", hint="leave --prefill-lengths out")
+                          f"{name} here is not a causal LM", hint="leave --prefill-lengths out")
     for n in lengths:
         if not 1 <= n <= cache_len:
             raise PorterError(f"--prefill-lengths {n} is outside 1..max_cache_len ({cache_len})",
@@ -220,10 +244,6 @@ def check_tflite_dtype(lengths, written: str) -> None:
 def write_tflite(model, path, length: int, prefill_lengths) -> dict:
     """``path`` (model.tflite): ``prefill_<n>`` for each n of ``prefill_lengths`` and ``decode``, built-in ops only.
     Returns the report's description."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
@@ -240,15 +260,36 @@ def write_tflite(model, path, length: int, prefill_lengths) -> dict:
         return tf.function(run, input_signature=[tf.TensorSpec([1, n], tf.int32, name="tokens"),
                                                  tf.TensorSpec([n], tf.int32, name="input_pos"), *specs]).get_concrete_function()
 
+    return tflite_of(signature, [v.value for v in model.weights], path, prefill_lengths)
+
+
+def tflite_of(signature, weights, path, prefill_lengths) -> dict:
+    """``path`` (model.tflite): ``prefill_<n>`` (``signature(n)``) per prompt length and ``decode`` (``signature(1)``),
+    batch 1, built-in ops only, from a SavedModel of those signatures over ``weights``; the report's description.
+    Ops TFLite has no built-in for exit 2, named."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from porter.errors import PorterError
+    from porter.process.frameworks import tensorflow
+
+    tf = tensorflow()
     keys = [f"prefill_{n}" for n in prefill_lengths] + ["decode"]
     root = tf.Module()
-    root.weights = [v.value for v in model.weights]
+    root.weights = weights
     work = Path(tempfile.mkdtemp(prefix="porter-kv-tflite-"))
     try:
         tf.saved_model.save(root, str(work), signatures=dict(zip(keys, [signature(n) for n in prefill_lengths] + [signature(1)])))
         converter = tf.lite.TFLiteConverter.from_saved_model(str(work), signature_keys=keys)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        Path(path).write_bytes(converter.convert())
+        try:
+            Path(path).write_bytes(converter.convert())
+        except Exception as exc:  # noqa: BLE001 - the converter's ConverterError: name the ops it refused
+            lines = [line.strip() for line in str(exc).splitlines() if "op" in line.lower()][:8]
+            raise PorterError("TFLite's converter could not write the prefill/decode .tflite with built-in ops only",
+                              problems=lines, hint="leave --prefill-lengths out (the SavedModel's prefill/decode "
+                                                   "signatures are written either way)") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"file": Path(path).name, "signatures": keys, "batch": 1, "prefill_lengths": list(prefill_lengths),
