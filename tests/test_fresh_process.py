@@ -41,7 +41,13 @@ def test_convert_verifies_the_saved_model_in_tensorflow_alone(tiny_bert_tf):
     assert report["status"] == "passed"
     assert "TensorFlow alone in a fresh process" in report["fresh_process"]["saved_model"], report["fresh_process"]
     keras_file = report["fresh_process"]["model.keras"]
-    assert keras_file["loads_without_porter"] is False and keras_file["porter_classes"] == ["porter>BertModel"]
+    assert keras_file["loads_without_porter"] is True and keras_file["porter_classes"] == [], keras_file
+    # model.keras verified too, by keras + keras_hub alone, against the same torch reference at the same shapes
+    checked = keras_file["verification"]
+    assert checked["status"] == "passed" and checked["candidate"].endswith("model.keras"), checked
+    assert [s["label"] for s in checked["shapes"]] == [s["label"] for s in report["verification"]["shapes"]]
+    assert max(checked["max_abs_error"].values()) <= 1e-5, checked["max_abs_error"]
+    assert any("model.keras passed in keras + keras_hub alone" in n for n in report["verification"]["notes"])
 
 
 def test_saved_model_runs_in_tensorflow_alone_at_two_shapes(tiny_bert, tiny_bert_tf):
@@ -67,12 +73,52 @@ def test_saved_model_runs_in_tensorflow_alone_at_two_shapes(tiny_bert, tiny_bert
     assert final["imported"] == [], final  # torch, porter, transformers, keras_hub: none imported in the child
 
 
-def test_bert_keras_file_needs_porter_outside_it(tiny_bert_tf):
-    from porter.verifiers.runners.runtime_isolated import keras_alone
+def test_bert_keras_file_runs_in_keras_alone_at_two_shapes(tiny_bert, tiny_bert_tf):
+    """porter's BERT model.keras is keras' and keras-hub's layers only (zoo/bert/portable.py): load_model and a
+    call, in a process that never imports porter, torch or transformers, give torch's outputs."""
+    import torch
+
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, keras_alone
+    from porter.zoo.bert.entry import load_torch
 
     found = keras_alone(tiny_bert_tf / "model.keras")
-    assert found["loads_without_porter"] is False and found["porter_classes"] == ["porter>BertModel"]
-    assert "BertModel" in found["error"], found
+    assert found["loads_without_porter"] is True and found["porter_classes"] == [], found
+    assert found["class"].endswith("Functional") and "alone" in found["runtime"], found
+    model = load_torch(tiny_bert)
+    child = RuntimeProcess(tiny_bert_tf / "model.keras", "keras")
+    try:
+        for batch, seq in ((1, 9), (3, 33)):
+            feed = _bert_feed(batch, seq)
+            got = child.run({k: v.astype(np.int32) for k, v in feed.items()})
+            with torch.no_grad():
+                ref = model(**{k: torch.as_tensor(v) for k, v in feed.items()})
+            assert hidden_state_error(ref.last_hidden_state.numpy(), got["last_hidden_state"], feed["attention_mask"]) <= 1e-5
+            assert np.abs(ref.pooler_output.numpy() - got["pooler_output"]).max() <= 1e-5
+    finally:
+        final = child.close()
+    assert final["imported"] == [], final
+
+
+def test_keras_file_with_a_wrong_weight_fails_in_keras_alone(tiny_bert, tiny_bert_tf, tmp_path):
+    """The keras-only verification compares outputs: a model.keras with one LayerNorm moved fails it (exit 1 in
+    convert), where loading alone would have passed."""
+    import shutil
+
+    import keras
+
+    import porter
+    from porter.zoo.bert import portable
+
+    folder = tmp_path / "tampered"
+    shutil.copytree(tiny_bert_tf, folder)
+    model = keras.saving.load_model(str(folder / "model.keras"), safe_mode=True)
+    gamma = model.get_layer("transformer_layer_1")._feedforward_layer_norm.gamma
+    gamma.assign(gamma.numpy() * 1.01)
+    (folder / "model.keras").unlink()
+    model.save(str(folder / "model.keras"))
+    portable.add_config(folder / "model.keras", json.loads((tiny_bert_tf / "config.json").read_text()))
+    result = porter.verify(str(tiny_bert), str(folder / "model.keras"), candidate_options={"isolated": True})
+    assert not result.passed and any(o.name == "last_hidden_state" and not o.passed for s in result.shapes for o in s.outputs)
 
 
 @pytest.fixture(scope="module")

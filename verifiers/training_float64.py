@@ -25,6 +25,9 @@ def keras_in_float64(model):
 
         k = keras()
         clone = type(model).from_config(_float64_config(model.get_config()))
+        build = model.get_build_config() if not clone.built else None
+        if build:  # a subclassed model (porter's BERT) is built by its build config, as load_model builds it
+            clone.build_from_config(build)
         pairs = _paired_variables(model.weights, clone.weights)
         if pairs is None:
             return None, "its float64 copy does not hold the same variables"

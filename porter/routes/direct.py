@@ -108,7 +108,8 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             if prefill_lengths:  # model.tflite: prefill_<len> + decode, litert-torch's convention
                 cache_layout["tflite"] = kv_cache.write_tflite(model, tmp / "model.tflite", cache_len, prefill_lengths)
             t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
-            save_keras(model, tmp / "model.keras")
+            # a zoo entry may write its own portable form (BERT/RoBERTa: keras + keras-hub layers only)
+            getattr(entry.impl, "save_keras_file", save_keras)(model, tmp / "model.keras")
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
@@ -137,6 +138,9 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         if reference.streamed and cache_len and verification is not None:
             verification.notes.append("prefill/decode generation not verified: transformers' generate and the written "
                                       "SavedModel do not fit in memory together here")
+        # model.keras too, by keras + keras_hub alone in a fresh process, where it loads without porter
+        keras_file = (_verify_keras_file(src, tmp, atol, rtol, inputs, allow_nonfinite, fallback, verification)
+                      if isolated and verification is not None and not reference.streamed else None)
         report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
                                                 "keras_save_s": t_save - t_export})
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
@@ -147,6 +151,8 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
         report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
         report["fresh_process"] = fresh_report(tmp, isolated, verify)
+        if keras_file is not None:
+            report["fresh_process"]["model.keras"]["verification"] = keras_file
         if cache_layout:  # prefill/decode: the cache a client passes back by name (zoo/keras_hub/kv_cache.py)
             report["kv_cache"] = cache_layout
         if generation is not None:
@@ -190,6 +196,29 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
+
+
+def _verify_keras_file(src, folder, atol, rtol, inputs, allow_nonfinite, fallback, verification) -> dict | None:
+    """model.keras run by keras + keras_hub alone in a fresh process (runtime_isolated.IsolatedKerasRunner) against
+    the same reference and inputs as the SavedModel: its result (to_dict), a note, and its failures as problems (exit
+    1). None where the file names porter's own classes (the report says so; nothing is claimed for it)."""
+    from porter.verifiers.runners.runtime_isolated import keras_needs_porter
+
+    keras_file = folder / "model.keras"
+    if not keras_file.is_file() or keras_needs_porter(keras_file):
+        return None
+    options = dict(fallback, candidate_options={"isolated": True})
+    try:
+        result = verify_written(src.path, keras_file, atol, rtol, "direct", inputs, allow_nonfinite, **options)
+    except PorterError as exc:  # keras alone could not load or run the file: a finding about it, not bad input
+        verification.problems.append(f"model.keras (keras + keras_hub alone): {exc.message}")
+        return {"status": "failed", "error": exc.message}
+    shapes = ", ".join(s.label for s in result.shapes)
+    worst = ", ".join(f"{k} {v:.2g}" for k, v in result.worst().items())
+    verification.notes.append(f"model.keras {result.status} in keras + keras_hub alone (a fresh process) at {shapes}: "
+                              f"max abs error {worst}")
+    verification.problems.extend(f"model.keras (keras + keras_hub alone): {f}" for f in result.failures())
+    return result.to_dict()
 
 
 def _verify_blocks(src, model, reference, atol, rtol):

@@ -119,6 +119,15 @@ def load_keras_artifact(artifact):
         raise
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
+    from porter.zoo.bert import portable
+
+    if portable.is_portable(model):  # porter's BERT/RoBERTa model.keras: back to porter's Keras model for the rules
+        config = portable.read_config(path) or _bert_config_beside(path)
+        if config is None:
+            raise PorterError(f"{path} looks like porter's BERT/RoBERTa model.keras but carries no transformers config "
+                              f"({portable.CONFIG_MEMBER} inside it, or config.json beside it)",
+                              hint="put the config.json porter wrote beside it, or convert it with --route onnx")
+        model = portable.from_portable(model, config, str(path))
     config = getattr(model, "hf_config", None) or hf_config_beside(model, path)
     if config is None:  # a user's keras-hub model: its transformers config is derived (an unknown family is refused)
         from porter.zoo.keras_hub.to_hf import is_keras_hub, user_model
@@ -126,6 +135,14 @@ def load_keras_artifact(artifact):
         if is_keras_hub(model):
             model, config = user_model(model, path)
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)
+
+
+def _bert_config_beside(path) -> dict | None:
+    try:
+        config = read_config_json(Path(path).parent / "config.json")
+    except (PorterError, OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and config.get("model_type") in ("bert", "roberta") else None
 
 
 def _translated_h5(path) -> bool:

@@ -67,6 +67,55 @@ class IsolatedSavedModelRunner(IsolatedTFLiteRunner):
         self.runtime = self.child.runtime
 
 
+class IsolatedKerasRunner(IsolatedTFLiteRunner):
+    """A zoo model's model.keras run by keras + keras_hub alone in a fresh process (options: isolated=True). The
+    transformers config porter wrote (beside it, or inside the archive) gives the zoo entry's calling convention
+    (``keras_file_feed`` / ``keras_file_outputs``: names, layouts, dtypes), applied here, so the child runs the file
+    as any keras user would: load_model, then call."""
+
+    framework = "tf"
+
+    def activate(self):
+        from porter import zoo
+
+        if self.device.startswith("cuda"):
+            raise PorterError("the keras-only process runs on the CPU", hint="use --device cpu")
+        config = _config_of_keras_file(self.artifact.path)
+        self.entry = zoo.for_config(config, str(self.artifact.path))
+        self.config = self.entry.impl.full_config(config)
+        self.child = RuntimeProcess(self.artifact.path, "keras")
+        described = self.child.described
+        if not described.get("loaded"):
+            self.deactivate()
+            needs = described.get("porter_classes") or []
+            raise PorterError(f"keras + keras_hub alone could not load {self.artifact.path}: "
+                              f"{described.get('error') or described.get('load_error')}",
+                              hint=f"it names porter's own classes ({', '.join(needs)})" if needs else None)
+        self.input_names = list(self.entry.inputs)
+        impl = self.entry.impl
+        self.output_names = impl.output_names(self.config) if hasattr(impl, "output_names") else list(self.entry.outputs)
+        self.input_specs = {n: ("int32", (None, None)) for n in self.entry.inputs}
+        self.runtime = described.get("runtime")
+
+    def infer(self, feeds):
+        impl = self.entry.impl
+        out = self.child.run(impl.keras_file_feed(self.config, feeds))
+        return impl.keras_file_outputs(self.config, self.child.described, out)
+
+
+def _config_of_keras_file(path) -> dict:
+    """The transformers config porter wrote for a model.keras: config.json beside it, else the one inside it."""
+    from porter.readers.artifacts import read_config_json
+    from porter.zoo.bert.portable import read_config
+
+    beside = Path(path).parent / "config.json"
+    config = read_config_json(beside) if beside.is_file() else read_config(path)
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise PorterError(f"{path}: no transformers config.json beside it to say which zoo model it holds",
+                          hint="verify the folder porter wrote, with its config.json")
+    return config
+
+
 def keras_alone(path) -> dict:
     """Whether ``path`` (a .keras file) loads with keras + keras_hub alone, in a fresh process:
     {"loads_without_porter", "porter_classes", "class" or "error", "runtime"}."""
@@ -117,5 +166,5 @@ def fresh_report(folder, isolated, verified: bool = True) -> dict:
                                          "needs porter installed and its zoo imported (porter.zoo...), or porter "
                                          "convert --to torch"} if needs else
                                 {"loads_without_porter": True, "porter_classes": [],
-                                 "note": "keras-hub's own classes only: loads with keras + keras_hub"})
+                                 "note": "keras' and keras-hub's own classes only: loads with keras + keras_hub"})
     return found

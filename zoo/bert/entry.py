@@ -78,6 +78,26 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     return keras_model.build(config, zero_init=zero_init, deferred=deferred)
 
 
+def save_keras_file(model, path: Path) -> None:
+    """model.keras as keras and keras-hub layers only (portable.py: loads without porter), the HF config inside."""
+    from porter.process.frameworks import save_keras
+    from porter.zoo.bert import portable
+
+    save_keras(portable.to_portable(model), path)
+    portable.add_config(path, model.hf_config)
+
+
+def keras_file_feed(config: dict, feed: dict) -> dict:
+    """What a keras-only process hands model.keras (runtime_isolated.IsolatedKerasRunner): every input, int32."""
+    ids = np.asarray(feed["input_ids"], dtype=np.int32)
+    defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}  # transformers' defaults
+    return {"input_ids": ids, **{k: np.asarray(feed.get(k, d), dtype=np.int32) for k, d in defaults.items()}}
+
+
+def keras_file_outputs(config: dict, described: dict, out: dict) -> dict:
+    return dict(out)  # the portable model's outputs carry transformers' names
+
+
 def initialize_variable(variable, array) -> None:
     from porter.zoo.bert import keras_model
 

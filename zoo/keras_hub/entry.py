@@ -206,12 +206,31 @@ def _backbone_classes(fam: Family):
 def keras_call(model, feed: dict) -> dict:
     """Run the Keras model on transformers-named inputs; transformers-named outputs."""
     fam = _family_of(model)
+    return _named_outputs(model, _call(model, _keras_feed(fam, feed)), fam)
+
+
+def _keras_feed(fam: Family, feed: dict) -> dict:
+    """transformers-named arrays -> the keras-hub model's own inputs (names, NHWC images, int32 ids, defaults)."""
     args = {k: _keras_array(k, v) for k, v in feed.items() if k in fam.keras_inputs}
     if "attention_mask" in fam.keras_inputs and "attention_mask" not in args:
         args["attention_mask"] = np.ones_like(args["input_ids"])
     if "token_type_ids" in fam.keras_inputs and "token_type_ids" not in args:
         args["token_type_ids"] = np.zeros_like(args["input_ids"])  # transformers' default
-    return _named_outputs(model, _call(model, {fam.keras_inputs[k]: v for k, v in args.items()}), fam)
+    return {fam.keras_inputs[k]: v for k, v in args.items()}
+
+
+def keras_file_feed(config: dict, feed: dict) -> dict:
+    """What a keras-only process hands model.keras (runtime_isolated.IsolatedKerasRunner): as keras_call does."""
+    return _keras_feed(family(config), feed)
+
+
+def keras_file_outputs(config: dict, described: dict, out: dict) -> dict:
+    """A keras-only process's outputs (a dict's keys, or "output" for one tensor) under transformers' names."""
+    if head_class(config):
+        return {"logits": out["output"]}
+    if set(out) == {"output"}:  # one tensor: keras-hub's own XLMRobertaBackbone returns the sequence output alone
+        return {family(config).keras_outputs.get("", "last_hidden_state"): out["output"]}
+    return {hf: out[k] for k, hf in family(config).keras_outputs.items() if k in out}
 
 
 def _call(model, inputs: dict):
