@@ -89,6 +89,9 @@ def run_equivalence(
         result.notes.append("float64 floor not used: --atol/--rtol given, so every output keeps that fixed tolerance")
     for output, mask in defined_where.items():
         result.notes.append(f"{output}: positions where {mask} == 0 (padding) are not compared")
+    if reference.device != "cpu":  # where each side's outputs were computed, as its runtime says where it can
+        result.notes.append(f"device {reference.device}: reference on {getattr(reference, 'placed', None) or reference.device}, "
+                            f"candidate on {getattr(candidate, 'placed', None) or candidate.device}")
     result.tolerances = {
         o.name: {"atol": o.atol, "rtol": o.rtol} for s in result.shapes for o in s.outputs
     }

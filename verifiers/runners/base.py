@@ -20,6 +20,7 @@ class Runner:
         self.input_names: list[str] = []
         self.output_names: list[str] = []
         self.input_specs: dict[str, tuple] = {}  # name -> (dtype, shape with None for dynamic dims)
+        self.placed: str | None = None  # where the last outputs were computed, where the runtime says (tf_device.py)
 
     def activate(self) -> None:  # load the model
         pass

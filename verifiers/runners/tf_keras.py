@@ -15,6 +15,11 @@ class KerasRunner(Runner):
         from porter.routes.tf_weights import load_keras_artifact
 
         check_artifact(self.artifact)  # a tf_model.h5 folder's config.json against the h5's shapes, before a build
+        from porter.process.frameworks import tensorflow
+        from porter.verifiers.runners.tf_device import tf_device
+
+        self.tf = tensorflow()
+        self.tf_device = tf_device(self.tf, self.device)  # a GPU TensorFlow does not see is refused
 
         from porter.routes.tf_weights import scan_keras_weights
 
@@ -41,6 +46,14 @@ class KerasRunner(Runner):
         self.keras_call = getattr(self, "keras_call", None)
 
     def infer(self, feeds):
+        from porter.verifiers.runners.tf_device import placed
+
+        with self.tf.device(self.tf_device):
+            out = self._call(feeds)
+        self.placed = placed(out.values())
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def _call(self, feeds) -> dict:
         if self.zoo_model and self.keras_call is not None:
             out = self.keras_call(self.model, feeds)
         elif self.zoo_model:
@@ -51,7 +64,7 @@ class KerasRunner(Runner):
             # call defaults to training=True (CenterCrop, Resizing...) put the BatchNorms after it in training mode
             out = self.model(args if len(args) > 1 else args[0], training=False)
             out = dict(zip(self.output_names, out if isinstance(out, (list, tuple)) else [out]))
-        return {k: np.asarray(v) for k, v in out.items()}
+        return out
 
 
 def _dtype_name(dtype) -> str:

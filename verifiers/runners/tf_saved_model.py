@@ -18,7 +18,10 @@ class SavedModelRunner(Runner):
 
         self.tf = tf = tensorflow()
         signature = self.options.get("signature", "serving_default")
-        self.loaded = load_saved_model(tf, self.artifact.path, _tf_device(self.device))
+        from porter.verifiers.runners.tf_device import tf_device
+
+        self.tf_device = tf_device(tf, self.device)  # a GPU TensorFlow does not see is refused, not run on the CPU
+        self.loaded = load_saved_model(tf, self.artifact.path, self.tf_device)
         if signature not in self.loaded.signatures:
             raise PorterError(
                 f"{self.artifact.path} has no {signature!r} signature (it has: {', '.join(self.loaded.signatures) or 'none'})",
@@ -44,8 +47,11 @@ class SavedModelRunner(Runner):
     def infer(self, feeds):
         tf = self.tf
         args = {k: tf.constant(np.asarray(v).astype(self.specs[k].dtype.as_numpy_dtype)) for k, v in feeds.items() if k in self.specs}
-        with tf.device(_tf_device(self.device)):
+        with tf.device(self.tf_device):
             out = self.fn(**args)
+        from porter.verifiers.runners.tf_device import placed
+
+        self.placed = placed(out.values())
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -62,6 +68,3 @@ def load_saved_model(tf, path, device: str):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PorterError(f"{path} could not be loaded as a SavedModel: {type(exc).__name__}: {first[:300]}") from None
 
-
-def _tf_device(device: str) -> str:
-    return "/GPU:0" if device.startswith("cuda") else "/CPU:0"
