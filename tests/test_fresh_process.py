@@ -186,3 +186,72 @@ def test_the_child_says_when_a_forbidden_module_was_imported(tiny_bert_tf):
     proc = subprocess.run([sys.executable, "-c", code], input="", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["imported"] == ["porter"]
+
+
+@pytest.fixture(scope="module")
+def bert_back(tiny_bert_tf, tmp_path_factory):
+    import porter
+
+    out = tmp_path_factory.mktemp("fresh-back") / "torch"
+    result = porter.convert(str(tiny_bert_tf), source="tf", target="torch", out=out)
+    assert result.passed
+    return out
+
+
+def test_torch_folder_is_verified_by_torch_alone(bert_back):
+    """tf -> torch: the written Hugging Face folder is run by torch + transformers alone, in a fresh process."""
+    from porter.verifiers.runners import open_runner
+
+    assert "torch alone in a fresh process" in _report(bert_back)["fresh_process"]["torch"]
+    ids = np.array([[5, 6, 7, 8]], dtype=np.int64)
+    runner = open_runner(bert_back, isolated=True)
+    with runner:
+        assert "transformers" in runner.runtime and "alone" in runner.runtime, runner.runtime
+        out = runner.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+        assert set(out) == {"last_hidden_state", "pooler_output"} and out["last_hidden_state"].shape == (1, 4, 32)
+    assert runner.final["imported"] == [], runner.final  # no TensorFlow, keras or porter in the child
+
+
+def test_torch_folder_with_a_wrong_weight_fails_in_torch_alone(tiny_bert, bert_back, tmp_path):
+    """Negative: one LayerNorm weight moved 1% in the written safetensors: the torch-only verification fails."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    import porter
+
+    folder = tmp_path / "tampered"
+    shutil.copytree(bert_back, folder)
+    state = load_file(folder / "model.safetensors")
+    key = next(k for k in state if k.endswith("output.LayerNorm.weight"))
+    state[key] = state[key] * 1.01
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    result = porter.verify(str(tiny_bert), str(folder), candidate_options={"isolated": True})
+    assert not result.passed
+
+
+def test_model_py_is_verified_by_torch_alone(tmp_path):
+    """The keras layers writer's model.py + model.safetensors run by torch alone (no porter, keras or TensorFlow):
+    model.py is self-contained; a model.py changed after porter wrote it is not imported (exit 2)."""
+    import keras
+
+    import porter
+    from porter.errors import PorterError
+    from porter.verifiers.runners import open_runner
+
+    inputs = keras.Input((8,))
+    x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
+    keras.Model(inputs, keras.layers.Dense(3)(x)).save(str(tmp_path / "small.keras"))
+    result = porter.convert(str(tmp_path / "small.keras"), source="tf", target="torch", out=tmp_path / "torch")
+    assert result.passed and "torch alone" in result.report["fresh_process"]["torch"]
+    runner = open_runner(tmp_path / "torch", isolated=True)
+    with runner:
+        assert runner.runtime.endswith("alone (model.py)"), runner.runtime
+        out = runner.infer({runner.input_names[0]: np.ones((2, 8), np.float32)})
+        assert next(iter(out.values())).shape == (2, 3)
+    assert runner.final["imported"] == [], runner.final
+    code = tmp_path / "torch" / "model.py"
+    code.write_text(code.read_text() + "\n# changed\n")
+    with pytest.raises(PorterError) as err:
+        open_runner(tmp_path / "torch", isolated=True).activate()
+    assert "changed after porter wrote it" in err.value.message

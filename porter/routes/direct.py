@@ -170,6 +170,7 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
 
     from porter.checks.numerics import cast_floats
     from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
+    from porter.verifiers.runners.runtime_isolated import saved_model_options, torch_fresh_report
 
     t0 = time.perf_counter()
     with progress.step(f"loading {src.path}"):
@@ -191,8 +192,11 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        verification = verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency) if verify else None
+        isolated = saved_model_options(latency)  # the folder run by torch + transformers alone, in a fresh process
+        verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
+                                       **({"candidate_options": isolated} if isolated else {})) if verify else None)
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
+        report["fresh_process"] = torch_fresh_report(isolated, verify)
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
         finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)

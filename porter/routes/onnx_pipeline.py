@@ -74,7 +74,13 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             verification = None
             if verify:
                 t0 = time.perf_counter()
-                verification = _verify(prep, candidate, info, atol, rtol, inputs, latency)
+                from porter.verifiers.runners.runtime_isolated import saved_model_options, torch_fresh_report
+
+                # a torch folder (model.py) is run by torch alone, in a fresh process
+                isolated = saved_model_options(latency) if target == "torch" else None
+                verification = _verify(prep, candidate, info, atol, rtol, inputs, latency, isolated)
+                if target == "torch":
+                    report["fresh_process"] = torch_fresh_report(isolated)
                 hold_to_dynamic_dims(verification, info, static_shapes)
                 timings["verify_s"] = time.perf_counter() - t0
             _finish(tmp, Path(out), report, verification, console)
@@ -270,14 +276,15 @@ def hold_to_dynamic_dims(verification, info: dict, static_shapes: bool) -> None:
             "serve other shapes; pass --static-shapes to accept a model with these dims fixed")
 
 
-def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None, latency=False):
+def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs=None, latency=False, isolated=None):
     """porter.verify on the source and the written candidate: the same runners, comparison, zoo
     knowledge (undefined outputs, localisation) and layout handling (from the report) as
     ``porter verify``; the inputs are the ones that fit the candidate's static dims."""
     from porter.verifiers.api import verify
 
     if inputs is not None:  # the user's arrays, matched to the source's inputs by name (as porter verify does)
-        return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx", latency=latency)
+        return verify(prep.reference, candidate_path, inputs=Path(inputs), atol=atol, rtol=rtol, route="onnx", latency=latency,
+                      candidate_options=isolated)
     written = {n: (d, tuple(s)) for n, (d, s) in info.get("inputs", {}).items()}
     channel = onnx_graph.channel_inputs(prep.export.input_specs)
     source = "nhwc" if prep.source_layout == "nhwc" else "nchw"
@@ -286,7 +293,8 @@ def _verify(prep: Prepared, candidate_path: Path, info: dict, atol, rtol, inputs
         written = {n: (d, tuple(s[i] for i in perm[len(s)]) if n in channel and len(s) in perm else tuple(s))
                    for n, (d, s) in written.items()}
     inputs = onnx_graph.fitting_inputs(prep.feeds, prep.input_notes, written, "the conversion")
-    return verify(prep.reference, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route="onnx", latency=latency)
+    return verify(prep.reference, candidate_path, inputs=inputs, atol=atol, rtol=rtol, route="onnx", latency=latency,
+                  candidate_options=isolated)
 
 
 def _report(artifact, prep: Prepared, target: str, out, info: dict, timings: dict) -> dict:

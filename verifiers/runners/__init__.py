@@ -40,6 +40,8 @@ def open_runner(path_or_artifact, device: str = "cpu", **options) -> Runner:
         target = "porter.verifiers.runners.runtime_isolated:IsolatedSavedModelRunner"
     elif artifact.format == "keras" and options.pop("isolated", False):  # keras + keras_hub alone, in a fresh process
         target = "porter.verifiers.runners.runtime_isolated:IsolatedKerasRunner"
+    elif artifact.format in ("hf", "torch_py") and options.pop("isolated", False):  # torch alone, in a fresh process
+        target = "porter.verifiers.runners.runtime_isolated:IsolatedTorchRunner"
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(artifact, device=device, **options)
 

@@ -5,6 +5,9 @@ that runtime only. What a deployment without porter sees:
   saved_model  TensorFlow alone (TF Serving's view): tf.saved_model.load, the serving_default signature.
   keras        keras + keras_hub alone: keras.saving.load_model(safe_mode=True). A file that names porter's own
                registered classes (``porter>BertModel``...) fails here; the child reports the names and the error.
+  torch        torch (+ transformers for a Hugging Face folder) alone: ``from_pretrained`` of the class config.json
+               names, or a porter-written model.py imported from its folder and its ``load()`` called, once its
+               sha256 is the one the parent checked (``--sha256``).
 
 Protocol: litert_child.py's (one JSON line each way, arrays in .npz files read with allow_pickle=False); at the end
 {"done": true, "imported": [forbidden modules that were imported]}, exit 3 if any was (torch, porter, transformers,
@@ -18,7 +21,8 @@ import sys
 import zipfile
 
 FORBIDDEN = {"saved_model": ("torch", "porter", "transformers", "keras_hub"),
-             "keras": ("torch", "porter", "transformers")}
+             "keras": ("torch", "porter", "transformers"),
+             "torch": ("tensorflow", "keras", "keras_hub", "porter", "onnxruntime", "tf2onnx")}
 
 
 def _saved_model(path):
@@ -44,6 +48,72 @@ def _saved_model(path):
         return {k: v.numpy() for k, v in fn(**args).items()}
 
     return described, run, loaded
+
+
+def _torch(path, sha256=None):
+    """A Hugging Face folder through transformers, or porter's model.py + model.safetensors through torch alone."""
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    folder = Path(path)
+    code = folder / "model.py"
+    if code.is_file():
+        source = code.read_bytes()
+        if sha256 is None or hashlib.sha256(source).hexdigest() != sha256:
+            raise ValueError(f"{code} is not the model.py the parent checked (sha256 differs)")
+        spec = importlib.util.spec_from_file_location("model", code)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["model"] = module  # dataclasses look their module up while it runs
+        spec.loader.exec_module(module)
+        model = module.load(str(folder))
+        names = list(getattr(model, "onnx_input_names", [])), list(getattr(model, "onnx_output_names", []))
+        runtime = f"torch {torch.__version__} alone (model.py)"
+
+        def call(feed):
+            args = [torch.as_tensor(np.ascontiguousarray(feed[n])) for n in names[0]]
+            out = model(*args)
+            return dict(zip(names[1], out if isinstance(out, (list, tuple)) else [out]))
+    else:
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else transformers.AutoModel
+        model = cls.from_pretrained(str(folder), local_files_only=True).eval()
+        import inspect
+
+        no_cache = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+        names = [], []
+        runtime = f"torch {torch.__version__} + transformers {transformers.__version__} alone ({cls.__name__})"
+
+        def call(feed):
+            args = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in feed.items()}
+            out = model(**args, return_dict=True, **no_cache)
+            return {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+    model.eval()
+    described = {"inputs": {n: {"dtype": "?", "shape_signature": []} for n in names[0]}, "outputs": names[1],
+                 "runtime": runtime, "class": f"{type(model).__module__}.{type(model).__name__}"}
+
+    def run(feed):
+        with torch.no_grad():
+            out = call(feed)
+        return {k: _torch_array(v) for k, v in out.items()}
+
+    return described, run, model
+
+
+def _torch_array(t):
+    """A torch tensor as numpy; bfloat16 as ml_dtypes' (the parent reads it back as such)."""
+    t = t.detach().cpu()
+    if str(t.dtype) == "torch.bfloat16":
+        import ml_dtypes
+
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy()
 
 
 def porter_classes(path) -> list:
@@ -102,7 +172,11 @@ def main(argv) -> int:
     import numpy as np
 
     try:
-        described, run, _keep = (_saved_model if runtime == "saved_model" else _keras)(argv[0])
+        if runtime == "torch":
+            sha = argv[argv.index("--sha256") + 1] if "--sha256" in argv else None
+            described, run, _keep = _torch(argv[0], sha)
+        else:
+            described, run, _keep = (_saved_model if runtime == "saved_model" else _keras)(argv[0])
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         described, run = {"load_error": f"{type(exc).__name__}: {str(exc).strip()[:600]}", "inputs": {}, "outputs": [],
                           "runtime": runtime}, None

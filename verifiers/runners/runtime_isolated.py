@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from porter.errors import PorterError
 from porter.verifiers.runners.litert_isolated import IsolatedTFLiteRunner, LiteRTProcess
 
 CHILD = Path(__file__).with_name("runtime_child.py")
-LABELS = {"saved_model": "TensorFlow-only", "keras": "keras-only"}
+LABELS = {"saved_model": "TensorFlow-only", "keras": "keras-only", "torch": "torch-only"}
 
 
 class RuntimeProcess(LiteRTProcess):
@@ -19,12 +21,12 @@ class RuntimeProcess(LiteRTProcess):
 
     child = CHILD
 
-    def __init__(self, model_path, runtime: str):
-        self.kind, self.label = runtime, LABELS[runtime]
+    def __init__(self, model_path, runtime: str, sha256: str | None = None):
+        self.kind, self.label, self.sha256 = runtime, LABELS[runtime], sha256
         super().__init__(model_path)
 
     def _argv(self) -> list[str]:
-        return [str(self.path.resolve()), "--runtime", self.kind]
+        return [str(self.path.resolve()), "--runtime", self.kind, *(["--sha256", self.sha256] if self.sha256 else [])]
 
     def close(self) -> dict:
         final = super().close()
@@ -103,6 +105,65 @@ class IsolatedKerasRunner(IsolatedTFLiteRunner):
         return impl.keras_file_outputs(self.config, self.child.described, out)
 
 
+class IsolatedTorchRunner(IsolatedTFLiteRunner):
+    """A torch folder porter wrote, run by torch alone in a fresh process (options: isolated=True): a Hugging Face
+    folder by transformers' ``from_pretrained`` of the class its config.json names, a model.py folder by importing
+    model.py (the bytes porter checked against its recorded sha256, checked again in the child) and calling its
+    ``load()``. Neither TensorFlow, keras nor porter is imported there (checked)."""
+
+    framework = "torch"
+
+    def activate(self):
+        import hashlib
+
+        if self.device.startswith("cuda"):
+            raise PorterError("the torch-only process runs on the CPU", hint="use --device cpu")
+        folder, fmt = self.artifact.path, self.artifact.format
+        sha = None
+        if fmt == "torch_py":
+            from porter.readers.model_code import verified_model_code
+
+            sha = hashlib.sha256(verified_model_code(folder, trust=bool(self.options.get("trust_model_code")))).hexdigest()
+        else:
+            from porter import zoo
+
+            entry = zoo.for_config(self.artifact.config or {}, f"{folder}/config.json")
+        self.child = RuntimeProcess(folder, "torch", sha256=sha)
+        described = self.child.described
+        if "load_error" in described:
+            self.deactivate()
+            raise PorterError(f"torch alone could not load {folder}: {described['load_error'][:500]}")
+        if fmt == "torch_py":
+            from porter.checks.model_files import read_json_if_present
+
+            self.input_names, self.output_names = list(described["inputs"]), list(described["outputs"])
+            written = read_json_if_present(folder / "porter_report.json", folder) or {}
+            self.input_specs = {k: (v["dtype"], tuple(v["shape"])) for k, v in written.get("inputs", {}).items()}
+            self.layout = written.get("layout", {}).get("candidate", self.layout)
+        else:
+            outputs = getattr(entry.impl, "output_names", None)
+            self.input_names = list(entry.inputs)
+            self.output_names = list(outputs(self.artifact.config) if outputs else entry.outputs)
+            self.input_specs = {n: ("int64", (None, None)) for n in entry.inputs}
+        self.hf = fmt != "torch_py"
+        self.runtime = described.get("runtime")
+
+    def infer(self, feeds):
+        if self.hf:  # token ids as int64 (transformers' own), an image family's pixel_values as float32
+            args = {k: np.asarray(v, dtype=np.float32 if k == "pixel_values" else np.int64) for k, v in feeds.items()}
+        else:
+            args = {k: np.asarray(feeds[k]) for k in self.input_names}
+        out = self.child.run(args)
+        return {k: out[k] for k in self.output_names if k in out}
+
+
+def torch_fresh_report(isolated, verified: bool = True) -> dict:
+    return {"torch": "not verified (--no-verify)" if not verified else
+            "verified by torch alone in a fresh process (TensorFlow, keras, keras_hub and porter never imported there; "
+            "transformers' from_pretrained for a Hugging Face folder, model.py's load() otherwise)" if isolated else
+            "verified in porter's own process (--latency, or PORTER_FRESH_PROCESS=0)"}
+
+
 def _config_of_keras_file(path) -> dict:
     """The transformers config porter wrote for a model.keras: config.json beside it, else the one inside it."""
     from porter.readers.artifacts import read_config_json
@@ -139,8 +200,9 @@ def fresh_process() -> bool:
 
 
 def saved_model_options(latency: bool = False) -> dict | None:
-    """The candidate options that run a written SavedModel in the TensorFlow-only child, or None (in porter's own
-    process): --latency times the model in this process, and PORTER_FRESH_PROCESS=0 asks for it."""
+    """The candidate options that run a written artifact (a SavedModel, a model.keras, a torch folder) by its own
+    runtime alone in a fresh child, or None (in porter's own process): --latency times the model in this process,
+    and PORTER_FRESH_PROCESS=0 asks for it."""
     return {"isolated": True} if fresh_process() and not latency else None
 
 
