@@ -328,14 +328,14 @@ def _porter_keras(path: Path) -> bool:
     """Whether a .keras file holds one of porter's zoo models (its classes are registered as porter>...)."""
     import zipfile
 
-    from porter.zoo.bert.portable import CONFIG_MEMBER as PORTABLE_CONFIG
+    from porter.zoo.keras_file import CONFIG_MEMBER as PORTABLE_CONFIG
     from porter.zoo.keras_hub.to_hf import keras_hub_class_of_file
 
     if keras_hub_class_of_file(path):
         return True  # a keras-hub model: its family's rules (or a refusal naming the class)
     try:
         with zipfile.ZipFile(path) as z:
-            # porter's classes, or porter's BERT/RoBERTa in keras + keras-hub layers (zoo/bert/portable.py)
+            # porter's classes, or a zoo model as keras' and keras-hub's layers, its config inside (zoo/keras_file.py)
             return '"porter>' in z.read("config.json").decode(errors="replace") or PORTABLE_CONFIG in z.NameToInfo
     except (OSError, KeyError, zipfile.BadZipFile):
         return False

@@ -109,7 +109,10 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
                 cache_layout["tflite"] = kv_cache.write_tflite(model, tmp / "model.tflite", cache_len, prefill_lengths)
             t_export, peaks["export"] = time.perf_counter() - t0, peak_rss_mb()
             # a zoo entry may write its own portable form (BERT/RoBERTa: keras + keras-hub layers only)
-            getattr(entry.impl, "save_keras_file", save_keras)(model, tmp / "model.keras")
+            if hasattr(entry.impl, "save_keras_file"):
+                entry.impl.save_keras_file(model, tmp / "model.keras", src.config)
+            else:
+                save_keras(model, tmp / "model.keras")
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0

@@ -119,22 +119,41 @@ def load_keras_artifact(artifact):
         raise
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
-    from porter.zoo.bert import portable
-
-    if portable.is_portable(model):  # porter's BERT/RoBERTa model.keras: back to porter's Keras model for the rules
-        config = portable.read_config(path) or _bert_config_beside(path)
-        if config is None:
-            raise PorterError(f"{path} looks like porter's BERT/RoBERTa model.keras but carries no transformers config "
-                              f"({portable.CONFIG_MEMBER} inside it, or config.json beside it)",
-                              hint="put the config.json porter wrote beside it, or convert it with --route onnx")
-        model = portable.from_portable(model, config, str(path))
-    config = getattr(model, "hf_config", None) or hf_config_beside(model, path)
+    model, config = _from_plain_functional(model, path)
+    config = config or getattr(model, "hf_config", None) or hf_config_beside(model, path)
     if config is None:  # a user's keras-hub model: its transformers config is derived (an unknown family is refused)
         from porter.zoo.keras_hub.to_hf import is_keras_hub, user_model
 
         if is_keras_hub(model):
             model, config = user_model(model, path)
     return model, ({k: v for k, v in config.items() if not k.startswith("_porter")} if config else None)
+
+
+def _from_plain_functional(model, path) -> tuple:
+    """(model, config): a plain Functional model.keras porter wrote (keras' and keras-hub's layers, the transformers
+    config inside: zoo/keras_file.py) rebuilt as the zoo entry's own Keras model, which the rules map; anything else
+    as it came, config None."""
+    from porter import zoo
+    from porter.zoo import keras_file
+    from porter.zoo.bert import portable
+
+    if type(model).__name__ != "Functional":
+        return model, None
+    config = keras_file.read_config(path)
+    if config is None and portable.is_portable(model):  # porter's BERT/RoBERTa, moved from its config.json or not
+        config = _bert_config_beside(path)
+        if config is None:
+            raise PorterError(f"{path} looks like porter's BERT/RoBERTa model.keras but carries no transformers config "
+                              f"({keras_file.CONFIG_MEMBER} inside it, or config.json beside it)",
+                              hint="put the config.json porter wrote beside it, or convert it with --route onnx")
+    if config is None or config.get("model_type") not in zoo.ENTRIES:
+        return model, None
+    entry = zoo.for_config(config, str(path))
+    rebuilt = entry.impl.from_keras_file(model, config, str(path)) if hasattr(entry.impl, "from_keras_file") else None
+    if rebuilt is None:
+        raise PorterError(f"{path} carries a {config['model_type']} config ({keras_file.CONFIG_MEMBER}) but not the "
+                          "model porter writes for it", hint="convert it with --route onnx")
+    return rebuilt, config
 
 
 def _bert_config_beside(path) -> dict | None:

@@ -167,7 +167,7 @@ def torch_fresh_report(isolated, verified: bool = True) -> dict:
 def _config_of_keras_file(path) -> dict:
     """The transformers config porter wrote for a model.keras: config.json beside it, else the one inside it."""
     from porter.readers.artifacts import read_config_json
-    from porter.zoo.bert.portable import read_config
+    from porter.zoo.keras_file import read_config
 
     beside = Path(path).parent / "config.json"
     config = read_config_json(beside) if beside.is_file() else read_config(path)

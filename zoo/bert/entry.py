@@ -78,13 +78,21 @@ def build_keras(config: dict, zero_init: bool = False, deferred: bool = False):
     return keras_model.build(config, zero_init=zero_init, deferred=deferred)
 
 
-def save_keras_file(model, path: Path) -> None:
+def save_keras_file(model, path: Path, config: dict) -> None:
     """model.keras as keras and keras-hub layers only (portable.py: loads without porter), the HF config inside."""
     from porter.process.frameworks import save_keras
+    from porter.zoo import keras_file
     from porter.zoo.bert import portable
 
     save_keras(portable.to_portable(model), path)
-    portable.add_config(path, model.hf_config)
+    keras_file.add_config(path, config)
+
+
+def from_keras_file(model, config: dict, origin: str):
+    """A model.keras porter wrote (portable.py's Functional model) -> porter's Keras model, or None for another model."""
+    from porter.zoo.bert import portable
+
+    return portable.from_portable(model, config, origin) if portable.is_portable(model) else None
 
 
 def keras_file_feed(config: dict, feed: dict) -> dict:

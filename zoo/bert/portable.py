@@ -16,13 +16,8 @@ keras-hub's (heads, head_dim) layout, a reshape.
 
 from __future__ import annotations
 
-import json
-
 from porter.errors import PorterError
-
-# the HF config porter converted from, kept inside the .keras archive (an extra member Keras ignores), so a
-# model.keras moved away from its config.json still says what it is
-CONFIG_MEMBER = "porter_hf_config.json"
+from porter.zoo.keras_file import CONFIG_MEMBER, add_config  # noqa: F401 (the config inside model.keras)
 
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _PLAIN = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "tanh": "tanh"}
@@ -164,24 +159,9 @@ def is_portable(model) -> bool:
     return {"word_embeddings", "position_embeddings", "token_type_embeddings", "embeddings_layer_norm"} <= names
 
 
-def add_config(path, config: dict) -> None:
-    """Keep the HF config inside the written .keras archive (CONFIG_MEMBER)."""
-    import zipfile
-
-    clean = {k: v for k, v in config.items() if not k.startswith("_porter")}
-    with zipfile.ZipFile(path, "a") as z:
-        z.writestr(CONFIG_MEMBER, json.dumps(clean, indent=2))
-
-
 def read_config(path) -> dict | None:
-    """The HF config kept in a .keras archive by ``add_config`` (size-checked by check_keras_archive first)."""
-    import zipfile
+    """The BERT/RoBERTa config kept inside a .keras archive (zoo/keras_file.py), else None."""
+    from porter.zoo.keras_file import read_config as kept
 
-    try:
-        with zipfile.ZipFile(path) as z:
-            if CONFIG_MEMBER not in z.NameToInfo:
-                return None
-            config = json.loads(z.read(CONFIG_MEMBER))
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None
-    return config if isinstance(config, dict) and config.get("model_type") in ("bert", "roberta") else None
+    config = kept(path)
+    return config if config and config.get("model_type") in ("bert", "roberta") else None

@@ -148,6 +148,54 @@ def initialize_variable(variable, array) -> None:
         initialize(variable, array)  # also takes it off Keras' list of variables still to initialize
 
 
+# porter's corrections whose whole graph is keras' and keras-hub's layers, each holding its arguments in its own config:
+# model.keras is that graph as a plain Functional model, which loads with keras + keras_hub alone. Qwen3's correction
+# (an epsilon set on sublayers after they are built) and Llama's (a task model: a plain Functional model would lose
+# generate()) stay porter's classes.
+SAVED_PLAIN = ("XLMRobertaBackbone", "ElectraBackbone")
+
+
+def save_keras_file(model, path: Path, config: dict) -> None:
+    """model.keras: the model itself, or for a correction in SAVED_PLAIN its graph as a plain Functional model (the
+    same layers and weights), the transformers config inside the archive (zoo/keras_file.py)."""
+    from porter.process.frameworks import save_keras
+    from porter.zoo import keras_file
+    from porter.zoo.keras_hub.fixes import BACKBONES
+
+    name = type(model).__name__
+    if name not in SAVED_PLAIN or BACKBONES.get(name) is not type(model):
+        return save_keras(model, path)
+    keras = __import__("keras")
+    save_keras(keras.Model(model.input, model.output, name=model.name), path)
+    keras_file.add_config(path, config)
+
+
+def from_keras_file(plain, config: dict, origin: str):
+    """The plain Functional model.keras of save_keras_file -> porter's backbone, built deferred from the config and
+    filled from the file's variables by layer path: a config whose sizes the weights do not have is refused before
+    anything is allocated at them. None where the file is not that model."""
+    import numpy as np
+
+    built = build_keras(dict(config, _porter_dtype=_weights_dtype(plain)), deferred=True)
+    if type(built).__name__ not in SAVED_PLAIN:
+        return None
+    ours, theirs = keras_variables(built), keras_variables(plain)
+    problems = [f"{k}: {tuple(v.shape)} from the config, {tuple(theirs[k].shape) if k in theirs else 'missing'} in the file"
+                for k, v in ours.items() if k not in theirs or tuple(theirs[k].shape) != tuple(v.shape)]
+    problems += [f"{k}: in the file, not in the model its config describes" for k in theirs if k not in ours]
+    if problems:
+        raise PorterError(f"{origin}: its transformers config does not describe the weights it holds",
+                          problems=problems[:20], hint="put the config.json porter wrote for this model.keras beside it")
+    for k, v in ours.items():
+        initialize_variable(v, np.asarray(theirs[k].numpy()))
+    return built
+
+
+def _weights_dtype(model) -> str:
+    dtype = model.weights[0].dtype if model.weights else "float32"
+    return str(getattr(dtype, "name", dtype))
+
+
 def backbone_of(model):
     return getattr(model, "backbone", model)
 

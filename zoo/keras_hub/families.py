@@ -357,7 +357,9 @@ FAMILIES: dict[str, Family] = {
                      "counts positions from 0 where transformers counts from padding_idx + 1 over non-pad tokens (the "
                      "table's first rows would be lost: no bit-exact way back), has no token-type row (transformers "
                      "adds token_type_embeddings[0] to every token) and no pooler; layer_norm_eps passed through. Base "
-                     "model only (its outputs are a dict; keras-hub's XLMRobertaTextClassifier wants one tensor)"),
+                     "model only (its outputs are a dict; keras-hub's XLMRobertaTextClassifier wants one tensor); model.keras is "
+                     "that backbone's graph as a plain Functional model of keras-hub's layers (loads without porter; "
+                     "entry.SAVED_PLAIN), the transformers config inside"),
         Family("albert", "AlbertBackbone", "AlbertModel", albert, base_model_prefix="albert", keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
                notes="num_hidden_groups -> num_groups, inner_group_num -> num_inner_repetitions (layers shared per "
@@ -366,8 +368,9 @@ FAMILIES: dict[str, Family] = {
         Family("electra", "ElectraBackbone", "ElectraModel", electra, base_model_prefix="electra", keras_inputs=_TEXT_SEGMENTS,
                keras_outputs={"sequence_output": "last_hidden_state"},
                notes="one porter-own correction (zoo/keras_hub/fixes.py): keras-hub's (0.30 to 0.32) ElectraBackbone hard-codes the "
-                     "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): model.keras holds "
-                     "porter>ElectraBackbone with feedforward_activation (keras-hub's own for hidden_act gelu_new / gelu_pytorch_tanh); transformers' ElectraModel has no pooler, so "
+                     "tanh GELU, transformers' ELECTRA uses the exact one (hidden_act='gelu'; ~1e-3 apart): porter>ElectraBackbone "
+                     "sets feedforward_activation (keras-hub's own class for hidden_act gelu_new / gelu_pytorch_tanh), and its model.keras is "
+                     "a plain Functional model of keras-hub's layers, the exact GELU in their configs (loads without porter); transformers' ElectraModel has no pooler, so "
                      "keras-hub's pooled_dense has no torch weight (it keeps keras-hub's initializer; ignored by the rules) and pooled_output is not served"),
         Family("vit", "ViTBackbone", "ViTModel", vit, {"ViTForImageClassification": "ViTImageClassifier"}, base_model_prefix="vit",
                keras_inputs={"pixel_values": "images"},
