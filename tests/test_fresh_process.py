@@ -36,6 +36,19 @@ def _bert_feed(batch, seq, seed=0):
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
+def _agrees_with_torch_at_two_shapes(child, model) -> None:
+    """A child's BERT outputs at 1x9 and 3x33 (padded) within 1e-5 of transformers' (padding not compared)."""
+    import torch
+
+    for batch, seq in ((1, 9), (3, 33)):
+        feed = _bert_feed(batch, seq)
+        got = child.run({k: v.astype(np.int32) for k, v in feed.items()})
+        with torch.no_grad():
+            ref = model(**{k: torch.as_tensor(v) for k, v in feed.items()})
+        assert hidden_state_error(ref.last_hidden_state.numpy(), got["last_hidden_state"], feed["attention_mask"]) <= 1e-5
+        assert np.abs(ref.pooler_output.numpy() - got["pooler_output"]).max() <= 1e-5
+
+
 def test_convert_verifies_the_saved_model_in_tensorflow_alone(tiny_bert_tf):
     report = _report(tiny_bert_tf)
     assert report["status"] == "passed"
@@ -51,8 +64,6 @@ def test_convert_verifies_the_saved_model_in_tensorflow_alone(tiny_bert_tf):
 
 
 def test_saved_model_runs_in_tensorflow_alone_at_two_shapes(tiny_bert, tiny_bert_tf):
-    import torch
-
     from porter.verifiers.runners.runtime_isolated import RuntimeProcess
     from porter.zoo.bert.entry import load_torch
 
@@ -61,13 +72,7 @@ def test_saved_model_runs_in_tensorflow_alone_at_two_shapes(tiny_bert, tiny_bert
     try:
         assert child.described["runtime"].startswith("TensorFlow") and "alone" in child.described["runtime"]
         assert {d["dtype"] for d in child.described["inputs"].values()} == {"int32"}
-        for batch, seq in ((1, 9), (3, 33)):
-            feed = _bert_feed(batch, seq)
-            got = child.run({k: v.astype(np.int32) for k, v in feed.items()})
-            with torch.no_grad():
-                ref = model(**{k: torch.as_tensor(v) for k, v in feed.items()})
-            assert hidden_state_error(ref.last_hidden_state.numpy(), got["last_hidden_state"], feed["attention_mask"]) <= 1e-5
-            assert np.abs(ref.pooler_output.numpy() - got["pooler_output"]).max() <= 1e-5
+        _agrees_with_torch_at_two_shapes(child, model)
     finally:
         final = child.close()
     assert final["imported"] == [], final  # torch, porter, transformers, keras_hub: none imported in the child
@@ -76,8 +81,6 @@ def test_saved_model_runs_in_tensorflow_alone_at_two_shapes(tiny_bert, tiny_bert
 def test_bert_keras_file_runs_in_keras_alone_at_two_shapes(tiny_bert, tiny_bert_tf):
     """porter's BERT model.keras is keras' and keras-hub's layers only (zoo/bert/portable.py): load_model and a
     call, in a process that never imports porter, torch or transformers, give torch's outputs."""
-    import torch
-
     from porter.verifiers.runners.runtime_isolated import RuntimeProcess, keras_alone
     from porter.zoo.bert.entry import load_torch
 
@@ -87,13 +90,7 @@ def test_bert_keras_file_runs_in_keras_alone_at_two_shapes(tiny_bert, tiny_bert_
     model = load_torch(tiny_bert)
     child = RuntimeProcess(tiny_bert_tf / "model.keras", "keras")
     try:
-        for batch, seq in ((1, 9), (3, 33)):
-            feed = _bert_feed(batch, seq)
-            got = child.run({k: v.astype(np.int32) for k, v in feed.items()})
-            with torch.no_grad():
-                ref = model(**{k: torch.as_tensor(v) for k, v in feed.items()})
-            assert hidden_state_error(ref.last_hidden_state.numpy(), got["last_hidden_state"], feed["attention_mask"]) <= 1e-5
-            assert np.abs(ref.pooler_output.numpy() - got["pooler_output"]).max() <= 1e-5
+        _agrees_with_torch_at_two_shapes(child, model)
     finally:
         final = child.close()
     assert final["imported"] == [], final
