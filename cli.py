@@ -272,7 +272,7 @@ def verify(
             per_output_rtol=rtol_per, allow_degenerate=allow_degenerate, allow_nonfinite=allow_nonfinite, latency=latency,
             max_latency_ratio=max_latency_ratio, device=device, threads=threads, layout=layout,
             shapes=_shapes(shape) or ref_shapes, localise=not no_localise, latency_budget_s=latency_budget, name_map=name_map,
-            trust_model_code=trust_model_code, expected=expected, reference_dtype=ref_dtype,
+            trust_model_code=trust_model_code, expected=expected, reference_dtype=ref_dtype, fresh_process=True,
         )
         if ref_note:
             result.notes.insert(0, ref_note)
@@ -323,7 +323,7 @@ def check(config: Path = typer.Argument(Path("porter.toml"), metavar="CONFIG", h
         _echo(f"== {job.name}: {job.reference} -> {job.candidate}")
         try:
             _check_report_paths(**job.reports)  # before the models load
-            result = run(job.reference, job.candidate, **job.options)
+            result = run(job.reference, job.candidate, **{"fresh_process": True, **job.options})
             render(result)
             write(result, **job.reports)
         except PorterError as exc:

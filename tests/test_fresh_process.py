@@ -252,3 +252,37 @@ def test_model_py_is_verified_by_torch_alone(tmp_path):
     with pytest.raises(PorterError) as err:
         open_runner(tmp_path / "torch", isolated=True).activate()
     assert "changed after porter wrote it" in err.value.message
+
+
+def test_porter_verify_runs_the_candidate_by_its_own_runtime(tiny_bert, tiny_bert_tf, cli):
+    """`porter verify` (the CI gate) runs a SavedModel candidate by TensorFlow alone and porter's model.keras by keras
+    + keras_hub alone, each in a fresh process, and says so; PORTER_FRESH_PROCESS=0 keeps both in porter's process."""
+    import os
+
+    for candidate, runtime in ((tiny_bert_tf, "TensorFlow"), (tiny_bert_tf / "model.keras", "keras")):
+        code, text = cli("verify", tiny_bert, candidate)
+        assert code == 0, text
+        assert f"candidate run by {runtime}" in text and "in a fresh process" in text, text
+    os.environ["PORTER_FRESH_PROCESS"] = "0"
+    try:
+        code, text = cli("verify", tiny_bert, tiny_bert_tf)
+    finally:
+        os.environ["PORTER_FRESH_PROCESS"] = "1"
+    assert code == 0 and "in a fresh process" not in text, text
+
+
+def test_which_candidates_run_in_a_fresh_process(tiny_bert_tf, tmp_path):
+    """The runtime-alone child where porter has one for the format; a user's own Keras model, --latency and a GPU
+    stay in porter's process."""
+    import keras
+
+    from porter.readers.artifacts import detect
+    from porter.verifiers.runners.runtime_isolated import fresh_candidate_options
+
+    assert fresh_candidate_options(detect(tiny_bert_tf)) == {"isolated": True}
+    assert fresh_candidate_options(detect(tiny_bert_tf / "model.keras")) == {"isolated": True}
+    assert fresh_candidate_options(detect(tiny_bert_tf), latency=True) is None
+    assert fresh_candidate_options(detect(tiny_bert_tf), device="cuda") is None
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(str(tmp_path / "mine.keras"))
+    assert fresh_candidate_options(detect(tmp_path / "mine.keras")) is None

@@ -49,6 +49,7 @@ def verify(
     expected=None,
     reference_dtype: str | None = None,
     candidate_options: dict | None = None,
+    fresh_process: bool = False,
 ) -> VerificationResult:
     """Compare ``candidate`` against ``reference`` (paths); the result is truthy when they agree.
 
@@ -62,6 +63,9 @@ def verify(
     (porter/resources/reference_plan.py: a 16-bit reference where float32 does not fit in memory).
     ``candidate_options``: runner options for the candidate only, e.g. {"isolated": True} to run a .tflite by
     LiteRT alone in a fresh process (runners/litert_isolated.py).
+    ``fresh_process``: run the candidate by its own runtime alone in a fresh process wherever porter has one for it
+    (runners/runtime_isolated.fresh_candidate_options; `porter verify` and `porter check` ask for it), unless
+    PORTER_FRESH_PROCESS=0, --latency or a GPU device keeps it in this process.
     Raises PorterError on bad input (missing file, unknown format, inputs or outputs that do not match)."""
     from porter.readers.artifacts import detect
 
@@ -96,6 +100,10 @@ def verify(
     if allow_nonfinite:  # runners that read weights refuse NaN/Inf in them unless told
         options["allow_nonfinite"] = True
     name_map = parse_map(name_map)
+    if fresh_process and candidate_options is None:
+        from porter.verifiers.runners.runtime_isolated import fresh_candidate_options
+
+        candidate_options = fresh_candidate_options(cand_art, latency, device)
     ref_options = dict(options, reference_dtype=reference_dtype) if reference_dtype else options
     with _loaded(ref_art, "reference", device, ref_options) as ref, _loaded(cand_art, "candidate", device,
                                                                                {**options, **(candidate_options or {})}) as cand:
@@ -117,6 +125,8 @@ def verify(
         _unique_labels(result)
         result.route = route or _route_of(cand_art.path) or _route_of(ref_art.path)
         result.notes[:0] = sets.notes + pairing.notes
+        if (candidate_options or {}).get("isolated") and getattr(cand, "runtime", None):
+            result.notes.append(f"candidate run by {cand.runtime} in a fresh process (nothing of porter imported there)")
         moved = {k: pair for k, pair in declared.items() if pair[0] != pair[1]}
         if moved:
             result.notes.append(f"layout: {layouts.describe(moved)} (the candidate's inputs are transposed)")

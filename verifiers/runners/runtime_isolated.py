@@ -157,6 +157,35 @@ class IsolatedTorchRunner(IsolatedTFLiteRunner):
         return {k: out[k] for k in self.output_names if k in out}
 
 
+def fresh_candidate_options(artifact, latency: bool = False, device: str = "cpu") -> dict | None:
+    """{"isolated": True} where porter runs ``artifact``'s format by its own runtime alone in a fresh process (a
+    .tflite by LiteRT, a SavedModel by TensorFlow, a zoo model's model.keras by keras + keras_hub, a zoo Hugging Face
+    folder or a porter-written model.py by torch), else None: in porter's own process, where TensorFlow's Flex
+    delegate, porter's registered classes or its imports could hide what the serving runtime lacks."""
+    if saved_model_options(latency) is None or device != "cpu":
+        return None
+    fmt = artifact.format
+    if fmt in ("tflite", "saved_model", "torch_py"):
+        return {"isolated": True}
+    if fmt == "hf":
+        from porter import zoo
+
+        return {"isolated": True} if (artifact.config or {}).get("model_type") in zoo.ENTRIES else None
+    if fmt == "keras" and not keras_needs_porter(artifact.path):
+        from porter import zoo
+
+        from porter.zoo.keras_file import read_config
+
+        written = (Path(artifact.path).parent / "porter_report.json").is_file()  # porter's output folder
+        try:
+            config = read_config(artifact.path) or (_config_of_keras_file(artifact.path) if written else None)
+        except PorterError:
+            config = None
+        # a user's own Keras model stays in this process (the keras layers writer reads it there)
+        return {"isolated": True} if config and config.get("model_type") in zoo.ENTRIES else None
+    return None
+
+
 def torch_fresh_report(isolated, verified: bool = True) -> dict:
     return {"torch": "not verified (--no-verify)" if not verified else
             "verified by torch alone in a fresh process (TensorFlow, keras, keras_hub and porter never imported there; "

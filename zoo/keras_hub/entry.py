@@ -178,17 +178,30 @@ def from_keras_file(plain, config: dict, origin: str):
 
     built = build_keras(dict(config, _porter_dtype=_weights_dtype(plain)), deferred=True)
     if type(built).__name__ not in SAVED_PLAIN:
+        _discard_deferred(built)
         return None
     ours, theirs = keras_variables(built), keras_variables(plain)
     problems = [f"{k}: {tuple(v.shape)} from the config, {tuple(theirs[k].shape) if k in theirs else 'missing'} in the file"
                 for k, v in ours.items() if k not in theirs or tuple(theirs[k].shape) != tuple(v.shape)]
     problems += [f"{k}: in the file, not in the model its config describes" for k in theirs if k not in ours]
     if problems:
+        _discard_deferred(built)
         raise PorterError(f"{origin}: its transformers config does not describe the weights it holds",
                           problems=problems[:20], hint="put the config.json porter wrote for this model.keras beside it")
     for k, v in ours.items():
         initialize_variable(v, np.asarray(theirs[k].numpy()))
     return built
+
+
+def _discard_deferred(model) -> None:
+    """Take a deferred model's variables off Keras' global list of variables still to initialize: the next stateless
+    scope in this process (any symbolic call) would otherwise allocate them, at the sizes the refused config declared."""
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    if pending:
+        ours = {id(v) for v in model.weights}
+        pending[:] = [v for v in pending if id(v) not in ours]
 
 
 def _weights_dtype(model) -> str:
