@@ -286,3 +286,22 @@ def test_which_candidates_run_in_a_fresh_process(tiny_bert_tf, tmp_path):
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(str(tmp_path / "mine.keras"))
     assert fresh_candidate_options(detect(tmp_path / "mine.keras")) is None
+
+
+def test_children_started_ahead_are_taken_over_or_stopped(tiny_bert_tf):
+    """start_ahead: the child imports its runtime early; the next RuntimeProcess for the same file takes it over (and
+    only then it loads the model); drop_ahead stops the ones nobody took. A conversion leaves none behind."""
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess
+
+    assert RuntimeProcess._ahead == {}  # the module's conversions took or stopped theirs
+    RuntimeProcess.start_ahead(tiny_bert_tf, "saved_model")
+    RuntimeProcess.start_ahead(tiny_bert_tf / "model.keras", "keras")
+    early = RuntimeProcess._ahead[(str(tiny_bert_tf.resolve()), "saved_model", None)]._proc
+    child = RuntimeProcess(tiny_bert_tf, "saved_model")
+    try:
+        assert child._proc is early and child.described["runtime"].startswith("TensorFlow")
+    finally:
+        assert child.close()["imported"] == []
+    untaken = next(iter(RuntimeProcess._ahead.values()))._proc
+    RuntimeProcess.drop_ahead()
+    assert RuntimeProcess._ahead == {} and untaken.poll() is not None

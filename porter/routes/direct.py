@@ -71,7 +71,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     from porter.resources.memory_estimate import check_fits
     from porter.checks.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
     from porter.resources.reference_plan import plan_reference, reference_note
-    from porter.verifiers.runners.runtime_isolated import fresh_report, saved_model_options
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, fresh_report, saved_model_options, start_children_ahead
 
     entry = src.entry
     cache_len = kv_cache.for_entry(entry, src.config, max_cache_len)  # a causal LM's prefill/decode (None: not one)
@@ -116,53 +116,58 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        # block by block in float32 against the Keras model just written (verifiers/blockwise.py), and where nothing
-        # else fits, the streamed end-to-end comparison against it too: both before the model is dropped
-        blocks, streamed = _verify_blocks(src, model, reference, atol, rtol) if verify else (None, None)
-        peaks["blockwise"] = peak_rss_mb() if blocks is not None else None
-        # the verifier loads what was written; dropped here, though TensorFlow keeps most of the freed memory
-        # (measured: memory_estimate counts the Keras model through verification)
-        del model
-        if verify:
-            gc.collect()
-        fallback = {"reference_dtype": reference.dtype, "shapes": reference.shapes} if reference.fallback else {}
         isolated = saved_model_options(latency)  # the SavedModel run by TensorFlow alone, in a fresh process
-        if isolated:
-            fallback["candidate_options"] = isolated
-        verification = streamed or (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
-                                                   **fallback) if verify else None)
-        if verification is not None and reference.fallback:
-            verification.notes.insert(0, reference_note(reference, verification, inputs is not None))
-        if blocks is not None:
-            verification.notes.append(blocks.summary())
-            verification.problems.extend(blocks.problems())
-        generation = (_verify_generation(src, tmp, cache_len, atol, rtol, reference, verification, prefill_lengths, prompt_ids)
-                      if not reference.streamed else None)
-        if reference.streamed and cache_len and verification is not None:
-            verification.notes.append("prefill/decode generation not verified: transformers' generate and the written "
-                                      "SavedModel do not fit in memory together here")
-        # model.keras too, by keras + keras_hub alone in a fresh process, where it loads without porter
-        keras_file = (_verify_keras_file(src, tmp, atol, rtol, inputs, allow_nonfinite, fallback, verification)
-                      if isolated and verification is not None and not reference.streamed else None)
-        report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
-                                                "keras_save_s": t_save - t_export})
-        report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
-        if verify:
-            report["reference"] = reference.to_dict(inputs is not None)
-        if blocks is not None:  # per block: max abs error, tolerances, seconds; the worst block
-            report["blockwise"] = dict(blocks.to_dict(), reason=reference.blockwise)
-        report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
-        report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
-        report["fresh_process"] = fresh_report(tmp, isolated, verify)
-        if keras_file is not None:
-            report["fresh_process"]["model.keras"]["verification"] = keras_file
-        if cache_layout:  # prefill/decode: the cache a client passes back by name (zoo/keras_hub/kv_cache.py)
-            report["kv_cache"] = cache_layout
-        if generation is not None:
-            report["generation"] = generation.to_dict()
-        if peaks["load_and_map"] is not None:
-            peaks["verify"] = peak_rss_mb() if verify else None
-            report["peak_rss_mb"] = {k: v for k, v in peaks.items() if v is not None}
+        if verify and isolated and not (reference.streamed or reference.blockwise):
+            start_children_ahead(tmp)  # their runtimes import while the reference loads
+        try:
+            # block by block in float32 against the Keras model just written (verifiers/blockwise.py), and where
+            # nothing else fits, the streamed end-to-end comparison against it too: both before the model is dropped
+            blocks, streamed = _verify_blocks(src, model, reference, atol, rtol) if verify else (None, None)
+            peaks["blockwise"] = peak_rss_mb() if blocks is not None else None
+            # the verifier loads what was written; dropped here, though TensorFlow keeps most of the freed memory
+            # (measured: memory_estimate counts the Keras model through verification)
+            del model
+            if verify:
+                gc.collect()
+            fallback = {"reference_dtype": reference.dtype, "shapes": reference.shapes} if reference.fallback else {}
+            if isolated:
+                fallback["candidate_options"] = isolated
+            verification = streamed or (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
+                                                       **fallback) if verify else None)
+            if verification is not None and reference.fallback:
+                verification.notes.insert(0, reference_note(reference, verification, inputs is not None))
+            if blocks is not None:
+                verification.notes.append(blocks.summary())
+                verification.problems.extend(blocks.problems())
+            generation = (_verify_generation(src, tmp, cache_len, atol, rtol, reference, verification, prefill_lengths, prompt_ids)
+                          if not reference.streamed else None)
+            if reference.streamed and cache_len and verification is not None:
+                verification.notes.append("prefill/decode generation not verified: transformers' generate and the written "
+                                          "SavedModel do not fit in memory together here")
+            # model.keras too, by keras + keras_hub alone in a fresh process, where it loads without porter
+            keras_file = (_verify_keras_file(src, tmp, atol, rtol, inputs, allow_nonfinite, fallback, verification)
+                          if isolated and verification is not None and not reference.streamed else None)
+            report = _report(src, out, "tf", plan, {"load_and_map_s": t_map, "save_s": t_save, "export_s": t_export,
+                                                    "keras_save_s": t_save - t_export})
+            report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))
+            if verify:
+                report["reference"] = reference.to_dict(inputs is not None)
+            if blocks is not None:  # per block: max abs error, tolerances, seconds; the worst block
+                report["blockwise"] = dict(blocks.to_dict(), reason=reference.blockwise)
+            report["memory_estimate_mb"] = estimate.to_dict()  # compared with peak_rss_mb by benchmarks/llama_sizes_convert.py
+            report["xla"] = xla  # the signatures carry jit_compile=True; verification and --latency ran them compiled
+            report["fresh_process"] = fresh_report(tmp, isolated, verify)
+            if keras_file is not None:
+                report["fresh_process"]["model.keras"]["verification"] = keras_file
+            if cache_layout:  # prefill/decode: the cache a client passes back by name (zoo/keras_hub/kv_cache.py)
+                report["kv_cache"] = cache_layout
+            if generation is not None:
+                report["generation"] = generation.to_dict()
+            if peaks["load_and_map"] is not None:
+                peaks["verify"] = peak_rss_mb() if verify else None
+                report["peak_rss_mb"] = {k: v for k, v in peaks.items() if v is not None}
+        finally:
+            RuntimeProcess.drop_ahead()
         finish(tmp, out, report, verification, console)
     return ConversionResult(out, "direct", verification, report)
 
@@ -173,7 +178,7 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
 
     from porter.checks.numerics import cast_floats
     from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
-    from porter.verifiers.runners.runtime_isolated import saved_model_options, torch_fresh_report
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, saved_model_options, torch_fresh_report
 
     t0 = time.perf_counter()
     with progress.step(f"loading {src.path}"):
@@ -196,8 +201,13 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
         isolated = saved_model_options(latency)  # the folder run by torch + transformers alone, in a fresh process
-        verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
-                                       **({"candidate_options": isolated} if isolated else {})) if verify else None)
+        if verify and isolated:
+            RuntimeProcess.start_ahead(tmp, "torch")  # torch imports there while the reference loads here
+        try:
+            verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
+                                           **({"candidate_options": isolated} if isolated else {})) if verify else None)
+        finally:
+            RuntimeProcess.drop_ahead()
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})
         report["fresh_process"] = torch_fresh_report(isolated, verify)
         report.update(dtype=dtypes, **({"nonfinite_weights": nonfinite} if nonfinite else {}))

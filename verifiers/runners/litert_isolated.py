@@ -31,6 +31,10 @@ class LiteRTProcess:
 
     def __init__(self, model_path, flex: bool = False):
         self.path, self.flex = Path(model_path), flex
+        self._spawn()
+        self._ready()
+
+    def _spawn(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="porter-litert-")
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+b")  # noqa: SIM115 - closed in close()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
@@ -40,6 +44,9 @@ class LiteRTProcess:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
                                       text=True, cwd=self._dir.name)
         self._count = 0
+
+    def _ready(self) -> None:
+        """The child's first line: what it loaded (or why it could not)."""
         self.described = self._read("loading")
         self.runtime = self.described["runtime"]
         self.final: dict | None = None

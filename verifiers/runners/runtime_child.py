@@ -165,11 +165,30 @@ def _portable(arrays: dict) -> dict:
             for k, v in arrays.items()}
 
 
+def _import_runtime(runtime: str) -> None:
+    if runtime == "torch":
+        import torch  # noqa: F401
+    else:
+        import tensorflow  # noqa: F401
+        if runtime == "keras":
+            import keras  # noqa: F401
+
+            try:
+                import keras_hub  # noqa: F401
+            except ImportError:
+                pass
+
+
 def main(argv) -> int:
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
     runtime = argv[argv.index("--runtime") + 1]
     import numpy as np
+
+    if "--ahead" in argv:  # started ahead (runtime_isolated.start_ahead): the runtime's import now, the model on "go"
+        _import_runtime(runtime)
+        if sys.stdin.readline().strip() != "go":
+            os._exit(0)
 
     try:
         if runtime == "torch":

@@ -21,12 +21,47 @@ class RuntimeProcess(LiteRTProcess):
 
     child = CHILD
 
+    _ahead: dict = {}  # children started ahead of their runner (start_ahead), by (path, runtime): not yet read
+
     def __init__(self, model_path, runtime: str, sha256: str | None = None):
         self.kind, self.label, self.sha256 = runtime, LABELS[runtime], sha256
-        super().__init__(model_path)
+        self.path, self.flex = Path(model_path), False
+        ahead = RuntimeProcess._ahead.pop(self._key(), None)
+        if ahead is not None and ahead._proc.poll() is None:  # its runtime imported while porter did other work
+            self._dir, self._stderr, self._proc, self._count = ahead._dir, ahead._stderr, ahead._proc, 0
+            self._proc.stdin.write("go\n")  # now it loads the model
+            self._proc.stdin.flush()
+        else:
+            self._spawn()
+        self._ready()
+
+    def _key(self) -> tuple:
+        return str(self.path.resolve()), self.kind, self.sha256
+
+    @classmethod
+    def start_ahead(cls, model_path, runtime: str) -> None:
+        """Start the child for ``model_path`` now, importing its runtime only; the next RuntimeProcess for it takes
+        it over and tells it to load the model (so the import, seconds, overlaps porter's own work, and the model's
+        memory is held no earlier than before)."""
+        child = cls.__new__(cls)
+        child.kind, child.label, child.sha256, child.ahead = runtime, LABELS[runtime], None, True
+        child.path, child.flex = Path(model_path), False
+        child._spawn()
+        cls._ahead[child._key()] = child
+
+    @classmethod
+    def drop_ahead(cls) -> None:
+        """Stop every child started ahead that no runner took (verification failed or stopped early)."""
+        while cls._ahead:
+            _, child = cls._ahead.popitem()
+            child._proc.kill()
+            child._proc.wait()
+            child._stderr.close()
+            child._dir.cleanup()
 
     def _argv(self) -> list[str]:
-        return [str(self.path.resolve()), "--runtime", self.kind, *(["--sha256", self.sha256] if self.sha256 else [])]
+        return [str(self.path.resolve()), "--runtime", self.kind, *(["--sha256", self.sha256] if self.sha256 else []),
+                *(["--ahead"] if getattr(self, "ahead", False) else [])]
 
     def close(self) -> dict:
         final = super().close()
@@ -184,6 +219,15 @@ def fresh_candidate_options(artifact, latency: bool = False, device: str = "cpu"
         # a user's own Keras model stays in this process (the keras layers writer reads it there)
         return {"isolated": True} if config and config.get("model_type") in zoo.ENTRIES else None
     return None
+
+
+def start_children_ahead(folder) -> None:
+    """The TensorFlow-only child for the SavedModel in ``folder`` and, where model.keras loads without porter, the
+    keras-only one, started now (RuntimeProcess.start_ahead); RuntimeProcess.drop_ahead stops any left untaken."""
+    RuntimeProcess.start_ahead(folder, "saved_model")
+    keras_file = Path(folder) / "model.keras"
+    if keras_file.is_file() and not keras_needs_porter(keras_file):
+        RuntimeProcess.start_ahead(keras_file, "keras")
 
 
 def torch_fresh_report(isolated, verified: bool = True) -> dict:
