@@ -132,3 +132,17 @@ def test_portable_model_keras_whose_config_overstates_a_size_is_refused(tiny_ber
     code, text = cli("convert", tmp_path / "model.keras", "--from", "tf", "--to", "torch", "--out", tmp_path / "out")
     assert code == 2 and "vocab_size" in text and "1000000000" in text, text
     assert "Traceback" not in text and not (tmp_path / "out").exists()
+
+
+def test_bf16_bert_keeps_its_dtype_in_the_portable_form(tiny_bert, tmp_path):
+    """--dtype bfloat16: model.keras holds bfloat16 weights (its layers' dtype policy), and reads back as bf16."""
+    import keras
+
+    import porter
+
+    tf_dir = tmp_path / "tf"
+    assert porter.convert(str(tiny_bert), source="torch", target="tf", out=tf_dir, dtype="bfloat16").passed
+    model = keras.saving.load_model(str(tf_dir / "model.keras"), safe_mode=True)
+    assert {v.dtype for v in model.weights} == {"bfloat16"}
+    back = porter.convert(str(tf_dir / "model.keras"), source="tf", target="torch", out=tmp_path / "back")
+    assert back.passed and json.loads((tmp_path / "back" / "config.json").read_text())["dtype"] == "bfloat16"
