@@ -207,8 +207,10 @@ def test_tf_to_onnx_and_onnx_to_tf(cli, keras_src, tmp_path):
 
 
 def test_porters_own_saved_model_on_the_onnx_route(tmp_path, cli):
-    """porter's BERT is a subclassed Keras model (no input layers): its SavedModel folder goes to ONNX by its
-    serving signature (this was an internal error), and its model.keras alone is refused by name with exit 2."""
+    """porter's BERT converts and exports as a subclassed Keras model (no input layers): its SavedModel folder goes to
+    ONNX by its serving signature (this was an internal error). Its model.keras is a Functional model of keras-hub's
+    layers (zoo/bert/portable.py), which goes to ONNX by its own dict signature, verified on the zoo's inputs; a
+    model.keras of an earlier porter (the subclassed porter>BertModel) is refused by name with exit 2."""
     from conftest import TINY_BERT, make_hf_checkpoint
 
     # gelu_new: tf2onnx has no Erf, so the erf-based GELU of tiny_bert would stop the route there
@@ -222,5 +224,44 @@ def test_porters_own_saved_model_on_the_onnx_route(tmp_path, cli):
     assert all(o["max_abs"] <= 1e-5 for s in report["verification"]["shapes"] for o in s["outputs"])
     code, text = cli("convert", tmp_path / "tf" / "model.keras", "--from", "tf", "--to", "torch", "--route", "onnx",
                      "--out", tmp_path / "keras-torch")
+    assert code == 0, text
+    report = json.loads((tmp_path / "keras-torch" / "porter_report.json").read_text())
+    assert report["status"] == "passed" and report["route"] == "onnx"
+    assert [s["label"] for s in report["verification"]["shapes"]] == ["1x5", "3x5", "1x41", "3x41"]  # the zoo's inputs
+    assert all(o["max_abs"] <= 1e-5 for s in report["verification"]["shapes"] for o in s["outputs"])
+
+    from porter.process.frameworks import save_keras
+    from porter.readers.artifacts import detect
+    from porter.routes.tf_weights import load_keras_artifact
+
+    (tmp_path / "old").mkdir()
+    save_keras(load_keras_artifact(detect(tmp_path / "tf" / "model.keras"))[0], tmp_path / "old" / "model.keras")
+    code, text = cli("convert", tmp_path / "old" / "model.keras", "--from", "tf", "--to", "torch", "--route", "onnx",
+                     "--out", tmp_path / "old-torch")
     assert code == 2 and "subclassed Keras model (BertModel)" in text and "--route direct" in text, text
-    assert "Traceback" not in text and not (tmp_path / "keras-torch").exists()
+    assert "Traceback" not in text and not (tmp_path / "old-torch").exists()
+
+
+def test_keras_model_with_dict_inputs_and_outputs_on_the_onnx_route(tmp_path, cli):
+    """A Functional model called on a dict, returning a dict (keras-hub's style): exported under its keys, verified
+    (this was a tf2onnx failure: the model was called on a list)."""
+    import keras
+
+    a, b = keras.Input((6,), name="first"), keras.Input((4,), name="second")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(5, activation="tanh")(a), b])
+    model = keras.Model({"first": a, "second": b},
+                        {"score": keras.layers.Dense(2)(joined), "hidden": keras.layers.Dense(3)(joined)})
+    model.save(str(tmp_path / "dict.keras"))
+    code, text = cli("convert", tmp_path / "dict.keras", "--from", "tf", "--to", "torch", "--route", "onnx",
+                     "--out", tmp_path / "torch")
+    assert code == 0, text
+    report = json.loads((tmp_path / "torch" / "porter_report.json").read_text())
+    names = {o["name"] for s in report["verification"]["shapes"] for o in s["outputs"]}
+    assert report["status"] == "passed" and names == {"score", "hidden"}, report["verification"]
+    # the keras layers writer (route auto) names model.py's outputs by the same keys (this was an internal error)
+    code, text = cli("convert", tmp_path / "dict.keras", "--from", "tf", "--to", "torch", "--out", tmp_path / "layers")
+    assert code == 0, text
+    report = json.loads((tmp_path / "layers" / "porter_report.json").read_text())
+    pairs = {(o["name"], s["label"]) for s in report["verification"]["shapes"] for o in s["outputs"]}
+    assert report["status"] == "passed" and {n for n, _ in pairs} == {"score", "hidden"}, report["verification"]
+    assert not any("paired by position" in n for n in report["verification"]["notes"])

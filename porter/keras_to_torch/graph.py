@@ -156,9 +156,12 @@ def read_graph(model, reserved=()) -> KerasGraph:
 
 
 def keras_output_names(model) -> list[str]:
-    """The names of a Keras model's outputs, as the Keras runner and a written model.py both give them: its
-    output layers' names (``model.output_names``), a repeated one numbered in order (Bidirectional(merge_mode=None)
+    """The names of a Keras model's outputs, as the Keras runner and a written model.py both give them: a dict's
+    keys, else its output layers' names (``model.output_names``), a repeated one numbered in order (Bidirectional(merge_mode=None)
     puts the forward and the backward output of one layer 'bi' among them: 'bi', 'bi_1')."""
+    if isinstance(model.output, dict):  # a dict of outputs: its keys, in model.outputs' order (the keys sorted)
+        key_of = {id(t): k for k, t in model.output.items()}
+        return [key_of[id(t)] for t in model.outputs]
     names = list(getattr(model, "output_names", None) or [])
     names = [str(n) for n in names] if len(names) == len(model.outputs) else [t.name.split(":")[0] for t in model.outputs]
     taken, unique = set(names), []

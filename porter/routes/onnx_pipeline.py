@@ -122,7 +122,7 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             from porter.routes.tf_weights import load_keras_artifact
 
             with progress.step(f"loading {artifact.path}"):
-                model, _ = load_keras_artifact(artifact)
+                model, _ = load_keras_artifact(artifact, as_zoo_model=False)
             if getattr(model, "inputs", None) is None:  # a subclassed model (porter's own BERT) has no input layers
                 if fmt != "saved_model":
                     raise PorterError(f"{artifact.path} holds a subclassed Keras model ({type(model).__name__}): it has no "
@@ -133,7 +133,7 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path)
             if nchw:
                 export = to_onnx.saved_model_to_onnx(artifact.path, onnx_path, nchw_inputs=onnx_graph.channel_inputs(export.input_specs))
-            zoo_feeds = _zoo_feeds(artifact, export.input_specs)
+            zoo_feeds = _zoo_feeds(artifact.config, artifact.path, export.input_specs)
             if zoo_feeds is not None:  # porter's own folder: ids its tables take (Keras' take hides them from index_bounds)
                 return Prepared(artifact.path, export, model_name=artifact.path.stem, source_layout="nhwc", **zoo_feeds)
             reference = artifact.path
@@ -141,6 +141,12 @@ def _prepare(artifact, work: Path, target: str, layout, zoo_source) -> Prepared:
             _, _, specs = to_onnx.keras_io(model)
             export = to_onnx.keras_to_onnx(model, onnx_path, nchw_inputs=onnx_graph.channel_inputs(specs) if nchw else ())
             reference = artifact.path if fmt != "saved_model" else artifact.path / "model.keras"
+            from porter.zoo.keras_file import read_config
+
+            kept = read_config(reference) if reference.suffix == ".keras" else None  # porter's plain zoo model.keras
+            zoo_feeds = _zoo_feeds(kept, reference, export.input_specs) if kept else None
+            if zoo_feeds is not None:  # ids inside its tables, masks padded, as for its SavedModel folder
+                return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc", **zoo_feeds)
         return Prepared(reference, export, model_name=artifact.path.stem, source_layout="nhwc",
                         **_generated(export.input_specs, _bounds_of(onnx_path)))
     raise PorterError(f"the ONNX route cannot start from a {artifact.description}",
@@ -157,12 +163,12 @@ def _generated(specs: dict, index_bounds: dict | None = None, ranges: dict | Non
     return {"feeds": sets.feeds, "input_notes": ["inputs: generated from the source's input signature", *sets.notes]}
 
 
-def _zoo_feeds(artifact, specs: dict) -> dict | None:
-    """Prepared's feeds and input notes from the zoo entry of a folder with a zoo config.json (as `porter verify`
-    makes them for a zoo model), or None."""
+def _zoo_feeds(config, path, specs: dict) -> dict | None:
+    """Prepared's feeds and input notes from the zoo entry of a zoo config (a folder's config.json, or the one inside
+    porter's model.keras), as `porter verify` makes them for a zoo model, or None."""
     from porter.verifiers.inputs import zoo_info, zoo_input_sets
 
-    info = zoo_info(artifact.config, artifact.path)
+    info = zoo_info(config, path)
     if info is None or not hasattr(info.entry.impl, "input_sets"):
         return None
     sets = zoo_input_sets(info, list(specs))

@@ -63,7 +63,7 @@ def assign_by_name(variables: dict, arrays: dict, origin: str) -> None:
         v.assign(arrays[k])
 
 
-def load_keras_artifact(artifact):
+def load_keras_artifact(artifact, as_zoo_model: bool = True):
     """(keras model, HF config dict or None). Zoo models come back as porter's Keras classes."""
     from porter.process.frameworks import keras
 
@@ -119,7 +119,9 @@ def load_keras_artifact(artifact):
         raise
     except Exception as exc:
         raise PorterError(f"{path} could not be loaded by Keras (safe_mode=True): {exc}") from None
-    model, config = _from_plain_functional(model, path)
+    # porter's plain Functional model.keras is rebuilt as the zoo model the rules map; as_zoo_model=False keeps it a
+    # Functional model (the ONNX route exports its input signature)
+    model, config = _from_plain_functional(model, path) if as_zoo_model else (model, None)
     config = config or getattr(model, "hf_config", None) or hf_config_beside(model, path)
     if config is None:  # a user's keras-hub model: its transformers config is derived (an unknown family is refused)
         from porter.zoo.keras_hub.to_hf import is_keras_hub, user_model

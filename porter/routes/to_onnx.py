@@ -332,11 +332,17 @@ def _freeze_captured_constants(model, concrete, wanted: set[str]) -> None:
 def keras_io(model) -> tuple[list[str], list[str], dict]:
     """Stable names: the input layers' and the output layers' (``model.output_names``), and the input specs.
     (A loaded model's output tensors are named keras_tensor_<counter>, which changes from load to load.)"""
-    inputs = [t.name.split(":")[0] for t in model.inputs]
+    if isinstance(model.input, dict):  # a model called on a dict (keras-hub's, porter's BERT): its keys
+        inputs, tensors = list(model.input), list(model.input.values())
+    else:
+        tensors = list(model.inputs)
+        inputs = [t.name.split(":")[0] for t in tensors]
     outputs = [t.name.split(":")[0] for t in model.outputs]
-    if len(getattr(model, "output_names", None) or ()) == len(outputs):
+    if isinstance(model.output, dict):
+        outputs = list(model.output)
+    elif len(getattr(model, "output_names", None) or ()) == len(outputs):
         outputs = [str(n) for n in model.output_names]
-    specs = {n: (getattr(t.dtype, "name", str(t.dtype)), tuple(t.shape)) for n, t in zip(inputs, model.inputs)}
+    specs = {n: (getattr(t.dtype, "name", str(t.dtype)), tuple(t.shape)) for n, t in zip(inputs, tensors)}
     return inputs, outputs, specs
 
 
@@ -352,7 +358,10 @@ def keras_to_onnx(model, path: Path, nchw_inputs=()) -> OnnxExport:
 
     @tf.function(input_signature=sig)
     def serve(*args):
-        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        given = dict(zip(inputs, args)) if isinstance(model.input, dict) else list(args) if len(args) > 1 else args[0]
+        out = model(given, training=False)
+        if isinstance(out, dict):
+            return {name: tf.identity(out[name], name=name) for name in outputs}
         out = out if isinstance(out, (list, tuple)) else [out]
         return {name: tf.identity(t, name=name) for name, t in zip(outputs, out)}
 

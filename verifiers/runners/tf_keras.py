@@ -36,12 +36,19 @@ class KerasRunner(Runner):
                 self.output_names = entry.impl.output_names(config)
             self.input_specs = {n: ("int32", (None, None)) for n in entry.inputs}
         else:
-            self.input_names = [t.name.split(":")[0] for t in self.model.inputs]
+            # a model called on a dict and returning one (keras-hub's style): its keys, as the ONNX export names them
+            self.by_key = isinstance(self.model.input, dict)
+            self.input_names = list(self.model.input) if self.by_key else [t.name.split(":")[0] for t in self.model.inputs]
             from porter.keras_to_torch.graph import keras_output_names
 
-            self.output_names = keras_output_names(self.model)  # one layer's two outputs (Bidirectional): 'bi', 'bi_1'
-            self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, self.model.inputs)}
-            self.index_bounds = _embedding_bounds(self.model, self.input_names)
+            # a dict's keys; else one layer's two outputs (Bidirectional) are 'bi', 'bi_1'
+            self.output_names = keras_output_names(self.model)
+            tensors = list(self.model.input.values()) if self.by_key else self.model.inputs
+            self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, tensors)}
+            # model.inputs is the flattened dict (sorted keys): each tensor named by its own key
+            by_tensor = {id(t): k for k, t in self.model.input.items()} if self.by_key else {}
+            names = [by_tensor[id(t)] for t in self.model.inputs] if self.by_key else self.input_names
+            self.index_bounds = _embedding_bounds(self.model, names)
         self.zoo_model = config is not None
         self.keras_call = getattr(self, "keras_call", None)
 
@@ -60,10 +67,12 @@ class KerasRunner(Runner):
             out = self.model({k: np.asarray(v, dtype=np.int32) for k, v in feeds.items()})
         else:
             args = [np.asarray(feeds[n], dtype=self.input_specs[n][0]) for n in self.input_names]
+            given = dict(zip(self.input_names, args)) if self.by_key else args if len(args) > 1 else args[0]
             # training=False said explicitly: Keras 3 takes an unset flag from the call context, and a layer whose
             # call defaults to training=True (CenterCrop, Resizing...) put the BatchNorms after it in training mode
-            out = self.model(args if len(args) > 1 else args[0], training=False)
-            out = dict(zip(self.output_names, out if isinstance(out, (list, tuple)) else [out]))
+            out = self.model(given, training=False)
+            if not isinstance(out, dict):
+                out = dict(zip(self.output_names, out if isinstance(out, (list, tuple)) else [out]))
         return out
 
 
