@@ -155,12 +155,23 @@ def read_graph(model, reserved=()) -> KerasGraph:
     return KerasGraph(inputs, reader.calls, outputs, keras_output_names(model), reader.problems)
 
 
+def dict_of(model, side: str) -> dict | None:
+    """``model.input`` / ``model.output`` where it is a dict (a model called on a dict, or returning one), else None
+    (a Sequential never called has neither: Keras raises)."""
+    try:
+        struct = getattr(model, side)
+    except (AttributeError, ValueError):
+        return None
+    return struct if isinstance(struct, dict) else None
+
+
 def keras_output_names(model) -> list[str]:
     """The names of a Keras model's outputs, as the Keras runner and a written model.py both give them: a dict's
     keys, else its output layers' names (``model.output_names``), a repeated one numbered in order (Bidirectional(merge_mode=None)
     puts the forward and the backward output of one layer 'bi' among them: 'bi', 'bi_1')."""
-    if isinstance(model.output, dict):  # a dict of outputs: its keys, in model.outputs' order (the keys sorted)
-        key_of = {id(t): k for k, t in model.output.items()}
+    outputs = dict_of(model, "output")
+    if outputs is not None:  # a dict of outputs: its keys, in model.outputs' order (the keys sorted)
+        key_of = {id(t): k for k, t in outputs.items()}
         return [key_of[id(t)] for t in model.outputs]
     names = list(getattr(model, "output_names", None) or [])
     names = [str(n) for n in names] if len(names) == len(model.outputs) else [t.name.split(":")[0] for t in model.outputs]

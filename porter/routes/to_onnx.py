@@ -332,14 +332,17 @@ def _freeze_captured_constants(model, concrete, wanted: set[str]) -> None:
 def keras_io(model) -> tuple[list[str], list[str], dict]:
     """Stable names: the input layers' and the output layers' (``model.output_names``), and the input specs.
     (A loaded model's output tensors are named keras_tensor_<counter>, which changes from load to load.)"""
-    if isinstance(model.input, dict):  # a model called on a dict (keras-hub's, porter's BERT): its keys
-        inputs, tensors = list(model.input), list(model.input.values())
+    from porter.keras_to_torch.graph import dict_of
+
+    by_key, by_key_out = dict_of(model, "input"), dict_of(model, "output")
+    if by_key is not None:  # a model called on a dict (keras-hub's, porter's BERT): its keys
+        inputs, tensors = list(by_key), list(by_key.values())
     else:
         tensors = list(model.inputs)
         inputs = [t.name.split(":")[0] for t in tensors]
     outputs = [t.name.split(":")[0] for t in model.outputs]
-    if isinstance(model.output, dict):
-        outputs = list(model.output)
+    if by_key_out is not None:
+        outputs = list(by_key_out)
     elif len(getattr(model, "output_names", None) or ()) == len(outputs):
         outputs = [str(n) for n in model.output_names]
     specs = {n: (getattr(t.dtype, "name", str(t.dtype)), tuple(t.shape)) for n, t in zip(inputs, tensors)}
@@ -351,14 +354,17 @@ def keras_to_onnx(model, path: Path, nchw_inputs=()) -> OnnxExport:
     from porter.process.frameworks import tensorflow
 
     tf = tensorflow()
+    from porter.keras_to_torch.graph import dict_of
+
     inputs, outputs, specs = keras_io(model)
+    by_key = dict_of(model, "input") is not None  # called on a dict: handed one, keyed as keras_io names them
     if len(set(outputs)) != len(outputs):
         raise PorterError("the Keras model has two outputs of the same name", problems=outputs)
     sig = [tf.TensorSpec(list(specs[n][1]), specs[n][0], name=n) for n in inputs]
 
     @tf.function(input_signature=sig)
     def serve(*args):
-        given = dict(zip(inputs, args)) if isinstance(model.input, dict) else list(args) if len(args) > 1 else args[0]
+        given = dict(zip(inputs, args)) if by_key else list(args) if len(args) > 1 else args[0]
         out = model(given, training=False)
         if isinstance(out, dict):
             return {name: tf.identity(out[name], name=name) for name in outputs}
