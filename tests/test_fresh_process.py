@@ -305,3 +305,19 @@ def test_children_started_ahead_are_taken_over_or_stopped(tiny_bert_tf):
     untaken = next(iter(RuntimeProcess._ahead.values()))._proc
     RuntimeProcess.drop_ahead()
     assert RuntimeProcess._ahead == {} and untaken.poll() is not None
+
+
+def test_a_zoo_variant_the_zoo_refuses_stays_verifiable(tmp_path, cli):
+    """A BertForSequenceClassification folder (the zoo's bert is the bare encoder): `porter verify` runs it as
+    transformers does, in porter's process, instead of failing on the zoo's refusal in the torch-only runner."""
+    import transformers
+
+    from conftest import TINY_BERT
+    from porter.readers.artifacts import detect
+    from porter.verifiers.runners.runtime_isolated import fresh_candidate_options
+
+    config = transformers.BertConfig(**{k: v for k, v in TINY_BERT.items() if k != "model_type"}, num_labels=3)
+    transformers.BertForSequenceClassification(config).eval().save_pretrained(tmp_path / "cls")
+    assert fresh_candidate_options(detect(tmp_path / "cls")) is None
+    code, text = cli("verify", tmp_path / "cls", tmp_path / "cls")
+    assert code == 0, text

@@ -202,10 +202,16 @@ def fresh_candidate_options(artifact, latency: bool = False, device: str = "cpu"
     fmt = artifact.format
     if fmt in ("tflite", "saved_model", "torch_py"):
         return {"isolated": True}
-    if fmt == "hf":
+    if fmt == "hf":  # a folder the zoo's entry names the inputs and outputs of (not a variant it refuses: a head)
         from porter import zoo
 
-        return {"isolated": True} if (artifact.config or {}).get("model_type") in zoo.ENTRIES else None
+        if (artifact.config or {}).get("model_type") not in zoo.ENTRIES:
+            return None
+        try:
+            zoo.for_config(artifact.config, f"{artifact.path}/config.json")
+        except PorterError:
+            return None  # run by transformers in this process, as HFTorchRunner runs a variant outside the zoo
+        return {"isolated": True}
     if fmt == "keras" and not keras_needs_porter(artifact.path):
         from porter import zoo
 
