@@ -30,3 +30,18 @@ def read_config(path) -> dict | None:
     except (OSError, ValueError, zipfile.BadZipFile):
         return None
     return config if isinstance(config, dict) and isinstance(config.get("model_type"), str) else None
+
+
+def config_beside(path) -> dict | None:
+    """The config.json in a model.keras's folder (porter's output folder), read by model_files' rules, or None."""
+    from pathlib import Path
+
+    from porter.errors import PorterError
+    from porter.readers.artifacts import read_config_json
+
+    beside = Path(path).parent / "config.json"
+    try:
+        config = read_config_json(beside) if beside.is_file() else None
+    except PorterError:
+        return None
+    return config if config and isinstance(config.get("model_type"), str) else None

@@ -165,6 +165,15 @@ def dict_of(model, side: str) -> dict | None:
     return struct if isinstance(struct, dict) else None
 
 
+def keras_inputs(model) -> tuple[list[str], list]:
+    """(names, tensors) of a Keras model's inputs: a dict's keys and values where it is called on a dict, else its
+    input layers' names and ``model.inputs``."""
+    by_key = dict_of(model, "input")
+    if by_key is not None:
+        return list(by_key), list(by_key.values())
+    return [t.name.split(":")[0] for t in model.inputs], list(model.inputs)
+
+
 def keras_output_names(model) -> list[str]:
     """The names of a Keras model's outputs, as the Keras runner and a written model.py both give them: a dict's
     keys, else its output layers' names (``model.output_names``), a repeated one numbered in order (Bidirectional(merge_mode=None)

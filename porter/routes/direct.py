@@ -71,7 +71,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
     from porter.resources.memory_estimate import check_fits
     from porter.checks.numerics import NonFiniteScan, check_integer_weights, checkpoint_float_dtype
     from porter.resources.reference_plan import plan_reference, reference_note
-    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, fresh_report, saved_model_options, start_children_ahead
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, fresh_report, fresh_process_options, start_children_ahead
 
     entry = src.entry
     cache_len = kv_cache.for_entry(entry, src.config, max_cache_len)  # a causal LM's prefill/decode (None: not one)
@@ -116,7 +116,7 @@ def torch_to_tf(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             peaks["keras_save"] = peak_rss_mb()
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        isolated = saved_model_options(latency)  # the SavedModel run by TensorFlow alone, in a fresh process
+        isolated = fresh_process_options(latency)  # the SavedModel run by TensorFlow alone, in a fresh process
         if verify and isolated and not (reference.streamed or reference.blockwise):
             start_children_ahead(tmp)  # their runtimes import while the reference loads
         try:
@@ -178,7 +178,7 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
 
     from porter.checks.numerics import cast_floats
     from porter.routes.tf_weights import keras_weights_dtype, load_keras_artifact, scan_keras_weights
-    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, saved_model_options, torch_fresh_report
+    from porter.verifiers.runners.runtime_isolated import RuntimeProcess, fresh_process_options, torch_fresh_report
 
     t0 = time.perf_counter()
     with progress.step(f"loading {src.path}"):
@@ -200,12 +200,12 @@ def tf_to_torch(src, out, force, verify, atol, rtol, console, inputs=None, dtype
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(src.config, indent=2))
         t_save = time.perf_counter() - t0
-        isolated = saved_model_options(latency)  # the folder run by torch + transformers alone, in a fresh process
+        isolated = fresh_process_options(latency)  # the folder run by torch + transformers alone, in a fresh process
         if verify and isolated:
             RuntimeProcess.start_ahead(tmp, "torch")  # torch imports there while the reference loads here
         try:
             verification = (verify_written(src.path, tmp, atol, rtol, "direct", inputs, allow_nonfinite, latency,
-                                           **({"candidate_options": isolated} if isolated else {})) if verify else None)
+                                           candidate_options=isolated) if verify else None)
         finally:
             RuntimeProcess.drop_ahead()
         report = _report(src, out, "torch", plan, {"load_and_map_s": t_map, "save_s": t_save})

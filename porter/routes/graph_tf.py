@@ -94,9 +94,9 @@ def convert_via_graph(artifact, *, out, force, verify, atol, rtol, console, inpu
             options = {"isolated": True, "flex": lite["flex"]}  # LiteRT alone; TF's Flex delegate only for Flex ops
         else:
             converted = _write(prep, tmp, int32_ids=True)  # serving_default int32 ids, serving_int64 int64
-            from porter.verifiers.runners.runtime_isolated import saved_model_options
+            from porter.verifiers.runners.runtime_isolated import fresh_process_options
 
-            options = saved_model_options(latency)  # TensorFlow alone, in a fresh process (runners/runtime_isolated.py)
+            options = fresh_process_options(latency)  # TensorFlow alone, in a fresh process (runners/runtime_isolated.py)
         timings["convert_s"] = time.perf_counter() - t0
         report = _report(artifact, prep, converted, out, timings)
         report.update(route_reason=route_reason, static_shapes=static_shapes)

@@ -85,9 +85,9 @@ def convert_keras_layers(artifact, planned: Planned, *, out, force, verify, atol
             from porter.verifiers.api import verify as run_verify
 
             t0 = time.perf_counter()
-            from porter.verifiers.runners.runtime_isolated import saved_model_options, torch_fresh_report
+            from porter.verifiers.runners.runtime_isolated import fresh_process_options, torch_fresh_report
 
-            isolated = saved_model_options(latency)  # model.py run by torch alone, in a fresh process
+            isolated = fresh_process_options(latency)  # model.py run by torch alone, in a fresh process
             verification = run_verify(artifact.path, tmp, inputs=Path(inputs) if inputs else None, atol=atol, rtol=rtol,
                                       route=ROUTE, latency=latency, candidate_options=isolated)
             report["fresh_process"] = torch_fresh_report(isolated)

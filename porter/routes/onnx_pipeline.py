@@ -74,10 +74,10 @@ def convert_via_onnx(artifact, *, target, out, force, verify, atol, rtol, layout
             verification = None
             if verify:
                 t0 = time.perf_counter()
-                from porter.verifiers.runners.runtime_isolated import saved_model_options, torch_fresh_report
+                from porter.verifiers.runners.runtime_isolated import fresh_process_options, torch_fresh_report
 
                 # a torch folder (model.py) is run by torch alone, in a fresh process
-                isolated = saved_model_options(latency) if target == "torch" else None
+                isolated = fresh_process_options(latency) if target == "torch" else None
                 verification = _verify(prep, candidate, info, atol, rtol, inputs, latency, isolated)
                 if target == "torch":
                     report["fresh_process"] = torch_fresh_report(isolated)

@@ -143,7 +143,8 @@ def _from_plain_functional(model, path) -> tuple:
         return model, None
     config = keras_file.read_config(path)
     if config is None and portable.is_portable(model):  # porter's BERT/RoBERTa, moved from its config.json or not
-        config = _bert_config_beside(path)
+        beside = keras_file.config_beside(path)
+        config = beside if beside and beside["model_type"] in ("bert", "roberta") else None
         if config is None:
             raise PorterError(f"{path} looks like porter's BERT/RoBERTa model.keras but carries no transformers config "
                               f"({keras_file.CONFIG_MEMBER} inside it, or config.json beside it)",
@@ -156,14 +157,6 @@ def _from_plain_functional(model, path) -> tuple:
         raise PorterError(f"{path} carries a {config['model_type']} config ({keras_file.CONFIG_MEMBER}) but not the "
                           "model porter writes for it", hint="convert it with --route onnx")
     return rebuilt, config
-
-
-def _bert_config_beside(path) -> dict | None:
-    try:
-        config = read_config_json(Path(path).parent / "config.json")
-    except (PorterError, OSError, ValueError):
-        return None
-    return config if isinstance(config, dict) and config.get("model_type") in ("bert", "roberta") else None
 
 
 def _translated_h5(path) -> bool:

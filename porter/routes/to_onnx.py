@@ -332,14 +332,10 @@ def _freeze_captured_constants(model, concrete, wanted: set[str]) -> None:
 def keras_io(model) -> tuple[list[str], list[str], dict]:
     """Stable names: the input layers' and the output layers' (``model.output_names``), and the input specs.
     (A loaded model's output tensors are named keras_tensor_<counter>, which changes from load to load.)"""
-    from porter.keras_to_torch.graph import dict_of
+    from porter.keras_to_torch.graph import dict_of, keras_inputs
 
-    by_key, by_key_out = dict_of(model, "input"), dict_of(model, "output")
-    if by_key is not None:  # a model called on a dict (keras-hub's, porter's BERT): its keys
-        inputs, tensors = list(by_key), list(by_key.values())
-    else:
-        tensors = list(model.inputs)
-        inputs = [t.name.split(":")[0] for t in tensors]
+    inputs, tensors = keras_inputs(model)  # a model called on a dict (keras-hub's, porter's BERT): its keys
+    by_key_out = dict_of(model, "output")
     outputs = [t.name.split(":")[0] for t in model.outputs]
     if by_key_out is not None:
         outputs = list(by_key_out)

@@ -24,8 +24,7 @@ class RuntimeProcess(LiteRTProcess):
     _ahead: dict = {}  # children started ahead of their runner (start_ahead), by (path, runtime): not yet read
 
     def __init__(self, model_path, runtime: str, sha256: str | None = None):
-        self.kind, self.label, self.sha256 = runtime, LABELS[runtime], sha256
-        self.path, self.flex = Path(model_path), False
+        self._named(model_path, runtime, sha256)
         ahead = RuntimeProcess._ahead.pop(self._key(), None)
         if ahead is not None and ahead._proc.poll() is None:  # its runtime imported while porter did other work
             self._dir, self._stderr, self._proc, self._count = ahead._dir, ahead._stderr, ahead._proc, 0
@@ -34,6 +33,10 @@ class RuntimeProcess(LiteRTProcess):
         else:
             self._spawn()
         self._ready()
+
+    def _named(self, model_path, runtime: str, sha256: str | None = None, ahead: bool = False) -> None:
+        self.kind, self.label, self.sha256, self.ahead = runtime, LABELS[runtime], sha256, ahead
+        self.path, self.flex = Path(model_path), False
 
     def _key(self) -> tuple:
         return str(self.path.resolve()), self.kind, self.sha256
@@ -44,8 +47,7 @@ class RuntimeProcess(LiteRTProcess):
         it over and tells it to load the model (so the import, seconds, overlaps porter's own work, and the model's
         memory is held no earlier than before)."""
         child = cls.__new__(cls)
-        child.kind, child.label, child.sha256, child.ahead = runtime, LABELS[runtime], None, True
-        child.path, child.flex = Path(model_path), False
+        child._named(model_path, runtime, ahead=True)
         child._spawn()
         cls._ahead[child._key()] = child
 
@@ -61,7 +63,7 @@ class RuntimeProcess(LiteRTProcess):
 
     def _argv(self) -> list[str]:
         return [str(self.path.resolve()), "--runtime", self.kind, *(["--sha256", self.sha256] if self.sha256 else []),
-                *(["--ahead"] if getattr(self, "ahead", False) else [])]
+                *(["--ahead"] if self.ahead else [])]
 
     def close(self) -> dict:
         final = super().close()
@@ -197,7 +199,7 @@ def fresh_candidate_options(artifact, latency: bool = False, device: str = "cpu"
     .tflite by LiteRT, a SavedModel by TensorFlow, a zoo model's model.keras by keras + keras_hub, a zoo Hugging Face
     folder or a porter-written model.py by torch), else None: in porter's own process, where TensorFlow's Flex
     delegate, porter's registered classes or its imports could hide what the serving runtime lacks."""
-    if saved_model_options(latency) is None or device != "cpu":
+    if fresh_process_options(latency) is None or device != "cpu":
         return None
     fmt = artifact.format
     if fmt in ("tflite", "saved_model", "torch_py"):
@@ -215,13 +217,10 @@ def fresh_candidate_options(artifact, latency: bool = False, device: str = "cpu"
     if fmt == "keras" and not keras_needs_porter(artifact.path):
         from porter import zoo
 
-        from porter.zoo.keras_file import read_config
+        from porter.zoo import keras_file
 
         written = (Path(artifact.path).parent / "porter_report.json").is_file()  # porter's output folder
-        try:
-            config = read_config(artifact.path) or (_config_of_keras_file(artifact.path) if written else None)
-        except PorterError:
-            config = None
+        config = keras_file.read_config(artifact.path) or (keras_file.config_beside(artifact.path) if written else None)
         # a user's own Keras model stays in this process (the keras layers writer reads it there)
         return {"isolated": True} if config and config.get("model_type") in zoo.ENTRIES else None
     return None
@@ -245,12 +244,10 @@ def torch_fresh_report(isolated, verified: bool = True) -> dict:
 
 def _config_of_keras_file(path) -> dict:
     """The transformers config porter wrote for a model.keras: config.json beside it, else the one inside it."""
-    from porter.readers.artifacts import read_config_json
-    from porter.zoo.keras_file import read_config
+    from porter.zoo import keras_file
 
-    beside = Path(path).parent / "config.json"
-    config = read_config_json(beside) if beside.is_file() else read_config(path)
-    if not isinstance(config, dict) or "model_type" not in config:
+    config = keras_file.config_beside(path) or keras_file.read_config(path)
+    if config is None:
         raise PorterError(f"{path}: no transformers config.json beside it to say which zoo model it holds",
                           hint="verify the folder porter wrote, with its config.json")
     return config
@@ -278,7 +275,7 @@ def fresh_process() -> bool:
     return os.environ.get("PORTER_FRESH_PROCESS", "1") != "0"
 
 
-def saved_model_options(latency: bool = False) -> dict | None:
+def fresh_process_options(latency: bool = False) -> dict | None:
     """The candidate options that run a written artifact (a SavedModel, a model.keras, a torch folder) by its own
     runtime alone in a fresh child, or None (in porter's own process): --latency times the model in this process,
     and PORTER_FRESH_PROCESS=0 asks for it."""

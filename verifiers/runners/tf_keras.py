@@ -37,20 +37,16 @@ class KerasRunner(Runner):
             self.input_specs = {n: ("int32", (None, None)) for n in entry.inputs}
         else:
             # a model called on a dict and returning one (keras-hub's style): its keys, as the ONNX export names them
-            from porter.keras_to_torch.graph import dict_of, keras_output_names
+            from porter.keras_to_torch.graph import dict_of, keras_inputs, keras_output_names
 
-            by_key = dict_of(self.model, "input")
-            self.by_key = by_key is not None
-            self.input_names = list(by_key) if self.by_key else [t.name.split(":")[0] for t in self.model.inputs]
-
+            self.by_key = dict_of(self.model, "input") is not None
+            self.input_names, tensors = keras_inputs(self.model)
             # a dict's keys; else one layer's two outputs (Bidirectional) are 'bi', 'bi_1'
             self.output_names = keras_output_names(self.model)
-            tensors = list(by_key.values()) if self.by_key else self.model.inputs
             self.input_specs = {n: (_dtype_name(t.dtype), tuple(t.shape)) for n, t in zip(self.input_names, tensors)}
-            # model.inputs is the flattened dict (sorted keys): each tensor named by its own key
-            by_tensor = {id(t): k for k, t in by_key.items()} if self.by_key else {}
-            names = [by_tensor[id(t)] for t in self.model.inputs] if self.by_key else self.input_names
-            self.index_bounds = _embedding_bounds(self.model, names)
+            # model.inputs is a dict flattened (its keys sorted): each tensor under its own name
+            name_of = {id(t): n for n, t in zip(self.input_names, tensors)}
+            self.index_bounds = _embedding_bounds(self.model, [name_of[id(t)] for t in self.model.inputs])
         self.zoo_model = config is not None
         self.keras_call = getattr(self, "keras_call", None)
 

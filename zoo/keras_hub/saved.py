@@ -3,7 +3,6 @@ the HF config.json porter wrote beside model.keras (keras-hub models do not carr
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -23,11 +22,8 @@ def hf_config_beside(model, path: Path) -> dict | None:
     """The config.json in the folder of a keras-hub family's model.keras (porter's output folder)."""
     if not any(c.__module__.startswith("keras_hub") for c in type(model).__mro__):  # porter's subclasses too
         return None
-    cfg = Path(path).parent / "config.json"
-    try:
-        config = json.loads(cfg.read_text())
-    except (OSError, ValueError):
-        return None
+    from porter.zoo.keras_file import config_beside
     from porter.zoo.keras_hub.families import FAMILIES
 
-    return config if config.get("model_type") in FAMILIES else None
+    config = config_beside(path)
+    return config if config and config["model_type"] in FAMILIES else None
