@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import TINY_BERT, TINY_ROBERTA, make_hf_checkpoint
 
+from porter.zoo import keras_file
+
 pytest.importorskip("tensorflow")
 
 
@@ -41,9 +43,9 @@ def test_portable_form_computes_what_porters_model_computes(config, tmp_path):
     assert np.abs(np.where(valid, np.asarray(ours["last_hidden_state"]) - np.asarray(theirs["last_hidden_state"]), 0)).max() <= 2e-6
     path = tmp_path / "m.keras"
     form.save(str(path))
-    portable.add_config(path, config)
+    keras_file.add_config(path, config)
     loaded = keras.saving.load_model(str(path), safe_mode=True)
-    assert portable.is_portable(loaded) and portable.read_config(path)["model_type"] == config["model_type"]
+    assert portable.is_portable(loaded) and keras_file.read_config(path)["model_type"] == config["model_type"]
     back = portable.from_portable(loaded, config)
     for a, b in zip(model.weights, back.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -117,7 +119,7 @@ def test_portable_model_keras_without_its_config_is_refused(tiny_bert, tmp_path,
     portable.to_portable(model).save(str(tmp_path / "model.keras"))  # no add_config
     code, text = cli("convert", tmp_path / "model.keras", "--from", "tf", "--to", "torch", "--route", "direct",
                      "--out", tmp_path / "out")
-    assert code == 2 and portable.CONFIG_MEMBER in text and "config.json" in text, text
+    assert code == 2 and keras_file.CONFIG_MEMBER in text and "config.json" in text, text
     assert "Traceback" not in text and not (tmp_path / "out").exists()
 
 
@@ -128,7 +130,7 @@ def test_portable_model_keras_whose_config_overstates_a_size_is_refused(tiny_ber
 
     config = json.loads((tiny_bert / "config.json").read_text())
     portable.to_portable(keras_model.build(config)).save(str(tmp_path / "model.keras"))
-    portable.add_config(tmp_path / "model.keras", dict(config, vocab_size=10**9))
+    keras_file.add_config(tmp_path / "model.keras", dict(config, vocab_size=10**9))
     code, text = cli("convert", tmp_path / "model.keras", "--from", "tf", "--to", "torch", "--out", tmp_path / "out")
     assert code == 2 and "vocab_size" in text and "1000000000" in text, text
     assert "Traceback" not in text and not (tmp_path / "out").exists()

@@ -104,7 +104,7 @@ def test_keras_file_with_a_wrong_weight_fails_in_keras_alone(tiny_bert, tiny_ber
     import keras
 
     import porter
-    from porter.zoo.bert import portable
+    from porter.zoo import keras_file
 
     folder = tmp_path / "tampered"
     shutil.copytree(tiny_bert_tf, folder)
@@ -113,7 +113,7 @@ def test_keras_file_with_a_wrong_weight_fails_in_keras_alone(tiny_bert, tiny_ber
     gamma.assign(gamma.numpy() * 1.01)
     (folder / "model.keras").unlink()
     model.save(str(folder / "model.keras"))
-    portable.add_config(folder / "model.keras", json.loads((tiny_bert_tf / "config.json").read_text()))
+    keras_file.add_config(folder / "model.keras", json.loads((tiny_bert_tf / "config.json").read_text()))
     result = porter.verify(str(tiny_bert), str(folder / "model.keras"), candidate_options={"isolated": True})
     assert not result.passed and any(o.name == "last_hidden_state" and not o.passed for s in result.shapes for o in s.outputs)
 

@@ -17,7 +17,6 @@ keras-hub's (heads, head_dim) layout, a reshape.
 from __future__ import annotations
 
 from porter.errors import PorterError
-from porter.zoo.keras_file import CONFIG_MEMBER, add_config  # noqa: F401 (the config inside model.keras)
 
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _PLAIN = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "tanh": "tanh"}
@@ -157,11 +156,3 @@ def is_portable(model) -> bool:
         return False
     names = {layer.name for layer in getattr(model, "layers", [])}
     return {"word_embeddings", "position_embeddings", "token_type_embeddings", "embeddings_layer_norm"} <= names
-
-
-def read_config(path) -> dict | None:
-    """The BERT/RoBERTa config kept inside a .keras archive (zoo/keras_file.py), else None."""
-    from porter.zoo.keras_file import read_config as kept
-
-    config = kept(path)
-    return config if config and config.get("model_type") in ("bert", "roberta") else None
